@@ -1,0 +1,35 @@
+# medprobe: the two commands a newcomer needs are `make demo` and `make test`.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Which torch goes into .venv. The default is the CPU build these CI machines keep on disk;
+# on a CUDA workstation use `make demo TORCH=torch` (PyPI's Linux wheels carry CUDA) or conda
+# (environment.yml). Installed first, so pyproject's `torch>=2.1` never pulls a second build.
+TORCH  ?= torch==2.13.0
+STUDY  ?= demo-study
+
+.PHONY: demo test lint venv clean rate bench
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python pyproject.toml
+	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $@
+
+venv: $(VENV)/.installed
+
+demo: venv
+	$(BIN)/python -m probes catalog show prompts/oncology.yaml
+
+lint: venv
+	$(BIN)/ruff check .
+
+test: venv lint
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

@@ -1,0 +1,34 @@
+"""Errors a user can cause, each saying what was wrong, where, and what to do."""
+
+from __future__ import annotations
+
+
+class ProbeError(Exception):
+    """Base class: the CLI prints these as one clear message instead of a traceback."""
+
+
+class CatalogError(ProbeError):
+    """A prompt catalog that cannot be read or does not follow the format."""
+
+    def __init__(self, path, where: str, problem: str, expected: str = ""):
+        self.path, self.where, self.problem, self.expected = str(path), where, problem, expected
+        msg = f"{self.path}: {where}: {problem}" if where else f"{self.path}: {problem}"
+        if expected:
+            msg += f" (expected {expected})"
+        super().__init__(msg)
+
+
+class PresetError(ProbeError):
+    """An unknown preset, or a preset whose settings are wrong."""
+
+
+class WeightsError(ProbeError):
+    """Checkpoint missing offline, or one whose digest does not match its pin."""
+
+
+class StoreError(ProbeError):
+    """A study folder that cannot be created, written or read."""
+
+
+class MissingDependencyError(ProbeError):
+    """An optional package (glide-text2im) is not installed."""
