@@ -24,6 +24,8 @@ venv: $(VENV)/.installed
 
 demo: venv
 	$(BIN)/python -m probes catalog show prompts/oncology.yaml
+	$(BIN)/python -m probes run --study $(STUDY) --catalog oncology --presets tiny \
+		--topics brain,lung_cancer --detail short --images-per-prompt 4
 
 lint: venv
 	$(BIN)/ruff check .

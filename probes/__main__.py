@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -35,6 +36,71 @@ def _catalog_expand(args) -> int:
     return 0
 
 
+def _run(args) -> int:
+    import time
+    import uuid
+
+    from . import execute
+    from .run import shard_from_env
+    from .store import Study
+
+    args.shard_index, args.num_shards = shard_from_env(args.shard_index, args.num_shards)
+    if args.device is None and "LOCAL_RANK" in os.environ and args.num_shards > 1:
+        args.device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per process under accelerate/torchrun
+    study = Path(args.study).expanduser().resolve()
+    Study(study).close()  # an unwritable folder fails here, before a kernel starts
+    cat.load_catalog(args.catalog)  # so does a missing or broken catalog
+    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    if args.num_shards > 1:
+        run_id += f"-shard{args.shard_index}of{args.num_shards}"
+    parameters = dict(study=str(study), catalog=str(cat.resolve_catalog(args.catalog).resolve()),
+                      presets=args.presets, images_per_prompt=args.images_per_prompt, seed=args.seed,
+                      styles=args.styles, topics=args.topics, detail=args.detail,
+                      shard_index=args.shard_index, num_shards=args.num_shards, force=args.force,
+                      presets_file=str(Path(args.presets_file).resolve()) if args.presets_file else None,
+                      device=args.device, run_id=run_id)
+    if args.compare:
+        parameters["compare"] = args.compare
+    notebook = study / "runs" / f"{run_id}.ipynb"
+    parameters["run_notebook"] = str(notebook)
+    execute.execute_notebook("10_probe.ipynb", notebook, parameters, cwd=study, progress=not args.quiet)
+    with Study(study, create=False) as st:
+        record = st.run_record(run_id)
+        failures = st.failures(run_id)
+    if record is None:
+        raise ProbeError(f"the run left no record in {study}; see {notebook}")
+    print(f"run {run_id}: {record['n_generated']} images generated, {record['n_skipped']} already there, "
+          f"{record['n_failed']} failed; record: {notebook}")
+    for row in failures.head(10).itertuples():
+        print(f"  failed: {row.preset} / {row.prompt_id}: {row.error}", file=sys.stderr)
+    return 0 if record["status"] == "ok" else 1
+
+
+def _presets(args) -> int:
+    from .generators import backend_class, load_presets
+
+    presets = load_presets(args.presets_file)
+    print(f"{'preset':<14} {'backend':<10} {'weights':<44} description")
+    for name, settings in presets.items():
+        cls = backend_class(settings["backend"])
+        status = cls.weights_status(settings)
+        description = " ".join(str(settings.get("description", "")).split())
+        print(f"{name:<14} {settings['backend']:<10} {status:<44} {description[:70]}")
+    return 0
+
+
+def _digests(args) -> int:
+    from .generators import create_generator, load_presets
+
+    generator = create_generator(args.preset, load_presets(args.presets_file), device="cpu",
+                                 sha256={})  # measure, do not check against old pins
+    print(f"# SHA-256 of the checkpoints preset {args.preset} loads; paste under the preset")
+    print("sha256:")
+    for name, digest in sorted(generator.describe()["digests"].items()):
+        print(f'  {name}: "{digest}"')
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m probes", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -51,6 +117,33 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file")
     p.add_argument("-o", "--output", required=True, help="CSV file to write")
     p.set_defaults(func=_catalog_expand)
+
+    p = sub.add_parser("run", help="generate a catalog's images into a study (executes notebooks/10_probe.ipynb)")
+    p.add_argument("--study", required=True, help="study folder (created if missing)")
+    p.add_argument("--catalog", required=True, help="catalog YAML file or shipped name")
+    p.add_argument("--presets", required=True, help="comma-separated preset names")
+    p.add_argument("--images-per-prompt", type=int, default=4)
+    p.add_argument("--seed", type=int, default=0, help="study seed (default 0)")
+    p.add_argument("--styles", help="comma-separated style ids (default all)")
+    p.add_argument("--topics", help="comma-separated topic ids (default all)")
+    p.add_argument("--detail", help="short, detailed or both (default)")
+    p.add_argument("--shard-index", type=int, help="this process's shard (default: from SLURM_ARRAY_TASK_ID or RANK)")
+    p.add_argument("--num-shards", type=int, help="number of shards (default: SLURM_ARRAY_TASK_COUNT or WORLD_SIZE)")
+    p.add_argument("--force", action="store_true", help="regenerate images that exist")
+    p.add_argument("--presets-file", help="extra presets YAML")
+    p.add_argument("--device", help="force a device: cuda, cuda:1, mps, cpu")
+    p.add_argument("--compare", help="two presets for the side-by-side sheet")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_run)
+
+    p = sub.add_parser("digests", help="print the SHA-256 pins of a preset's checkpoints")
+    p.add_argument("preset")
+    p.add_argument("--presets-file", help="extra presets YAML")
+    p.set_defaults(func=_digests)
+
+    p = sub.add_parser("presets", help="list presets and whether their weights are available here")
+    p.add_argument("--presets-file", help="extra presets YAML")
+    p.set_defaults(func=_presets)
     return parser
 
 

@@ -1,0 +1,39 @@
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# A small, fast tiny preset for tests: 2 denoising steps at 32 px.
+FAST_PRESETS = {
+    "tiny-fast": {"backend": "tiny", "description": "test preset", "steps": 2, "size": 32},
+    "tiny-fast-b": {"backend": "tiny", "description": "second test preset", "steps": 2, "size": 32,
+                    "guidance_scale": 5.0},
+}
+
+
+@pytest.fixture
+def presets_file(tmp_path) -> Path:
+    path = tmp_path / "presets.yaml"
+    path.write_text(yaml.safe_dump(FAST_PRESETS), encoding="utf-8")
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _isolated_caches(tmp_path_factory, monkeypatch):
+    """Never touch the user's caches or the network from a test."""
+    cache = tmp_path_factory.getbasetemp() / "cache"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(cache))
+    monkeypatch.setenv("HF_HOME", str(cache / "hf"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("MEDPROBE_OFFLINE", "1")
+
+
+def chromium_path() -> str | None:
+    for name in (os.environ.get("CHROMIUM"), "chromium", "chromium-browser", "google-chrome"):
+        if name and shutil.which(name):
+            return shutil.which(name)
+    return None
