@@ -13,7 +13,7 @@ from PIL import Image
 
 from .store import Study
 
-TINY_NOTE = "tiny preset: random weights, not a real model"
+TINY_NOTE = "random weights, not a real model"
 
 
 def _preset_label(study: Study, preset: str) -> str:
