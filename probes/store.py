@@ -103,10 +103,23 @@ def migrate(conn: sqlite3.Connection, component: str, migrations: list[str]) -> 
             raise StoreError(f"the study database was written by a newer medprobe ({component} schema "
                              f"v{current}, this one knows v{len(migrations)}); upgrade medprobe")
         for number in range(current, len(migrations)):
-            for statement in migrations[number].split(";"):
-                if statement.strip():
-                    conn.execute(statement)
+            for statement in _statements(migrations[number]):
+                conn.execute(statement)
         conn.execute("INSERT OR REPLACE INTO schema_versions VALUES (?, ?)", (component, len(migrations)))
+
+
+def _statements(script: str) -> list[str]:
+    """Split a script into statements; a trigger body's inner ';' does not end it."""
+    statements, buffer = [], ""
+    for piece in script.split(";"):
+        buffer += piece + ";"
+        if sqlite3.complete_statement(buffer):
+            if buffer.strip(" \n;"):
+                statements.append(buffer.strip())
+            buffer = ""
+    if buffer.strip(" \n;"):
+        statements.append(buffer.strip())
+    return statements
 
 
 class Study:

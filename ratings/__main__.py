@@ -1,0 +1,112 @@
+"""``python -m ratings``: a thin command line over the ratings package."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+import yaml
+
+from probes.errors import ProbeError
+
+
+def _build(args) -> int:
+    from .session import build_sessions
+
+    scale = None
+    if args.scale:
+        try:
+            scale = yaml.safe_load(open(args.scale, encoding="utf-8"))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ProbeError(f"{args.scale}: cannot read the scale file ({exc})") from None
+    summary = build_sessions(args.study, args.raters, presets=args.presets.split(",") if args.presets else None,
+                             repeats=args.repeats, seed=args.seed, images_per_panel=args.images_per_panel,
+                             shuffle_images=not args.keep_image_order, scale=scale)
+    print(f"{summary['panels']} panels in {args.study}"
+          + (f" ({summary['skipped_incomplete']} skipped: fewer than {args.images_per_panel} images)"
+             if summary["skipped_incomplete"] else ""))
+    for rater, n in summary["assigned"].items():
+        print(f"  {rater}: {n} new assignments")
+    return 0
+
+
+def _add_reference(args) -> int:
+    from .session import add_reference
+
+    prompt_id = add_reference(args.study, args.prompt, args.images, catalog=args.catalog)
+    print(f"added {len(args.images)} reference images for prompt {prompt_id}; run `build` to assign them")
+    return 0
+
+
+def _import_wide(args) -> int:
+    from .io import import_wide
+
+    summary = import_wide(args.file, catalog=args.catalog, study=args.study, sheet=args.sheet,
+                          prompt_column=args.prompt_column, exclude_columns=args.exclude_columns)
+    print(f"imported {summary['ratings']} ratings of {summary['prompts']} prompts by "
+          f"{len(summary['raters'])} raters ({', '.join(summary['raters'])}) into {args.study}")
+    return 0
+
+
+def _export(args) -> int:
+    from .io import export
+
+    path = export(args.study, args.output, format=args.format, include_repeats=args.include_repeats)
+    print(f"wrote {path}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m ratings", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("build", help="create blinded panels and assign them to raters")
+    p.add_argument("--study", required=True)
+    p.add_argument("--raters", required=True, help="comma-separated rater ids, e.g. A,B,C")
+    p.add_argument("--presets", help="comma-separated presets to include (default: all)")
+    p.add_argument("--repeats", type=float, default=0.0, help="share of panels shown twice (intra-rater)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the per-rater orders")
+    p.add_argument("--images-per-panel", type=int, default=4)
+    p.add_argument("--keep-image-order", action="store_true", help="do not shuffle images within panels")
+    p.add_argument("--scale", help="YAML file with a custom rating scale")
+    p.set_defaults(func=_build)
+
+    p = sub.add_parser("add-reference", help="add real images of a prompt as a control panel")
+    p.add_argument("--study", required=True)
+    p.add_argument("--prompt", required=True, help="the prompt text the images illustrate")
+    p.add_argument("--catalog", help="catalog to match the prompt to a style and topic")
+    p.add_argument("images", nargs="+", help="image files")
+    p.set_defaults(func=_add_reference)
+
+    p = sub.add_parser("import-wide", help="import a wide rating table (CSV or XLSX) from another study")
+    p.add_argument("file")
+    p.add_argument("--catalog", required=True)
+    p.add_argument("--study", required=True)
+    p.add_argument("--sheet", help="XLSX sheet name (default: the first)")
+    p.add_argument("--prompt-column", help="prompt text column (default: Prompt or prompt)")
+    p.add_argument("--exclude-columns", help="regex of columns to ignore, e.g. '_Median$'")
+    p.set_defaults(func=_import_wide)
+
+    p = sub.add_parser("export", help="export the latest ratings as a tidy (or wide) table")
+    p.add_argument("--study", required=True)
+    p.add_argument("-o", "--output", required=True)
+    p.add_argument("--format", choices=["csv", "parquet", "wide"], default="csv")
+    p.add_argument("--include-repeats", action="store_true", help="also the repeated showings (repeat=1)")
+    p.set_defaults(func=_export)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except ProbeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
