@@ -27,6 +27,13 @@ demo: venv
 	$(BIN)/python -m probes run --study $(STUDY) --catalog oncology --presets tiny \
 		--topics brain,lung_cancer --detail short --images-per-prompt 4
 
+# The rating app for clinicians: Voila serves notebooks/20_rate.ipynb with the code hidden.
+PORT   ?= 8866
+HOST   ?= 127.0.0.1
+rate: venv
+	MEDPROBE_STUDY="$(abspath $(STUDY))" $(BIN)/voila notebooks/20_rate.ipynb --no-browser \
+		--port=$(PORT) --Voila.ip=$(HOST) --show_tracebacks=False --theme=light
+
 lint: venv
 	$(BIN)/ruff check .
 

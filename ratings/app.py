@@ -1,0 +1,317 @@
+"""The blinded rating app (ipywidgets), served to clinicians with Voilà (notebooks/20_rate.ipynb).
+
+Pages: who are you -> instructions with the scale anchors -> one panel at a time (the prompt,
+four images in a 2x2 grid with click-to-enlarge, both scales, the nonsensical flag, a comment,
+Previous / Next / First unrated, progress, a visible saved state) -> a finish page.
+
+Every answer is committed to the study database the moment it is given. The app sends the
+browser the prompt text and the images' pixels only: images are re-encoded without metadata
+and addressed by opaque tokens, and nothing about presets, generators, seeds or files, nor any
+other rater's answers, ever reaches the page.
+"""
+
+from __future__ import annotations
+
+import html
+import io
+import os
+import time
+from collections import OrderedDict
+from urllib.parse import parse_qs
+
+import ipywidgets as w
+from PIL import Image
+
+from . import db
+from .errors import RatingError
+
+TILE_PX = 256
+ENLARGED_PX = 640
+CSS = """
+<style>
+.mp-app { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; font-size: 15px; max-width: 980px; }
+.mp-app h2 { margin: 6px 0 10px 0; font-weight: 600; }
+.mp-prompt { font-size: 19px; padding: 10px 14px; background: #f2f5fa; border-left: 4px solid #3a6ea5; margin: 6px 0 12px 0; }
+.mp-question { font-weight: 600; margin-top: 10px; }
+.mp-anchors { color: #555; font-size: 13px; margin: 2px 0 6px 0; }
+.mp-saved { font-size: 14px; color: #1b7f3b; }
+.mp-unsaved { font-size: 14px; color: #8a6d00; }
+.mp-error { font-size: 14px; color: #b00020; font-weight: 600; }
+.mp-tile img { border: 1px solid #ccc; image-rendering: auto; }
+.mp-app .widget-toggle-buttons .widget-toggle-button { width: 64px; font-size: 15px; }
+</style>
+"""
+
+
+def _strip_to_png(path) -> bytes:
+    """Pixels only: a fresh PNG with no text chunks, so nothing in the file can unblind."""
+    with Image.open(path) as im:
+        rgb = im.convert("RGB")
+    buf = io.BytesIO()
+    rgb.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+class RatingApp:
+    """The rating app for one study; display ``app.widget``.
+
+    Parameters
+    ----------
+    study : str or Path
+        Study folder with rating sessions built (``python -m ratings build``).
+    rater : str, optional
+        Rater id; when None the app first asks who is rating.
+    """
+
+    def __init__(self, study, rater: str | None = None):
+        self.study = study
+        self.conn = db.open_db(study)
+        self.scale = db.get_config(self.conn, "scale")
+        if self.scale is None:
+            raise RatingError(f"{study}: no rating sessions yet; run `python -m ratings build --study "
+                              f"{study} --raters A,B,C` first")
+        self._images: OrderedDict[str, bytes] = OrderedDict()
+        self.rater: str | None = None
+        self.assignments: list[db.Assignment] = []
+        self.answers: dict[int, db.Answer] = {}
+        self.index = 0
+        self._loading = False
+        self._shown_at = time.monotonic()
+        self._build_widgets()
+        self.widget = w.VBox([w.HTML(CSS), self.page], layout=w.Layout(padding="8px"))
+        self.widget.add_class("mp-app")
+        if rater:
+            self.login(rater)
+        else:
+            self._show_login()
+
+    @classmethod
+    def from_environment(cls, study: str | None = None) -> RatingApp:
+        """For Voilà: study from MEDPROBE_STUDY, rater from the URL (?rater=A) if given."""
+        study = study or os.environ.get("MEDPROBE_STUDY", "demo-study")
+        query = parse_qs(os.environ.get("QUERY_STRING", ""))
+        return cls(study, rater=(query.get("rater") or [None])[0])
+
+    # --- widgets ----------------------------------------------------------------------
+
+    def _build_widgets(self) -> None:
+        self.page = w.VBox()
+        # login
+        self.rater_pick = w.Dropdown(options=[""] + db.raters(self.conn), description="Your rater id")
+        self.rater_text = w.Text(placeholder="or type it here", description="")
+        self.login_button = w.Button(description="Continue", button_style="primary")
+        self.login_message = w.HTML()
+        self.login_button.on_click(lambda _: self.login(self.rater_text.value.strip() or self.rater_pick.value))
+        # instructions
+        self.start_button = w.Button(description="Start rating", button_style="primary", icon="play")
+        self.start_button.on_click(lambda _: self.go_to(self.first_unrated()))
+        # panel
+        self.progress_label = w.HTML()
+        self.progress_bar = w.IntProgress(min=0, max=1, layout=w.Layout(width="240px"))
+        self.prompt_html = w.HTML()
+        self.images = [w.Image(format="png", width=TILE_PX, height=TILE_PX) for _ in range(4)]
+        self.enlarge_buttons = [w.Button(description=f"Enlarge {i + 1}", icon="search-plus",
+                                         layout=w.Layout(width=f"{TILE_PX}px")) for i in range(4)]
+        for i, button in enumerate(self.enlarge_buttons):
+            button.on_click(lambda _, i=i: self.enlarge(i))
+        tiles = []
+        for image, button in zip(self.images, self.enlarge_buttons, strict=True):
+            tile = w.VBox([image, button])
+            tile.add_class("mp-tile")
+            tiles.append(tile)
+        self.grid = w.GridBox(tiles, layout=w.Layout(grid_template_columns=f"repeat(2, {TILE_PX + 8}px)",
+                                                     grid_gap="8px"))
+        self.big_image = w.Image(format="png", width=ENLARGED_PX, height=ENLARGED_PX)
+        self.back_button = w.Button(description="Back to the four images", icon="th-large")
+        self.back_button.on_click(lambda _: self.close_enlarged())
+        self.viewer = w.VBox([self.grid])
+
+        self.scores: dict[str, w.ToggleButtons] = {}
+        scale_rows = []
+        for dim in self.scale["dimensions"]:
+            buttons = w.ToggleButtons(options=[(str(v), v) for v, _ in dim["anchors"]], value=None,
+                                      tooltips=[f"{v} = {label}" for v, label in dim["anchors"]])
+            buttons.observe(self._on_change, names="value")
+            self.scores[dim["id"]] = buttons
+            anchors = " &nbsp;·&nbsp; ".join(f"<b>{v}</b> {html.escape(label)}" for v, label in dim["anchors"])
+            scale_rows += [w.HTML(f"<div class='mp-question'>{html.escape(dim['question'])}</div>"),
+                           buttons, w.HTML(f"<div class='mp-anchors'>{anchors}</div>")]
+        self.nonsensical = w.Checkbox(description=self.scale.get("nonsensical", "The prompt is nonsensical"),
+                                      indent=False)
+        self.nonsensical.observe(self._on_change, names="value")
+        self.comment = w.Textarea(placeholder=self.scale.get("comment", "Comment (optional)"),
+                                  continuous_update=False, layout=w.Layout(width="520px", height="3.5em"))
+        self.comment.observe(self._on_change, names="value")
+        self.saved = w.HTML()
+        self.prev_button = w.Button(description="Previous", icon="arrow-left")
+        self.next_button = w.Button(description="Next", icon="arrow-right", button_style="primary")
+        self.unrated_button = w.Button(description="First unrated", icon="fast-forward")
+        self.prev_button.on_click(lambda _: self.go_to(self.index - 1))
+        self.next_button.on_click(lambda _: self.go_to(self.index + 1))
+        self.unrated_button.on_click(lambda _: self.go_to(self.first_unrated()))
+        self.panel_page = w.VBox([
+            w.HBox([self.progress_label, self.progress_bar], layout=w.Layout(align_items="center", grid_gap="12px")),
+            self.prompt_html, self.viewer, *scale_rows, self.nonsensical, self.comment, self.saved,
+            w.HBox([self.prev_button, self.next_button, self.unrated_button])])
+        # finish
+        self.finish_html = w.HTML()
+        self.review_button = w.Button(description="Back to the panels", icon="arrow-left")
+        self.review_button.on_click(lambda _: self.go_to(len(self.assignments) - 1))
+        self.finish_unrated_button = w.Button(description="Go to first unrated", button_style="warning")
+        self.finish_unrated_button.on_click(lambda _: self.go_to(self.first_unrated()))
+
+    # --- pages ------------------------------------------------------------------------
+
+    def _show_login(self, message: str = "") -> None:
+        self.login_message.value = f"<div class='mp-error'>{html.escape(message)}</div>" if message else ""
+        self.page.children = [w.HTML("<h2>Image rating study</h2><p>Please choose or type the rater id you were "
+                                     "given, then press Continue.</p>"),
+                              self.rater_pick, self.rater_text, self.login_button, self.login_message]
+
+    def login(self, rater: str | None) -> None:
+        if not rater:
+            return self._show_login("Please choose or type your rater id.")
+        try:
+            self.assignments = db.assignments(self.conn, rater)
+        except RatingError:
+            return self._show_login(f"There is no rater '{rater}' in this study. Check the id you were given.")
+        self.rater = rater
+        self.answers = db.latest_answers(self.conn, rater)
+        self._show_instructions()
+
+    def _show_instructions(self) -> None:
+        done = self.n_rated()
+        anchors = "".join(f"<tr><td style='padding:2px 12px'><b>{v}</b></td><td>{html.escape(label)}</td></tr>"
+                          for v, label in self.scale["dimensions"][0]["anchors"])
+        questions = "".join(f"<li>{html.escape(d['question'])}</li>" for d in self.scale["dimensions"])
+        self.start_button.description = "Continue where you left off" if done else "Start rating"
+        self.page.children = [w.HTML(
+            f"<h2>Welcome, {html.escape(self.rater)}</h2>"
+            f"<p>You will see {len(self.assignments)} panels. Each shows a text prompt and four images a "
+            "computer model made for it. For each panel:</p>"
+            f"<ul>{questions}</ul><p>Judge the <b>best</b> of the four images for each question, on this scale:</p>"
+            f"<table>{anchors}</table>"
+            "<p>Tick <i>The prompt is nonsensical</i> if the prompt itself makes no sense medically. "
+            "Click <i>Enlarge</i> under an image to see it larger. Every answer is saved the moment you give "
+            "it: you can close the window at any time and continue later where you stopped.</p>"
+            f"<p>Progress so far: {done} of {len(self.assignments)} rated.</p>"), self.start_button]
+
+    def _show_finish(self) -> None:
+        left = len(self.assignments) - self.n_rated()
+        if left:
+            text = (f"<h2>Almost there</h2><p>{left} of {len(self.assignments)} panels are not rated yet.</p>")
+            buttons = [self.finish_unrated_button, self.review_button]
+        else:
+            text = (f"<h2>Thank you!</h2><p>All {len(self.assignments)} panels are rated and saved. "
+                    "You can close this window.</p>")
+            buttons = [self.review_button]
+        self.finish_html.value = text
+        self.page.children = [self.finish_html, w.HBox(buttons)]
+
+    # --- navigation -------------------------------------------------------------------
+
+    def n_rated(self) -> int:
+        return sum(db.is_complete(self.answers.get(a.seq), self.scale) for a in self.assignments)
+
+    def first_unrated(self) -> int:
+        for i, a in enumerate(self.assignments):
+            if not db.is_complete(self.answers.get(a.seq), self.scale):
+                return i
+        return len(self.assignments)
+
+    def go_to(self, index: int) -> None:
+        if self.rater is None:
+            return
+        self._commit_comment()
+        if index >= len(self.assignments):
+            self.index = len(self.assignments)
+            return self._show_finish()
+        self.index = max(0, index)
+        self._show_panel()
+
+    def _show_panel(self) -> None:
+        assignment = self.assignments[self.index]
+        self._loading = True
+        try:
+            self.close_enlarged()
+            self.prompt_html.value = (f"<div class='mp-prompt'>{html.escape(db.prompt_text(self.conn, assignment.panel))}"
+                                      "</div>")
+            tokens = assignment.image_tokens
+            for i, image in enumerate(self.images):
+                image.value = self._image(tokens[i]) if i < len(tokens) else b""
+                image.layout.visibility = "visible" if i < len(tokens) else "hidden"
+                self.enlarge_buttons[i].layout.visibility = image.layout.visibility
+            answer = self.answers.get(assignment.seq)
+            for dim, buttons in self.scores.items():
+                buttons.value = answer.scores.get(dim) if answer else None
+            self.nonsensical.value = bool(answer and answer.nonsensical)
+            self.comment.value = answer.comment if answer else ""
+        finally:
+            self._loading = False
+        self._show_saved_state(answer)
+        self._update_progress()
+        self.prev_button.disabled = self.index == 0
+        self.next_button.description = "Finish" if self.index == len(self.assignments) - 1 else "Next"
+        self.page.children = [self.panel_page]
+        self._shown_at = time.monotonic()
+
+    def enlarge(self, position: int) -> None:
+        self.big_image.value = self.images[position].value
+        self.viewer.children = [w.HTML(f"<b>Image {position + 1} of 4</b>"), self.big_image, self.back_button]
+
+    def close_enlarged(self) -> None:
+        self.viewer.children = [self.grid]
+
+    def _image(self, image_token: str) -> bytes:
+        if image_token not in self._images:
+            self._images[image_token] = _strip_to_png(db.image_file(self.conn, image_token))
+            if len(self._images) > 64:
+                self._images.popitem(last=False)
+        return self._images[image_token]
+
+    # --- saving -----------------------------------------------------------------------
+
+    def _on_change(self, change) -> None:
+        if not self._loading and self.rater is not None and self.index < len(self.assignments):
+            self.save()
+
+    def _commit_comment(self) -> None:
+        # a comment typed but not yet blurred still counts when the rater moves on
+        if self.rater and self.index < len(self.assignments):
+            answer = self.answers.get(self.assignments[self.index].seq)
+            if self.comment.value != (answer.comment if answer else ""):
+                self.save()
+
+    def save(self) -> None:
+        """Commit the current panel's answer (a new row; the latest counts)."""
+        assignment = self.assignments[self.index]
+        scores = {dim: buttons.value for dim, buttons in self.scores.items()}
+        seconds = round(time.monotonic() - self._shown_at, 3)
+        try:
+            stamp = db.save_answer(self.conn, self.rater, assignment.seq, scores, self.nonsensical.value,
+                                   self.comment.value, seconds, self.scale)
+        except Exception as exc:  # the rater must see that an answer did not reach the database
+            self.saved.value = (f"<span class='mp-error'>⚠ Not saved ({html.escape(type(exc).__name__)}). "
+                                "Please tell the study team.</span>")
+            raise
+        self.answers[assignment.seq] = db.Answer(scores, bool(self.nonsensical.value), self.comment.value,
+                                                 stamp, seconds)
+        self._show_saved_state(self.answers[assignment.seq])
+        self._update_progress()
+
+    def _update_progress(self) -> None:
+        rated, total = self.n_rated(), len(self.assignments)
+        self.progress_label.value = f"<b>Panel {self.index + 1} of {total}</b> &nbsp; {rated} / {total} rated"
+        self.progress_bar.max, self.progress_bar.value = max(total, 1), rated
+
+    def _show_saved_state(self, answer: db.Answer | None) -> None:
+        if answer is None:
+            self.saved.value = "<span class='mp-unsaved'>Not rated yet</span>"
+        elif db.is_complete(answer, self.scale):
+            self.saved.value = f"<span class='mp-saved'>✓ Saved at {answer.rated_at[11:19]} UTC</span>"
+        else:
+            self.saved.value = (f"<span class='mp-unsaved'>✓ Saved at {answer.rated_at[11:19]} UTC, "
+                                "but not complete: please answer both questions</span>")
+
+    def close(self) -> None:
+        self.conn.close()
