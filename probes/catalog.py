@@ -83,6 +83,7 @@ class Match:
     style: str
     topic: str
     detail: str
+    prompt_id: str = field(default="", compare=False)  # of the catalog's own wording
 
 
 def normalize(text: str) -> str:
@@ -200,7 +201,7 @@ def match_prompt(catalog: Catalog, text: str) -> Match | None:
     norm = normalize(text)
     for extra in catalog.extra_prompts:
         if normalize(extra.text) == norm:
-            return Match(extra.style, extra.topic, extra.detail)
+            return Match(extra.style, extra.topic, extra.detail, prompt_id(extra.text))
     if not catalog._matchers:
         catalog._matchers.extend(_build_matchers(catalog))
     found = []
@@ -210,7 +211,9 @@ def match_prompt(catalog: Catalog, text: str) -> Match | None:
             continue
         hit = _match_topic(catalog, m.group("topic").strip())
         if hit:
-            found.append((literal_len, Match(style.id, *hit)))
+            topic_id, level = hit
+            canonical = style.template.replace("{topic}", getattr(catalog.topic(topic_id), level))
+            found.append((literal_len, Match(style.id, topic_id, level, prompt_id(canonical))))
     if not found:
         return None
     # Two templates can both fit ("a photo of X" vs "a photo of a slide of X"): the one that
@@ -220,15 +223,13 @@ def match_prompt(catalog: Catalog, text: str) -> Match | None:
 
 def match_prompts(catalog: Catalog, texts) -> pd.DataFrame:
     """Vector form of :func:`match_prompt`: columns text, matched, prompt_id, style, topic, detail."""
-    table = expand(catalog).set_index(["style", "topic", "detail"])
     rows = []
     for text in texts:
         hit = match_prompt(catalog, text)
         if hit is None:
             rows.append((text, False, None, None, None, None))
         else:
-            pid = table.loc[(hit.style, hit.topic, hit.detail), "prompt_id"]
-            rows.append((text, True, pid, hit.style, hit.topic, hit.detail))
+            rows.append((text, True, hit.prompt_id, hit.style, hit.topic, hit.detail))
     return pd.DataFrame(rows, columns=["text", "matched", "prompt_id", "style", "topic", "detail"])
 
 

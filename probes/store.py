@@ -68,7 +68,9 @@ PROBES_MIGRATIONS = [
 
 
 def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime()) + f".{int(time.time() * 1000) % 1000:03d}Z"
+    """UTC timestamp with milliseconds, from one clock reading (so it never goes backwards)."""
+    t = time.time()
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t)) + f".{int(t * 1000) % 1000:03d}Z"
 
 
 def connect(path: str | Path) -> sqlite3.Connection:

@@ -172,7 +172,8 @@ class RatingApp:
         if not rater:
             return self._show_login("Please choose or type your rater id.")
         try:
-            self.assignments = db.assignments(self.conn, rater)
+            # imported panels (ratings from other studies) have no images to show
+            self.assignments = [a for a in db.assignments(self.conn, rater) if a.image_tokens]
         except RatingError:
             return self._show_login(f"There is no rater '{rater}' in this study. Check the id you were given.")
         self.rater = rater

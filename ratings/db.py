@@ -97,7 +97,7 @@ def set_config(conn: sqlite3.Connection, key: str, value) -> None:
 
 
 def raters(conn: sqlite3.Connection) -> list[str]:
-    return [r["rater"] for r in conn.execute("SELECT rater FROM raters ORDER BY created_at, rater")]
+    return [r["rater"] for r in conn.execute("SELECT rater FROM raters ORDER BY created_at, rowid")]
 
 
 def assignments(conn: sqlite3.Connection, rater: str) -> list[Assignment]:

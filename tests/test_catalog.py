@@ -97,6 +97,11 @@ def test_extra_prompts_join_the_table_and_match():
     extra = table.iloc[-2]
     assert (extra.style, extra.style_group, extra.topic_group, extra.detail) == ("xray", "radiology", "cardiac", "custom")
     assert cat.match_prompt(catalog, "a woodcut of the lungs.") == cat.Match("woodcut", "lungs", "custom")
+    ids = cat.match_prompts(catalog, ["A woodcut of the lungs", "A chest radiograph of a heart that is too big",
+                                      "a photo of THE heart."])
+    assert list(ids.prompt_id) == [cat.prompt_id("A woodcut of the lungs"),
+                                   cat.prompt_id("A chest radiograph of a heart that is too big"),
+                                   cat.prompt_id("A photo of the heart")]
 
 
 def test_detail_levels_can_be_restricted():

@@ -255,3 +255,24 @@ def test_cli_build_and_bad_input(study):
     assert bad.returncode == 2 and "no images of preset 'dalle'" in bad.stderr and "Traceback" not in bad.stderr
     missing = cli("build", "--study", str(study.parent / "nope"), "--raters", "A")
     assert missing.returncode == 2 and "not a study folder" in missing.stderr
+
+
+def test_imported_panels_never_reach_the_rating_app(study, tmp_path):
+    from ratings.io import import_wide
+
+    wide = tmp_path / "outside.csv"
+    wide.write_text("Prompt,Style_A,Content_A\nAn x-ray image of malaria,2,1\nA scientific poster explaining malaria,3,3\n")
+    import_wide(wide, catalog="oncology", study=study)
+    conn = db.open_db(study)
+    assert len(db.assignments(conn, "A")) == 11  # 9 generated + 2 imported
+    app = RatingApp(study, rater="A")
+    assert len(app.assignments) == 9
+    app.start_button.click()
+    for index in range(9):
+        app.go_to(index)
+        assert all(image.value for image in app.images)
+
+
+def test_raters_keep_the_order_they_were_given_in(study):
+    build_sessions(study, "r2,r10,r1")
+    assert db.raters(db.open_db(study))[-3:] == ["r2", "r10", "r1"]

@@ -1,0 +1,452 @@
+"""Rating tables in and out: import another study's wide spreadsheet, export tidy tables.
+
+The wide format is what clinicians' spreadsheets look like: one row per prompt, a prompt
+column and one column per (dimension, rater) named ``<Dimension>_<Rater>`` ("Style_R1"),
+cells holding a score, ``nonsensical`` or ``missing``. An import is checked in full before
+anything is written and then written in one transaction, so a bad file leaves the study as
+it was. Imported ratings become panels of the ``imported`` preset (no images), which lets
+outside studies go through the same analysis as generated ones.
+
+The tidy table is the analysis format: one row per (rater, panel) with the latest answer.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from probes import catalog as cat
+from probes.store import DB_NAME, Study, now, transaction
+
+from .db import get_config, open_db
+from .errors import ImportFormatError, RatingError
+from .session import DEFAULT_SCALE, token
+
+IMPORTED_PRESET = "imported"
+NONSENSICAL, MISSING = "nonsensical", "missing"
+DEFAULT_PROMPT_COLUMNS = ("Prompt", "prompt")
+CSV_SUFFIXES, XLSX_SUFFIXES = (".csv", ".tsv", ".txt"), (".xlsx", ".xlsm")
+SHOWN = 10  # cells listed in an error before "and N more"
+# "Style_Median" has the shape of a rater column; importing it would add a fake rater.
+AGGREGATES = {"median", "mean", "average", "avg", "sd", "std", "stdev", "sum", "total", "min", "max",
+              "mode", "iqr", "count", "var", "variance"}
+
+
+# --- import ---------------------------------------------------------------------------------
+
+def import_wide(file: str | Path, catalog: str | Path, study: str | Path, sheet: str | None = None,
+                prompt_column: str | None = None, exclude_columns: str | None = None) -> dict:
+    """Import a wide rating table (CSV or XLSX) into a study folder, creating it if needed.
+
+    Returns ``{"ratings": n, "prompts": n, "raters": [ids in column order]}``. Every problem
+    raises :class:`ImportFormatError` before anything is written.
+    """
+    path = Path(file).expanduser()
+    header, records = read_wide_file(path, sheet)
+    scale = _existing_scale(study) or DEFAULT_SCALE
+    prompt_index, score_columns, rater_ids = _split_columns(path, header, records, scale,
+                                                            prompt_column, exclude_columns)
+    catalog_obj = cat.load_catalog(catalog)
+    rows = [(number, _text(cells[prompt_index])) for number, cells in records]
+    answers, problems = _read_cells(records, score_columns, scale)
+    matches = _match(catalog_obj, [text for _, text in rows])
+    problems += _unmatched(rows, matches, catalog_obj.name) + _duplicates(rows, matches)
+    if problems:
+        raise ImportFormatError(f"{path}: cannot import; nothing was written.\n" + "\n".join(problems)
+                                + "\nCorrect the file and import it again.")
+
+    prompt_ids = list(matches["prompt_id"])
+    expanded = cat.expand(catalog_obj).set_index("prompt_id")
+    prompts = expanded.loc[prompt_ids].reset_index()
+    Study(study).close()  # creates the folder and the probes tables of an outside study
+    conn = open_db(study)
+    try:
+        with transaction(conn):
+            written = _write_import(conn, path, prompts, rows, answers, rater_ids, scale)
+    finally:
+        conn.close()
+    return {"ratings": written, "prompts": len(prompt_ids), "raters": rater_ids}
+
+
+def read_wide_file(path: Path, sheet: str | None = None) -> tuple[list[str], list[tuple[int, list]]]:
+    """Header names and (spreadsheet row number, cells) of the non-blank data rows."""
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise ImportFormatError(f"{path}: no such file; check the path")
+    if suffix in CSV_SUFFIXES:
+        if sheet is not None:
+            raise ImportFormatError(f"{path}: --sheet is for XLSX workbooks; a CSV file has one table, "
+                                    "leave --sheet out")
+        table = _read_csv(path)
+    elif suffix in XLSX_SUFFIXES:
+        table = _read_xlsx(path, sheet)
+    elif suffix == ".xls":
+        raise ImportFormatError(f"{path}: the old .xls format cannot be read; save it as .xlsx or CSV")
+    else:
+        raise ImportFormatError(f"{path}: unknown file type {suffix or '(no suffix)'!r}; give a .csv or "
+                                ".xlsx file")
+    if not table:
+        raise ImportFormatError(f"{path}: the table is empty; expected a header row with a prompt column "
+                                "and <Dimension>_<Rater> columns, then one row per prompt")
+    width = max(len(r) for r in table)
+    table = [list(r) + [None] * (width - len(r)) for r in table]
+    header = [_text(v) for v in table[0]]
+    records = [(index + 2, cells) for index, cells in enumerate(table[1:])
+               if any(_text(v) for v in cells)]
+    if not records:
+        raise ImportFormatError(f"{path}: the table has a header but no rows; expected one row per prompt")
+    return header, records
+
+
+def _read_csv(path: Path) -> list[list]:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise ImportFormatError(f"{path}: byte {exc.start} is not UTF-8 text; save the file as "
+                                "'CSV UTF-8' (or as .xlsx) and import again") from None
+    except OSError as exc:
+        raise ImportFormatError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
+    first_line = text.split("\n", 1)[0]
+    delimiter = max(",;\t", key=first_line.count)  # Excel writes ';' in some locales
+    try:
+        return list(csv.reader(io.StringIO(text), delimiter=delimiter))
+    except csv.Error as exc:
+        raise ImportFormatError(f"{path}: not a readable CSV file ({exc}); save it again as CSV") from None
+
+
+def _read_xlsx(path: Path, sheet: str | None) -> list[list]:
+    import openpyxl
+
+    try:
+        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as exc:  # openpyxl raises many types for a broken or foreign file
+        raise ImportFormatError(f"{path}: not a readable XLSX workbook ({type(exc).__name__}: {exc}); "
+                                "open it in Excel and save it as .xlsx again, or export CSV") from None
+    try:
+        if sheet is not None and sheet not in book.sheetnames:
+            raise ImportFormatError(f"{path}: no sheet named {sheet!r}; its sheets are: "
+                                    f"{', '.join(map(repr, book.sheetnames))}; pass one of them with --sheet")
+        worksheet = book[sheet] if sheet is not None else book.worksheets[0]
+        return [list(row) for row in worksheet.iter_rows(values_only=True)]
+    finally:
+        book.close()
+
+
+def _existing_scale(study) -> dict | None:
+    if not (Path(study).expanduser() / DB_NAME).exists():
+        return None
+    conn = open_db(study)
+    try:
+        return get_config(conn, "scale")
+    finally:
+        conn.close()
+
+
+def _split_columns(path, header, records, scale, prompt_column, exclude_columns):
+    """(prompt column index, [(index, name, dimension, rater)], rater ids in column order)."""
+    wanted = [prompt_column] if prompt_column else list(DEFAULT_PROMPT_COLUMNS)
+    prompt_index = next((header.index(name) for name in wanted if name in header), None)
+    if prompt_index is None:
+        flag = "" if prompt_column else "; name the prompt column with --prompt-column"
+        raise ImportFormatError(f"{path}: no prompt column {' or '.join(map(repr, wanted))}; its columns "
+                                f"are: {', '.join(map(repr, header))}{flag}")
+    try:
+        excluded = re.compile(exclude_columns) if exclude_columns else None
+    except re.error as exc:
+        raise ImportFormatError(f"--exclude-columns {exclude_columns!r} is not a valid regular expression "
+                                f"({exc}); e.g. '_Median$' or '^(Mean|Median)_'") from None
+    dims = sorted((d["id"] for d in scale["dimensions"]), key=len, reverse=True)
+    pattern = re.compile(rf"^(?P<dim>{'|'.join(map(re.escape, dims))})_(?P<rater>.+)$", re.IGNORECASE)
+    columns, unknown, seen = [], [], {}
+    for index, name in enumerate(header):
+        if index == prompt_index or (excluded and excluded.search(name)):
+            continue
+        if not name:
+            if any(_text(cells[index]) for _, cells in records):
+                raise ImportFormatError(f"{path}: column {index + 1} holds values but has no header; give it "
+                                        "a header (e.g. Style_R4) or delete it")
+            continue
+        m = pattern.match(name)
+        if not m:
+            unknown.append(name)
+            continue
+        dim, rater = m.group("dim").lower(), m.group("rater")
+        if rater.lower() in AGGREGATES:
+            unknown.append(name)
+            continue
+        if not rater.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise ImportFormatError(f"{path}: column {name!r}: rater id {rater!r} may only use letters, "
+                                    "digits, - _ or .; rename the column, e.g. Style_R1")
+        if (dim, rater) in seen:
+            raise ImportFormatError(f"{path}: columns {seen[dim, rater]!r} and {name!r} both hold rater "
+                                    f"{rater}'s {dim} scores; keep one of them")
+        seen[dim, rater] = name
+        columns.append((index, name, dim, rater))
+    if unknown:
+        listed = [repr(name) + (" (an aggregate, not a rater)" if name.split("_")[-1].lower() in AGGREGATES
+                                else "") for name in unknown]
+        example = "|".join(re.escape(name) for name in unknown[:6])
+        raise ImportFormatError(
+            f"{path}: unknown columns {', '.join(listed)}; expected the prompt column and "
+            f"<Dimension>_<Rater> columns with dimension "
+            f"{' or '.join(d['id'].capitalize() for d in scale['dimensions'])} (e.g. Style_R1). "
+            f"Leave other columns out with --exclude-columns REGEX, e.g. --exclude-columns '^({example})$'")
+    if not columns:
+        raise ImportFormatError(f"{path}: no <Dimension>_<Rater> score columns (e.g. Style_R1, Content_R1); "
+                                f"its columns are: {', '.join(map(repr, header))}")
+    return prompt_index, columns, list(dict.fromkeys(rater for *_, rater in columns))
+
+
+def _read_cells(records, columns, scale):
+    """{(rater, row position): (scores, nonsensical)} for answered cells, and problem texts."""
+    limits = {d["id"]: (d["min"], d["max"]) for d in scale["dimensions"]}
+    answers, bad = {}, []
+    for position, (number, cells) in enumerate(records):
+        for index, name, dim, rater in columns:
+            try:
+                value = _cell(cells[index], *limits[dim])
+            except ValueError:
+                bad.append(f"{name} row {number}: {cells[index]!r}")
+                continue
+            if value is None:
+                continue
+            scores, flagged = answers.get((rater, position), ({}, False))
+            if value == NONSENSICAL:
+                flagged = True
+            else:
+                scores[dim] = value
+            answers[rater, position] = (scores, flagged)
+    if not bad:
+        return answers, []
+    ranges = ", ".join(f"{dim} {lo}-{hi}" for dim, (lo, hi) in limits.items())
+    more = f"\n  ... and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+    return answers, [f"{len(bad)} cells are not a whole-number score ({ranges}), '{NONSENSICAL}' or "
+                     f"'{MISSING}' (column, spreadsheet row, value):\n  " + "\n  ".join(bad[:SHOWN]) + more]
+
+
+def _cell(value, low: int, high: int):
+    """A score, NONSENSICAL or None (missing); ValueError for anything else."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        raise ValueError(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in ("", MISSING):
+            return None
+        if word == NONSENSICAL:
+            return NONSENSICAL
+    number = float(value)  # 3, "3", 3.0 from Excel; ValueError for words and dates
+    if not number.is_integer() or not low <= number <= high:
+        raise ValueError(value)
+    return int(number)
+
+
+def _match(catalog: cat.Catalog, texts: list[str]) -> pd.DataFrame:
+    matches = cat.match_prompts(catalog, texts)
+    # match_prompts finds an extra prompt's id through (style, topic, detail), which two extras
+    # (or an extra and a template prompt) can share; an extra prompt's id is that of its own text.
+    extras = {cat.normalize(e.text) for e in catalog.extra_prompts}
+    own = [cat.prompt_id(text) if cat.normalize(text) in extras else pid
+           for text, pid in zip(texts, matches["prompt_id"], strict=True)]
+    return matches.assign(prompt_id=own)
+
+
+def _unmatched(rows, matches, catalog_name) -> list[str]:
+    missed = [f"row {number}: {text!r}" if text else f"row {number}: (empty prompt cell)"
+              for (number, text), ok in zip(rows, matches["matched"], strict=True) if not ok]
+    if not missed:
+        return []
+    return [f"{len(missed)} prompts match no prompt of catalog {catalog_name!r} (case, spaces, a trailing "
+            "period and a reworded description after the comma are already allowed for); correct the "
+            "text or add the prompt to the catalog's extra_prompts:\n  " + "\n  ".join(missed)]
+
+
+def _duplicates(rows, matches) -> list[str]:
+    numbers = pd.Series([number for number, _ in rows])
+    found = matches.assign(number=numbers)[matches["matched"]]
+    twice = found[found["prompt_id"].duplicated(keep=False)].groupby("prompt_id", sort=False)
+    lines = [f"rows {', '.join(map(str, group['number']))}: {group['text'].iloc[0]!r}" for _, group in twice]
+    if not lines:
+        return []
+    return [f"{len(lines)} prompts are on more than one row (give each prompt one row, with one column "
+            "per rater and dimension):\n  " + "\n  ".join(lines)]
+
+
+def _write_import(conn, path, prompts: pd.DataFrame, rows, answers, rater_ids, scale) -> int:
+    """All writes of one import; runs inside the caller's transaction."""
+    stamp = now()
+    conn.execute("INSERT OR IGNORE INTO rating_config VALUES ('scale', ?)", (json.dumps(scale),))
+    # Study.add_prompts commits on its own connection; one transaction needs the insert here.
+    conn.executemany(f"INSERT OR IGNORE INTO prompts ({', '.join(cat.PROMPT_COLUMNS)}) "
+                     f"VALUES ({', '.join('?' * len(cat.PROMPT_COLUMNS))})",
+                     prompts[cat.PROMPT_COLUMNS].itertuples(index=False, name=None))
+    panels = {r["prompt_id"]: r["panel"] for r in conn.execute(
+        "SELECT prompt_id, panel FROM panels WHERE preset = ? AND study_seed = 0", (IMPORTED_PRESET,))}
+    for prompt_id, (_, text) in zip(prompts["prompt_id"], rows, strict=True):
+        if prompt_id not in panels:
+            panels[prompt_id] = token()
+            conn.execute("INSERT INTO panels VALUES (?, ?, ?, ?, 0, 'imported', ?)",
+                         (panels[prompt_id], prompt_id, text, IMPORTED_PRESET, stamp))
+    order = [panels[p] for p in prompts["prompt_id"]]
+    _refuse_reimport(conn, path, set(order), rater_ids)
+
+    dims = [d["id"] for d in scale["dimensions"]]
+    have_raters = {r["rater"] for r in conn.execute("SELECT rater FROM raters")}
+    conn.executemany("INSERT INTO raters VALUES (?, ?, 0)",
+                     [(rater, stamp) for rater in rater_ids if rater not in have_raters])
+    assigned, answered = [], []
+    for rater in rater_ids:
+        earlier = {r["panel"]: r["seq"] for r in conn.execute(
+            "SELECT panel, seq FROM assignments WHERE rater = ? AND repeat = 0", (rater,))}
+        next_seq = conn.execute("SELECT COALESCE(MAX(seq), -1) + 1 FROM assignments WHERE rater = ?",
+                                (rater,)).fetchone()[0]
+        for position, panel in enumerate(order):
+            seq = earlier.get(panel)
+            if seq is None:
+                seq, next_seq = next_seq, next_seq + 1
+                assigned.append((rater, seq, panel, 0, "[]"))
+            if (rater, position) in answers:
+                scores, flagged = answers[rater, position]
+                answered.append((rater, seq, panel, json.dumps({d: scores.get(d) for d in dims}),
+                                 int(flagged), stamp))
+    conn.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)", assigned)
+    conn.executemany("INSERT INTO ratings (rater, seq, panel, scores, nonsensical, comment, seconds, "
+                     "rated_at) VALUES (?, ?, ?, ?, ?, '', NULL, ?)", answered)
+    return len(answered)
+
+
+def _refuse_reimport(conn, path, panels: set[str], rater_ids: list[str]) -> None:
+    rated = [(r["rater"], r["panel"]) for r in conn.execute(
+        "SELECT DISTINCT rater, panel FROM ratings WHERE panel IN "
+        "(SELECT panel FROM panels WHERE preset = ?)", (IMPORTED_PRESET,))]
+    clash = [(rater, panel) for rater, panel in rated if rater in rater_ids and panel in panels]
+    if clash:
+        who = sorted({rater for rater, _ in clash})
+        raise ImportFormatError(
+            f"{path}: {len(clash)} of these (rater, prompt) pairs already have imported ratings in this "
+            f"study (raters {', '.join(who)}); was this file imported before? Importing again would count "
+            "them twice. Import a corrected table into a new study folder instead.")
+
+
+def _text(value) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return ""
+    return str(value).strip()
+
+
+# --- export ---------------------------------------------------------------------------------
+
+def tidy_table(study: str | Path, include_repeats: bool = False) -> pd.DataFrame:
+    """One row per (rater, panel) with that showing's latest answer, unblinded for analysis.
+
+    Columns: rater, panel, prompt_id, text, style, style_group, topic, topic_group, detail,
+    preset, ``<dimension>_score`` per scale dimension (Int64, NA where not scored),
+    nonsensical, comment, rated_at, seconds, repeat. Only answered showings; repeated showings
+    (repeat = 1) only with ``include_repeats``.
+    """
+    conn = open_db(study)
+    try:
+        dims = [d["id"] for d in (get_config(conn, "scale") or DEFAULT_SCALE)["dimensions"]]
+        picks = "".join(f"json_extract(r.scores, ?) AS score_{i}, " for i in range(len(dims)))
+        answers = pd.read_sql_query(
+            f"SELECT a.rater, a.panel, {picks}r.nonsensical, r.comment, r.rated_at, r.seconds, a.repeat "
+            "FROM (SELECT rater, seq, MAX(rating_id) AS last FROM ratings GROUP BY rater, seq) l "
+            "JOIN ratings r ON r.rating_id = l.last "
+            "JOIN assignments a ON a.rater = l.rater AND a.seq = l.seq "
+            "JOIN raters rt ON rt.rater = a.rater "
+            + ("" if include_repeats else "WHERE a.repeat = 0 ")
+            + "ORDER BY rt.created_at, rt.rowid, a.seq",
+            conn, params=[f'$."{d}"' for d in dims])
+        # Prompt columns per panel, merged in pandas: a third faster than joining them per rating.
+        # Read second, so every panel of the answers is there (panels are never deleted).
+        panels = pd.read_sql_query(
+            "SELECT p.panel, p.prompt_id, COALESCE(pr.text, p.text) AS text, pr.style, pr.style_group, "
+            "pr.topic, pr.topic_group, pr.detail, p.preset FROM panels p "
+            "LEFT JOIN prompts pr ON pr.prompt_id = p.prompt_id", conn)
+    finally:
+        conn.close()
+    table = answers[["rater", "panel"]].merge(panels, on="panel", how="left")
+    for i, d in enumerate(dims):
+        table[f"{d}_score"] = pd.to_numeric(answers[f"score_{i}"]).astype("Int64")
+    table["nonsensical"] = answers["nonsensical"].astype(bool)
+    table["comment"] = answers["comment"]
+    table["rated_at"] = answers["rated_at"]
+    table["seconds"] = answers["seconds"].astype(float)
+    table["repeat"] = answers["repeat"].astype(int)
+    return table
+
+
+def wide_table(study: str | Path) -> pd.DataFrame:
+    """The import format: Prompt, Preset (if more than one), then <Dimension>_<Rater> cells.
+
+    Cells hold the score, ``nonsensical`` where the answer is flagged and that dimension has
+    no score, ``missing`` otherwise. Rows follow the prompts table; raters the raters table.
+    """
+    conn = open_db(study)
+    try:
+        dims = [d["id"] for d in (get_config(conn, "scale") or DEFAULT_SCALE)["dimensions"]]
+        rater_ids = [r["rater"] for r in conn.execute("SELECT rater FROM raters ORDER BY created_at, rowid")]
+        panels = pd.read_sql_query(
+            "SELECT p.panel, COALESCE(pr.text, p.text) AS text, p.preset FROM panels p "
+            "LEFT JOIN prompts pr ON pr.prompt_id = p.prompt_id "
+            "ORDER BY pr.rowid IS NULL, pr.rowid, p.preset, p.study_seed, p.created_at", conn)
+    finally:
+        conn.close()
+    answers = tidy_table(study)
+    out = pd.DataFrame({"Prompt": panels["text"]})
+    if panels["preset"].nunique() > 1:
+        out["Preset"] = panels["preset"]
+    cells = {}
+    for d in dims:
+        score = answers[f"{d}_score"]
+        cell = np.where(score.notna(), score.astype(object),
+                        np.where(answers["nonsensical"], NONSENSICAL, MISSING))
+        cells[d] = (answers.assign(cell=cell).pivot(index="panel", columns="rater", values="cell")
+                    .reindex(index=panels["panel"], columns=rater_ids).fillna(MISSING).to_numpy())
+    columns = {f"{d.capitalize()}_{rater}": cells[d][:, i] for i, rater in enumerate(rater_ids) for d in dims}
+    return pd.concat([out, pd.DataFrame(columns, index=out.index)], axis=1)
+
+
+def export(study: str | Path, output: str | Path, format: str = "csv", include_repeats: bool = False) -> Path:
+    """Write the tidy table (csv, parquet) or the wide table (wide: .csv or .xlsx); returns the path.
+
+    The file is written next to its destination and renamed into place, so a failed export
+    never leaves a partial file.
+    """
+    path = Path(output).expanduser().resolve()
+    if format not in ("csv", "parquet", "wide"):
+        raise RatingError(f"unknown export format {format!r}; use csv, parquet or wide")
+    if format == "wide" and path.suffix.lower() not in (".csv", ".xlsx"):
+        raise RatingError(f"{path}: a wide export is written as .csv or .xlsx; end the output name with one")
+    if not path.parent.is_dir():
+        raise RatingError(f"{path}: the folder {path.parent} does not exist; create it or choose another -o")
+    table = wide_table(study) if format == "wide" else tidy_table(study, include_repeats)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
+    except OSError as exc:
+        raise RatingError(f"{path}: cannot write to {path.parent} ({exc.strerror}); choose a folder you "
+                          "can write to with -o") from None
+    os.close(fd)
+    try:
+        if format == "parquet":
+            table.to_parquet(tmp, engine="pyarrow", index=False)
+        elif path.suffix.lower() == ".xlsx" and format == "wide":
+            table.to_excel(tmp, index=False, engine="openpyxl", sheet_name="ratings")
+        else:
+            table.to_csv(tmp, index=False)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RatingError(f"{path}: cannot write the file ({exc.strerror}); check that it is not open in "
+                          "another program and that the folder is writable") from None
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    return path
