@@ -17,6 +17,7 @@ import io
 import os
 import time
 from collections import OrderedDict
+from datetime import datetime
 from urllib.parse import parse_qs
 
 import ipywidgets as w
@@ -39,6 +40,7 @@ CSS = """
 .mp-error { font-size: 14px; color: #b00020; font-weight: 600; }
 .mp-tile img { border: 1px solid #ccc; image-rendering: auto; }
 .mp-app .widget-toggle-buttons .widget-toggle-button { width: 64px; font-size: 15px; }
+.mp-app .widget-toggle-button.mod-active { background: #3a6ea5; color: #fff; font-weight: 600; }
 </style>
 """
 
@@ -308,10 +310,13 @@ class RatingApp:
     def _show_saved_state(self, answer: db.Answer | None) -> None:
         if answer is None:
             self.saved.value = "<span class='mp-unsaved'>Not rated yet</span>"
-        elif db.is_complete(answer, self.scale):
-            self.saved.value = f"<span class='mp-saved'>✓ Saved at {answer.rated_at[11:19]} UTC</span>"
+            return
+        # the server's local time: on a hospital server that is the raters' wall clock
+        stamp = datetime.fromisoformat(answer.rated_at.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
+        if db.is_complete(answer, self.scale):
+            self.saved.value = f"<span class='mp-saved'>✓ Saved at {stamp}</span>"
         else:
-            self.saved.value = (f"<span class='mp-unsaved'>✓ Saved at {answer.rated_at[11:19]} UTC, "
+            self.saved.value = (f"<span class='mp-unsaved'>✓ Saved at {stamp}, "
                                 "but not complete: please answer both questions</span>")
 
     def close(self) -> None:

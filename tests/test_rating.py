@@ -144,6 +144,7 @@ def test_nothing_unblinding_reaches_the_browser(study):
                  str(study), "images/", ".png"}
     forbidden |= {str(s) for s in manifest.seed} | set(manifest.sha256)
     forbidden |= {sha[:16] for sha in manifest.sha256}
+    w.Widget.close_all()  # only the app's widgets are live: what a Voila page would hold
     app = RatingApp(study, rater="C")
     app.start_button.click()
     seen_prompts = set()
