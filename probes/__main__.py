@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from . import catalog as cat
-from .errors import ProbeError
+from .errors import ProbeError, run_command
 
 
 def _catalog_validate(args) -> int:
@@ -148,15 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ProbeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":
