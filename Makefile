@@ -27,6 +27,8 @@ demo: venv
 	$(BIN)/python -m probes run --study $(STUDY) --catalog oncology --presets tiny \
 		--topics brain,lung_cancer --detail short --images-per-prompt 4
 	$(BIN)/python -m ratings build --study $(STUDY) --raters A,B,C --repeats 0.1
+	$(BIN)/python -m ratings simulate -o $(STUDY)/simulated-ratings.csv
+	$(BIN)/python -m ratings analyze --table $(STUDY)/simulated-ratings.csv --out $(STUDY)/reports/simulated-analysis
 
 # The rating app for clinicians: Voila serves notebooks/20_rate.ipynb with the code hidden.
 PORT   ?= 8866

@@ -7,7 +7,7 @@ import sys
 
 import yaml
 
-from probes.errors import ProbeError
+from probes.errors import ProbeError, run_command
 
 
 def _build(args) -> int:
@@ -56,6 +56,53 @@ def _export(args) -> int:
     return 0
 
 
+def _analyze(args) -> int:
+    from pathlib import Path
+
+    from probes.execute import execute_notebook
+
+    from .report import notebook_to_html
+
+    if (args.study is None) == (args.table is None):
+        raise ProbeError("give --study DIR or --table FILE (an exported tidy table)")
+    out = Path(args.out).expanduser().resolve()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ProbeError(f"{out}: cannot create the output folder ({exc.strerror}); choose another --out") from None
+    parameters = dict(study=str(Path(args.study).resolve()) if args.study else None,
+                      table=str(Path(args.table).resolve()) if args.table else None,
+                      aggregate=args.aggregate, nonsensical=args.nonsensical, correction=args.correction,
+                      alpha=args.alpha, n_boot=args.n_boot, seed=args.seed, out=str(out))
+    if args.table and not Path(args.table).exists():
+        raise ProbeError(f"{args.table}: file not found; export one with `python -m ratings export`")
+    notebook = execute_notebook("30_analyze.ipynb", out / "30_analyze.ipynb", parameters, cwd=out,
+                                progress=not args.quiet)
+    html = notebook_to_html(notebook, out / "report.html")
+    print(f"report: {html}\ntables: {out}/*.csv (LaTeX in {out}/tables), figures: {out}/figures")
+    return 0
+
+
+def _simulate(args) -> int:
+    from pathlib import Path
+
+    from .simulate import simulate_ratings
+
+    kwargs = dict(catalog=args.catalog, presets=tuple(args.presets.split(",")), raters=tuple(args.raters.split(",")),
+                  repeats=args.repeats, seed=args.seed)
+    if args.no_effect:
+        kwargs["style_means"] = {}  # every style at the same mean
+    table = simulate_ratings(**kwargs)
+    out = Path(args.output)
+    if out.suffix == ".parquet":
+        table.to_parquet(out, index=False)
+    else:
+        table.to_csv(out, index=False)
+    print(f"wrote {len(table)} SIMULATED ratings ({table['panel'].nunique()} panels, "
+          f"{table['rater'].nunique()} simulated raters) to {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m ratings", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -93,19 +140,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "parquet", "wide"], default="csv")
     p.add_argument("--include-repeats", action="store_true", help="also the repeated showings (repeat=1)")
     p.set_defaults(func=_export)
+
+    p = sub.add_parser("analyze", help="run the analysis notebook: tables, figures and an HTML report")
+    p.add_argument("--study", help="study folder")
+    p.add_argument("--table", help="or an exported tidy table (CSV or parquet)")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--aggregate", choices=["median", "none"], default="median")
+    p.add_argument("--nonsensical", choices=["zero", "panel-zero", "exclude"], default="panel-zero")
+    p.add_argument("--correction", choices=["holm", "fdr_bh"], default="holm")
+    p.add_argument("--alpha", type=float, default=0.05)
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for CIs")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_analyze)
+
+    p = sub.add_parser("simulate", help="write a tidy table of SIMULATED ratings (for demos and power)")
+    p.add_argument("-o", "--output", required=True, help="CSV or parquet file")
+    p.add_argument("--catalog", default="oncology")
+    p.add_argument("--presets", default="glide-cfg,glide-clip")
+    p.add_argument("--raters", default="R1,R2,R3")
+    p.add_argument("--repeats", type=float, default=0.1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-effect", action="store_true", help="all styles equal (a null study)")
+    p.set_defaults(func=_simulate)
     return parser
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        return args.func(args)
-    except ProbeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return run_command(build_parser(), argv)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,445 @@
+"""Simulated raters: tidy rating tables with a known truth, and power by simulation.
+
+The model is the one the published study's numbers suggest. Each panel (a prompt shown with
+one preset) has a latent quality on the 0-4 scale: the mean of its style, plus the preset's
+effect, plus ``detail_effect`` for detailed prompts, plus a prompt-level random effect that
+all raters share and that is correlated between style and content. Each rater adds their own
+bias and noise, and the sum is rounded and clipped to 0-4. Content sits a little lower and is
+noisier than style, as in the study. A share of answers is flagged nonsensical (no scores).
+
+Simulated tables are labelled wherever they go: rater ids start with ``sim-``, every comment
+says ``simulated``, and ``df.attrs["simulated"]`` is True (figures watermark themselves from it).
+They have exactly the columns and dtypes of :func:`ratings.io.tidy_table`, so every analysis
+and figure runs on them unchanged; repeated showings (``repeat`` = 1) are included, as with
+``tidy_table(..., include_repeats=True)``.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from probes import catalog as cat
+
+from .errors import RatingError
+
+# Means of the latent quality per style: the published pattern (radiology about 1, i.e.
+# "hints of correct"; histopathology, posters and illustrations about 3, "mainly correct").
+DEFAULT_STYLE_MEANS = {"microscopy": 2.3, "histopathology": 3.0, "xray": 1.0, "mri": 1.0, "ct": 1.0,
+                       "photo": 2.3, "poster": 3.0, "illustration": 3.0}
+GROUP_MEANS = {"radiology": 1.0, "microscopy": 2.6, "other": 2.6}  # styles of other catalogs
+OTHER_MEAN = 2.0  # the middle of the scale, "clear signs of correct"
+CONTENT_SHIFT = -0.2  # content is judged a little harsher than style...
+CONTENT_NOISE = 1.25  # ...and less consistently (times rater_sd)
+PROMPT_CORRELATION = 0.7  # a prompt that is drawn well in style tends to be right in content
+NOISE_CORRELATION = 0.4  # one look at a panel informs both of a rater's scores
+SECONDS_MEDIAN, SECONDS_LOG_SD = 12.0, 0.5  # time a rater spends on one panel
+START = np.datetime64("2000-01-01T09:00:00.000", "ms")  # obviously not a real rating day
+SCORE_MIN, SCORE_MAX = 0, 4
+TIDY_COLUMNS = ["rater", "panel", "prompt_id", "text", "style", "style_group", "topic", "topic_group",
+                "detail", "preset", "style_score", "content_score", "nonsensical", "comment", "rated_at",
+                "seconds", "repeat"]
+PROMPT_TEXT_COLUMNS = ["prompt_id", "text", "style", "style_group", "topic", "topic_group", "detail"]
+SIM_PREFIX, SIM_COMMENT = "sim-", "simulated"
+# Independent random streams, so that changing one setting (say the nonsensical rate) leaves
+# the draws of the others, and the panel ids, as they were.
+_STREAMS = ("panels", "prompts", "repeats", "order", "noise", "nonsensical", "seconds")
+
+
+def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("glide-cfg", "glide-clip"),
+                     raters=("R1", "R2", "R3"), style_means: dict | None = None,
+                     preset_effects: dict | None = None, detail_effect: float = 0.0,
+                     rater_bias: dict | None = None, rater_sd: float = 0.6, prompt_sd: float = 0.5,
+                     nonsensical_rate: float = 0.02, repeats: float = 0.0, seed: int = 0,
+                     replicate: int = 1) -> pd.DataFrame:
+    """A tidy rating table of simulated raters scoring every panel of a catalog.
+
+    Parameters
+    ----------
+    catalog : str, Path or DataFrame
+        A catalog name or file (expanded with :func:`probes.catalog.expand`), or a prompt
+        table with at least the columns prompt_id, text, style, style_group, topic,
+        topic_group, detail.
+    presets : sequence of str
+        One panel per prompt and preset.
+    raters : sequence of str
+        Rater ids; ``sim-`` is put in front of each.
+    style_means : dict, optional
+        style -> mean latent quality on the 0-4 scale. None: the published pattern
+        (:data:`DEFAULT_STYLE_MEANS`; styles of other catalogs by their group, :data:`GROUP_MEANS`).
+        A dict replaces that pattern: styles it leaves out sit at the scale's middle
+        (:data:`OTHER_MEAN`), so ``{}`` is a study in which no style differs.
+    preset_effects : dict, optional
+        preset -> shift of the latent quality (default 0 for every preset).
+    detail_effect : float
+        Shift for detailed prompts (over short ones).
+    rater_bias : dict, optional
+        rater id (with or without ``sim-``) -> shift of that rater's scores (default 0).
+    rater_sd, prompt_sd : float
+        SD of a rater's noise per answer, and of the prompt effect that raters share.
+    nonsensical_rate : float
+        Share of answers flagged nonsensical (their scores are NA).
+    repeats : float
+        Share of panels each rater is shown a second time (``repeat`` = 1, fresh noise).
+    seed : int
+        Everything, panel ids included, is a function of the parameters and the seed.
+    replicate : int
+        Repeat the catalog this many times, as new prompts (prompt ids and topics get a
+        ``~k`` suffix from the second copy on): for scaling benchmarks.
+
+    Returns
+    -------
+    DataFrame
+        The columns and dtypes of :func:`ratings.io.tidy_table`, one row per (rater, showing),
+        ordered by rater and then by the rater's (shuffled) order; ``attrs["simulated"]`` is
+        True and ``attrs["simulation"]`` holds the parameters.
+    """
+    prompts, catalog_name = _prompt_table(catalog, replicate)
+    presets, rater_ids = _names(presets, "presets"), _names(raters, "raters")
+    rater_ids = [r if r.startswith(SIM_PREFIX) else SIM_PREFIX + r for r in rater_ids]
+    _check_share(nonsensical_rate, "nonsensical_rate")
+    _check_share(repeats, "repeats")
+    _check_sd(rater_sd, "rater_sd")
+    _check_sd(prompt_sd, "prompt_sd")
+    means = _style_means(prompts, style_means)
+    effects = _keyed(preset_effects, presets, "preset_effects", "presets")
+    bias = _keyed({(k if str(k).startswith(SIM_PREFIX) else SIM_PREFIX + str(k)): v
+                   for k, v in (rater_bias or {}).items()}, rater_ids, "rater_bias", "raters")
+    rng = dict(zip(_STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(_STREAMS))),
+                   strict=True))
+
+    n_prompts, n_presets, n_raters = len(prompts), len(presets), len(rater_ids)
+    n_panels = n_prompts * n_presets
+    # panels: prompt-major, presets inner
+    panel_prompt = np.repeat(np.arange(n_prompts), n_presets)
+    panel_preset = np.tile(np.arange(n_presets), n_prompts)
+    prompt_effect = rng["prompts"].multivariate_normal(
+        [0.0, 0.0], _covariance(prompt_sd, prompt_sd, PROMPT_CORRELATION), size=n_prompts)
+    base = (prompts["style"].map(means).to_numpy(float)
+            + detail_effect * (prompts["detail"] == "detailed").to_numpy(float))
+    latent_style = (base + prompt_effect[:, 0])[panel_prompt] + np.array([effects[p] for p in presets])[panel_preset]
+    latent_content = latent_style + CONTENT_SHIFT + (prompt_effect[:, 1] - prompt_effect[:, 0])[panel_prompt]
+
+    # showings: every panel once per rater, a sample of them again, each rater in their own order
+    rater_of = np.repeat(np.arange(n_raters), n_panels)
+    panel_of = np.tile(np.arange(n_panels), n_raters)
+    repeat_of = np.zeros(len(panel_of), dtype=np.int64)
+    first_key = rng["order"].random(len(panel_of))
+    n_again = round(repeats * n_panels)
+    if n_again:
+        pick = np.argsort(rng["repeats"].random((n_raters, n_panels)), axis=1)[:, :n_again]
+        again = (pick + np.arange(n_raters)[:, None] * n_panels).ravel()  # positions of first showings
+        later = first_key[again] + (1 - first_key[again]) * rng["order"].random(len(again))
+        rater_of = np.concatenate([rater_of, rater_of[again]])
+        panel_of = np.concatenate([panel_of, panel_of[again]])
+        repeat_of = np.concatenate([repeat_of, np.ones(len(again), dtype=np.int64)])
+        first_key = np.concatenate([first_key, later])  # a repeat always comes after its first showing
+    order = np.lexsort((first_key, rater_of))
+    rater_of, panel_of, repeat_of = rater_of[order], panel_of[order], repeat_of[order]
+    n = len(panel_of)
+
+    noise = rng["noise"].multivariate_normal(
+        [0.0, 0.0], _covariance(rater_sd, rater_sd * CONTENT_NOISE, NOISE_CORRELATION), size=n)
+    shift = np.array([bias[r] for r in rater_ids])[rater_of]
+    flagged = rng["nonsensical"].random(n) < nonsensical_rate
+    style_score = _score(latent_style[panel_of] + shift + noise[:, 0], flagged)
+    content_score = _score(latent_content[panel_of] + shift + noise[:, 1], flagged)
+    seconds = np.round(rng["seconds"].lognormal(math.log(SECONDS_MEDIAN), SECONDS_LOG_SD, n), 1)
+
+    prompt_of = panel_prompt[panel_of]
+    table = {"rater": _take(rater_ids, rater_of), "panel": _take(_panel_ids(rng["panels"], n_panels), panel_of)}
+    for column in PROMPT_TEXT_COLUMNS:
+        table[column] = _take(prompts[column], prompt_of)
+    table.update({
+        "preset": _take(presets, panel_preset[panel_of]),
+        "style_score": style_score, "content_score": content_score, "nonsensical": flagged,
+        "comment": _take([SIM_COMMENT], np.zeros(n, dtype=np.int64)),
+        "rated_at": _timestamps(seconds, rater_of, n_raters), "seconds": seconds, "repeat": repeat_of,
+    })
+    df = pd.DataFrame(table, columns=TIDY_COLUMNS)
+    df.attrs["simulated"] = True
+    df.attrs["simulation"] = {
+        "catalog": catalog_name, "prompts": n_prompts, "presets": list(presets), "raters": rater_ids,
+        "style_means": means, "preset_effects": effects, "detail_effect": detail_effect, "rater_bias": bias,
+        "rater_sd": rater_sd, "prompt_sd": prompt_sd, "nonsensical_rate": nonsensical_rate,
+        "repeats": repeats, "seed": seed, "replicate": replicate, "content_shift": CONTENT_SHIFT,
+        "content_noise": CONTENT_NOISE, "prompt_correlation": PROMPT_CORRELATION,
+        "noise_correlation": NOISE_CORRELATION,
+    }
+    return df
+
+
+# --- power ----------------------------------------------------------------------------------
+
+POWER_COLUMNS = ["contrast", "dimension", "n_topics", "n_raters", "effect", "alpha", "n_sim", "power",
+                 "power_ci_low", "power_ci_high"]
+DETAIL_PER_TOPIC = 2  # short and detailed: the two paired prompts of a topic
+
+
+def power(contrast=("xray", "photo"), dimension: str = "style", n_topics: int = 17, n_raters: int = 3,
+          effect: float = 1.0, rater_sd: float = 0.6, prompt_sd: float = 0.5, alpha: float = 0.05,
+          aggregate: str = "median", n_sim: int = 200, seed: int = 0, correction_family: int = 1,
+          center: float = 2.0) -> pd.DataFrame:
+    """Power to detect a difference between two styles, estimated by simulating studies.
+
+    Each simulated study has ``n_topics`` topics x 2 detail levels prompts in each of the two
+    styles, rated by ``n_raters`` raters under the model of :func:`simulate_ratings` (latent
+    means ``center -/+ effect / 2`` for the first and the second style of ``contrast``, no
+    rater bias, no nonsensical flags). Scores are aggregated across raters (``aggregate``:
+    median or mean) and compared with the analysis' test, a paired two-sided Wilcoxon
+    signed-rank test over (topic, detail). A study counts as a detection when
+    ``p * correction_family < alpha``, a Bonferroni stand-in for a family of that many tests.
+
+    Returns
+    -------
+    DataFrame
+        One row: contrast, dimension, n_topics, n_raters, effect, alpha, n_sim, power and its
+        95% Wilson interval (power_ci_low, power_ci_high).
+
+    References
+    ----------
+    Wilson EB (1927). Probable inference, the law of succession, and statistical inference.
+    J Am Stat Assoc 22:209-212.
+    """
+    a, b = _contrast(contrast)
+    if dimension not in ("style", "content"):
+        raise RatingError(f"dimension {dimension!r}: use 'style' or 'content'")
+    if aggregate not in ("median", "mean"):
+        raise RatingError(f"aggregate {aggregate!r}: use 'median' or 'mean' (across raters)")
+    for value, name in ((n_topics, "n_topics"), (n_raters, "n_raters"), (n_sim, "n_sim"),
+                        (correction_family, "correction_family")):
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise RatingError(f"{name} must be a whole number of at least 1, not {value!r}")
+    if not 0 < alpha < 1:
+        raise RatingError(f"alpha must lie between 0 and 1, not {alpha}")
+    _check_sd(rater_sd, "rater_sd")
+    _check_sd(prompt_sd, "prompt_sd")
+
+    rng = np.random.default_rng(np.random.SeedSequence([seed, n_topics, n_raters]))
+    pairs = n_topics * DETAIL_PER_TOPIC
+    shift, noise_sd = (CONTENT_SHIFT, rater_sd * CONTENT_NOISE) if dimension == "content" else (0.0, rater_sd)
+    means = np.array([center - effect / 2, center + effect / 2]) + shift
+    latent = means[None, :, None] + rng.normal(0.0, prompt_sd, (n_sim, 2, pairs))
+    answers = latent[..., None] + rng.normal(0.0, noise_sd, (n_sim, 2, pairs, n_raters))
+    scores = np.clip(np.floor(answers + 0.5), SCORE_MIN, SCORE_MAX)
+    panel = np.median(scores, axis=-1) if aggregate == "median" else scores.mean(axis=-1)
+    p = _paired_pvalues(panel[:, 0, :], panel[:, 1, :])
+    hits = int(np.sum(p * correction_family < alpha))
+    low, high = wilson_interval(hits, n_sim)
+    row = [f"{a} vs {b}", dimension, n_topics, n_raters, effect, alpha, n_sim, hits / n_sim, low, high]
+    out = pd.DataFrame([row], columns=POWER_COLUMNS)
+    out.attrs["power"] = {"contrast": [a, b], "rater_sd": rater_sd, "prompt_sd": prompt_sd,
+                          "aggregate": aggregate, "seed": seed, "correction_family": correction_family,
+                          "center": center, "test": _test_name()}
+    return out
+
+
+def power_curve(n_topics=(5, 10, 17, 34), n_raters=(1, 3, 5), **kw) -> pd.DataFrame:
+    """:func:`power` over a grid of numbers of topics and raters, one row per combination."""
+    rows = [power(n_topics=t, n_raters=r, **kw) for t, r in itertools.product(n_topics, n_raters)]
+    out = pd.concat(rows, ignore_index=True)
+    out.attrs["power"] = {k: v for k, v in rows[0].attrs["power"].items()}
+    return out
+
+
+def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion."""
+    from scipy.stats import norm
+
+    z = norm.ppf(0.5 + confidence / 2)
+    share = successes / n
+    middle = (share + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(share * (1 - share) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, middle - half), min(1.0, middle + half)
+
+
+def _paired_pvalues(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Two-sided paired Wilcoxon p-value of each row, as scipy.stats.wilcoxon gives it for that row.
+
+    scipy decides between the exact, the permutation and the normal-approximation test per
+    call, looking at the whole batch; the analysis calls it once per contrast, so the choice
+    is made here row by row. Its permutation test (small samples with ties, the usual case
+    with medians of 0-4 scores) takes a fifth of a second a call; the sign-flip enumeration
+    below gives the same p-values for a whole batch at once. Rows whose pairs all tie have
+    no test and count as p = 1.
+    """
+    from scipy.stats import wilcoxon
+
+    settings = _wilcoxon_settings()
+    zero_method = settings.get("zero_method", "wilcox")
+    method = settings.get("method", "auto")
+    diff = np.asarray(x, float) - np.asarray(y, float)
+    n = diff.shape[1]
+    p = np.ones(len(diff))
+    zeros = diff == 0
+    informative = ~zeros.all(axis=1)
+    if method == "auto" and n > 50:
+        method = "asymptotic"
+    if method != "auto":
+        if informative.any():
+            p[informative] = wilcoxon(diff[informative], axis=1, **{**settings, "method": method}).pvalue
+        return np.nan_to_num(p, nan=1.0)
+    magnitude = np.sort(np.where(zeros, np.nan, np.abs(diff)), axis=1)
+    ties = np.any(magnitude[:, 1:] == magnitude[:, :-1], axis=1)
+    exact = informative & ~(ties | zeros.any(axis=1))
+    flips = informative & ~exact & (n <= 13)
+    normal = informative & ~exact & ~flips
+    for rows, how in ((exact, "exact"), (normal, "asymptotic")):
+        if rows.any():
+            p[rows] = wilcoxon(diff[rows], axis=1, **{**settings, "method": how}).pvalue
+    if flips.any():
+        p[flips] = _signflip_pvalues(diff[flips], zero_method)
+    return np.nan_to_num(p, nan=1.0)
+
+
+def _signflip_pvalues(diff: np.ndarray, zero_method: str, block: int = 256) -> np.ndarray:
+    """Exact two-sided sign-flip p-values of the signed-rank sum, all 2**n flips enumerated."""
+    from scipy.stats import rankdata
+
+    n = diff.shape[1]
+    zeros = diff == 0
+    if zero_method == "wilcox":  # zeros leave the ranking
+        ranks = np.nan_to_num(rankdata(np.where(zeros, np.nan, np.abs(diff)), axis=1, nan_policy="omit"))
+    else:
+        ranks = rankdata(np.abs(diff), axis=1)
+    positive = diff > 0
+    fixed = np.where(zeros, ranks / 2 if zero_method == "zsplit" else 0.0, 0.0).sum(axis=1)
+    observed = (ranks * positive).sum(axis=1) + fixed
+    # flipping the sign of pair i moves its rank into or out of the positive sum; a zero stays put
+    swing = np.where(zeros, 0.0, ranks * (1 - 2 * positive))
+    patterns = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(float)
+    p = np.empty(len(diff))
+    for start in range(0, len(diff), block):
+        rows = slice(start, start + block)
+        null = observed[rows] + patterns @ swing[rows].T
+        gamma = np.abs(observed[rows]) * np.finfo(float).eps * 100
+        less = np.mean(null <= observed[rows] + gamma, axis=0)
+        greater = np.mean(null >= observed[rows] - gamma, axis=0)
+        p[rows] = np.clip(2 * np.minimum(less, greater), 0, 1)
+    return p
+
+
+def _wilcoxon_settings() -> dict:
+    """The options ratings.stats passes to scipy's Wilcoxon test, where it names them."""
+    try:
+        from . import stats
+    except ImportError:
+        stats = None
+    settings = getattr(stats, "WILCOXON_OPTIONS", None) if stats is not None else None
+    return dict(settings) if settings else {"zero_method": "wilcox", "alternative": "two-sided"}
+
+
+def _test_name() -> str:
+    options = ", ".join(f"{k}={v}" for k, v in _wilcoxon_settings().items())
+    return f"scipy.stats.wilcoxon paired by (topic, detail) ({options})"
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+def _prompt_table(catalog, replicate: int) -> tuple[pd.DataFrame, str]:
+    if isinstance(catalog, pd.DataFrame):
+        missing = [c for c in PROMPT_TEXT_COLUMNS if c not in catalog.columns]
+        if missing:
+            raise RatingError(f"the prompt table misses columns {', '.join(missing)}; pass a table made by "
+                              "probes.catalog.expand or a catalog name such as 'oncology'")
+        prompts = catalog.reset_index(drop=True)
+        name = str(prompts["catalog"].iloc[0]) if "catalog" in prompts and len(prompts) else "table"
+    else:
+        catalog_obj = cat.load_catalog(catalog)
+        prompts, name = cat.expand(catalog_obj), catalog_obj.name
+    if prompts.empty:
+        raise RatingError("the prompt table is empty; nothing to simulate")
+    if not isinstance(replicate, (int, np.integer)) or isinstance(replicate, bool) or replicate < 1:
+        raise RatingError(f"replicate must be a whole number of at least 1, not {replicate!r}")
+    if replicate > 1:
+        # built as plain lists: a thousand pandas string concatenations would dominate a benchmark
+        suffixes = [""] + [f"~{k}" for k in range(2, replicate + 1)]
+        base = prompts
+        prompts = base.iloc[np.tile(np.arange(len(base)), replicate)].reset_index(drop=True)
+        for column in ("prompt_id", "topic"):
+            values = base[column].tolist()
+            prompts[column] = pd.array([v + suffix for suffix in suffixes for v in values], dtype="str")
+    return prompts, name
+
+
+def _names(values, what: str) -> list[str]:
+    names = [values] if isinstance(values, str) else [str(v) for v in values]
+    if not names:
+        raise RatingError(f"no {what} given; name at least one")
+    if len(set(names)) != len(names):
+        raise RatingError(f"{what} {names} name one twice; give each once")
+    return names
+
+
+def _check_share(value: float, name: str) -> None:
+    if not 0 <= value <= 1:
+        raise RatingError(f"{name} is a share between 0 and 1, not {value}")
+
+
+def _check_sd(value: float, name: str) -> None:
+    if not value >= 0:
+        raise RatingError(f"{name} is a standard deviation, 0 or more, not {value}")
+
+
+def _style_means(prompts: pd.DataFrame, given: dict | None) -> dict:
+    styles = list(pd.unique(prompts["style"]))
+    unknown = sorted(set(given or {}) - set(styles))
+    if unknown:
+        raise RatingError(f"style_means names style {unknown[0]!r}, which the catalog does not have; its "
+                          f"styles are {', '.join(styles)}")
+    if given is not None:
+        return {s: float(given.get(s, OTHER_MEAN)) for s in styles}
+    group = dict(prompts[["style", "style_group"]].drop_duplicates("style").itertuples(index=False))
+    return {s: float(DEFAULT_STYLE_MEANS.get(s, GROUP_MEANS.get(group[s], OTHER_MEAN))) for s in styles}
+
+
+def _keyed(given: dict | None, names: list[str], what: str, of: str) -> dict:
+    unknown = sorted(set(given or {}) - set(names))
+    if unknown:
+        raise RatingError(f"{what} names {unknown[0]!r}, which is not one of the {of} ({', '.join(names)})")
+    return {name: float((given or {}).get(name, 0.0)) for name in names}
+
+
+def _contrast(contrast) -> tuple[str, str]:
+    if isinstance(contrast, str) or len(contrast) != 2 or contrast[0] == contrast[1]:
+        raise RatingError(f"contrast {contrast!r}: give two different styles, e.g. ('xray', 'photo')")
+    return str(contrast[0]), str(contrast[1])
+
+
+def _covariance(sd_a: float, sd_b: float, correlation: float) -> np.ndarray:
+    return np.array([[sd_a**2, correlation * sd_a * sd_b], [correlation * sd_a * sd_b, sd_b**2]])
+
+
+def _score(value: np.ndarray, flagged: np.ndarray) -> pd.arrays.IntegerArray:
+    """Round half up and clip to the scale; NA where the answer is flagged nonsensical."""
+    whole = np.clip(np.floor(value + 0.5), SCORE_MIN, SCORE_MAX).astype(np.int64)
+    return pd.arrays.IntegerArray(whole, flagged.copy())
+
+
+def _take(values, index: np.ndarray):
+    return pd.array(np.asarray(values, dtype=object), dtype="str").take(index)
+
+
+def _panel_ids(rng: np.random.Generator, n: int) -> np.ndarray:
+    """Opaque ids shaped like the session's panel tokens (12 url-safe characters)."""
+    raw = base64.urlsafe_b64encode(rng.bytes(9 * n))  # 9 bytes -> exactly 12 characters each
+    return np.frombuffer(raw, dtype="S12").astype(str).astype(object)
+
+
+def _timestamps(seconds: np.ndarray, rater_of: np.ndarray, n_raters: int):
+    """Each rater starts at START and answers one panel after another (rows are in rater order)."""
+    done = np.cumsum(seconds)
+    counts = np.bincount(rater_of, minlength=n_raters)
+    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    before = done[starts] - seconds[starts]  # every rater has at least one showing
+    elapsed_ms = np.round((done - np.repeat(before, counts)) * 1000).astype("timedelta64[ms]")
+    text = np.datetime_as_string(START + elapsed_ms, unit="ms")
+    return pd.array(text, dtype="str") + "Z"
+
+
+__all__ = ["DEFAULT_STYLE_MEANS", "power", "power_curve", "simulate_ratings", "wilson_interval"]

@@ -1,0 +1,246 @@
+"""Simulated raters: the tidy-table contract, the planted truth, labels, and power."""
+
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import wilcoxon
+
+from probes import catalog as cat
+from ratings import db
+from ratings.errors import RatingError
+from ratings.simulate import _paired_pvalues, power, power_curve, simulate_ratings, wilson_interval
+
+CONTRACT = [("rater", "str"), ("panel", "str"), ("prompt_id", "str"), ("text", "str"), ("style", "str"),
+            ("style_group", "str"), ("topic", "str"), ("topic_group", "str"), ("detail", "str"),
+            ("preset", "str"), ("style_score", "Int64"), ("content_score", "Int64"), ("nonsensical", "bool"),
+            ("comment", "str"), ("rated_at", "str"), ("seconds", "float64"), ("repeat", "int64")]
+
+
+@pytest.fixture(scope="module")
+def simulated():
+    return simulate_ratings(seed=3)
+
+
+def _real_tidy(tmp_path, presets_file) -> pd.DataFrame:
+    from probes.run import run_probe
+    from ratings.io import tidy_table
+    from ratings.session import build_sessions
+
+    study = tmp_path / "real"
+    run_probe(study, "oncology", "tiny-fast", images_per_prompt=2, styles=["xray"], topics=["brain"],
+              detail=["short"], presets_file=presets_file, progress=False)
+    build_sessions(study, "A", images_per_panel=2)
+    conn = db.open_db(study)
+    db.save_answer(conn, "A", 0, {"style": 1, "content": None}, seconds=3.0)
+    conn.close()
+    return tidy_table(study)
+
+
+def test_a_simulated_table_has_exactly_the_columns_and_dtypes_of_a_real_export(simulated, tmp_path,
+                                                                                presets_file):
+    real = _real_tidy(tmp_path, presets_file)
+    assert list(simulated.columns) == list(real.columns) == [name for name, _ in CONTRACT]
+    assert list(simulated.dtypes) == list(real.dtypes)
+    assert [str(t) for t in simulated.dtypes] == [t for _, t in CONTRACT]
+    assert len(simulated) == 272 * 2 * 3  # every prompt x preset, rated by each of three raters
+    assert not simulated.duplicated(["rater", "panel", "repeat"]).any()
+    assert simulated["rated_at"].str.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$").all()
+    # the tidy table's own sort: raters, then each rater's answers in time order
+    for _, mine in simulated.groupby("rater", sort=False):
+        assert mine["rated_at"].is_monotonic_increasing
+
+
+def test_simulated_prompts_are_the_catalog_prompts(simulated):
+    prompts = cat.expand(cat.load_catalog("oncology"))
+    merged = simulated.drop_duplicates("prompt_id").merge(prompts, on="prompt_id", suffixes=("", "_cat"))
+    assert len(merged) == 272
+    for column in ("text", "style", "style_group", "topic", "topic_group", "detail"):
+        assert (merged[column] == merged[f"{column}_cat"]).all()
+    assert simulated.groupby(["prompt_id", "preset"])["panel"].nunique().eq(1).all()
+
+
+def test_the_same_seed_gives_the_same_table_and_another_seed_another(simulated):
+    pd.testing.assert_frame_equal(simulate_ratings(seed=3), simulated)
+    other = simulate_ratings(seed=4)
+    assert set(other["panel"]).isdisjoint(simulated["panel"])
+    assert not other["style_score"].equals(simulated["style_score"])
+
+
+def test_changing_one_setting_keeps_the_panel_ids(simulated):
+    changed = simulate_ratings(seed=3, rater_sd=1.0, nonsensical_rate=0.2)
+    assert set(changed["panel"]) == set(simulated["panel"])
+
+
+def test_planted_style_means_come_back_in_order():
+    planted = {"xray": 0.5, "mri": 1.0, "ct": 1.5, "microscopy": 2.0, "histopathology": 2.5, "photo": 3.0,
+               "poster": 3.5, "illustration": 4.0}
+    table = simulate_ratings(style_means=planted, rater_sd=0.4, prompt_sd=0.3, nonsensical_rate=0, seed=1)
+    means = table.groupby("style")["style_score"].mean()
+    assert list(means.sort_values().index) == sorted(planted, key=planted.get)
+    medians = table.groupby("style")["style_score"].median()
+    assert medians["xray"] <= 1 and medians["illustration"] >= 3.5
+
+
+def test_the_default_is_the_published_pattern(simulated):
+    median = simulated.groupby("style")["style_score"].median()
+    radiology = median[["xray", "mri", "ct"]]
+    assert (radiology <= 1).all()
+    assert radiology.max() < median.drop(["xray", "mri", "ct"]).min()
+    assert (median[["histopathology", "poster", "illustration"]] == 3).all()
+    by_dimension = simulated[["style_score", "content_score"]].mean()
+    assert by_dimension["content_score"] < by_dimension["style_score"]  # content a little harsher
+
+
+def test_empty_style_means_make_a_study_without_style_differences():
+    table = simulate_ratings(style_means={}, seed=2)
+    means = table.groupby("style")["style_score"].mean()
+    assert means.max() - means.min() < 0.4
+
+
+def test_rater_bias_and_preset_and_detail_effects_show_up():
+    table = simulate_ratings(rater_bias={"R1": 0.8, "sim-R3": -0.8}, preset_effects={"glide-clip": 0.6},
+                             detail_effect=-0.6, nonsensical_rate=0, seed=5)
+    by_rater = table.groupby("rater")["style_score"].mean()
+    assert by_rater["sim-R1"] > by_rater["sim-R2"] + 0.4 > by_rater["sim-R3"] + 0.8
+    by_preset = table.groupby("preset")["style_score"].mean()
+    assert by_preset["glide-clip"] - by_preset["glide-cfg"] > 0.3
+    by_detail = table.groupby("detail")["style_score"].mean()
+    assert by_detail["short"] - by_detail["detailed"] > 0.3
+
+
+def test_nonsensical_rate_is_about_as_asked_and_flagged_answers_have_no_scores():
+    table = simulate_ratings(nonsensical_rate=0.1, seed=6)
+    assert 0.08 < table["nonsensical"].mean() < 0.12
+    flagged = table[table["nonsensical"]]
+    assert flagged["style_score"].isna().all() and flagged["content_score"].isna().all()
+    assert table.loc[~table["nonsensical"], ["style_score", "content_score"]].notna().all().all()
+    assert table["style_score"].dropna().between(0, 4).all()
+    assert not simulate_ratings(nonsensical_rate=0, seed=6)["nonsensical"].any()
+
+
+def test_simulated_tables_are_labelled_as_simulated(simulated):
+    assert simulated["rater"].str.startswith("sim-").all()
+    assert set(simulated["rater"]) == {"sim-R1", "sim-R2", "sim-R3"}
+    assert (simulated["comment"] == "simulated").all()
+    assert simulated.attrs["simulated"] is True
+    params = simulated.attrs["simulation"]
+    assert params["seed"] == 3 and params["catalog"] == "oncology" and params["style_means"]["xray"] == 1.0
+
+
+def test_repeats_are_second_showings_after_the_first():
+    table = simulate_ratings(repeats=0.25, seed=7)
+    panels = 272 * 2
+    again = table[table["repeat"] == 1]
+    assert again.groupby("rater").size().eq(round(0.25 * panels)).all()
+    first = table[table["repeat"] == 0].set_index(["rater", "panel"])["rated_at"]
+    assert (again.set_index(["rater", "panel"])["rated_at"] > first.loc[again.set_index(["rater", "panel"]).index]).all()
+    # the analysis reads them as intra-rater agreement
+    from ratings import stats
+
+    intra = stats.agreement(table, n_boot=0)
+    assert (intra["measure"] == "intra-rater kappa").sum() == 3
+
+
+def test_the_analysis_finds_the_planted_radiology_deficit(simulated):
+    from ratings import stats
+
+    contrasts = stats.radiology_contrasts(stats.prepare(simulated, "style"), n_boot=0)
+    assert (contrasts["effect"] < 0).all() and (contrasts["p_adj"] < 0.05).all()
+
+
+def test_replicate_makes_distinct_prompts_and_a_million_rows_take_seconds():
+    small = simulate_ratings(replicate=3, seed=8)
+    assert len(small) == 3 * 272 * 2 * 3
+    assert small["prompt_id"].nunique() == 3 * 272 and small["panel"].nunique() == 3 * 272 * 2
+    assert small.groupby(["style", "topic", "detail", "preset", "rater"]).size().eq(1).all()
+    started = time.perf_counter()
+    big = simulate_ratings(replicate=613, seed=8)  # 1,000,416 rows
+    seconds = time.perf_counter() - started
+    assert len(big) > 1_000_000 and big["panel"].nunique() == 613 * 272 * 2
+    assert seconds < 20, f"1M simulated ratings took {seconds:.1f} s"
+
+
+def test_a_prompt_table_can_stand_in_for_the_catalog():
+    prompts = cat.expand(cat.load_catalog("oncology"))
+    part = prompts[prompts["style"].isin(["xray", "photo"])]
+    table = simulate_ratings(part, presets=["p"], raters=["A"], seed=0)
+    assert set(table["style"]) == {"xray", "photo"} and len(table) == len(part)
+
+
+@pytest.mark.parametrize("kwargs, words", [
+    ({"style_means": {"radiograph": 1.0}}, "radiograph"),
+    ({"rater_bias": {"R9": 1.0}}, "sim-R9"),
+    ({"preset_effects": {"sd": 1.0}}, "'sd'"),
+    ({"nonsensical_rate": 1.5}, "nonsensical_rate"),
+    ({"repeats": -0.1}, "repeats"),
+    ({"raters": ["A", "A"]}, "twice"),
+    ({"replicate": 0}, "replicate"),
+])
+def test_bad_settings_say_what_is_wrong(kwargs, words):
+    with pytest.raises(RatingError, match=words):
+        simulate_ratings(**kwargs)
+
+
+# --- power ----------------------------------------------------------------------------------
+
+def test_power_has_one_row_with_a_wilson_interval():
+    row = power(n_sim=100)
+    assert list(row.columns) == ["contrast", "dimension", "n_topics", "n_raters", "effect", "alpha", "n_sim",
+                                 "power", "power_ci_low", "power_ci_high"]
+    r = row.iloc[0]
+    assert r["contrast"] == "xray vs photo" and r["n_sim"] == 100
+    assert r["power_ci_low"] <= r["power"] <= r["power_ci_high"]
+    low, high = wilson_interval(8, 10)
+    assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
+
+
+def test_power_grows_with_the_effect_and_with_the_number_of_topics():
+    by_effect = [power(effect=e, n_topics=10, n_sim=300)["power"].iloc[0] for e in (0.25, 0.5, 1.0)]
+    assert by_effect[0] < by_effect[1] < by_effect[2]
+    by_topics = [power(effect=0.5, n_topics=t, n_sim=300)["power"].iloc[0] for t in (5, 10, 34)]
+    assert by_topics[0] < by_topics[1] < by_topics[2]
+    content = power(effect=0.5, n_topics=10, n_sim=300, dimension="content")["power"].iloc[0]
+    assert content < by_effect[1] + 0.1  # noisier dimension: no more power
+
+
+def test_power_is_near_alpha_without_an_effect_and_near_one_for_a_big_one():
+    null = power(effect=0.0, n_sim=1000, seed=1).iloc[0]
+    assert null["power"] <= 0.08 and null["power_ci_low"] <= 0.05
+    assert power(effect=2.0, n_sim=200).iloc[0]["power"] >= 0.99
+    family = power(effect=0.5, n_sim=300, correction_family=28)["power"].iloc[0]
+    assert family < power(effect=0.5, n_sim=300)["power"].iloc[0]
+
+
+def test_power_curve_covers_the_grid_quickly():
+    started = time.perf_counter()
+    curve = power_curve(n_sim=200, effect=0.5)
+    assert time.perf_counter() - started < 30
+    assert len(curve) == 12 and set(curve["n_topics"]) == {5, 10, 17, 34} and set(curve["n_raters"]) == {1, 3, 5}
+    one_rater = curve[curve["n_raters"] == 1].sort_values("n_topics")["power"].to_numpy()
+    assert one_rater[-1] > one_rater[0]
+
+
+@pytest.mark.parametrize("n, rows", [(6, 40), (10, 6), (13, 3), (14, 40), (34, 40)])
+def test_power_tests_each_study_as_scipy_tests_it_in_the_analysis(n, rows):
+    """Ties with up to 13 pairs: scipy's permutation test (slow, hence few rows); else exact or normal."""
+    from ratings import stats
+
+    rng = np.random.default_rng(n)
+    x = np.clip(np.round(rng.normal(2.3, 1, (rows, n))), 0, 4)
+    y = np.clip(np.round(rng.normal(2.0, 1, (rows, n))), 0, 4)
+    if n == 14:
+        x = rng.normal(0.3, 1, (rows, n))  # no ties: the exact test
+    expected = [wilcoxon(a - b, **stats.WILCOXON_OPTIONS).pvalue if np.any(a != b) else 1.0
+                for a, b in zip(x, y, strict=True)]
+    assert np.allclose(_paired_pvalues(x, y), expected, rtol=1e-9, atol=1e-12)
+
+
+def test_power_refuses_bad_settings():
+    with pytest.raises(RatingError, match="two different styles"):
+        power(contrast=("xray", "xray"))
+    with pytest.raises(RatingError, match="n_topics"):
+        power(n_topics=0)
+    with pytest.raises(RatingError, match="dimension"):
+        power(dimension="colour")
