@@ -37,6 +37,10 @@ rate: venv
 	MEDPROBE_STUDY="$(abspath $(STUDY))" $(BIN)/voila notebooks/20_rate.ipynb --no-browser \
 		--port=$(PORT) --Voila.ip=$(HOST) --show_tracebacks=False --theme=light
 
+# CPU benchmark table (issue 6); the GPU figures are `python -m probes.bench --full-size` on a GPU.
+bench: venv
+	$(BIN)/python benchmarks/cpu.py --markdown docs/benchmarks.md
+
 lint: venv
 	$(BIN)/ruff check .
 

@@ -1,5 +1,6 @@
 """Rating sessions and the rating app: answers, revisions, resume, blinding, durability, concurrency."""
 
+import io
 import json
 import os
 import signal
@@ -277,3 +278,24 @@ def test_imported_panels_never_reach_the_rating_app(study, tmp_path):
 def test_raters_keep_the_order_they_were_given_in(study):
     build_sessions(study, "r2,r10,r1")
     assert db.raters(db.open_db(study))[-3:] == ["r2", "r10", "r1"]
+
+
+def test_served_images_have_the_same_pixels_and_no_metadata(tmp_path):
+    import numpy as np
+    from PIL import Image, PngImagePlugin
+
+    from ratings.app import _strip_to_png
+
+    info = PngImagePlugin.PngInfo()
+    info.add_text("medprobe:preset", "glide-clip")
+    info.add_itxt("Comment", "seed 1234", zip=True)
+    pixels = np.random.default_rng(0).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    path = tmp_path / "x.png"
+    Image.fromarray(pixels).save(path, pnginfo=info)
+    served = _strip_to_png(path)
+    assert b"glide-clip" not in served and b"tEXt" not in served and b"iTXt" not in served
+    image = Image.open(io.BytesIO(served))
+    assert image.text == {} and np.array_equal(np.asarray(image), pixels)
+    jpeg = tmp_path / "y.jpg"
+    Image.fromarray(pixels).save(jpeg, quality=95)
+    assert Image.open(io.BytesIO(_strip_to_png(jpeg))).format == "PNG"
