@@ -30,6 +30,7 @@ CORRECTIONS = ("holm", "fdr_bh", "bonferroni", "none")
 WILCOXON_OPTIONS = {"zero_method": "wilcox", "alternative": "two-sided"}  # read by ratings.simulate
 DESIGN = ["panel", "prompt_id", "style", "style_group", "topic", "topic_group", "detail", "preset"]
 RATING_ONLY = {"rater", "text", "nonsensical", "comment", "rated_at", "seconds", "repeat", "value"}
+RESAMPLE_BLOCK = 1 << 22  # bootstrap draws generated at a time: bounds memory at any size
 PAIRWISE_COLUMNS = ["factor", "a", "b", "test", "n_a", "n_b", "n_pairs", "statistic", "p", "p_adj",
                     "correction", "effect", "effect_name", "effect_ci_low", "effect_ci_high",
                     "median_a", "median_b"]
@@ -457,7 +458,8 @@ def _rating_values(rows, dimension, policy):
     score = pd.to_numeric(rows[f"{dimension}_score"], errors="coerce").to_numpy(float, na_value=np.nan)
     flag = rows["nonsensical"].astype("boolean").fillna(False).to_numpy(bool)
     if policy == "panel-zero":
-        flag = pd.Series(flag).groupby(rows["panel"].to_numpy()).transform("any").to_numpy(bool)
+        panel = pd.factorize(rows["panel"], use_na_sentinel=False)[0]
+        flag = (np.bincount(panel, weights=flag) > 0)[panel]  # any rater flagged the panel
     value = np.where(flag, np.nan if policy == "exclude" else 0.0, score)
     return rows.assign(value=value)[~np.isnan(value)]
 
@@ -492,15 +494,30 @@ def _incomplete(data, factor, keys, k) -> str | None:
 def _split(data, factor, keys) -> dict:
     """level -> (block codes, values); equal codes mean the same block (key combination)."""
     codes = data.groupby(keys, sort=False, dropna=False).ngroup().to_numpy() if keys else np.arange(len(data))
-    values, levels = data["value"].to_numpy(float), data[factor].to_numpy()
-    return {level: (codes[levels == level], values[levels == level]) for level in _levels(data[factor])}
+    values = data["value"].to_numpy(float)
+    level_of, found = pd.factorize(data[factor], use_na_sentinel=False)  # integers compare faster than labels
+    number = {level: i for i, level in enumerate(found)}
+    return {level: (codes[level_of == number[level]], values[level_of == number[level]])
+            for level in _levels(data[factor])}
+
+
+def _shared_blocks(code_a, code_b):
+    """Positions in a and in b of the block codes both hold, in ascending code order; none when
+    a level holds a block twice (then the pair is not paired). Codes are 0 ... n_blocks - 1."""
+    size = max(code_a.max(initial=-1), code_b.max(initial=-1)) + 1
+    count_a, count_b = np.bincount(code_a, minlength=size), np.bincount(code_b, minlength=size)
+    if count_a.max(initial=0) > 1 or count_b.max(initial=0) > 1:
+        return [], []
+    common = np.flatnonzero(count_a & count_b)
+    position_a, position_b = np.empty(size, dtype=np.intp), np.empty(size, dtype=np.intp)
+    position_a[code_a], position_b[code_b] = np.arange(len(code_a)), np.arange(len(code_b))
+    return position_a[common], position_b[common]
 
 
 def _contrast(a, b, n_boot, ci, rng) -> dict:
     """Test one pair of levels, each given as (block codes, values); see pairwise."""
     (code_a, x), (code_b, y) = a, b
-    unique = len(np.unique(code_a)) == len(code_a) and len(np.unique(code_b)) == len(code_b)
-    _, ia, ib = np.intersect1d(code_a, code_b, assume_unique=True, return_indices=True) if unique else ([], [], [])
+    ia, ib = _shared_blocks(code_a, code_b)
     out = {"n_a": len(x), "n_b": len(y), "median_a": np.median(x), "median_b": np.median(y)}
     if len(ia):
         d = np.round(x[ia] - y[ib], 12)  # block means: 1/3 - 1/5 style noise must not split ties
@@ -518,11 +535,26 @@ def _contrast(a, b, n_boot, ci, rng) -> dict:
 
 def _adjust(table, correction):
     p = table["p"].to_numpy(float)
-    # One test needs no adjustment (and statsmodels' Holm runs gc.collect(), ~20 ms, per call).
-    p_adj = p if correction == "none" or len(p) < 2 else multipletests(p, method=correction)[1]
+    if correction == "none" or len(p) < 2:  # one test needs no adjustment
+        p_adj = p
+    elif correction == "holm":
+        p_adj = _holm(p)
+    else:
+        p_adj = multipletests(p, method=correction)[1]
     table = table.assign(p_adj=p_adj, correction=correction)
     table["n_pairs"] = table["n_pairs"].astype("Int64")
     return table[PAIRWISE_COLUMNS]
+
+
+def _holm(p):
+    """Holm's step-down adjusted p-values, computed as statsmodels' multipletests(method="holm")
+    computes them, without the gc.collect() it runs on every call (100 ms and more in a process
+    holding torch; the sensitivity analysis makes 24 such calls)."""
+    order = np.argsort(p)
+    adjusted = np.minimum(np.maximum.accumulate(p[order] * np.arange(len(p), 0, -1)), 1)
+    out = np.empty_like(adjusted)
+    out[order] = adjusted
+    return out
 
 
 def _counts(codes, k, n_boot, rng):
@@ -565,10 +597,31 @@ def _cliffs_delta(x, y, n_boot, rng):
     return float(delta(ox, oy)[0]), None if bx is None else delta(bx, by)
 
 
-def _draws(m, n_boot, rng):
-    """How often each of m items is drawn in each of ``n_boot`` resamples of size m (float)."""
-    picks = rng.integers(0, m, (n_boot, m)) + m * np.arange(n_boot)[:, None]
-    return np.bincount(picks.ravel(), minlength=n_boot * m).reshape(n_boot, m).astype(float)
+def _resampled_sums(items, n_boot, rng, block=RESAMPLE_BLOCK):
+    """Row b: sum over i of (times item i is drawn in resample b) * items[i], for ``n_boot``
+    resamples with replacement of the m rows of ``items`` (m x k).
+
+    The draws are ``rng.integers(0, m, (n_boot, m))``, taken ``block`` at a time. Identical
+    rows of ``items`` (a prompt's value counts, a panel's coincidences: a few dozen kinds)
+    are counted as one kind, so each resample costs a bincount over its kinds; a dense
+    n_boot x m matrix of draw counts would take 2.6 GB and most of the time at 1M ratings.
+    """
+    m = len(items)
+    kind_of = np.zeros(m, dtype=np.int64)
+    for column in np.asarray(items).T:  # hashing column by column: np.unique(axis=0) sorts, 20x slower
+        codes, uniques = pd.factorize(column)
+        kind_of = pd.factorize(kind_of * len(uniques) + codes)[0]
+    kinds = items[pd.Series(kind_of).drop_duplicates().index]  # kind j first appears as kind j
+    kind_of = kind_of.astype(np.min_scalar_type(len(kinds)))  # small: faster to gather
+    counts = np.empty((n_boot, len(kinds)))
+    rows = max(1, block // m)
+    for start in range(0, n_boot, rows):
+        # uint32 draws are the same numbers as the default int64 ones (both are Lemire's
+        # 32-bit method below 2**32), at half the cost
+        picks = rng.integers(0, m, (min(rows, n_boot - start), m), dtype=np.uint32 if m < 2**32 else np.int64)
+        for row, drawn in enumerate(kind_of[picks], start):
+            counts[row] = np.bincount(drawn, minlength=len(kinds))
+    return counts @ kinds
 
 
 def _boot_medians(values, clusters, n_boot, rng):
@@ -579,7 +632,7 @@ def _boot_medians(values, clusters, n_boot, rng):
     cluster, m = pd.factorize(clusters)[0], len(pd.unique(clusters))
     per_cluster = np.zeros((m, len(distinct)))
     np.add.at(per_cluster, (cluster, codes), 1)
-    cumulative = (_draws(m, n_boot, rng) @ per_cluster).cumsum(axis=1)
+    cumulative = _resampled_sums(per_cluster, n_boot, rng).cumsum(axis=1)
     total = cumulative[:, -1:]
     lower = (cumulative > (total - 1) // 2).argmax(axis=1)  # the two middle order statistics
     upper = (cumulative > total // 2).argmax(axis=1)
@@ -597,8 +650,8 @@ def _boot_alpha(matrix, n_boot, rng):
     m_u = per_unit.sum(1)
     pairs = per_unit[:, :, None] * per_unit[:, None, :] - np.einsum("uv,vw->uvw", per_unit, np.eye(len(values)))
     units = matrix.shape[1]
-    weights = _draws(units, n_boot, rng)
-    return _ordinal_alpha(weights @ (pairs / (m_u - 1)[:, None, None]).reshape(units, -1), len(values))
+    return _ordinal_alpha(_resampled_sums((pairs / (m_u - 1)[:, None, None]).reshape(units, -1), n_boot, rng),
+                          len(values))
 
 
 def _ordinal_alpha(coincidences, k):

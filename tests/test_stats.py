@@ -315,6 +315,22 @@ def test_krippendorff_alpha_on_krippendorffs_published_example():
     assert len(out[out["measure"] == "quadratic-weighted kappa"]) == 6
 
 
+def test_holm_equals_statsmodels_multipletests():
+    rng = np.random.default_rng(3)
+    for p in (rng.random(7), np.array([0.01, 0.04, 0.04, 0.5, 0.01, 1.0, 0.3]), rng.random(40) ** 4):
+        assert np.array_equal(stats._holm(p), multipletests(p, method="holm")[1])
+
+
+@pytest.mark.parametrize("m, block", [(1, 7), (37, 100), (1001, 5000), (1001, 1 << 22)])
+def test_resampled_sums_equal_the_dense_draw_counts_they_replace(m, block):
+    """Same draws, same sums as counting every item in an n_boot x m matrix (the old way)."""
+    rng = np.random.default_rng(m)
+    items = rng.integers(0, 3, (m, 4)).astype(float) / rng.choice([1.0, 2.0], (m, 1))
+    picks = np.random.default_rng(7).integers(0, m, (60, m)) + m * np.arange(60)[:, None]
+    dense = np.bincount(picks.ravel(), minlength=60 * m).reshape(60, m).astype(float) @ items
+    assert np.array_equal(stats._resampled_sums(items, 60, np.random.default_rng(7), block=block), dense)
+
+
 def test_vectorised_alpha_equals_the_krippendorff_package():
     import krippendorff
 
@@ -322,7 +338,7 @@ def test_vectorised_alpha_equals_the_krippendorff_package():
     for matrix in (np.array(KRIPPENDORFF_2011, dtype=float),
                    np.where(rng.random((3, 60)) < 0.1, np.nan, rng.integers(0, 5, (3, 60)).astype(float))):
         matrix = matrix[:, (~np.isnan(matrix)).sum(0) >= 2]
-        ones = type("EachOnce", (), {"integers": lambda self, lo, hi, size: np.tile(np.arange(hi), (size[0], 1))})()
+        ones = type("EachOnce", (), {"integers": lambda self, lo, hi, size, dtype=None: np.tile(np.arange(hi), (size[0], 1))})()
         ours = stats._boot_alpha(matrix, 1, ones)[0]
         assert ours == pytest.approx(krippendorff.alpha(reliability_data=matrix, level_of_measurement="ordinal"))
 
