@@ -8,7 +8,6 @@ with vs without CLIP guidance (its Figure 2).
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
-import pandas as pd
 from PIL import Image
 
 from .store import Study
@@ -91,7 +90,3 @@ def _wrap(text: str, width: int = 28) -> str:
         else:
             line = f"{line} {word}".strip()
     return "\n".join(lines + [line])
-
-
-def runs_table(study: Study) -> pd.DataFrame:
-    return pd.read_sql_query("SELECT * FROM runs ORDER BY started_at", study.db)
