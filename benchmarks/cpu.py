@@ -602,8 +602,7 @@ def _rating_study(folder: Path, raters: list[str], n_panels: int, revisions: flo
                 return (r, seq, f"panel{seq:07d}", scores, int(rng.random() < 0.02), "", 9.5, stamp)
             rows = [answer(r, seq) for r in raters for seq in range(n_panels)]
             redo = rng.sample(rows, int(len(rows) * revisions))
-            conn.executemany("INSERT INTO ratings (rater, seq, panel, scores, nonsensical, comment, seconds, "
-                             "rated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)", redo + rows)
+            db.insert_ratings(conn, redo + rows)  # with their hash chain, as the app writes them
     conn.close()
 
 

@@ -41,15 +41,20 @@ def _run(args) -> int:
     import uuid
 
     from . import execute
-    from .run import shard_from_env
+    from .generators import load_presets, preset_settings
+    from .run import as_list, run_notes, shard_from_env
     from .store import Study
 
     args.shard_index, args.num_shards = shard_from_env(args.shard_index, args.num_shards)
     if args.device is None and "LOCAL_RANK" in os.environ and args.num_shards > 1:
         args.device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per process under accelerate/torchrun
     study = Path(args.study).expanduser().resolve()
-    Study(study).close()  # an unwritable folder fails here, before a kernel starts
+    Study(study).close()  # an unwritable or tampered folder fails here, before a kernel starts
     cat.load_catalog(args.catalog)  # so does a missing or broken catalog
+    known = load_presets(args.presets_file, study_presets=study / "presets.yaml",
+                         allow_custom_backends=args.allow_custom_backends)
+    for name in as_list(args.presets) or []:
+        preset_settings(name, known)  # and an unknown preset, or a refused custom backend
     run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     if args.num_shards > 1:
         run_id += f"-shard{args.shard_index}of{args.num_shards}"
@@ -58,12 +63,15 @@ def _run(args) -> int:
                       styles=args.styles, topics=args.topics, detail=args.detail,
                       shard_index=args.shard_index, num_shards=args.num_shards, force=args.force,
                       presets_file=str(Path(args.presets_file).resolve()) if args.presets_file else None,
-                      device=args.device, run_id=run_id)
+                      device=args.device, run_id=run_id, allow_custom_backends=args.allow_custom_backends)
     if args.compare:
         parameters["compare"] = args.compare
     notebook = study / "runs" / f"{run_id}.ipynb"
     parameters["run_notebook"] = str(notebook)
-    execute.execute_notebook("10_probe.ipynb", notebook, parameters, cwd=study, progress=not args.quiet)
+    try:
+        execute.execute_notebook("10_probe.ipynb", notebook, parameters, progress=not args.quiet)
+    except execute.KernelDiedError:
+        raise ProbeError(_kernel_died_message(study, run_id, notebook)) from None
     with Study(study, create=False) as st:
         record = st.run_record(run_id)
         failures = st.failures(run_id)
@@ -71,9 +79,32 @@ def _run(args) -> int:
         raise ProbeError(f"the run left no record in {study}; see {notebook}")
     print(f"run {run_id}: {record['n_generated']} images generated, {record['n_skipped']} already there, "
           f"{record['n_failed']} failed; record: {notebook}")
+    for note in run_notes(record["n_missing"] or 0, record["n_elsewhere"] or 0):
+        print(f"  {note}")
     for row in failures.head(10).itertuples():
         print(f"  failed: {row.preset} / {row.prompt_id}: {row.error}", file=sys.stderr)
     return 0 if record["status"] == "ok" else 1
+
+
+def _kernel_died_message(study: Path, run_id: str, notebook: Path) -> str:
+    """Which panel the run was making when its kernel died, and what to try; marks it interrupted."""
+    from .store import Study
+
+    with Study(study, create=False) as st:
+        held = st.held_panels(run_id)
+        st.interrupt_run(run_id)
+    if held:
+        panel = held[0]
+        where = (f"while generating the panel of preset {panel['preset']!r} for prompt "
+                 f"{panel['text'] or panel['prompt_id']!r} (prompt_id {panel['prompt_id']})")
+    else:
+        where = "outside image generation (loading a preset, or drawing the contact sheets)"
+    return (f"the run's Python kernel died {where}: the operating system killed it, most often for lack "
+            "of memory, or it crashed. Images made before it are kept, and the run is marked "
+            "interrupted. To go on, run the same command again with less memory needed: fewer images "
+            "per batch (set `batch_invariant: true` in the preset to make one image at a time, or "
+            "attention_slicing / vae_slicing for diffusers presets), a smaller preset, another "
+            f"--device (e.g. --device cpu), or a machine with more memory. Notebook so far: {notebook}")
 
 
 def _presets(args) -> int:
@@ -131,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num-shards", type=int, help="number of shards (default: SLURM_ARRAY_TASK_COUNT or WORLD_SIZE)")
     p.add_argument("--force", action="store_true", help="regenerate images that exist")
     p.add_argument("--presets-file", help="extra presets YAML")
+    p.add_argument("--allow-custom-backends", action="store_true",
+                   help="let the study folder's presets.yaml name Python backends (package.module:Class); "
+                        "only for studies whose code you trust")
     p.add_argument("--device", help="force a device: cuda, cuda:1, mps, cpu")
     p.add_argument("--compare", help="two presets for the side-by-side sheet")
     p.add_argument("--quiet", action="store_true", help="no progress bar")

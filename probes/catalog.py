@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import pandas as pd
-import yaml
 
 from .errors import CatalogError
+from .safeyaml import YamlFileError, load_yaml
 
 PROMPT_COLUMNS = ["prompt_id", "text", "style", "style_group", "topic", "topic_group", "detail", "catalog"]
 STYLE_GROUPS = ("radiology", "microscopy", "other")
@@ -30,6 +30,10 @@ _STYLE_KEYS = {"id": True, "label": True, "template": True, "group": True}
 _TOPIC_KEYS = {"id": True, "short": True, "detailed": True, "group": True}
 _EXTRA_KEYS = {"text": True, "style": True, "topic": True, "detail": False,
                "style_group": False, "topic_group": False}
+# A real catalog is tens of kB and a few hundred prompts; these stop a file that would
+# take minutes to read or expand (pure size, or styles x topics multiplying up).
+MAX_CATALOG_BYTES = 5_000_000
+MAX_PROMPTS = 200_000
 _ID = re.compile(r"^[a-z0-9][a-z0-9_-]*$")
 
 
@@ -109,27 +113,12 @@ def load_catalog(source: str | Path) -> Catalog:
     """Read and validate a catalog file; every problem raises :class:`CatalogError`."""
     path = resolve_catalog(source)
     try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise CatalogError(path, "", "file not found",
-                           "a catalog YAML file; shipped ones: " + ", ".join(shipped_catalogs())) from None
-    except IsADirectoryError:
-        raise CatalogError(path, "", "is a folder, not a file", "a catalog YAML file") from None
-    except OSError as exc:
-        raise CatalogError(path, "", f"cannot be read ({exc.strerror})", "a readable file") from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        line = raw[: exc.start].count(b"\n") + 1
-        raise CatalogError(path, f"line {line}", f"byte 0x{raw[exc.start]:02x} is not UTF-8",
-                           "a UTF-8 text file; re-save it as UTF-8") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "YAML"
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise CatalogError(path, where, f"YAML syntax error: {problem}", "valid YAML") from None
+        data = load_yaml(path, "catalog", max_bytes=MAX_CATALOG_BYTES)
+    except YamlFileError as exc:
+        expected = exc.expected
+        if exc.problem == "file not found":
+            expected = "a catalog YAML file; shipped ones: " + ", ".join(shipped_catalogs())
+        raise CatalogError(exc.path, exc.where, exc.problem, expected) from None
     return parse_catalog(data, path)
 
 
@@ -159,6 +148,12 @@ def parse_catalog(data, path: str | Path = "<catalog>") -> Catalog:
     if not isinstance(extras_raw, list):
         raise CatalogError(path, "extra_prompts", f"is a {type(extras_raw).__name__}", "a list")
     extras = tuple(_parse_extra(e, path, i, styles, topics) for i, e in enumerate(extras_raw))
+    n_prompts = len(styles) * len(topics) * len(detail) + len(extras)
+    if n_prompts > MAX_PROMPTS:
+        raise CatalogError(path, "", f"expands to {n_prompts:,} prompts ({len(styles)} styles x "
+                           f"{len(topics)} topics x {len(detail)} detail levels + {len(extras)} extra), "
+                           f"more than the {MAX_PROMPTS:,} a catalog may have",
+                           "a smaller catalog; split the study into several catalogs")
 
     catalog = Catalog(name=name, version=str(version), styles=styles, topics=topics,
                       detail=tuple(detail), extra_prompts=extras,

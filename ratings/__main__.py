@@ -3,22 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import functools
+import sqlite3
 import sys
-
-import yaml
+from pathlib import Path
 
 from probes.errors import ProbeError, run_command
 
+SCALE_MAX_BYTES = 100_000  # a scale is a few questions and their anchor labels
 
+
+def _study_errors(writes: bool):
+    """A study SQLite refuses to open or write (read-only copy, full disk) as one clear error."""
+    def wrap(func):
+        @functools.wraps(func)
+        def run(args) -> int:
+            try:
+                return func(args)
+            except sqlite3.OperationalError as exc:
+                study = getattr(args, "study", None) or "the study folder"
+                text = str(exc)
+                if ("readonly" in text or "read-only" in text) and writes:
+                    raise ProbeError(f"{study}: the study database is read-only here ({text}); nothing was "
+                                     "changed. This command writes to the study: run it on a copy you can "
+                                     "write to, or ask for write access.") from None
+                if "readonly" in text or "read-only" in text:
+                    raise ProbeError(f"{study}: the study database cannot be read in this read-only folder "
+                                     f"({text}); nothing was changed. Copy the study folder to a place you "
+                                     "can write to and run the command on the copy.") from None
+                if "unable to open" in text or "disk" in text or "locked" in text:
+                    raise ProbeError(f"{study}: the study database cannot be used ({text}); check that the "
+                                     "folder exists, is writable and has free space, and that no other "
+                                     "program holds it locked, then run the command again") from None
+                raise
+        return run
+    return wrap
+
+
+@_study_errors(writes=True)
 def _build(args) -> int:
-    from .session import build_sessions
+    from probes.safeyaml import load_yaml
+
+    from .session import build_sessions, check_scale
 
     scale = None
     if args.scale:
-        try:
-            scale = yaml.safe_load(open(args.scale, encoding="utf-8"))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ProbeError(f"{args.scale}: cannot read the scale file ({exc})") from None
+        scale = check_scale(load_yaml(args.scale, what="rating scale", max_bytes=SCALE_MAX_BYTES),
+                            source=str(args.scale))
     summary = build_sessions(args.study, args.raters, presets=args.presets.split(",") if args.presets else None,
                              repeats=args.repeats, seed=args.seed, images_per_panel=args.images_per_panel,
                              shuffle_images=not args.keep_image_order, scale=scale)
@@ -30,6 +61,7 @@ def _build(args) -> int:
     return 0
 
 
+@_study_errors(writes=True)
 def _add_reference(args) -> int:
     from .session import add_reference
 
@@ -38,6 +70,7 @@ def _add_reference(args) -> int:
     return 0
 
 
+@_study_errors(writes=True)
 def _import_wide(args) -> int:
     from .io import import_wide
 
@@ -48,6 +81,7 @@ def _import_wide(args) -> int:
     return 0
 
 
+@_study_errors(writes=False)
 def _export(args) -> int:
     from .io import export
 
@@ -56,9 +90,8 @@ def _export(args) -> int:
     return 0
 
 
+@_study_errors(writes=False)
 def _analyze(args) -> int:
-    from pathlib import Path
-
     from probes.execute import execute_notebook
 
     from .report import notebook_to_html
@@ -84,20 +117,25 @@ def _analyze(args) -> int:
 
 
 def _simulate(args) -> int:
-    from pathlib import Path
-
     from .simulate import simulate_ratings
 
+    out = Path(args.output).expanduser().resolve()
+    if not out.parent.is_dir():
+        raise ProbeError(f"{out}: the folder {out.parent} does not exist; create it (mkdir -p) or choose "
+                         "another -o")
     kwargs = dict(catalog=args.catalog, presets=tuple(args.presets.split(",")), raters=tuple(args.raters.split(",")),
                   repeats=args.repeats, seed=args.seed)
     if args.no_effect:
         kwargs["style_means"] = {}  # every style at the same mean
     table = simulate_ratings(**kwargs)
-    out = Path(args.output)
-    if out.suffix == ".parquet":
-        table.to_parquet(out, index=False)
-    else:
-        table.to_csv(out, index=False)
+    try:
+        if out.suffix == ".parquet":
+            table.to_parquet(out, index=False)
+        else:
+            table.to_csv(out, index=False)
+    except OSError as exc:
+        raise ProbeError(f"{out}: cannot write the file ({exc.strerror}); choose a folder you can write "
+                         "to with -o") from None
     print(f"wrote {len(table)} SIMULATED ratings ({table['panel'].nunique()} panels, "
           f"{table['rater'].nunique()} simulated raters) to {out}")
     return 0

@@ -4,17 +4,28 @@ Pages: who are you -> instructions with the scale anchors -> one panel at a time
 four images in a 2x2 grid with click-to-enlarge, both scales, the nonsensical flag, a comment,
 Previous / Next / First unrated, progress, a visible saved state) -> a finish page.
 
-Every answer is committed to the study database the moment it is given. The app sends the
-browser the prompt text and the images' pixels only: images are re-encoded without metadata
-and addressed by opaque tokens, and nothing about presets, generators, seeds or files, nor any
-other rater's answers, ever reaches the page.
+Every answer is committed to the study database the moment it is given. A widget event writes
+only when the rater changed a value of the panel on show, and each save names the answer it
+revises, so a second window with the same rater id is told to reload instead of overwriting.
+A panel is shown whole or not at all: its images are read and checked (against the SHA-256
+they are named after, or decoded) before anything on the page changes; a panel that cannot be
+shown says so, saves nothing, and is logged for the study team (``<study>/logs/rating-app.log``).
+
+The app sends the browser the prompt text and the images' pixels only: images are re-encoded
+without metadata and addressed by opaque tokens, and nothing about presets, generators, seeds
+or files, nor any other rater's answers, ever reaches the page (error details go to the log).
 """
 
 from __future__ import annotations
 
+import hashlib
 import html
 import io
+import logging
 import os
+import re
+import sqlite3
+import sys
 import time
 from collections import OrderedDict
 from datetime import datetime
@@ -24,8 +35,23 @@ from urllib.parse import parse_qs
 import ipywidgets as w
 from PIL import Image
 
+from probes.errors import ProbeError
+from probes.store import now
+
 from . import db
 from .errors import RatingError
+
+logger = logging.getLogger(__name__)
+LOG_FILE = Path("logs") / "rating-app.log"  # in the study folder: the study team's record of problems
+SHA256_NAME = re.compile(r"[0-9a-f]{64}")  # medprobe stores images as images/<sha256>.png
+CACHED_IMAGES = 64
+UNAVAILABLE_TEXT = ("Panel {number} cannot be shown: one of its images is missing or cannot be read. "
+                    "The study team has been told; please go on with the next panel.")
+STALE_TEXT = "⚠ Not saved: this panel was changed in another window. Please reload the page."
+READ_ONLY_TEXT = ("This study's folder is read-only, so your answers cannot be saved. Please ask the study "
+                  "team to make the study folder writable, then reload this page.")
+CANNOT_OPEN_TEXT = ("The rating app cannot open this study. Please tell the study team; the details are in "
+                    "the rating server's log.")
 
 TILE_PX = 256
 ENLARGED_PX = 640
@@ -51,10 +77,13 @@ PIXEL_CHUNKS = {b"IHDR", b"PLTE", b"tRNS", b"IDAT", b"IEND"}
 
 
 def _strip_to_png(path) -> bytes:
+    return _pixels_only(Path(path).read_bytes())
+
+
+def _pixels_only(data: bytes) -> bytes:
     """Pixels only, so nothing in the file can unblind: a PNG keeps just the chunks that carry
     pixels (no text, time or profile chunks), without re-encoding, which cost 24 ms an image;
     anything else is re-encoded."""
-    data = Path(path).read_bytes()
     if data.startswith(PNG_SIGNATURE):
         kept, pos = [PNG_SIGNATURE], len(PNG_SIGNATURE)
         while pos + 8 <= len(data):
@@ -69,6 +98,56 @@ def _strip_to_png(path) -> bytes:
     buf = io.BytesIO()
     rgb.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+class PanelUnavailable(Exception):
+    """One of a panel's images cannot be shown: missing, unreadable, changed or undecodable."""
+
+    def __init__(self, image_token: str, cause: BaseException):
+        self.image_token, self.cause = image_token, cause
+        super().__init__(f"image {image_token}: {type(cause).__name__}: {cause}")
+
+
+def _checked_pixels(conn, image_token: str) -> bytes:
+    """The pixels the browser gets for one image, once they are known to be showable: the file
+    is there and readable, and its bytes are the ones medprobe wrote (the SHA-256 it is named
+    after) and a well-formed image, or, for a file not named so, they decode."""
+    path = db.image_file(conn, image_token)
+    data = path.read_bytes()
+    named_by_hash = SHA256_NAME.fullmatch(path.stem) is not None
+    if named_by_hash and hashlib.sha256(data).hexdigest() != path.stem:
+        raise ValueError(f"{path}: the file's SHA-256 is not the one in its name: it was changed or damaged")
+    pixels = _pixels_only(data)
+    with Image.open(io.BytesIO(pixels)) as image:
+        # the bytes medprobe encoded need only their structure checked (0.2 ms; decoding every
+        # image costs 2.4 ms at 256 px, ten times the rest of a panel change); others are decoded
+        if named_by_hash:
+            image.verify()
+        else:
+            image.load()
+    return pixels
+
+
+class UnavailableApp:
+    """What Voilà shows instead of the app when the study cannot be opened for rating."""
+
+    def __init__(self, text: str):
+        self.message = text
+        self.widget = w.VBox([w.HTML(CSS), w.HTML(f"<h2>Image rating study</h2><div class='mp-error'>"
+                                                  f"{html.escape(text)}</div>")], layout=w.Layout(padding="8px"))
+        self.widget.add_class("mp-app")
+
+    def close(self) -> None:
+        pass
+
+
+def _log_to_server_console() -> None:
+    """Send the app's log to the terminal running Voilà: in a kernel, sys.stderr is the page."""
+    if not any(getattr(h, "medprobe_console", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.__stderr__)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
+        handler.medprobe_console = True
+        logger.addHandler(handler)
 
 
 class RatingApp:
@@ -87,6 +166,7 @@ class RatingApp:
         self.conn = db.open_db(study)
         self.scale = db.get_config(self.conn, "scale")
         if self.scale is None:
+            self.conn.close()
             raise RatingError(f"{study}: no rating sessions yet; run `python -m ratings build --study "
                               f"{study} --raters A,B,C` first")
         self._images: OrderedDict[str, bytes] = OrderedDict()
@@ -94,7 +174,12 @@ class RatingApp:
         self.assignments: list[db.Assignment] = []
         self.answers: dict[int, db.Answer] = {}
         self.index = 0
-        self._loading = False
+        # index of the assignment whose answer the widgets hold; None while they hold none
+        # (before the first panel, while loading one, on a page without them): then no
+        # widget event may save
+        self._shown: int | None = None
+        self._unavailable: set[str] = set()  # panels that could not be shown (a repeat shows the same)
+        self._reported: set[str] = set()  # panels already in the study team's log this session
         self._shown_at = time.monotonic()
         self._build_widgets()
         self.widget = w.VBox([w.HTML(CSS), self.page], layout=w.Layout(padding="8px"))
@@ -105,11 +190,23 @@ class RatingApp:
             self._show_login()
 
     @classmethod
-    def from_environment(cls, study: str | None = None) -> RatingApp:
-        """For Voilà: study from MEDPROBE_STUDY, rater from the URL (?rater=A) if given."""
+    def from_environment(cls, study: str | None = None) -> RatingApp | UnavailableApp:
+        """For Voilà: study from MEDPROBE_STUDY, rater from the URL (?rater=A) if given.
+
+        A study that cannot be opened gives a page saying so (details in the server's log),
+        never a traceback on the rater's screen.
+        """
+        _log_to_server_console()
         study = study or os.environ.get("MEDPROBE_STUDY", "demo-study")
         query = parse_qs(os.environ.get("QUERY_STRING", ""))
-        return cls(study, rater=(query.get("rater") or [None])[0])
+        try:
+            return cls(study, rater=(query.get("rater") or [None])[0])
+        except db.ReadOnlyStudyError as exc:
+            logger.error("%s", exc)
+            return UnavailableApp(READ_ONLY_TEXT)
+        except ProbeError as exc:
+            logger.error("%s", exc)
+            return UnavailableApp(CANNOT_OPEN_TEXT)
 
     # --- widgets ----------------------------------------------------------------------
 
@@ -168,10 +265,14 @@ class RatingApp:
         self.prev_button.on_click(lambda _: self.go_to(self.index - 1))
         self.next_button.on_click(lambda _: self.go_to(self.index + 1))
         self.unrated_button.on_click(lambda _: self.go_to(self.first_unrated()))
-        self.panel_page = w.VBox([
-            w.HBox([self.progress_label, self.progress_bar], layout=w.Layout(align_items="center", grid_gap="12px")),
-            self.prompt_html, self.viewer, *scale_rows, self.nonsensical, self.comment, self.saved,
-            w.HBox([self.prev_button, self.next_button, self.unrated_button])])
+        progress = w.HBox([self.progress_label, self.progress_bar], layout=w.Layout(align_items="center",
+                                                                                    grid_gap="12px"))
+        navigation = w.HBox([self.prev_button, self.next_button, self.unrated_button])
+        self.panel_page = w.VBox([progress, self.prompt_html, self.viewer, *scale_rows, self.nonsensical,
+                                  self.comment, self.saved, navigation])
+        # a panel that cannot be shown: no scores to give, but the way on
+        self.unavailable_html = w.HTML()
+        self.unavailable_page = w.VBox([progress, self.unavailable_html, navigation])
         # finish
         self.finish_html = w.HTML()
         self.review_button = w.Button(description="Back to the panels", icon="arrow-left")
@@ -197,6 +298,7 @@ class RatingApp:
             return self._show_login(f"There is no rater '{rater}' in this study. Check the id you were given.")
         self.rater = rater
         self.answers = db.latest_answers(self.conn, rater)
+        self._shown, self._unavailable, self._reported = None, set(), set()
         self._show_instructions()
 
     def _show_instructions(self) -> None:
@@ -217,12 +319,22 @@ class RatingApp:
             f"<p>Progress so far: {done} of {len(self.assignments)} rated.</p>"), self.start_button]
 
     def _show_finish(self) -> None:
-        left = len(self.assignments) - self.n_rated()
+        self.answers = db.latest_answers(self.conn, self.rater)  # another window may have answered too
+        total = len(self.assignments)
+        unrated = [i for i, a in enumerate(self.assignments)
+                   if not db.is_complete(self.answers.get(a.seq), self.scale)]
+        broken = sum(self.assignments[i].panel in self._unavailable for i in unrated)
+        left = len(unrated) - broken
+        note = (f"<p>{broken} panel{'s' if broken > 1 else ''} could not be shown because of a problem with "
+                f"{'their' if broken > 1 else 'its'} images; the study team has been told.</p>") if broken else ""
         if left:
-            text = (f"<h2>Almost there</h2><p>{left} of {len(self.assignments)} panels are not rated yet.</p>")
+            text = f"<h2>Almost there</h2><p>{left} of {total} panels are not rated yet.</p>{note}"
             buttons = [self.finish_unrated_button, self.review_button]
+        elif broken:
+            text = f"<h2>Thank you!</h2><p>Every panel that could be shown is rated and saved.</p>{note}"
+            buttons = [self.review_button]
         else:
-            text = (f"<h2>Thank you!</h2><p>All {len(self.assignments)} panels are rated and saved. "
+            text = (f"<h2>Thank you!</h2><p>All {total} panels are rated and saved. "
                     "You can close this window.</p>")
             buttons = [self.review_button]
         self.finish_html.value = text
@@ -234,15 +346,18 @@ class RatingApp:
         return sum(db.is_complete(self.answers.get(a.seq), self.scale) for a in self.assignments)
 
     def first_unrated(self) -> int:
+        """The first panel not rated yet, passing over those that could not be shown."""
         for i, a in enumerate(self.assignments):
-            if not db.is_complete(self.answers.get(a.seq), self.scale):
+            if a.panel not in self._unavailable and not db.is_complete(self.answers.get(a.seq), self.scale):
                 return i
         return len(self.assignments)
 
     def go_to(self, index: int) -> None:
         if self.rater is None:
             return
-        self._commit_comment()
+        if not self._commit_comment():
+            return  # the comment was refused: stay, with the reason on the page
+        self._shown = None
         if index >= len(self.assignments):
             self.index = len(self.assignments)
             return self._show_finish()
@@ -250,30 +365,65 @@ class RatingApp:
         self._show_panel()
 
     def _show_panel(self) -> None:
+        """Show the panel at ``self.index`` whole; if one of its images cannot be shown, say so."""
         assignment = self.assignments[self.index]
-        self._loading = True
-        try:
-            self.close_enlarged()
-            self.prompt_html.value = (f"<div class='mp-prompt'>{html.escape(db.prompt_text(self.conn, assignment.panel))}"
-                                      "</div>")
-            tokens = assignment.image_tokens
-            for i, image in enumerate(self.images):
-                image.value = self._image(tokens[i]) if i < len(tokens) else b""
-                image.layout.visibility = "visible" if i < len(tokens) else "hidden"
-                self.enlarge_buttons[i].layout.visibility = image.layout.visibility
-            answer = self.answers.get(assignment.seq)
-            for dim, buttons in self.scores.items():
-                buttons.value = answer.scores.get(dim) if answer else None
-            self.nonsensical.value = bool(answer and answer.nonsensical)
-            self.comment.value = answer.comment if answer else ""
-        finally:
-            self._loading = False
+        try:  # everything that can fail comes before the first widget changes
+            pixels = [self._image(token) for token in assignment.image_tokens]
+        except PanelUnavailable as exc:
+            return self._show_unavailable(assignment, exc)
+        text = db.prompt_text(self.conn, assignment.panel)
+        answer = db.latest_answer(self.conn, self.rater, assignment.seq)  # another window may have answered
+        if answer is not None:
+            self.answers[assignment.seq] = answer
+        self._shown = None  # the value changes below are not the rater's
+        self.close_enlarged()
+        self.prompt_html.value = f"<div class='mp-prompt'>{html.escape(text)}</div>"
+        for i, image in enumerate(self.images):
+            image.value = pixels[i] if i < len(pixels) else b""
+            image.layout.visibility = "visible" if i < len(pixels) else "hidden"
+            self.enlarge_buttons[i].layout.visibility = image.layout.visibility
+        for dim, buttons in self.scores.items():
+            buttons.value = answer.scores.get(dim) if answer else None
+        self.nonsensical.value = bool(answer and answer.nonsensical)
+        self.comment.value = answer.comment if answer else ""
+        self._shown = self.index
+        self._unavailable.discard(assignment.panel)  # its images are back
         self._show_saved_state(answer)
         self._update_progress()
-        self.prev_button.disabled = self.index == 0
-        self.next_button.description = "Finish" if self.index == len(self.assignments) - 1 else "Next"
+        self._update_navigation()
         self.page.children = [self.panel_page]
         self._shown_at = time.monotonic()
+
+    def _show_unavailable(self, assignment: db.Assignment, problem: PanelUnavailable) -> None:
+        self._unavailable.add(assignment.panel)
+        self._report_unavailable(assignment, problem)
+        text = UNAVAILABLE_TEXT.format(number=self.index + 1)
+        self.unavailable_html.value = f"<div class='mp-error'>{html.escape(text)}</div>"
+        self._update_progress()
+        self._update_navigation()
+        self.page.children = [self.unavailable_page]
+
+    def _report_unavailable(self, assignment: db.Assignment, problem: PanelUnavailable) -> None:
+        """Tell the study team which panel and image, and why (file paths are fine here, not on the page)."""
+        error = " ".join(f"{type(problem.cause).__name__}: {problem.cause}".split())
+        line = "\t".join([now(), "panel not shown", f"rater={self.rater}", f"seq={assignment.seq}",
+                          f"panel={assignment.panel}", f"image={problem.image_token}",
+                          f"file={db.recorded_file(self.conn, problem.image_token)}", f"error={error}"])
+        logger.error("%s", line)
+        if assignment.panel in self._reported:
+            return
+        self._reported.add(assignment.panel)
+        log = db.study_root(self.conn) / LOG_FILE
+        try:
+            log.parent.mkdir(exist_ok=True)
+            with open(log, "a", encoding="utf-8") as f:
+                f.write(line + "\n")
+        except OSError as exc:
+            logger.error("could not append to %s (%s); the line above is the only record", log, exc)
+
+    def _update_navigation(self) -> None:
+        self.prev_button.disabled = self.index == 0
+        self.next_button.description = "Finish" if self.index == len(self.assignments) - 1 else "Next"
 
     def enlarge(self, position: int) -> None:
         self.big_image.value = self.images[position].value
@@ -284,40 +434,70 @@ class RatingApp:
 
     def _image(self, image_token: str) -> bytes:
         if image_token not in self._images:
-            self._images[image_token] = _strip_to_png(db.image_file(self.conn, image_token))
-            if len(self._images) > 64:
+            try:
+                pixels = _checked_pixels(self.conn, image_token)
+            except Exception as exc:  # whatever the file did (gone, unreadable, damaged), the panel waits
+                raise PanelUnavailable(image_token, exc) from exc
+            self._images[image_token] = pixels
+            if len(self._images) > CACHED_IMAGES:
                 self._images.popitem(last=False)
         return self._images[image_token]
 
     # --- saving -----------------------------------------------------------------------
 
     def _on_change(self, change) -> None:
-        if not self._loading and self.rater is not None and self.index < len(self.assignments):
+        if self._shown is not None and self._given() != self._stored():
             self.save()
 
-    def _commit_comment(self) -> None:
-        # a comment typed but not yet blurred still counts when the rater moves on
-        if self.rater and self.index < len(self.assignments):
-            answer = self.answers.get(self.assignments[self.index].seq)
-            if self.comment.value != (answer.comment if answer else ""):
-                self.save()
+    def _commit_comment(self) -> bool:
+        """A comment typed but not yet sent (the box sends it when it loses focus) still counts
+        when the rater moves on. False when it could not be saved."""
+        if self._shown is None or self.comment.value == self._stored()[2]:
+            return True
+        return self.save()
 
-    def save(self) -> None:
-        """Commit the current panel's answer (a new row; the latest counts)."""
-        assignment = self.assignments[self.index]
-        scores = {dim: buttons.value for dim, buttons in self.scores.items()}
+    def _given(self) -> tuple[dict, bool, str]:
+        """The answer the widgets hold."""
+        return ({dim: buttons.value for dim, buttons in self.scores.items()}, bool(self.nonsensical.value),
+                self.comment.value)
+
+    def _stored(self) -> tuple[dict, bool, str]:
+        """The saved answer of the panel on show, in the widgets' terms."""
+        answer = self.answers.get(self.assignments[self._shown].seq)
+        if answer is None:
+            return {dim: None for dim in self.scores}, False, ""
+        return {dim: answer.scores.get(dim) for dim in self.scores}, answer.nonsensical, answer.comment
+
+    def save(self) -> bool:
+        """Commit the answer of the panel on show (a new row; the latest counts); False if refused."""
+        if self._shown is None:
+            return False
+        assignment = self.assignments[self._shown]
+        previous = self.answers.get(assignment.seq)
+        scores, nonsensical, comment = self._given()
         seconds = round(time.monotonic() - self._shown_at, 3)
         try:
-            stamp = db.save_answer(self.conn, self.rater, assignment.seq, scores, self.nonsensical.value,
-                                   self.comment.value, seconds, self.scale)
+            answer = db.save_answer(self.conn, self.rater, assignment.seq, scores, nonsensical, comment, seconds,
+                                    self.scale, based_on=previous.rating_id if previous else 0)
+        except db.StaleAnswerError as exc:  # the same rater in another window: theirs stays
+            logger.warning("%s", exc)
+            self.saved.value = f"<span class='mp-error'>{html.escape(STALE_TEXT)}</span>"
+            return False
+        except sqlite3.OperationalError as exc:
+            logger.error("answer not saved: rater %s, seq %s: %s", self.rater, assignment.seq, exc)
+            reason = ("the study folder has become read-only" if "readonly" in str(exc)
+                      else "the study's database cannot be written just now")
+            self.saved.value = (f"<span class='mp-error'>⚠ Not saved: {reason}. Please tell the study team; "
+                                "your earlier answers are saved.</span>")
+            return False
         except Exception as exc:  # the rater must see that an answer did not reach the database
             self.saved.value = (f"<span class='mp-error'>⚠ Not saved ({html.escape(type(exc).__name__)}). "
                                 "Please tell the study team.</span>")
             raise
-        self.answers[assignment.seq] = db.Answer(scores, bool(self.nonsensical.value), self.comment.value,
-                                                 stamp, seconds)
-        self._show_saved_state(self.answers[assignment.seq])
+        self.answers[assignment.seq] = answer
+        self._show_saved_state(answer)
         self._update_progress()
+        return True
 
     def _update_progress(self) -> None:
         rated, total = self.n_rated(), len(self.assignments)

@@ -2,21 +2,34 @@
 
 Ratings are append-only: every answer a rater gives (a click on a score, a flag, a comment)
 adds a row, committed at once; the latest row of an assignment is its answer, earlier rows
-are its history. Triggers refuse UPDATE and DELETE on ratings, so history cannot be lost by
-accident. All SQL is parameterised; file paths stored here are checked to stay inside the
-study folder when read.
+are its history. Triggers refuse UPDATE and DELETE on ratings, a rating_id reused by INSERT OR
+REPLACE, and changes to an assignment that has answers, so history cannot be lost by accident.
+Each row carries the panel it answers, so the assignments table cannot move an answer to
+another panel. And each rater's rows form a hash chain (:func:`chain_hash`), checked by
+:func:`verify_chain` before export: an answer edited outside medprobe is found, with the first
+row that can no longer be trusted. All SQL is parameterised; file paths stored here are checked
+to stay inside the study folder when read.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import math
+import os
 import sqlite3
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from probes.store import DB_NAME, connect, migrate, now, transaction
+from probes.store import DB_NAME, connect, database_file, migrate, now, transaction
 
 from .errors import RatingError
+
+_json_text = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str: quoted, ASCII-escaped
+# rating_config key written by migration 1: rows up to this rating_id predate the hash chain
+# and get theirs from open_db (SQLite has no SHA-256, so a migration script cannot compute it).
+CHAIN_PENDING = "chain_pending_upto"
 
 RATINGS_MIGRATIONS = [
     """
@@ -49,7 +62,56 @@ RATINGS_MIGRATIONS = [
     CREATE TRIGGER ratings_append_only_delete BEFORE DELETE ON ratings
         BEGIN SELECT RAISE(ABORT, 'ratings are append-only: history is kept'); END
     """,
+    # 1: append-only that holds. INSERT OR REPLACE deletes without firing a delete trigger
+    # (unless recursive_triggers is on, which open_db sets), so a reused rating_id is refused
+    # before the insert; an assignment or panel with answers can no longer be renumbered,
+    # re-pointed or deleted; and every rating row carries its hash chain (see chain_hash).
+    """
+    ALTER TABLE ratings ADD COLUMN chain TEXT;
+    CREATE INDEX ratings_by_rater ON ratings (rater, rating_id);
+    INSERT INTO rating_config (key, value)
+        SELECT 'chain_pending_upto', CAST(COALESCE(MAX(rating_id), 0) AS TEXT) FROM ratings;
+    CREATE TRIGGER ratings_append_only_insert BEFORE INSERT ON ratings
+    BEGIN
+        SELECT RAISE(ABORT, 'ratings are append-only: a rating_id is never written twice (INSERT OR REPLACE refused)')
+            WHERE EXISTS (SELECT 1 FROM ratings WHERE rating_id = NEW.rating_id);
+        SELECT RAISE(ABORT, 'a rating needs its chain hash: add ratings with ratings.db.insert_rating')
+            WHERE NEW.chain IS NULL;
+    END;
+    CREATE TRIGGER assignments_answered_update BEFORE UPDATE OF rater, seq, panel, repeat ON assignments
+        WHEN EXISTS (SELECT 1 FROM ratings WHERE rater = OLD.rater AND seq = OLD.seq)
+        BEGIN SELECT RAISE(ABORT, 'this assignment has answers: its rater, seq, panel and repeat are fixed'); END;
+    CREATE TRIGGER assignments_answered_delete BEFORE DELETE ON assignments
+        WHEN EXISTS (SELECT 1 FROM ratings WHERE rater = OLD.rater AND seq = OLD.seq)
+        BEGIN SELECT RAISE(ABORT, 'this assignment has answers: it is kept'); END;
+    CREATE TRIGGER panels_rated_update BEFORE UPDATE OF panel, prompt_id, text, preset, study_seed, kind ON panels
+        WHEN EXISTS (SELECT 1 FROM ratings WHERE panel = OLD.panel)
+        BEGIN SELECT RAISE(ABORT, 'this panel has answers: what it showed is fixed'); END;
+    CREATE TRIGGER panels_rated_delete BEFORE DELETE ON panels
+        WHEN EXISTS (SELECT 1 FROM ratings WHERE panel = OLD.panel)
+        BEGIN SELECT RAISE(ABORT, 'this panel has answers: it is kept'); END
+    """,
 ]
+
+
+class StaleAnswerError(RatingError):
+    """An answer based on an older state of its panel: the same rater answered it elsewhere."""
+
+
+class TamperError(RatingError):
+    """Rating rows changed outside medprobe: a rater's hash chain is broken."""
+
+    def __init__(self, database: str, broken: dict[str, int]):
+        self.broken = dict(broken)  # rater -> rating_id of the first row that fails
+        where = "; ".join(f"rater {rater!r} from rating_id {rating_id}" for rater, rating_id in broken.items())
+        super().__init__(
+            f"{database}: the ratings fail the tamper check ({where}): that row, or one before it, was changed, "
+            "added or removed outside medprobe, so these ratings from that row on cannot be trusted. Restore the "
+            "study folder from its backup (keep the damaged copy for the study's records) and try again.")
+
+
+class ReadOnlyStudyError(RatingError):
+    """A study folder (or its database) this process cannot write to."""
 
 
 @dataclass(frozen=True)
@@ -68,18 +130,61 @@ class Answer:
     comment: str
     rated_at: str
     seconds: float | None
+    rating_id: int  # the row it was read from: a save says which answer it revises (based_on)
 
 
-def open_db(study: str | Path, must_exist: bool = True) -> sqlite3.Connection:
-    """The study's database with the rating tables in place."""
+def open_db(study: str | Path, must_exist: bool = True, readonly: bool = False) -> sqlite3.Connection:
+    """The study's database with the rating tables in place.
+
+    Answers are few and precious, so commits wait until they are on disk (synchronous=FULL:
+    a commit survives an OS crash or power loss, not only a killed process). ``readonly``
+    opens without writing anything, not even a migration (for export from a read-only copy);
+    a study this process cannot write to otherwise raises :class:`ReadOnlyStudyError`.
+    """
     path = Path(study).expanduser().resolve() / DB_NAME
-    if must_exist and not path.exists():
+    if (must_exist or readonly) and not path.exists():
         raise RatingError(f"{path.parent}: not a study folder (no {DB_NAME}); generate images "
                           "first (python -m probes run) or check the path")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    conn = connect(path)
-    migrate(conn, "ratings", RATINGS_MIGRATIONS)
+    if readonly:
+        conn = connect(path, readonly=True)
+        try:
+            migrate(conn, "ratings", RATINGS_MIGRATIONS)  # on a read-only connection: checks only
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+    conn = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        conn = connect(path, synchronous="FULL")
+        # without it, INSERT OR REPLACE deletes rows without firing their delete triggers
+        conn.execute("PRAGMA recursive_triggers=ON")
+        migrate(conn, "ratings", RATINGS_MIGRATIONS)
+        _seal_pending_chains(conn)
+    except (sqlite3.OperationalError, PermissionError) as exc:
+        if conn is not None:
+            conn.close()
+        if _is_read_only(exc, path):
+            raise ReadOnlyStudyError(
+                f"{path.parent}: the study folder is read-only for this account ({exc}), so answers cannot "
+                "be saved. Ask the study team to make the folder and its study.sqlite writable for the account "
+                "that runs the rating app; to only export, open it read-only.") from None
+        raise
+    except BaseException:
+        if conn is not None:
+            conn.close()
+        raise
     return conn
+
+
+def _is_read_only(exc: BaseException, path: Path) -> bool:
+    if isinstance(exc, PermissionError):
+        return True
+    if getattr(exc, "sqlite_errorname", "").startswith("SQLITE_READONLY") or "readonly" in str(exc):
+        return True
+    # SQLite cannot open the database when it may not create the -wal/-shm files beside it
+    cannot_open = getattr(exc, "sqlite_errorname", "").startswith("SQLITE_CANTOPEN") or "unable to open" in str(exc)
+    return cannot_open and not (os.access(path.parent, os.W_OK) and (not path.exists() or os.access(path, os.W_OK)))
 
 
 def study_root(conn: sqlite3.Connection) -> Path:
@@ -114,6 +219,12 @@ def prompt_text(conn: sqlite3.Connection, panel: str) -> str:
     return conn.execute("SELECT text FROM panels WHERE panel = ?", (panel,)).fetchone()["text"]
 
 
+def recorded_file(conn: sqlite3.Connection, image_token: str) -> str | None:
+    """The file behind an image token as the database records it (for the study team's log)."""
+    row = conn.execute("SELECT file FROM panel_images WHERE image_token = ?", (image_token,)).fetchone()
+    return row["file"] if row else None
+
+
 def image_file(conn: sqlite3.Connection, image_token: str) -> Path:
     """The file behind an opaque image token, refused if it points outside the study."""
     row = conn.execute("SELECT file FROM panel_images WHERE image_token = ?", (image_token,)).fetchone()
@@ -126,9 +237,18 @@ def image_file(conn: sqlite3.Connection, image_token: str) -> Path:
     return path
 
 
+# --- writing ratings ------------------------------------------------------------------------
+
 def save_answer(conn: sqlite3.Connection, rater: str, seq: int, scores: dict, nonsensical: bool = False,
-                comment: str = "", seconds: float | None = None, scale: dict | None = None) -> str:
-    """Append one answer (committed before returning); returns its timestamp."""
+                comment: str = "", seconds: float | None = None, scale: dict | None = None,
+                based_on: int | None = None) -> Answer:
+    """Append one answer (committed before returning) and return it with its rating_id.
+
+    ``based_on``: the rating_id of the answer to this panel that the caller last showed, 0 if
+    it showed none. If the database holds a newer one (the same rater answered in another
+    window), nothing is written and :class:`StaleAnswerError` is raised. None skips the check
+    (scripts and imports, which show nothing).
+    """
     scale = scale or get_config(conn, "scale")
     dims = {d["id"]: d for d in scale["dimensions"]}
     unknown = sorted(set(scores) - set(dims))
@@ -140,26 +260,194 @@ def save_answer(conn: sqlite3.Connection, rater: str, seq: int, scores: dict, no
         if isinstance(value, bool) or not isinstance(value, int) or not dims[dim]["min"] <= value <= dims[dim]["max"]:
             raise RatingError(f"{dim} score {value!r} is outside the scale "
                               f"{dims[dim]['min']}-{dims[dim]['max']}")
+    answer = {d: scores.get(d) for d in dims}
     stamp = now()
     with transaction(conn):
         row = conn.execute("SELECT panel FROM assignments WHERE rater = ? AND seq = ?", (rater, seq)).fetchone()
         if row is None:
             raise RatingError(f"rater {rater!r} has no panel number {seq}")
-        conn.execute("INSERT INTO ratings (rater, seq, panel, scores, nonsensical, comment, seconds, rated_at) "
-                     "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                     (rater, seq, row["panel"], json.dumps({d: scores.get(d) for d in dims}),
-                      int(bool(nonsensical)), comment or "", seconds, stamp))
-    return stamp
+        if based_on is not None:
+            latest = conn.execute("SELECT MAX(rating_id) FROM ratings WHERE rater = ? AND seq = ?",
+                                  (rater, seq)).fetchone()[0] or 0
+            if latest != based_on:
+                raise StaleAnswerError(
+                    f"rater {rater!r}, panel {seq + 1}: answered again elsewhere (rating {latest}) after this "
+                    f"window showed it (rating {based_on or 'none'}); nothing was saved. Reload the page to see "
+                    "the latest answer.")
+        values = _rating_values(rater, seq, row["panel"], json.dumps(answer), nonsensical, comment, seconds, stamp)
+        rating_id = insert_rating(conn, *values)
+    return Answer(answer, bool(nonsensical), values[5], stamp, values[6], rating_id)
 
+
+def chain_hash(previous: str, rater: str, seq: int, panel: str, scores: str, nonsensical: int, comment: str,
+               seconds: float | None, rated_at: str) -> str:
+    """The SHA-256 that links one rating row to the rater's previous row.
+
+    ``previous`` is that row's chain ('' for a rater's first row); the other values are the
+    row's as SQLite returns them (``scores`` is the stored JSON text). Editing any of them, or
+    removing or inserting a row before the rater's last one, breaks every later link.
+    """
+    record = _chain_record(previous, rater, seq, panel, scores, nonsensical, comment, seconds, rated_at)
+    return hashlib.sha256(record.encode("ascii")).hexdigest()
+
+
+def _chain_record(previous, rater, seq, panel, scores, nonsensical, comment, seconds, rated_at) -> str:
+    """``json.dumps([previous, rater, ...], separators=(",", ":"))``, written out for the column
+    types medprobe stores, because the export checks every row (110,000 rows: 0.19 s, not 0.38 s);
+    any other type (a value edited outside medprobe) takes json.dumps itself, so the text is the same."""
+    if (type(previous) is type(rater) is type(panel) is type(scores) is type(comment) is type(rated_at) is str
+            and type(seq) is int and type(nonsensical) is int
+            and (seconds is None or (type(seconds) is float and math.isfinite(seconds)))):
+        text = _json_text
+        number = "null" if seconds is None else repr(seconds)  # json writes floats with float.__repr__
+        return (f"[{text(previous)},{text(rater)},{seq},{text(panel)},{text(scores)},{nonsensical},"
+                f"{text(comment)},{number},{text(rated_at)}]")
+    return json.dumps([previous, rater, seq, panel, scores, nonsensical, comment, seconds, rated_at],
+                      separators=(",", ":"), default=_blob)
+
+
+def _blob(value):
+    if isinstance(value, bytes):  # a BLOB put where text belongs: it hashes, and then fails the check
+        return {"blob": value.hex()}
+    raise TypeError(f"a rating value of type {type(value).__name__} cannot be hashed")
+
+
+def insert_rating(conn: sqlite3.Connection, rater: str, seq: int, panel: str, scores: str | dict,
+                  nonsensical: bool = False, comment: str = "", seconds: float | None = None,
+                  rated_at: str | None = None) -> int:
+    """Append one rating row with its chain hash; returns its rating_id.
+
+    Runs inside the caller's transaction (:func:`probes.store.transaction`), which must hold
+    the write lock, so that the rater's previous row cannot change before this one is written.
+    """
+    _require_transaction(conn)
+    values = _rating_values(rater, seq, panel, scores, nonsensical, comment, seconds, rated_at or now())
+    chain = chain_hash(_chain_head(conn, values[0]), *values)
+    cursor = conn.execute("INSERT INTO ratings (rater, seq, panel, scores, nonsensical, comment, seconds, "
+                          "rated_at, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (*values, chain))
+    return cursor.lastrowid
+
+
+def insert_ratings(conn: sqlite3.Connection, rows: Iterable[tuple]) -> int:
+    """Append many rating rows, each ``(rater, seq, panel, scores, nonsensical, comment, seconds,
+    rated_at)``, in order, with their chain hashes (as :func:`insert_rating`); returns how many."""
+    _require_transaction(conn)
+    heads, values = {}, []
+    for row in rows:
+        row = _rating_values(*row)
+        if row[0] not in heads:
+            heads[row[0]] = _chain_head(conn, row[0])
+        heads[row[0]] = chain_hash(heads[row[0]], *row)
+        values.append((*row, heads[row[0]]))
+    conn.executemany("INSERT INTO ratings (rater, seq, panel, scores, nonsensical, comment, seconds, rated_at, "
+                     "chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", values)
+    return len(values)
+
+
+def _rating_values(rater, seq, panel, scores, nonsensical, comment, seconds, rated_at) -> tuple:
+    """A row's values as SQLite will return them, so the chain hashed now matches the one re-read."""
+    if not isinstance(scores, str):
+        scores = json.dumps(scores)
+    # REAL column: SQLite turns NaN into NULL and 3 into 3.0
+    seconds = float(seconds) if seconds is not None and math.isfinite(seconds) else None
+    return (str(rater), int(seq), str(panel), scores, int(bool(nonsensical)), str(comment or ""), seconds,
+            str(rated_at))
+
+
+def _require_transaction(conn: sqlite3.Connection) -> None:
+    if not conn.in_transaction:
+        raise RuntimeError("rating rows are written inside probes.store.transaction(conn): the chain hash "
+                           "reads the rater's previous row, which must not change before the new one is written")
+
+
+def _chain_head(conn: sqlite3.Connection, rater: str) -> str:
+    row = conn.execute("SELECT rating_id, chain FROM ratings WHERE rater = ? ORDER BY rating_id DESC LIMIT 1",
+                       (rater,)).fetchone()
+    if row is None:
+        return ""
+    if row["chain"] is None:  # the insert trigger refuses such rows: someone removed it
+        raise TamperError(database_file(conn), {rater: row["rating_id"]})
+    return row["chain"]
+
+
+def _seal_pending_chains(conn: sqlite3.Connection) -> None:
+    """Give the rows written before migration 1 their chain hashes, once, in rating_id order.
+
+    The rows need an UPDATE each, which the append-only trigger refuses: it is lifted inside
+    this transaction only and put back with its exact SQL (verify_schema compares it).
+    """
+    if get_config(conn, CHAIN_PENDING) is None:
+        return
+    with transaction(conn):
+        upto = get_config(conn, CHAIN_PENDING)
+        if upto is None:  # another process sealed them while this one waited for the lock
+            return
+        guard = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'trigger' AND "
+                             "name = 'ratings_append_only_update'").fetchone()["sql"]
+        conn.execute("DROP TRIGGER ratings_append_only_update")
+        heads: dict[str, str] = {}
+        cursor = conn.cursor()
+        cursor.row_factory = None
+        rows = cursor.execute("SELECT rating_id, rater, seq, panel, scores, nonsensical, comment, seconds, "
+                              "rated_at FROM ratings WHERE rating_id <= ? ORDER BY rating_id", (upto,)).fetchall()
+        for rating_id, *values in rows:
+            heads[values[0]] = chain_hash(heads.get(values[0], ""), *values)
+            conn.execute("UPDATE ratings SET chain = ? WHERE rating_id = ?", (heads[values[0]], rating_id))
+        conn.execute(guard)
+        conn.execute("DELETE FROM rating_config WHERE key = ?", (CHAIN_PENDING,))
+
+
+def verify_chain(conn: sqlite3.Connection, rater: str | None = None) -> int:
+    """Check every rater's hash chain (or one rater's); returns the number of rows checked.
+
+    Raises :class:`TamperError` naming, for each rater whose chain breaks, the rating_id of the
+    first row that fails: an edited, inserted or removed row. Removing a rater's last rows
+    leaves no broken link and cannot be seen here.
+    """
+    pending = get_config(conn, CHAIN_PENDING) or 0  # rows not sealed yet (a read-only open after migration)
+    cursor = conn.cursor()
+    cursor.row_factory = None
+    where, args = ("WHERE rater = ? ", (rater,)) if rater is not None else ("", ())
+    rows = cursor.execute("SELECT rating_id, rater, seq, panel, scores, nonsensical, comment, seconds, rated_at, "
+                          f"chain FROM ratings {where}ORDER BY rating_id", args)
+    heads: dict[str, str] = {}
+    broken: dict[str, int] = {}
+    checked = 0
+    for rating_id, *values, chain in rows:
+        checked += 1
+        who = values[0]
+        if who in broken:
+            continue
+        expected = chain_hash(heads.get(who, ""), *values)
+        if chain != expected and not (chain is None and rating_id <= pending):
+            broken[who] = rating_id
+            continue
+        heads[who] = expected
+    if broken:
+        raise TamperError(database_file(conn), broken)
+    return checked
+
+
+# --- reading ratings ------------------------------------------------------------------------
 
 def latest_answers(conn: sqlite3.Connection, rater: str) -> dict[int, Answer]:
     """seq -> the latest answer of one rater (their own only: never another rater's)."""
     rows = conn.execute(
-        "SELECT r.seq, r.scores, r.nonsensical, r.comment, r.rated_at, r.seconds FROM ratings r "
+        "SELECT r.seq, r.scores, r.nonsensical, r.comment, r.rated_at, r.seconds, r.rating_id FROM ratings r "
         "JOIN (SELECT seq, MAX(rating_id) AS last FROM ratings WHERE rater = ? GROUP BY seq) l "
         "ON r.rating_id = l.last", (rater,)).fetchall()
     return {r["seq"]: Answer(json.loads(r["scores"]), bool(r["nonsensical"]), r["comment"], r["rated_at"],
-                             r["seconds"]) for r in rows}
+                             r["seconds"], r["rating_id"]) for r in rows}
+
+
+def latest_answer(conn: sqlite3.Connection, rater: str, seq: int) -> Answer | None:
+    """The latest answer of one rater to one panel number, or None."""
+    r = conn.execute("SELECT scores, nonsensical, comment, rated_at, seconds, rating_id FROM ratings "
+                     "WHERE rater = ? AND seq = ? ORDER BY rating_id DESC LIMIT 1", (rater, seq)).fetchone()
+    if r is None:
+        return None
+    return Answer(json.loads(r["scores"]), bool(r["nonsensical"]), r["comment"], r["rated_at"], r["seconds"],
+                  r["rating_id"])
 
 
 def is_complete(answer: Answer | None, scale: dict) -> bool:

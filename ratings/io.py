@@ -13,6 +13,7 @@ The tidy table is the analysis format: one row per (rater, panel) with the lates
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import io
 import json
 import os
@@ -26,15 +27,15 @@ import pandas as pd
 from probes import catalog as cat
 from probes.store import DB_NAME, Study, now, transaction
 
-from .db import get_config, open_db
+from .db import get_config, insert_ratings, open_db, verify_chain
 from .errors import ImportFormatError, RatingError
-from .session import DEFAULT_SCALE, token
+from .session import DEFAULT_SCALE, check_rater_ids, token
 
 IMPORTED_PRESET = "imported"
 NONSENSICAL, MISSING = "nonsensical", "missing"
 DEFAULT_PROMPT_COLUMNS = ("Prompt", "prompt")
 CSV_SUFFIXES, XLSX_SUFFIXES = (".csv", ".tsv", ".txt"), (".xlsx", ".xlsm")
-SHOWN = 10  # cells listed in an error before "and N more"
+SHOWN = 20  # cells or rows listed in an error before "and N more"
 # "Style_Median" has the shape of a rater column; importing it would add a fake rater.
 AGGREGATES = {"median", "mean", "average", "avg", "sd", "std", "stdev", "sum", "total", "min", "max",
               "mode", "iqr", "count", "var", "variance"}
@@ -51,17 +52,19 @@ def import_wide(file: str | Path, catalog: str | Path, study: str | Path, sheet:
     """
     path = Path(file).expanduser()
     header, records = read_wide_file(path, sheet)
-    scale = _existing_scale(study) or DEFAULT_SCALE
-    prompt_index, score_columns, rater_ids = _split_columns(path, header, records, scale,
-                                                            prompt_column, exclude_columns)
+    scale, known_raters = _existing_scale_and_raters(study)
+    prompt_index, score_columns, rater_ids = _split_columns(path, header, records, scale or DEFAULT_SCALE,
+                                                            prompt_column, exclude_columns, known_raters)
+    _uncalculated(path, records, [prompt_index] + [index for index, *_ in score_columns])
+    scale = scale or DEFAULT_SCALE
     catalog_obj = cat.load_catalog(catalog)
     rows = [(number, _text(cells[prompt_index])) for number, cells in records]
     answers, problems = _read_cells(records, score_columns, scale)
     matches = _match(catalog_obj, [text for _, text in rows])
-    problems += _unmatched(rows, matches, catalog_obj.name) + _duplicates(rows, matches)
+    problems += _unmatched(path, rows, matches, catalog_obj.name) + _duplicates(rows, matches)
     if problems:
-        raise ImportFormatError(f"{path}: cannot import; nothing was written.\n" + "\n".join(problems)
-                                + "\nCorrect the file and import it again.")
+        raise ImportFormatError(f"{path}: cannot import; nothing was written to the study.\n"
+                                + "\n".join(problems) + "\nCorrect the file and import it again.")
 
     prompt_ids = list(matches["prompt_id"])
     expanded = cat.expand(catalog_obj).set_index("prompt_id")
@@ -116,17 +119,72 @@ def _read_csv(path: Path) -> list[list]:
         raise ImportFormatError(f"{path}: cannot read the file ({exc.strerror}); check its permissions") from None
     first_line = text.split("\n", 1)[0]
     delimiter = max(",;\t", key=first_line.count)  # Excel writes ';' in some locales
+    reader = csv.reader(io.StringIO(text), delimiter=delimiter)
+    rows = []
     try:
-        return list(csv.reader(io.StringIO(text), delimiter=delimiter))
+        for row in reader:
+            rows.append(row)
     except csv.Error as exc:
-        raise ImportFormatError(f"{path}: not a readable CSV file ({exc}); save it again as CSV") from None
+        line = reader.line_num  # the file's line where the reader gave up
+        if "field larger than field limit" in str(exc):
+            limit = csv.field_size_limit()
+            raise ImportFormatError(
+                f"{path}: line {line} (the cell after spreadsheet row {len(rows)}): a cell is over the CSV "
+                f"field limit of {limit // 1024} KB ({limit:,} characters). A rating spreadsheet's cells hold a "
+                "score, a word or one prompt, so this is not one: most often a quote mark (\") opens a cell "
+                "that never closes and swallows the rest of the file, or a document was pasted into a cell. "
+                "Open the file, correct or empty that cell, and import again.") from None
+        raise ImportFormatError(f"{path}: line {line}: not readable as CSV ({exc}); open the file in a "
+                                "spreadsheet program, check that line, save it as CSV and import again") from None
+    return rows
 
 
 def _read_xlsx(path: Path, sheet: str | None) -> list[list]:
+    """The sheet's values as Excel last calculated them.
+
+    A formula's value is the one the writing program cached in the file. Programs that write
+    formulas without calculating them (scripts, some converters) leave none, which openpyxl
+    reads as an empty cell: a score would be lost without a word. Such cells come back as
+    :class:`Uncalculated`, refused by :func:`_uncalculated` where the import reads them (a
+    formula in a column left out with --exclude-columns does no harm).
+    """
+    from openpyxl.utils import get_column_letter
+
+    values = _xlsx_rows(path, sheet, data_only=True)
+    formulas = _xlsx_rows(path, sheet, data_only=False)
+    for i, (row, raw) in enumerate(zip(values, formulas, strict=False)):
+        for j, (value, formula) in enumerate(zip(row, raw, strict=False)):
+            if value is None and isinstance(formula, str) and formula.startswith("="):
+                row[j] = Uncalculated(formula, f"{get_column_letter(j + 1)}{i + 1}")
+    return values
+
+
+class Uncalculated(str):
+    """A formula cell of an XLSX file that holds no calculated value; its text is the formula."""
+
+    def __new__(cls, formula: str, coordinate: str):
+        cell = super().__new__(cls, formula)
+        cell.coordinate = coordinate
+        return cell
+
+
+def _uncalculated(path: Path, records, columns: list[int]) -> None:
+    cells = [f"{cells[i].coordinate} ({cells[i]})" for _, cells in records for i in columns
+             if isinstance(cells[i], Uncalculated)]
+    if cells:
+        more = f" and {len(cells) - SHOWN} more" if len(cells) > SHOWN else ""
+        raise ImportFormatError(
+            f"{path}: {len(cells)} formula cells have no calculated value saved in the file (the program "
+            "that wrote it did not calculate them), so what they hold cannot be read: "
+            + ", ".join(cells[:SHOWN]) + more + ". Open the file in Excel or LibreOffice and save it "
+            "again (that stores the values), or type the values in, and import again; nothing was written.")
+
+
+def _xlsx_rows(path: Path, sheet: str | None, data_only: bool) -> list[list]:
     import openpyxl
 
     try:
-        book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        book = openpyxl.load_workbook(path, read_only=True, data_only=data_only)
     except Exception as exc:  # openpyxl raises many types for a broken or foreign file
         raise ImportFormatError(f"{path}: not a readable XLSX workbook ({type(exc).__name__}: {exc}); "
                                 "open it in Excel and save it as .xlsx again, or export CSV") from None
@@ -140,18 +198,22 @@ def _read_xlsx(path: Path, sheet: str | None) -> list[list]:
         book.close()
 
 
-def _existing_scale(study) -> dict | None:
+def _existing_scale_and_raters(study) -> tuple[dict | None, list[str]]:
     if not (Path(study).expanduser() / DB_NAME).exists():
-        return None
+        return None, []
     conn = open_db(study)
     try:
-        return get_config(conn, "scale")
+        return get_config(conn, "scale"), [r["rater"] for r in conn.execute("SELECT rater FROM raters")]
     finally:
         conn.close()
 
 
-def _split_columns(path, header, records, scale, prompt_column, exclude_columns):
-    """(prompt column index, [(index, name, dimension, rater)], rater ids in column order)."""
+def _split_columns(path, header, records, scale, prompt_column, exclude_columns, known_raters=()):
+    """(prompt column index, [(index, name, dimension, rater)], rater ids in column order).
+
+    Rater ids are NFKC-normalised ("Style_Ｒ1" is rater R1) and must be ASCII, so a Greek or
+    Cyrillic look-alike never files one person's scores under a second rater.
+    """
     wanted = [prompt_column] if prompt_column else list(DEFAULT_PROMPT_COLUMNS)
     prompt_index = next((header.index(name) for name in wanted if name in header), None)
     if prompt_index is None:
@@ -182,9 +244,10 @@ def _split_columns(path, header, records, scale, prompt_column, exclude_columns)
         if rater.lower() in AGGREGATES:
             unknown.append(name)
             continue
-        if not rater.replace("-", "").replace("_", "").replace(".", "").isalnum():
-            raise ImportFormatError(f"{path}: column {name!r}: rater id {rater!r} may only use letters, "
-                                    "digits, - _ or .; rename the column, e.g. Style_R1")
+        try:
+            rater = check_rater_ids([rater])[0]
+        except RatingError as exc:
+            raise ImportFormatError(f"{path}: column {name!r}: {exc}; rename the column, e.g. Style_R1") from None
         if (dim, rater) in seen:
             raise ImportFormatError(f"{path}: columns {seen[dim, rater]!r} and {name!r} both hold rater "
                                     f"{rater}'s {dim} scores; keep one of them")
@@ -202,7 +265,12 @@ def _split_columns(path, header, records, scale, prompt_column, exclude_columns)
     if not columns:
         raise ImportFormatError(f"{path}: no <Dimension>_<Rater> score columns (e.g. Style_R1, Content_R1); "
                                 f"its columns are: {', '.join(map(repr, header))}")
-    return prompt_index, columns, list(dict.fromkeys(rater for *_, rater in columns))
+    rater_ids = list(dict.fromkeys(rater for *_, rater in columns))
+    try:
+        check_rater_ids(rater_ids, existing=known_raters)
+    except RatingError as exc:
+        raise ImportFormatError(f"{path}: {exc} (the study's raters and this file's columns)") from None
+    return prompt_index, columns, rater_ids
 
 
 def _read_cells(records, columns, scale):
@@ -214,7 +282,7 @@ def _read_cells(records, columns, scale):
             try:
                 value = _cell(cells[index], *limits[dim])
             except ValueError:
-                bad.append(f"{name} row {number}: {cells[index]!r}")
+                bad.append(f"{name} row {number}: {_shown(cells[index])}")
                 continue
             if value is None:
                 continue
@@ -227,17 +295,32 @@ def _read_cells(records, columns, scale):
     if not bad:
         return answers, []
     ranges = ", ".join(f"{dim} {lo}-{hi}" for dim, (lo, hi) in limits.items())
-    more = f"\n  ... and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
+    dates = any("a date" in line for line in bad)
+    hint = ("\n  (a date where a score belongs: the spreadsheet formatted those cells as dates; format "
+            "them as numbers and type the scores again)") if dates else ""
     return answers, [f"{len(bad)} cells are not a whole-number score ({ranges}), '{NONSENSICAL}' or "
-                     f"'{MISSING}' (column, spreadsheet row, value):\n  " + "\n  ".join(bad[:SHOWN]) + more]
+                     f"'{MISSING}' (column, spreadsheet row, value):\n  " + _listed(bad) + hint]
+
+
+def _shown(value) -> str:
+    """A cell's value as a data manager would recognise it in the spreadsheet."""
+    if isinstance(value, (dt.datetime, dt.date, dt.time)):
+        return f"a date or time ({value.isoformat()})"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _listed(lines: list[str]) -> str:
+    more = f"\n  ... and {len(lines) - SHOWN} more" if len(lines) > SHOWN else ""
+    return "\n  ".join(lines[:SHOWN]) + more
 
 
 def _cell(value, low: int, high: int):
     """A score, NONSENSICAL or None (missing); ValueError for anything else."""
     if value is None:
         return None
-    if isinstance(value, bool):
-        raise ValueError(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise ValueError(value)  # dates, times, anything else a workbook can hold
     if isinstance(value, str):
         word = value.strip().lower()
         if word in ("", MISSING):
@@ -260,25 +343,43 @@ def _match(catalog: cat.Catalog, texts: list[str]) -> pd.DataFrame:
     return matches.assign(prompt_id=own)
 
 
-def _unmatched(rows, matches, catalog_name) -> list[str]:
-    missed = [f"row {number}: {text!r}" if text else f"row {number}: (empty prompt cell)"
-              for (number, text), ok in zip(rows, matches["matched"], strict=True) if not ok]
+def _unmatched(path: Path, rows, matches, catalog_name) -> list[str]:
+    missed = [(number, text) for (number, text), ok in zip(rows, matches["matched"], strict=True) if not ok]
     if not missed:
         return []
+    lines = [f"row {number}: {_shown(text)}" if text else f"row {number}: (empty prompt cell)"
+             for number, text in missed]
+    listing = ""
+    if len(missed) > SHOWN:  # the message stays readable; the whole list goes to a file
+        listing = f"\n  The full list is in {_write_unmatched(path, missed)}"
     return [f"{len(missed)} prompts match no prompt of catalog {catalog_name!r} (case, spaces, a trailing "
             "period and a reworded description after the comma are already allowed for); correct the "
-            "text or add the prompt to the catalog's extra_prompts:\n  " + "\n  ".join(missed)]
+            "text or add the prompt to the catalog's extra_prompts:\n  " + _listed(lines) + listing]
+
+
+def _write_unmatched(path: Path, missed: list[tuple[int, str]]) -> Path:
+    """``<input>.unmatched.csv`` beside the input (a temporary folder where that is not writable)."""
+    def write(target: Path) -> Path:
+        with open(target, "w", newline="", encoding="utf-8") as f:
+            csv.writer(f).writerows([("row", "prompt"), *missed])
+        return target
+
+    try:
+        return write(path.with_name(path.name + ".unmatched.csv"))
+    except OSError:
+        folder = Path(tempfile.mkdtemp(prefix="medprobe-unmatched-"))
+        return write(folder / (path.name + ".unmatched.csv"))
 
 
 def _duplicates(rows, matches) -> list[str]:
     numbers = pd.Series([number for number, _ in rows])
     found = matches.assign(number=numbers)[matches["matched"]]
     twice = found[found["prompt_id"].duplicated(keep=False)].groupby("prompt_id", sort=False)
-    lines = [f"rows {', '.join(map(str, group['number']))}: {group['text'].iloc[0]!r}" for _, group in twice]
+    lines = [f"rows {', '.join(map(str, group['number']))}: {_shown(group['text'].iloc[0])}" for _, group in twice]
     if not lines:
         return []
     return [f"{len(lines)} prompts are on more than one row (give each prompt one row, with one column "
-            "per rater and dimension):\n  " + "\n  ".join(lines)]
+            "per rater and dimension):\n  " + _listed(lines)]
 
 
 def _write_import(conn, path, prompts: pd.DataFrame, rows, answers, rater_ids, scale) -> int:
@@ -319,8 +420,9 @@ def _write_import(conn, path, prompts: pd.DataFrame, rows, answers, rater_ids, s
                 answered.append((rater, seq, panel, json.dumps({d: scores.get(d) for d in dims}),
                                  int(flagged), stamp))
     conn.executemany("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)", assigned)
-    conn.executemany("INSERT INTO ratings (rater, seq, panel, scores, nonsensical, comment, seconds, "
-                     "rated_at) VALUES (?, ?, ?, ?, ?, '', NULL, ?)", answered)
+    # through ratings.db, which gives each row its tamper-check chain hash
+    insert_ratings(conn, [(rater, seq, panel, scores, flagged, "", None, stamp)
+                          for rater, seq, panel, scores, flagged, stamp in answered])
     return len(answered)
 
 
@@ -351,14 +453,18 @@ def tidy_table(study: str | Path, include_repeats: bool = False) -> pd.DataFrame
     Columns: rater, panel, prompt_id, text, style, style_group, topic, topic_group, detail,
     preset, ``<dimension>_score`` per scale dimension (Int64, NA where not scored),
     nonsensical, comment, rated_at, seconds, repeat. Only answered showings; repeated showings
-    (repeat = 1) only with ``include_repeats``.
+    (repeat = 1) only with ``include_repeats``. Reads only: a read-only study can be exported.
     """
-    conn = open_db(study)
+    conn = open_db(study, readonly=True)
     try:
+        conn.execute("BEGIN")  # one snapshot: the rows checked are the rows exported
+        verify_chain(conn)  # an answer edited outside medprobe stops the export, naming the row
         dims = [d["id"] for d in (get_config(conn, "scale") or DEFAULT_SCALE)["dimensions"]]
         picks = "".join(f"json_extract(r.scores, ?) AS score_{i}, " for i in range(len(dims)))
+        # the panel an answer was given to is the one its own row records: assignments can be
+        # edited, ratings cannot, so the export never follows an assignment to another panel
         answers = pd.read_sql_query(
-            f"SELECT a.rater, a.panel, {picks}r.nonsensical, r.comment, r.rated_at, r.seconds, a.repeat "
+            f"SELECT a.rater, r.panel, {picks}r.nonsensical, r.comment, r.rated_at, r.seconds, a.repeat "
             "FROM (SELECT rater, seq, MAX(rating_id) AS last FROM ratings GROUP BY rater, seq) l "
             "JOIN ratings r ON r.rating_id = l.last "
             "JOIN assignments a ON a.rater = l.rater AND a.seq = l.seq "
@@ -372,6 +478,7 @@ def tidy_table(study: str | Path, include_repeats: bool = False) -> pd.DataFrame
             "SELECT p.panel, p.prompt_id, COALESCE(pr.text, p.text) AS text, pr.style, pr.style_group, "
             "pr.topic, pr.topic_group, pr.detail, p.preset FROM panels p "
             "LEFT JOIN prompts pr ON pr.prompt_id = p.prompt_id", conn)
+        conn.execute("COMMIT")
     finally:
         conn.close()
     table = answers[["rater", "panel"]].merge(panels, on="panel", how="left")
@@ -391,7 +498,7 @@ def wide_table(study: str | Path) -> pd.DataFrame:
     Cells hold the score, ``nonsensical`` where the answer is flagged and that dimension has
     no score, ``missing`` otherwise. Rows follow the prompts table; raters the raters table.
     """
-    conn = open_db(study)
+    conn = open_db(study, readonly=True)
     try:
         dims = [d["id"] for d in (get_config(conn, "scale") or DEFAULT_SCALE)["dimensions"]]
         rater_ids = [r["rater"] for r in conn.execute("SELECT rater FROM raters ORDER BY created_at, rowid")]
@@ -440,7 +547,7 @@ def export(study: str | Path, output: str | Path, format: str = "csv", include_r
         if format == "parquet":
             table.to_parquet(tmp, engine="pyarrow", index=False)
         elif path.suffix.lower() == ".xlsx" and format == "wide":
-            table.to_excel(tmp, index=False, engine="openpyxl", sheet_name="ratings")
+            _write_xlsx(table, tmp)
         else:
             table.to_csv(tmp, index=False)
         os.replace(tmp, path)
@@ -450,3 +557,33 @@ def export(study: str | Path, output: str | Path, format: str = "csv", include_r
     finally:
         Path(tmp).unlink(missing_ok=True)
     return path
+
+
+def _write_xlsx(table: pd.DataFrame, path: str) -> None:
+    """The table as one sheet: numbers as numbers, every text as text.
+
+    openpyxl (and so pandas' to_excel) stores a string starting with "=" as a formula, which
+    turns a prompt such as "=cancer of the lung" into a broken formula with no value. Texts
+    are marked as strings and shown with Excel's quote prefix, so they come back unchanged.
+    """
+    import openpyxl
+    from openpyxl.cell import WriteOnlyCell
+
+    book = openpyxl.Workbook(write_only=True)
+    sheet = book.create_sheet("ratings")
+    def cell(value):
+        if isinstance(value, np.generic):
+            value = value.item()
+        if value is None or (isinstance(value, float) and value != value):
+            return None
+        c = WriteOnlyCell(sheet, value=value)
+        if isinstance(value, str):
+            c.data_type = "s"
+            if value.startswith("="):
+                c.quotePrefix = True  # Excel shows such a cell as typed text, even once edited
+        return c
+
+    sheet.append([cell(name) for name in table.columns])
+    for row in table.itertuples(index=False, name=None):
+        sheet.append([cell(value) for value in row])
+    book.save(path)

@@ -41,7 +41,9 @@ DPI = 200
 JITTER_X, JITTER_Y = 0.27, 0.12  # scores are whole numbers: points are spread to show how many
 THEME = {**sns.axes_style("ticks"), **sns.plotting_context("paper", font_scale=1.1),
          "axes.spines.top": False, "axes.spines.right": False, "axes.titleweight": "bold",
-         "font.family": "sans-serif", "legend.frameon": False}
+         "font.family": "sans-serif", "legend.frameon": False,
+         # labels come from the data (preset, style, topic names): "$" is text, never TeX to parse
+         "text.parse_math": False}
 
 
 # --- figures ---------------------------------------------------------------------------------

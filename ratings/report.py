@@ -3,10 +3,16 @@
 ``notebooks/30_analyze.ipynb`` calls :func:`load_ratings` and :func:`write_report`;
 ``python -m ratings analyze`` executes that notebook with papermill and turns the executed
 copy into ``report.html``. Simulated ratings are labelled as such in every output.
+
+Preset, style and topic names come from whoever made the study, and the report is an HTML
+page someone opens in a browser: every label reaches it as escaped text (pandas escapes
+tables; the sentences below escape theirs), and :func:`notebook_to_html` sanitises the page
+as a second line of defence.
 """
 
 from __future__ import annotations
 
+from html import escape
 from pathlib import Path
 
 import pandas as pd
@@ -68,7 +74,8 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
             continue
         frame.attrs["simulated"] = bool(note)
         frame.to_csv(out / f"{name}.csv", index=False)
-        latex = frame.to_latex(index=False, float_format="%.3g", na_rep="",
+        # escape: a label such as "glide_cfg" or "\\input{...}" is text in the paper, not LaTeX
+        latex = frame.to_latex(index=False, float_format="%.3g", na_rep="", escape=True,
                                caption=f"{name}{' (' + note + ')' if note else ''}", label=f"tab:{name}")
         (out / "tables" / f"{name}.tex").write_text(latex, encoding="utf-8")
 
@@ -101,12 +108,37 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
     return {"tables": results, "figures": figures}
 
 
+def summary_html(tidy: pd.DataFrame, aggregate: str, nonsensical: str, correction: str, alpha: float) -> str:
+    """The report's opening sentence: panels, raters, ratings, presets and the analysis path."""
+    first = tidy[tidy["repeat"] == 0]
+    presets = ", ".join(escape(str(p)) for p in sorted(first["preset"].astype(str).unique()))
+    path = ", ".join(f"{name} = <code>{escape(str(value))}</code>" for name, value in
+                     (("aggregate", aggregate), ("nonsensical", nonsensical), ("correction", correction)))
+    return (f"<p><b>{first['panel'].nunique()} panels</b>, <b>{first['rater'].nunique()} raters</b>, "
+            f"{len(first)} ratings; presets: {presets}. Analysis path: {path}, alpha = {escape(str(alpha))}.</p>")
+
+
+def radiology_html(radiology: pd.DataFrame, alpha: float) -> str:
+    """Per dimension, in how many (radiology style, other style) pairs radiology scored significantly lower."""
+    lines = []
+    for dimension, rows in radiology[radiology["a"] != "radiology"].groupby("dimension"):
+        holds = (rows["p_adj"] < alpha) & (rows["effect"] < 0)
+        lines.append(f"<p><b>{escape(str(dimension))}</b>: radiology styles are significantly lower in "
+                     f"{int(holds.sum())} of {len(rows)} pairs (adjusted p &lt; {escape(str(alpha))}).</p>")
+    return "\n".join(lines)
+
+
 def notebook_to_html(notebook: str | Path, html_path: str | Path) -> Path:
-    """The executed notebook as a self-contained HTML report, code cells hidden."""
+    """The executed notebook as a self-contained HTML report, code cells hidden.
+
+    Outputs are sanitised (nbconvert's ``sanitize_html``: no scripts, event handlers or
+    javascript: links from cell outputs), in case a label ever reaches one unescaped.
+    """
     import nbformat
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
+    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                            sanitize_html=True)
     body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
     html_path = Path(html_path)
     html_path.write_text(body, encoding="utf-8")

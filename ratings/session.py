@@ -9,13 +9,20 @@ reliability, and optional reference panels of real images as controls.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
 import random
+import re
+import reprlib
 import secrets
+import unicodedata
+import warnings
 from pathlib import Path
 
 import pandas as pd
 from PIL import Image
+from tqdm.auto import tqdm
 
 from probes import catalog as cat
 from probes.store import Study, now, transaction
@@ -36,25 +43,114 @@ DEFAULT_SCALE = {
     "comment": "Comment (optional)",
 }
 REFERENCE_PRESET = "reference"
+SHOWN = 20  # problems listed in a message before "and N more"
 
 
-def check_scale(scale: dict) -> dict:
-    dims = scale.get("dimensions") if isinstance(scale, dict) else None
-    if not dims:
-        raise RatingError("scale: needs a non-empty `dimensions` list")
+DIMENSION_ID = re.compile(r"[a-z][a-z0-9_]*")  # lower case: the wide table's columns are Style_<rater>
+SCALE_TEXTS = ("nonsensical", "comment")
+
+
+_SHORT = reprlib.Repr()
+_SHORT.maxstring = _SHORT.maxother = 60
+_SHORT.maxlist = _SHORT.maxdict = 6
+
+
+def _short(value) -> str:
+    """repr() cut to a readable length: a scale file may hold anything, of any size."""
+    return _SHORT.repr(value)
+
+
+def check_scale(scale, source: str = "scale") -> dict:
+    """The scale with defaults filled in; :class:`RatingError` naming ``source``, the dimension
+    and the key for anything a rating could not be stored against."""
+    if not isinstance(scale, dict):
+        raise RatingError(f"{source}: a scale is a mapping with a `dimensions` list, not "
+                          f"{type(scale).__name__}; see DEFAULT_SCALE in ratings/session.py for an example")
+    dims = scale.get("dimensions")
+    if not isinstance(dims, list) or not dims:
+        raise RatingError(f"{source}: needs a non-empty `dimensions` list (one entry per question, "
+                          "e.g. style and content)")
+    seen = set()
     for i, dim in enumerate(dims):
+        where = f"{source}: dimensions[{i}]"
+        if not isinstance(dim, dict):
+            raise RatingError(f"{where} is {_short(dim)}; each dimension is a mapping with id, question, min, "
+                              "max and anchors")
         missing = [k for k in ("id", "question", "min", "max", "anchors") if k not in dim]
         if missing:
-            raise RatingError(f"scale: dimensions[{i}] misses {', '.join(missing)}")
-        values = [a[0] for a in dim["anchors"]]
-        if values != list(range(dim["min"], dim["max"] + 1)):
-            raise RatingError(f"scale: dimensions[{i}] ({dim['id']}) needs one anchor label for each "
-                              f"value {dim['min']}..{dim['max']}")
+            raise RatingError(f"{where} misses {', '.join(missing)}")
+        ident = dim["id"]
+        if not isinstance(ident, str) or not DIMENSION_ID.fullmatch(ident):
+            raise RatingError(f"{where}: id {_short(ident)} must be one lower-case word of ASCII letters, digits "
+                              "or _ (e.g. style); it names the export's columns")
+        if ident in seen:
+            raise RatingError(f"{where}: id {_short(ident)} is used twice; give each dimension its own id")
+        seen.add(ident)
+        where = f"{source}: dimension {_short(ident)}"
+        if not isinstance(dim["question"], str) or not dim["question"].strip():
+            raise RatingError(f"{where}: `question` must be the text raters read, not {_short(dim['question'])}")
+        for key in ("min", "max"):
+            value = dim[key]
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise RatingError(f"{where}: `{key}` is {_short(value)} ({type(value).__name__}); it must be a "
+                                  f"whole number written without quotes, e.g. `{key}: {0 if key == 'min' else 4}`")
+        if dim["min"] >= dim["max"]:
+            raise RatingError(f"{where}: `min` ({dim['min']}) must be below `max` ({dim['max']})")
+        anchors = dim["anchors"]
+        if not isinstance(anchors, list):
+            raise RatingError(f"{where}: `anchors` must be a list of [value, label] pairs, not {_short(anchors)}")
+        for j, anchor in enumerate(anchors):
+            if not (isinstance(anchor, (list, tuple)) and len(anchor) == 2 and isinstance(anchor[0], int)
+                    and not isinstance(anchor[0], bool) and isinstance(anchor[1], str)):
+                raise RatingError(f"{where}: anchors[{j}] is {_short(anchor)}; each anchor is a [value, label] "
+                                  "pair, e.g. [0, completely wrong]")
+        if [a[0] for a in anchors] != list(range(dim["min"], dim["max"] + 1)):
+            raise RatingError(f"{where}: needs one anchor label for each value {dim['min']}..{dim['max']}, "
+                              "in order")
+    for key in SCALE_TEXTS:
+        if key in scale and not isinstance(scale[key], str):
+            raise RatingError(f"{source}: `{key}` is the label raters read, a text, not {_short(scale[key])}")
     return {**DEFAULT_SCALE, **scale}
 
 
 def token() -> str:
     return secrets.token_urlsafe(9)
+
+
+# ASCII only: Greek "Α" and Cyrillic "А" look like Latin "A" and would make a second rater
+RATER_ID = re.compile(r"[A-Za-z0-9._-]*[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+def rater_id(raw: str) -> str:
+    """A rater id in its one spelling, NFKC-normalised (fullwidth "Ａ" is "A"), or RatingError.
+
+    Ids are ASCII letters, digits, - _ and .: a look-alike letter from another alphabet would
+    file a person's answers under a second rater that nobody can tell apart on screen.
+    """
+    rater = unicodedata.normalize("NFKC", str(raw)).strip()
+    if RATER_ID.fullmatch(rater):
+        return rater
+    foreign = [c for c in rater if not c.isascii()]
+    if foreign:
+        names = ", ".join(f"{c!r} ({unicodedata.name(c, f'U+{ord(c):04X}')})" for c in dict.fromkeys(foreign))
+        raise RatingError(f"rater id {raw!r} contains {names}, not an ASCII letter or digit; rater ids use "
+                          "ASCII letters, digits, - _ or . only, since letters of other alphabets look like "
+                          "Latin ones and would make a second rater: type the id again in a Latin layout")
+    raise RatingError(f"rater id {raw!r}: use ASCII letters, digits, - _ or . only (e.g. R1, dr.smith)")
+
+
+def check_rater_ids(raw_ids, existing=()) -> list[str]:
+    """Normalised ids (:func:`rater_id`), refusing two that differ only in case ("R1", "r1"),
+    among themselves or against the study's ``existing`` raters: one person filed twice."""
+    ids = list(dict.fromkeys(rater_id(r) for r in raw_ids))
+    known = {r.casefold(): r for r in existing}
+    for rater in ids:
+        other = known.setdefault(rater.casefold(), rater)
+        if other != rater:
+            raise RatingError(f"rater ids {other!r} and {rater!r} differ only in upper/lower case; if they are "
+                              f"one person use {other!r} throughout, else give the other rater a clearly "
+                              "different id")
+    return ids
 
 
 def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[str] | None = None,
@@ -63,20 +159,22 @@ def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[
     """Create panels from the study's images and assign them to raters.
 
     Re-running with new raters or new images adds them: raters who already have a session
-    keep it, and get new panels appended in their own shuffled order.
+    keep it, and get new panels appended in their own shuffled order. Everything is checked
+    before anything is written: rater ids, the scale (which cannot change once answers
+    exist) and every image of the panels (present, readable, decodable, the bytes the
+    manifest recorded), so a refused build leaves the study as it was.
     Returns a summary: panels, assignments per rater, panels skipped as incomplete.
     """
-    rater_ids = [r.strip() for r in rater_ids.split(",")] if isinstance(rater_ids, str) else list(rater_ids)
-    rater_ids = [r for r in rater_ids if r]
-    if not rater_ids:
+    raw_ids = [r.strip() for r in rater_ids.split(",")] if isinstance(rater_ids, str) else list(rater_ids)
+    raw_ids = [r for r in raw_ids if r]
+    if not raw_ids:
         raise RatingError("no raters given; name them, e.g. --raters pathologist,radiologist,internist")
-    bad = [r for r in rater_ids if not r.replace("-", "").replace("_", "").replace(".", "").isalnum()]
-    if bad:
-        raise RatingError(f"rater id {bad[0]!r}: use letters, digits, - _ or . only")
     if not 0 <= repeats <= 1:
         raise RatingError(f"--repeats is a share of panels between 0 and 1, not {repeats}")
+    new_scale = check_scale(scale) if scale is not None else None
     with Study(study, create=False) as st:
         manifest = st.manifest()
+        root = st.path
     if presets:
         unknown = sorted(set(presets) - set(manifest.preset))
         if unknown:
@@ -88,10 +186,16 @@ def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[
 
     conn = open_db(study)
     try:
-        if scale is not None or get_config(conn, "scale") is None:
-            set_config(conn, "scale", check_scale(scale or DEFAULT_SCALE))
+        rater_ids = check_rater_ids(raw_ids, existing=raters(conn))
+        old_scale = get_config(conn, "scale")
+        if new_scale is not None and old_scale is not None and json.loads(json.dumps(new_scale)) != old_scale:
+            _refuse_scale_change(conn, root, old_scale)
+        plan, skipped = _plan_panels(conn, manifest, images_per_panel)
+        _verify_images(root, _panel_files(conn, plan, manifest, images_per_panel))
+        if new_scale is not None or old_scale is None:
+            set_config(conn, "scale", new_scale or check_scale(DEFAULT_SCALE))
         set_config(conn, "images_per_panel", images_per_panel)
-        panel_ids, skipped = _ensure_panels(conn, manifest, images_per_panel)
+        panel_ids = _ensure_panels(conn, plan, images_per_panel)
         added = {}
         for rater in rater_ids:
             added[rater] = _assign(conn, rater, panel_ids, repeats, seed, shuffle_images)
@@ -100,18 +204,53 @@ def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[
     return {"panels": len(panel_ids), "skipped_incomplete": skipped, "assigned": added}
 
 
-def _ensure_panels(conn, manifest: pd.DataFrame, images_per_panel: int) -> tuple[list[str], int]:
-    panel_ids, skipped = [], 0
+def _refuse_scale_change(conn, root: Path, old_scale: dict) -> None:
+    answered, people = conn.execute(
+        "SELECT COUNT(*), COUNT(DISTINCT rater) FROM (SELECT DISTINCT rater, seq FROM ratings)").fetchone()
+    if not answered:
+        return  # nobody answered on the old scale yet: it may still be corrected
+    dims = ", ".join(d["id"] for d in old_scale["dimensions"])
+    raise RatingError(
+        f"{root}: the study already holds {answered} answered panels (by {people} raters) on its current "
+        f"scale ({dims}); a different scale would leave those answers without scores in the export. "
+        "Nothing was changed. Leave --scale out to keep the current scale, or start a new study folder "
+        "(python -m probes run --study NEW ...) and build it with the new scale.")
+
+
+def _plan_panels(conn, manifest: pd.DataFrame, images_per_panel: int):
+    """([(key, existing panel or None, images)], panels skipped as incomplete); writes nothing."""
+    plan, skipped = [], 0
     groups = manifest.sort_values("image_index").groupby(["prompt_id", "preset", "study_seed"], sort=False)
+    for key, images in groups:
+        if len(images) < images_per_panel:
+            skipped += 1
+            continue
+        row = conn.execute("SELECT panel FROM panels WHERE prompt_id = ? AND preset = ? AND study_seed = ?",
+                           (key[0], key[1], int(key[2]))).fetchone()
+        plan.append((key, row["panel"] if row else None, images))
+    return plan, skipped
+
+
+def _panel_files(conn, plan, manifest: pd.DataFrame, images_per_panel: int) -> dict[str, str]:
+    """file -> the SHA-256 the manifest recorded for it, for every image the planned panels show."""
+    digests = dict(zip(manifest.file, manifest.sha256, strict=True))
+    files = {}
+    for _, panel, images in plan:
+        if panel is None:
+            names = list(images.file.iloc[:images_per_panel])
+        else:  # an existing panel shows the images it was built with
+            names = [r["file"] for r in conn.execute("SELECT file FROM panel_images WHERE panel = ?", (panel,))]
+        for name in names:
+            files[name] = digests.get(name) or Path(name).stem
+    return files
+
+
+def _ensure_panels(conn, plan, images_per_panel: int) -> list[str]:
+    panel_ids = []
     with transaction(conn):
-        for (prompt_id, preset, study_seed), images in groups:
-            if len(images) < images_per_panel:
-                skipped += 1
-                continue
-            row = conn.execute("SELECT panel FROM panels WHERE prompt_id = ? AND preset = ? AND study_seed = ?",
-                               (prompt_id, preset, int(study_seed))).fetchone()
-            if row:
-                panel_ids.append(row["panel"])
+        for (prompt_id, preset, study_seed), existing, images in plan:
+            if existing:
+                panel_ids.append(existing)
                 continue
             panel = token()
             kind = "reference" if preset == REFERENCE_PRESET else "generated"
@@ -120,7 +259,49 @@ def _ensure_panels(conn, manifest: pd.DataFrame, images_per_panel: int) -> tuple
             for position, file in enumerate(images.file.iloc[:images_per_panel]):
                 conn.execute("INSERT INTO panel_images VALUES (?, ?, ?, ?)", (panel, position, token(), file))
             panel_ids.append(panel)
-    return panel_ids, skipped
+    return panel_ids
+
+
+def image_problem(root: Path, relative: str, sha256: str) -> str | None:
+    """Why a stored image cannot be shown as made, or None: missing, unreadable, other bytes
+    than the manifest's SHA-256 (or the digest in its name), or not a decodable image."""
+    try:
+        path = (root / relative).resolve()
+        if root not in path.parents:
+            return "points outside the study folder"
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return "missing"
+    except OSError as exc:
+        return f"cannot be read ({exc.strerror})"
+    digest = hashlib.sha256(data).hexdigest()
+    stem = Path(relative).stem
+    if digest != sha256 or (re.fullmatch(r"[0-9a-f]{64}", stem) and digest != stem):
+        return "changed since it was made (its SHA-256 differs from the manifest's)"
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except Exception as exc:  # PIL raises many types for a broken file
+        return f"does not decode as an image ({type(exc).__name__})"
+    return None
+
+
+def _verify_images(root: Path, files: dict[str, str]) -> None:
+    broken = []
+    for relative, sha in tqdm(files.items(), desc="checking images", unit="image", leave=False,
+                              disable=len(files) < 2000 or None):
+        problem = image_problem(root, relative, sha)
+        if problem:
+            broken.append(f"{relative}: {problem}")
+    if not broken:
+        return
+    more = f"\n  ... and {len(broken) - SHOWN} more" if len(broken) > SHOWN else ""
+    raise RatingError(
+        f"{root}: {len(broken)} of the {len(files)} images of these panels cannot be shown as they were "
+        "made, so no panel was built and nothing was changed:\n  " + "\n  ".join(broken[:SHOWN]) + more
+        + "\nRe-run `python -m probes run` on this study with the same settings: it regenerates missing "
+        "images (delete changed or broken files first so they count as missing). Reference images are "
+        "added again with `python -m ratings add-reference`. Then run build again.")
 
 
 def _assign(conn, rater: str, panel_ids: list[str], repeats: float, seed: int, shuffle_images: bool) -> int:
@@ -152,7 +333,11 @@ def _assign(conn, rater: str, panel_ids: list[str], repeats: float, seed: int, s
 
 
 def add_reference(study: str | Path, text: str, files: list[str | Path], catalog: str | Path | None = None) -> str:
-    """Add real images of a prompt as a reference panel (a control); returns its prompt_id."""
+    """Add real images of a prompt as a reference panel (a control); returns its prompt_id.
+
+    Every file is opened and checked first, so a bad one adds nothing.
+    """
+    images = [_open_reference(file) for file in files]
     with Study(study, create=False) as st:
         row = {"prompt_id": cat.prompt_id(text), "text": text, "style": "custom", "style_group": "other",
                "topic": "custom", "topic_group": "custom", "detail": "custom", "catalog": "reference"}
@@ -165,11 +350,7 @@ def add_reference(study: str | Path, text: str, files: list[str | Path], catalog
         st.add_prompts(pd.DataFrame([row]))
         settings_hash = st.register_preset(REFERENCE_PRESET, "reference",
                                            {"backend": "reference", "description": "real images added as controls"})
-        for index, file in enumerate(files):
-            try:
-                image = Image.open(file).convert("RGB")
-            except OSError as exc:
-                raise RatingError(f"{file}: not a readable image ({exc})") from None
+        for index, (file, image) in enumerate(zip(files, images, strict=True)):
             sha, rel = st.write_image(image)
             st.add_image({"prompt_id": row["prompt_id"], "text": text, "preset": REFERENCE_PRESET,
                           "study_seed": 0, "image_index": index, "seed": 0, "sha256": sha, "file": rel,
@@ -177,6 +358,26 @@ def add_reference(study: str | Path, text: str, files: list[str | Path], catalog
                           "meta_json": _json({"source": Path(file).name}), "run_id": "reference",
                           "created_at": now()})
     return row["prompt_id"]
+
+
+def _open_reference(file: str | Path) -> Image.Image:
+    """The image's pixels as RGB, or RatingError: unreadable, not an image, or so large that
+    decoding it could exhaust memory (PIL's decompression-bomb limit)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between the limit and twice it; such an image is refused just the same
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f" ({int(found.group(1)) / 1e6:,.0f} megapixels)" if found else ""
+        raise RatingError(f"{file}: the image is larger than {limit / 1e6:.0f} megapixels{size}, more than "
+                          "a rating panel can show and enough to exhaust memory; downscale it (e.g. to 2048 "
+                          "pixels on the long side) and add it again") from None
+    except OSError as exc:
+        raise RatingError(f"{file}: not a readable image ({exc}); give a PNG, JPEG or TIFF file") from None
 
 
 def session_summary(study: str | Path) -> pd.DataFrame:

@@ -40,6 +40,7 @@ CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networki
 APP_TIMEOUT_MS = 90_000  # Voilà runs the notebook in a fresh kernel before the app appears
 STEP_TIMEOUT_MS = 20_000  # one click's round trip through the kernel, on a slow shared machine
 QUESTIONS = {d["id"]: d["question"] for d in DEFAULT_SCALE["dimensions"]}
+COMMENT = "the lesion is blurred"
 
 
 @pytest.fixture(scope="module")
@@ -178,6 +179,11 @@ def progress(page):
     return page.locator(".widget-html-content").filter(has_text=re.compile(r"^Panel \d+ of \d+"))
 
 
+def last_rating_id(study) -> int:
+    with closing(sqlite3.connect(study / "study.sqlite")) as raw:
+        return raw.execute("SELECT COALESCE(MAX(rating_id), 0) FROM ratings").fetchone()[0]
+
+
 def test_rate_three_panels_reload_and_continue_at_the_first_unrated(page, voila, study, tmp_path):
     conn = db.open_db(study)
     total = len(db.assignments(conn, "A"))
@@ -196,6 +202,8 @@ def test_rate_three_panels_reload_and_continue_at_the_first_unrated(page, voila,
         expect(page.get_by_text("Not rated yet")).to_be_visible()
         shown.append(page.locator(".mp-prompt").inner_text().strip())  # set before the progress
         expect(page.locator(".mp-tile img")).to_have_count(4)
+        if number == 1:  # a comment, sent when the box loses focus (the next click)
+            page.get_by_placeholder("Comment (optional)").fill(COMMENT)
         for dim, value in scores.items():
             row = score_buttons(page, dim)
             expect(row.get_by_role("button")).to_have_text(["0", "1", "2", "3", "4"])
@@ -208,6 +216,7 @@ def test_rate_three_panels_reload_and_continue_at_the_first_unrated(page, voila,
         page.get_by_role("button", name="Next").click()
     expect(progress(page)).to_contain_text(f"Panel 4 of {total}")
 
+    answered = last_rating_id(study)
     page.reload()  # a new kernel, a new RatingApp: only the database remembers
     wait_for_app(page, ready="Continue where you left off")
     expect(page.get_by_text(f"Progress so far: 3 of {total} rated.")).to_be_visible()
@@ -226,11 +235,44 @@ def test_rate_three_panels_reload_and_continue_at_the_first_unrated(page, voila,
     assert [text_of[seq] for seq in sorted(text_of)] == [*shown, fourth]
     latest = db.latest_answers(conn, "A")
     assert {text_of[seq]: answer.scores for seq, answer in latest.items()} == dict(zip(shown, given, strict=True))
-    assert not any(answer.nonsensical or answer.comment for answer in latest.values())
-    conn.close()
+    assert {text_of[seq]: answer.comment for seq, answer in latest.items()} == {shown[0]: COMMENT, shown[1]: "",
+                                                                               shown[2]: ""}
+    assert not any(answer.nonsensical for answer in latest.values())
+    assert last_rating_id(study) == answered  # reopening and continuing wrote nothing
     with closing(sqlite3.connect(study / "study.sqlite")) as raw:  # every row, history included
         rows = raw.execute("SELECT rater, seq FROM ratings").fetchall()
     assert {rater for rater, _ in rows} == {"A"} and {seq for _, seq in rows} == {0, 1, 2}
+
+    # an image of panel 2 goes missing: the page says so, and panel 1's scores stay with panel 1
+    second = db.assignments(conn, "A")[1]
+    victim = db.image_file(conn, second.image_tokens[0])
+    conn.close()
+    moved = victim.with_name(victim.name + ".moved")
+    victim.rename(moved)
+    try:
+        unavailable = ("Panel 2 cannot be shown: one of its images is missing or cannot be read. The study team "
+                       "has been told; please go on with the next panel.")
+        for number in (3, 2, 1):
+            page.get_by_role("button", name="Previous").click()
+            expect(progress(page)).to_have_text(re.compile(rf"Panel {number} of {total}\s+3 / {total} rated"))
+        for dim, value in given[0].items():
+            expect(score_buttons(page, dim).locator(".mod-active")).to_have_text(str(value))
+        page.get_by_role("button", name="Next").click()
+        expect(page.locator(".mp-error")).to_have_text(unavailable)
+        expect(progress(page)).to_have_text(re.compile(rf"Panel 2 of {total}\s+3 / {total} rated"))
+        expect(page.locator(".widget-toggle-buttons")).to_have_count(0)  # nothing to click that could save
+        expect(page.locator(".mp-tile img")).to_have_count(0)
+        expect(page.locator(".mp-prompt")).to_have_count(0)
+        expect(page.locator("body")).not_to_contain_text(victim.stem)  # details go to the study team's log
+        page.get_by_role("button", name="Next").click()
+        expect(progress(page)).to_have_text(re.compile(rf"Panel 3 of {total}\s+3 / {total} rated"))
+        for dim, value in given[2].items():
+            expect(score_buttons(page, dim).locator(".mod-active")).to_have_text(str(value))
+    finally:
+        moved.rename(victim)  # the study is shared with the other tests of this module
+    assert last_rating_id(study) == answered  # nothing saved, under panel 2 or anywhere
+    log = (study / "logs" / "rating-app.log").read_text()
+    assert f"panel={second.panel}" in log and f"image={second.image_tokens[0]}" in log
 
 
 def test_login_page_refuses_an_unknown_id_then_takes_a_listed_one(page, voila, study):

@@ -192,3 +192,49 @@ def test_cli_bad_catalog_gives_message_not_traceback(tmp_path):
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     assert done.stderr.startswith(f"error: {path}: styles: is an empty list")
+
+
+def billion_laughs(levels: int = 9) -> str:
+    """The classic alias bomb inside a catalog's description: about 600 bytes, 9**9 values."""
+    lines = ["name: bomb", "version: 1", "description:", '  - &l0 "lol"']
+    for i in range(1, levels + 1):
+        lines.append(f"  - &l{i} [{', '.join([f'*l{i - 1}'] * 9)}]")
+    return "\n".join(lines) + "\nstyles: []\ntopics: []\n"
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    import time
+
+    path = write(tmp_path, billion_laughs())
+    assert path.stat().st_size < 700
+    start = time.perf_counter()
+    with pytest.raises(CatalogError) as err:
+        cat.load_catalog(path)
+    assert time.perf_counter() - start < 2
+    message = str(err.value)
+    assert str(path) in message and "line 11" in message  # l7: 9**7 values
+    assert "expands to more than 1,000,000 values" in message
+
+
+def test_deep_nesting_is_refused_not_a_recursion_error(tmp_path):
+    path = write(tmp_path, "name: deep\nversion: 1\nstyles: " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(CatalogError, match=r"c.yaml: line 3, column 58: catalog refused: nested more than 50 levels"):
+        cat.load_catalog(path)
+
+
+def test_a_huge_catalog_file_is_refused_by_its_size(tmp_path):
+    path = tmp_path / "huge.yaml"
+    path.write_text("name: huge\nversion: 1\ndescription: '" + "x" * 6_000_000 + "'\n")
+    with pytest.raises(CatalogError, match=r"huge.yaml: is 6.0 MB, larger than a catalog may be \(5 MB\)"):
+        cat.load_catalog(path)
+
+
+def test_a_catalog_that_expands_to_too_many_prompts_is_refused(tmp_path):
+    styles = [{"id": f"s{i}", "label": f"S{i}", "template": f"Style {i} of {{topic}}", "group": "other"}
+              for i in range(500)]
+    topics = [{"id": f"t{i}", "short": f"topic {i}", "detailed": f"topic {i}, number {i}", "group": "g"}
+              for i in range(201)]
+    path = write(tmp_path, yaml.safe_dump(minimal(styles=styles, topics=topics)))
+    with pytest.raises(CatalogError, match=r"expands to 201,000 prompts \(500 styles x 201 topics x 2 detail "
+                                           r"levels \+ 0 extra\), more than the 200,000"):
+        cat.load_catalog(path)

@@ -137,3 +137,19 @@ def test_user_presets_override_and_extend_shipped_ones(presets_file):
     assert shipped["sd-v1-4"]["safety_checker"] is False
     assert "false positive" in shipped["sd-v1-4"]["safety_checker_reason"]
     assert shipped["glide-cfg"]["guidance_scale"] == 3.0 and shipped["glide-clip"]["guidance"] == "clip"
+
+
+def test_digests_with_a_non_number_setting_names_the_preset_and_key(tmp_path):
+    import subprocess
+    import sys
+
+    presets = tmp_path / "p.yaml"
+    presets.write_text("mine:\n  backend: tiny\n  size: big\n")
+    done = subprocess.run([sys.executable, "-m", "probes", "digests", "mine", "--presets-file", str(presets)],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr
+    assert "preset 'mine': size is 'big', which is not a whole number" in done.stderr
+    with pytest.raises(PresetError, match="guidance_scale is 'high', which is not a number"):
+        create_generator("x", {"x": {"backend": "tiny", "guidance_scale": "high", "size": 32}})
+    create_generator("x", {"x": {"backend": "tiny", "steps": "2", "guidance_scale": 4, "size": 32}})  # numbers as text pass

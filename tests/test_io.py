@@ -1,6 +1,7 @@
 """Wide rating tables in, tidy and wide tables out: round trips, clear errors, no half imports."""
 
 import csv
+import shutil
 import sqlite3
 import subprocess
 import sys
@@ -294,3 +295,152 @@ def test_export_refuses_unwritable_paths_and_keeps_the_old_file_on_failure(impor
         export(imported, old)
     assert old.read_text() == "the previous export\n"
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".ratings.csv")] == []
+
+
+# --- spreadsheets as other programs write them ------------------------------------------------
+
+def test_formula_cells_without_a_calculated_value_are_refused_naming_the_cell(imported, tmp_path):
+    # openpyxl, like many scripts and converters, writes formulas without calculating them:
+    # the file holds "=1+2" and no value, which read as an empty cell and lost a rating
+    path = write_xlsx(tmp_path / "formulas.xlsx", rows=[list(r) for r in ROWS[:3]])
+    book = openpyxl.load_workbook(path)
+    book["Ratings"]["B3"] = "=1+2"
+    book["Ratings"]["E4"] = "=AVERAGE(B4:D4)"
+    book.save(path)
+    before = counts(imported)
+    with pytest.raises(ImportFormatError) as err:
+        import_wide(path, "oncology", imported, sheet="Ratings", exclude_columns=EXCLUDE)
+    assert "2 formula cells have no calculated value" in str(err.value)
+    assert "B3 (=1+2), E4 (=AVERAGE(B4:D4))" in str(err.value) and "save it" in str(err.value)
+    assert counts(imported) == before
+
+    # an uncalculated formula in a column left out of the import does no harm
+    book = openpyxl.load_workbook(path)
+    book["Ratings"]["B3"], book["Ratings"]["E4"] = 4, "nonsensical"
+    book["Ratings"]["H2"] = "=MEDIAN(B2,D2,F2)"  # Style_Median
+    book.save(path)
+    done = import_wide(path, "oncology", tmp_path / "fresh", sheet="Ratings", exclude_columns=EXCLUDE)
+    assert done["ratings"] == answered(ROWS[:3])
+
+
+def test_a_prompt_that_starts_with_equals_round_trips_through_the_xlsx_export(tmp_path):
+    catalog = yaml.safe_load((ROOT / "prompts" / "oncology.yaml").read_text())
+    catalog["extra_prompts"] = [{"text": "=cancer of the lung", "style": "photo", "topic": "lung_cancer"}]
+    (tmp_path / "eq.yaml").write_text(yaml.safe_dump(catalog))
+    rows = [["=cancer of the lung", *ROWS[0][1:]], ROWS[1]]
+    import_wide(write_csv(tmp_path / "eq.csv", rows), tmp_path / "eq.yaml", tmp_path / "s", exclude_columns=EXCLUDE)
+    out = export(tmp_path / "s", tmp_path / "back.xlsx", format="wide")
+
+    sheet = openpyxl.load_workbook(out).active
+    assert (sheet["A2"].value, sheet["A2"].data_type) == ("=cancer of the lung", "s")  # text, not a formula
+    assert sheet["A2"].quotePrefix  # and Excel shows it as typed text
+    assert sheet["B2"].value == 3 and sheet["B2"].data_type == "n"
+
+    again = import_wide(out, tmp_path / "eq.yaml", tmp_path / "s2")
+    assert again["ratings"] == answered(rows)
+    assert list(wide_table(tmp_path / "s2").Prompt) == ["=cancer of the lung",
+                                                         "A histopathological image of cancer tissue"]
+    back = read_csv_cells(export(tmp_path / "s2", tmp_path / "back.csv", format="wide"))
+    assert [row[1:] for row in back[1:]] == expected_cells(rows)
+
+
+def test_a_date_where_a_score_belongs_is_a_bad_cell(imported, tmp_path):
+    import datetime as dt
+
+    path = write_xlsx(tmp_path / "dates.xlsx", rows=[list(r) for r in ROWS[:3]])
+    book = openpyxl.load_workbook(path)
+    book["Ratings"]["B2"] = dt.datetime(1900, 1, 3)  # Excel turned the score 3 into a date
+    book.save(path)
+    before = counts(imported)
+    with pytest.raises(ImportFormatError) as err:
+        import_wide(path, "oncology", imported, sheet="Ratings", exclude_columns=EXCLUDE)
+    assert "Style_R1 row 2: a date or time (1900-01-03T00:00:00)" in str(err.value)
+    assert "format them as numbers" in str(err.value)
+    assert counts(imported) == before
+
+
+def test_thousands_of_unmatched_prompts_give_a_short_message_and_a_file_with_all(tmp_path, monkeypatch):
+    rows = [[f"A photo of unicorn number {i}", *ROWS[0][1:]] for i in range(2000)]
+    source = write_csv(tmp_path / "many.csv", rows)
+    with pytest.raises(ImportFormatError) as err:
+        import_wide(source, "oncology", tmp_path / "s", exclude_columns=EXCLUDE)
+    message = str(err.value)
+    assert len(message) < 4000
+    assert "2000 prompts match no prompt" in message and "... and 1980 more" in message
+    assert "row 2: 'A photo of unicorn number 0'" in message and "number 20'" not in message
+    listing = tmp_path / "many.csv.unmatched.csv"
+    assert f"The full list is in {listing}" in message
+    assert read_csv_cells(listing) == [["row", "prompt"]] + [[str(i + 2), r[0]] for i, r in enumerate(rows)]
+    assert not (tmp_path / "s").exists()
+
+    # beside an input that cannot be written to, the list goes to a temporary folder
+    import builtins
+
+    real_open = builtins.open
+
+    def refusing_open(file, mode="r", *args, **kwargs):
+        if "w" in mode and Path(file).parent == tmp_path:
+            raise PermissionError(13, "Permission denied", str(file))
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", refusing_open)
+    listing.unlink()
+    with pytest.raises(ImportFormatError) as err:
+        import_wide(source, "oncology", tmp_path / "s", exclude_columns=EXCLUDE)
+    named = Path(str(err.value).split("The full list is in ")[1].splitlines()[0])
+    monkeypatch.undo()
+    try:
+        assert named.parent != tmp_path and len(read_csv_cells(named)) == 2001
+        assert not listing.exists()
+    finally:
+        shutil.rmtree(named.parent)
+
+
+def test_a_cell_over_the_csv_field_limit_names_its_line_and_what_to_do(tmp_path):
+    rows = [list(r) for r in ROWS[:4]]
+    rows[2][0] = "A photo of the heart " * 8000  # about 170 KB in one cell
+    with pytest.raises(ImportFormatError) as err:
+        import_wide(write_csv(tmp_path / "huge.csv", rows), "oncology", tmp_path / "s", exclude_columns=EXCLUDE)
+    message = str(err.value)
+    assert "line 4" in message and "over the CSV field limit of 128 KB" in message
+    assert "not one" in message and "quote mark" in message and "import again" in message
+    assert "save it again as CSV" not in message
+    # the usual cause: a quote that never closes runs to the end of a long file
+    text = "Prompt,Style_R1\n" + '"An x-ray image of the brain,3\n' + "A photo of the heart,2\n" * 8000
+    (tmp_path / "quote.csv").write_text(text)
+    with pytest.raises(ImportFormatError, match=r"line \d+ .*over the CSV field limit"):
+        import_wide(tmp_path / "quote.csv", "oncology", tmp_path / "s")
+    assert not (tmp_path / "s").exists()
+
+
+LOOK_ALIKES = {
+    "Greek Alpha": (["Prompt", "Style_A", "Content_A", "Style_\u0391", "Content_\u0391"],
+                    ["GREEK CAPITAL LETTER ALPHA", "'Style_\u0391'", "ASCII letters"]),
+    "Cyrillic Er": (["Prompt", "Style_\u04201", "Content_\u04201"], ["CYRILLIC CAPITAL LETTER ER"]),
+    "case only": (["Prompt", "Style_R1", "Content_r1"], ["'R1' and 'r1' differ only in upper/lower case"]),
+    "fullwidth twice": (["Prompt", "Style_A", "Style_\uff21"], ["both hold rater A's style scores"]),
+}
+
+
+@pytest.mark.parametrize("case", list(LOOK_ALIKES))
+def test_look_alike_rater_columns_are_refused(case, tmp_path):
+    header, fragments = LOOK_ALIKES[case]
+    rows = [[ROWS[0][0], *["3"] * (len(header) - 1)]]
+    with pytest.raises(ImportFormatError) as err:
+        import_wide(write_csv(tmp_path / "raters.csv", rows, header), "oncology", tmp_path / "s")
+    for fragment in fragments:
+        assert fragment in str(err.value)
+    assert not (tmp_path / "s").exists()
+
+
+def test_rater_ids_are_normalised_and_checked_against_the_study(imported, tmp_path):
+    rows = [["A photo of the brain", "2", "3"]]
+    # fullwidth R1 is R1 (NFKC): a second file of R1's answers, not a new rater
+    summary = import_wide(write_csv(tmp_path / "wide2.csv", rows, ["Prompt", "Style_\uff32\uff11", "Content_R1"]),
+                          "oncology", imported)
+    assert summary["raters"] == ["R1"] and db.raters(db.open_db(imported)) == RATERS
+    before = counts(imported)
+    with pytest.raises(ImportFormatError, match="'R2' and 'r2' differ only in upper/lower case"):
+        import_wide(write_csv(tmp_path / "wide3.csv", [["A photo of the lungs", "2", "3"]],
+                              ["Prompt", "Style_r2", "Content_r2"]), "oncology", imported)
+    assert counts(imported) == before

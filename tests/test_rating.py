@@ -3,11 +3,13 @@
 import io
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
+from contextlib import closing
 from pathlib import Path
 
 import ipywidgets as w
@@ -37,8 +39,6 @@ def generated(tmp_path_factory):
 
 @pytest.fixture
 def study(generated, tmp_path):
-    import shutil
-
     target = tmp_path / "study"
     shutil.copytree(generated, target)
     build_sessions(target, "A,B,C", repeats=0.5, seed=1)
@@ -299,3 +299,214 @@ def test_served_images_have_the_same_pixels_and_no_metadata(tmp_path):
     jpeg = tmp_path / "y.jpg"
     Image.fromarray(pixels).save(jpeg, quality=95)
     assert Image.open(io.BytesIO(_strip_to_png(jpeg))).format == "PNG"
+
+
+# --- issue 9: no answer lost, misfiled or overwritten -----------------------------------------
+
+def _ratings_of(study, rater="A"):
+    """Every rating row of a rater, history included, as the study team would list them."""
+    with closing(sqlite3.connect(study / "study.sqlite")) as conn:
+        return conn.execute("SELECT rating_id, seq, panel, scores, nonsensical, comment FROM ratings "
+                            "WHERE rater = ? ORDER BY rating_id", (rater,)).fetchall()
+
+
+def _on_page(app):
+    """The widgets the rater can see now: the current page and everything inside it."""
+    found, todo = [], [app.page]
+    while todo:
+        widget = todo.pop()
+        found.append(widget)
+        todo += list(getattr(widget, "children", ()))
+    return found
+
+
+def _page_text(app) -> str:
+    return " ".join(str(x.value) for x in _on_page(app) if isinstance(x, w.HTML))
+
+
+def _rate(app, style, content):
+    app.scores["style"].value = style
+    app.scores["content"].value = content
+
+
+def test_reopening_the_app_changes_no_answer(study):
+    app = RatingApp(study, rater="A")
+    app.start_button.click()
+    _rate(app, 3, 1)
+    app.comment.value = "the lesion is blurred"  # sent when the box loses focus, as in the browser
+    app.next_button.click()
+    _rate(app, 0, 4)
+    app.next_button.click()
+    _rate(app, 4, 2)
+    app.next_button.click()
+    app.close()
+    given = _ratings_of(study)
+
+    again = RatingApp(study, rater="A")  # a reload: a new kernel, a new app
+    assert "Progress so far: 3 of 9 rated." in again.page.children[0].value
+    again.start_button.click()  # "Continue where you left off"
+    assert again.index == 3 and "3 / 9 rated" in again.progress_label.value
+    for index in (0, 1, 2, 0, 5):  # looking is not answering
+        again.go_to(index)
+    assert again.comment.value == "" and again.index == 5
+    assert _ratings_of(study) == given
+    again.go_to(0)
+    assert again.comment.value == "the lesion is blurred"
+    assert (again.scores["style"].value, again.scores["content"].value) == (3, 1)
+
+
+def test_a_panel_with_a_missing_image_says_so_and_saves_nothing_for_it(study):
+    w.Widget.close_all()  # only the app's widgets: what the page holds
+    app = RatingApp(study, rater="A")
+    app.start_button.click()
+    _rate(app, 3, 1)
+    second = app.assignments[1]
+    victim = db.image_file(app.conn, second.image_tokens[2])
+    kept = victim.read_bytes()
+    victim.unlink()
+    before = _ratings_of(study)
+
+    app.next_button.click()
+    text = _page_text(app)
+    assert ("Panel 2 cannot be shown: one of its images is missing or cannot be read. The study team has been "
+            "told; please go on with the next panel.") in text
+    assert "Panel 2 of 9" in text and "1 / 9 rated" in text
+    shown = _on_page(app)
+    assert not any(isinstance(x, w.ToggleButtons | w.Checkbox | w.Textarea | w.Image) for x in shown)
+    assert app.prompt_html not in shown  # no half-switched panel: nothing of panel 2 and nothing of panel 1
+    _rate(app, 2, 2)  # whatever still reaches the hidden score buttons is not an answer
+    assert _ratings_of(study) == before
+    sent = _everything_sent_to_the_browser()
+    assert victim.stem not in sent and str(study) not in sent and "images/" not in sent
+
+    log = (study / "logs" / "rating-app.log").read_text()
+    assert "rater=A" in log and f"panel={second.panel}" in log and f"image={second.image_tokens[2]}" in log
+    assert "FileNotFoundError" in log and victim.name in log
+
+    app.next_button.click()  # the way on still works
+    assert "Panel 3 of 9" in app.progress_label.value and "Not rated yet" in app.saved.value
+    _rate(app, 1, 1)
+    app.prev_button.click()
+    assert "Panel 2 cannot be shown" in _page_text(app)
+    app.prev_button.click()
+    assert (app.scores["style"].value, app.scores["content"].value) == (3, 1)
+    app.unrated_button.click()  # passes over every showing of that panel (a repeat shows it again)
+    assert app.index == next(i for i, a in enumerate(app.assignments) if i > 2 and a.panel != second.panel)
+    answered = {seq for _, seq, *_ in _ratings_of(study)}
+    assert answered == {app.assignments[0].seq, app.assignments[2].seq}
+    app.go_to(len(app.assignments))
+    showings = sum(a.panel == second.panel for a in app.assignments)
+    assert (f"{showings} panel{'s' if showings > 1 else ''} could not be shown because of a problem with "
+            f"{'their' if showings > 1 else 'its'} images") in app.finish_html.value
+
+    victim.write_bytes(kept)  # the study team restored the file
+    app.go_to(1)
+    assert app.prompt_html in _on_page(app) and "Not rated yet" in app.saved.value
+
+
+@pytest.mark.parametrize("damage", ["truncated", "replaced", "undecodable"])
+def test_a_damaged_or_swapped_image_is_never_shown(study, damage):
+    from PIL import Image
+
+    app = RatingApp(study, rater="B")
+    token = app.assignments[0].image_tokens[0]
+    victim = db.image_file(app.conn, token)
+    if damage == "truncated":
+        victim.write_bytes(victim.read_bytes()[:200])
+    elif damage == "replaced":  # a valid image, but not the one the manifest recorded
+        Image.new("RGB", (32, 32), (200, 0, 0)).save(victim)
+    else:  # a file not named by its hash (no hash to compare): its pixels must decode
+        (study / "images" / "scan.png").write_bytes(victim.read_bytes()[:-40])
+        with closing(sqlite3.connect(study / "study.sqlite")) as conn, conn:
+            conn.execute("UPDATE panel_images SET file = 'images/scan.png' WHERE image_token = ?", (token,))
+    app.start_button.click()
+    assert "Panel 1 cannot be shown" in _page_text(app)
+    log = (study / "logs" / "rating-app.log").read_text()
+    assert "rater=B" in log and f"image={token}" in log
+    assert "SHA-256" in log if damage != "undecodable" else "scan.png" in log
+
+
+def test_a_second_window_of_the_same_rater_cannot_overwrite_a_newer_answer(study):
+    first, second = RatingApp(study, rater="A"), RatingApp(study, rater="A")
+    first.start_button.click()
+    second.start_button.click()  # both windows show panel 1, unanswered
+    seq = first.assignments[0].seq
+    _rate(first, 3, 1)
+    second.scores["style"].value = 0  # a click in the window that still shows no answer
+    assert "Not saved: this panel was changed in another window. Please reload the page." in second.saved.value
+    assert db.latest_answers(first.conn, "A")[seq].scores == {"style": 3, "content": 1}
+    assert len(_ratings_of(study)) == 2  # first's two clicks only
+    second.comment.value = "typed in the old window"
+    second.next_button.click()  # a refused comment keeps the rater on the panel, with the reason
+    assert second.index == 0 and "another window" in second.saved.value
+    assert len(_ratings_of(study)) == 2
+
+    second.comment.value = ""
+    second.go_to(1)
+    second.go_to(0)  # showing a panel reads its latest answer: this window is current again
+    assert (second.scores["style"].value, second.scores["content"].value) == (3, 1)
+    second.scores["content"].value = 2
+    assert db.latest_answers(first.conn, "A")[seq].scores == {"style": 3, "content": 2}
+
+
+def test_save_answer_refuses_an_answer_based_on_an_older_one(study):
+    conn = db.open_db(study)
+    first = db.save_answer(conn, "C", 0, {"style": 1, "content": 1}, based_on=0)
+    with pytest.raises(db.StaleAnswerError, match="answered again elsewhere"):
+        db.save_answer(conn, "C", 0, {"style": None, "content": None}, based_on=0)
+    newer = db.save_answer(conn, "C", 0, {"style": 2, "content": 1}, based_on=first.rating_id)
+    with pytest.raises(db.StaleAnswerError, match="Reload the page"):
+        db.save_answer(conn, "C", 0, {"style": 4, "content": 4}, based_on=first.rating_id)
+    assert db.latest_answers(conn, "C")[0] == newer and newer.scores == {"style": 2, "content": 1}
+
+
+def test_rating_connections_wait_for_the_disk_on_every_commit(study):
+    app = RatingApp(study, rater="A")
+    for conn in (app.conn, db.open_db(study)):  # the app's, and any save_answer caller's
+        assert conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: survives an OS crash
+        assert conn.execute("PRAGMA recursive_triggers").fetchone()[0] == 1  # REPLACE fires delete triggers
+
+
+READ_ONLY_SCRIPT = """
+import html, json, sys
+from ratings import db
+from ratings.app import RatingApp
+try:
+    RatingApp(sys.argv[1], rater="A")
+    direct = "opened"
+except db.ReadOnlyStudyError as exc:
+    direct = str(exc)
+app = RatingApp.from_environment(sys.argv[1])  # what Voila runs
+texts = [getattr(x, "value", "") for x in app.widget.children]
+print(json.dumps({"direct": direct, "page": html.unescape(" ".join(t for t in texts if isinstance(t, str)))}))
+"""
+
+
+def test_a_read_only_study_says_so_instead_of_a_traceback(study):
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="medprobe-readonly-"))
+    try:
+        target = folder / "study"
+        shutil.copytree(study, target)
+        untouched = (target / "study.sqlite").read_bytes()
+        for path in [folder, *target.rglob("*"), target]:
+            path.chmod(0o555 if path.is_dir() else 0o444)
+        command = [sys.executable, "-c", READ_ONLY_SCRIPT, str(target)]
+        if os.geteuid() == 0:  # root writes anywhere; without its capabilities it obeys the file modes
+            if shutil.which("setpriv") is None:
+                pytest.skip("running as root without setpriv (util-linux): cannot make a folder read-only")
+            command = ["setpriv", "--bounding-set=-all", "--inh-caps=-all", *command]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT,
+                              env={**os.environ, "PYTHONDONTWRITEBYTECODE": "1"})
+        assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+        result = json.loads(done.stdout.strip().splitlines()[-1])
+        assert "the study folder is read-only" in result["direct"] and "writable" in result["direct"]
+        assert ("This study's folder is read-only, so your answers cannot be saved. Please ask the study team to "
+                "make the study folder writable, then reload this page.") in result["page"]
+        assert str(target) not in result["page"]
+        assert (target / "study.sqlite").read_bytes() == untouched
+    finally:
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+        shutil.rmtree(folder)

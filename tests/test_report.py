@@ -3,6 +3,7 @@
 import re
 import subprocess
 import sys
+from html.parser import HTMLParser
 
 import pandas as pd
 import pytest
@@ -88,3 +89,59 @@ def test_analyze_a_study_folder_and_bad_inputs(tmp_path, presets_file):
     assert both.returncode == 2 and "give --study DIR or --table FILE" in both.stderr
     with pytest.raises(AnalysisError, match="either a study folder or an exported table"):
         load_ratings()
+
+
+class _LiveTags(HTMLParser):
+    """Elements a browser would build from the report, with their attributes."""
+
+    def __init__(self):
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.scripts: list[str] = []  # the text of each <script> element
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts.append(data)
+
+
+HOSTILE_PRESET = "<img src=x onerror=alert(2)>"
+HOSTILE_STYLE = "<script>alert(3)</script>"
+HOSTILE_TOPIC = '<a href="javascript:alert(4)">heart</a>'
+# matplotlib reads $...$ as mathematics; this one is not valid TeX and stopped the figures
+DOLLAR_PRESET = r"cost $\frac{ preset$"
+
+
+def test_labels_from_the_data_reach_the_report_as_text_never_as_html(tmp_path):
+    from ratings.simulate import simulate_ratings
+
+    table = simulate_ratings(raters=("R1", "R2"), seed=2)
+    table["preset"] = table["preset"].map({"glide-cfg": HOSTILE_PRESET, "glide-clip": DOLLAR_PRESET})
+    table["style"] = table["style"].replace({"photo": HOSTILE_STYLE})
+    table["topic"] = table["topic"].replace({"heart": HOSTILE_TOPIC})
+    table.to_csv(tmp_path / "hostile.csv", index=False)
+    done = cli("analyze", "--table", str(tmp_path / "hostile.csv"), "--out", str(tmp_path / "out"),
+               "--n-boot", "20", "--quiet")
+    assert done.returncode == 0, done.stderr[-3000:]
+    html = (tmp_path / "out" / "report.html").read_text()
+    parser = _LiveTags()
+    parser.feed(html)
+    live_images = [attrs for tag, attrs in parser.tags if tag == "img" and not attrs.get("src", "").startswith("data:")]
+    assert live_images == []  # only the embedded figures, no <img src=x onerror=...>
+    assert not [attrs for _, attrs in parser.tags if any(k.startswith("on") for k in attrs)]
+    assert not [attrs for tag, attrs in parser.tags if tag == "a" and "javascript:" in attrs.get("href", "")]
+    assert not [script for script in parser.scripts if "alert(" in script]
+    # the labels are there to read, as text
+    assert "&lt;img src=x onerror=alert(2)&gt;" in html
+    assert "&lt;script&gt;alert(3)&lt;/script&gt;" in html
+    # LaTeX tables: a label is text there too, not commands
+    assert r"cost \$\textbackslash frac\{ preset\$" in (tmp_path / "out" / "tables" / "presets.tex").read_text()
+    figures = {p.name for p in (tmp_path / "out" / "figures").glob("guidance-*.png")}
+    assert figures == {"guidance-style.png", "guidance-content.png"}  # titles with $ drew

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from probes.errors import ProbeError, StoreError, WeightsError
+from probes.errors import PresetError, ProbeError, StoreError, WeightsError
 from probes.generators.base import GeneratedImage, Generator
 from probes.run import run_probe, shard_from_env
 from probes.store import Study
@@ -65,13 +65,20 @@ def test_probe_cli_runs_the_notebook_end_to_end(tmp_path, presets_file):
     assert row.wall_seconds > 0 and row.truncated == 0
     png = Image.open(study / row.file)
     assert png.text["medprobe:generator"].startswith("tiny (random weights")
-    # a second run finds everything done
+    # a second run finds everything done, except an image deleted by hand: that one is made again
+    deleted = study / m.file.iloc[-1]
+    original = deleted.read_bytes()
+    deleted.unlink()
     again = subprocess.run(
         [sys.executable, "-m", "probes", "run", "--study", str(study), "--catalog", "oncology",
          "--presets", "tiny-fast", "--presets-file", str(presets_file), "--styles", "xray,photo",
          "--topics", "heart", "--detail", "short", "--images-per-prompt", "2", "--quiet"],
         capture_output=True, text=True, timeout=600)
-    assert "0 images generated, 4 already there" in again.stdout
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "1 images generated, 3 already there" in again.stdout
+    assert "1 image was missing from images/ and was regenerated" in again.stdout
+    assert deleted.read_bytes() == original
+    check_consistent(study)
 
 
 def test_same_seed_gives_identical_bytes(tmp_path, presets_file):
@@ -138,7 +145,8 @@ def test_killed_run_resumes_without_duplicates_or_half_files(tmp_path, presets_f
     check_consistent(study)
     with Study(study, create=False) as st:
         killed_with = len(st.manifest())
-        assert st.db.execute("SELECT status FROM runs").fetchone()[0] == "running"
+        killed_id, status = st.db.execute("SELECT run_id, status FROM runs").fetchone()
+        assert status == "running"
     assert 3 <= killed_with < 12
     result = run_probe(study, catalog="oncology", presets=["tiny-fast"], presets_file=presets_file,
                        styles=["xray", "mri", "ct"], topics=["brain", "heart"], detail=["short"],
@@ -146,6 +154,10 @@ def test_killed_run_resumes_without_duplicates_or_half_files(tmp_path, presets_f
     assert result.skipped == killed_with and result.generated == 12 - killed_with
     check_consistent(study)
     assert len(images_of(study)) == 12
+    with Study(study, create=False) as st:  # the killed run no longer looks as if it were running
+        statuses = dict(st.db.execute("SELECT run_id, status FROM runs").fetchall())
+    assert statuses == {killed_id: "interrupted", result.run_id: "ok"}
+    assert result.interrupted == [killed_id] and f"run {killed_id} had been interrupted" in str(result)
 
 
 class Flaky(Generator):
@@ -239,6 +251,55 @@ def test_same_preset_name_with_other_settings_is_refused(tmp_path, presets_file)
     with pytest.raises(StoreError, match="preset 'tiny-fast' already made images.*changed: steps"):
         run_probe(tmp_path / "s", presets=["tiny-fast"], presets_file=changed, images_per_prompt=1,
                   progress=False, catalog="oncology", styles=["xray"], topics=["heart"], detail=["short"])
+
+
+def test_a_preset_that_made_no_images_can_be_corrected_under_its_name(tmp_path):
+    common = dict(images_per_prompt=1, progress=False, catalog="oncology", styles=["xray"], topics=["brain"],
+                  detail=["short"])
+    presets = tmp_path / "p.yaml"
+    presets.write_text('mine:\n  backend: tiny\n  steps: "abc"\n  size: 32\n')
+    with pytest.raises(PresetError, match=r"preset 'mine': steps is 'abc', which is not a whole number"):
+        run_probe(tmp_path / "s", presets=["mine"], presets_file=presets, **common)
+    presets.write_text("mine:\n  backend: tiny\n  steps: 2\n  size: 33\n")  # fails on every image
+    failed = run_probe(tmp_path / "s", presets=["mine"], presets_file=presets, **common)
+    assert failed.generated == 0 and failed.failed == 1 and "divisible by 8" in str(failed)
+    presets.write_text("mine:\n  backend: tiny\n  steps: 2\n  size: 32\n")  # fixed, same name
+    fixed = run_probe(tmp_path / "s", presets=["mine"], presets_file=presets, **common)
+    assert fixed.generated == 1 and fixed.ok
+    with Study(tmp_path / "s", create=False) as st:
+        assert json.loads(st.db.execute("SELECT settings_json FROM presets").fetchone()[0])["size"] == 32
+    presets.write_text("mine:\n  backend: tiny\n  steps: 3\n  size: 32\n")  # now it has images: locked
+    with pytest.raises(StoreError, match="preset 'mine' already made images.*changed: steps"):
+        run_probe(tmp_path / "s", presets=["mine"], presets_file=presets, **{**common, "topics": ["heart"]})
+
+
+class Killer(Generator):
+    """Dies as the OOM killer would kill it: SIGKILL, no exception, no cleanup."""
+
+    backend = "killer"
+
+    def _generate_batch(self, prompts, seeds):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_kernel_killed_mid_panel_says_which_panel_and_what_to_try(tmp_path):
+    presets = tmp_path / "p.yaml"
+    presets.write_text("killer:\n  backend: tests.test_run:Killer\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    study = tmp_path / "s"
+    done = subprocess.run([sys.executable, "-m", "probes", "run", "--study", str(study), "--catalog", "oncology",
+                           "--presets", "killer", "--presets-file", str(presets), "--styles", "xray",
+                           "--topics", "brain", "--detail", "short", "--quiet"],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 2
+    assert "Traceback" not in done.stderr and "DeadKernelError" not in done.stderr
+    message = done.stderr.split("error: ", 1)[1]
+    for needle in ("kernel died", "preset 'killer'", "'An x-ray image of the brain'", "memory",
+                   "batch_invariant: true", "a smaller preset", "--device", "marked interrupted"):
+        assert needle in message
+    with Study(study, create=False) as st:
+        assert st.db.execute("SELECT status FROM runs").fetchone()[0] == "interrupted"
+        assert st.db.execute("SELECT COUNT(*) FROM panel_leases").fetchone()[0] == 0
 
 
 def test_force_regenerates(tmp_path, presets_file):

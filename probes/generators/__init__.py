@@ -2,7 +2,8 @@
 
 Presets live in YAML: ``probes/presets.yaml`` ships with the package; a study folder's
 ``presets.yaml`` and any ``--presets-file`` add to it and override it by name, so users add
-presets without touching code.
+presets without touching code. A study folder's presets may use only the shipped backends
+unless the user allows custom ones (see :func:`load_presets`).
 """
 
 from __future__ import annotations
@@ -10,9 +11,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-import yaml
-
 from ..errors import PresetError
+from ..safeyaml import YamlFileError, load_yaml
 from .base import GeneratedImage, Generator
 
 BACKENDS = {
@@ -21,6 +21,7 @@ BACKENDS = {
     "glide": "probes.generators.glide:GlideGenerator",
 }
 SHIPPED_PRESETS = Path(__file__).resolve().parents[1] / "presets.yaml"
+MAX_PRESETS_BYTES = 1_000_000  # a presets file with hundreds of presets is a few tens of kB
 
 __all__ = ["BACKENDS", "GeneratedImage", "Generator", "backend_class", "create_generator",
            "load_presets", "preset_settings"]
@@ -28,35 +29,59 @@ __all__ = ["BACKENDS", "GeneratedImage", "Generator", "backend_class", "create_g
 
 def _read_preset_file(path: Path) -> dict:
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
-        raise PresetError(f"{path}: presets file not found") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise PresetError(f"{path}: cannot read presets file ({exc})") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}" if mark else ""
-        raise PresetError(f"{path}: YAML syntax error{where}: {getattr(exc, 'problem', exc)}") from None
+        data = load_yaml(path, "presets file", max_bytes=MAX_PRESETS_BYTES) or {}
+    except YamlFileError as exc:
+        raise PresetError(str(exc)) from None
     if not isinstance(data, dict):
         raise PresetError(f"{path}: expected a mapping of preset name -> settings")
     for name, settings in data.items():
         if not isinstance(settings, dict) or "backend" not in settings:
             raise PresetError(f"{path}: preset {name!r} needs a mapping with `backend:` "
                               f"(one of {', '.join(BACKENDS)})")
-        if settings["backend"] not in BACKENDS and ":" not in str(settings["backend"]):
-            raise PresetError(f"{path}: preset {name!r} has unknown backend {settings['backend']!r}; "
+        backend = settings["backend"]
+        if not isinstance(backend, str) or (backend not in BACKENDS and ":" not in backend):
+            raise PresetError(f"{path}: preset {name!r} has unknown backend {backend!r}; "
                               f"use one of {', '.join(BACKENDS)}, or your own as package.module:Class")
     return data
 
 
-def load_presets(*extra_files: str | Path | None) -> dict[str, dict]:
-    """Shipped presets, then each extra file in order (later ones override by name)."""
+def _custom_module(backend: str) -> str | None:
+    """The module a "package.module:Class" backend would import; None for a shipped backend."""
+    return None if backend in BACKENDS else backend.partition(":")[0]
+
+
+def load_presets(*extra_files: str | Path | None, study_presets: str | Path | None = None,
+                 allow_custom_backends: bool = False) -> dict[str, dict]:
+    """Shipped presets, then a study's own ``presets.yaml``, then each extra file in order.
+
+    Later files override earlier ones by name. ``extra_files`` are the user's own (they must
+    exist); ``study_presets`` is the optional file inside a study folder. A study folder is
+    data that may come from someone else, so a custom backend ("package.module:Class") named
+    there is refused before anything is imported, unless ``allow_custom_backends`` is set or
+    the same module is named in one of the user's own files.
+    """
     presets = dict(_read_preset_file(SHIPPED_PRESETS))
+    user_files = []
     for path in extra_files:
-        if path and Path(path).exists():
-            presets.update(_read_preset_file(Path(path)))
-        elif path and not str(path).endswith("presets.yaml"):  # a study's own file is optional
-            raise PresetError(f"{path}: presets file not found")
+        if path:
+            user_files.append(_read_preset_file(Path(path)))
+    trusted = {_custom_module(s["backend"]) for data in user_files for s in data.values()}
+    if study_presets and Path(study_presets).exists():
+        study_data = _read_preset_file(Path(study_presets))
+        for name, settings in study_data.items():
+            module = _custom_module(settings["backend"])
+            if module and not allow_custom_backends and module not in trusted:
+                raise PresetError(
+                    f"{study_presets}: preset {name!r} names the custom backend "
+                    f"{settings['backend']!r}, Python code that would be imported and run. A study "
+                    "folder is data and may come from someone else, so its presets may only use "
+                    f"the shipped backends ({', '.join(BACKENDS)}); nothing was imported. If you "
+                    "trust this code, allow it with `--allow-custom-backends` (Python: "
+                    "allow_custom_backends=True), or name the same backend in your own presets "
+                    "file (--presets-file).")
+        presets.update(study_data)
+    for data in user_files:
+        presets.update(data)
     return presets
 
 
@@ -68,7 +93,11 @@ def preset_settings(name: str, presets: dict[str, dict]) -> dict:
 
 
 def backend_class(backend: str) -> type[Generator]:
-    """A shipped backend by name, or a user's own Generator subclass as "package.module:Class"."""
+    """A shipped backend by name, or a user's own Generator subclass as "package.module:Class".
+
+    This imports (runs) the named module: only call it for presets from :func:`load_presets`,
+    which refuses custom backends from a study folder the user has not allowed.
+    """
     module, _, cls = BACKENDS.get(backend, backend).partition(":")
     try:
         found = getattr(importlib.import_module(module), cls)

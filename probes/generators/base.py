@@ -48,6 +48,8 @@ class Generator:
         if unknown:
             raise PresetError(f"preset {preset!r}: unknown setting {unknown[0]!r} for backend "
                               f"{self.backend!r}; known settings: {', '.join(sorted(known))}")
+        for key, value in settings.items():
+            _check_number(preset, key, value, known[key])
         self.settings = {**known, **settings}
         self.device = pick_device(self.settings.get("device", "auto"))
         self.dtype = pick_dtype(self.settings.get("dtype", "auto"), self.device)
@@ -92,6 +94,29 @@ class Generator:
     def weights_status(cls, settings: dict) -> str:
         """One line for `python -m probes presets`: are this preset's weights here?"""
         return "unknown"
+
+
+def _check_number(preset: str, key: str, value, default) -> None:
+    """A setting whose default is a number must read as one (``steps: "8"`` is fine, "abc" is not).
+
+    Checked when the generator is built, so a typo stops the run before any panel is tried,
+    with a message naming the preset and the key instead of a ValueError per image.
+    """
+    if value is None or isinstance(default, bool) or not isinstance(default, (int, float)):
+        return
+    whole = isinstance(default, int)
+    try:
+        if isinstance(value, bool):
+            raise ValueError
+        number = float(value)
+        if whole and not number.is_integer():
+            raise ValueError
+        if whole:
+            int(str(value).strip()) if isinstance(value, str) else int(value)
+    except (TypeError, ValueError):
+        kind = "a whole number" if whole else "a number"
+        raise PresetError(f"preset {preset!r}: {key} is {value!r}, which is not {kind}; "
+                          f"write {kind} such as {default} in the preset") from None
 
 
 def pick_device(name: str = "auto") -> torch.device:
