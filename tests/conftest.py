@@ -1,9 +1,13 @@
 import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
+
+from probes.run import run_probe
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,3 +41,21 @@ def chromium_path() -> str | None:
         if name and shutil.which(name):
             return shutil.which(name)
     return None
+
+
+@pytest.fixture(scope="session")
+def generated(tmp_path_factory):
+    """A small generated study, made once: 2 presets x 3 prompts x 4 images (6 panels, 24
+    images). Tests copy it (shutil.copytree) before changing anything."""
+    base = tmp_path_factory.mktemp("gen")
+    presets = base / "presets.yaml"
+    presets.write_text(yaml.safe_dump(FAST_PRESETS))
+    run_probe(base / "study", catalog="oncology", presets=["tiny-fast", "tiny-fast-b"], presets_file=presets,
+              styles=["xray", "histopathology", "poster"], topics=["malaria"], detail=["short"], progress=False)
+    return base / "study"
+
+
+def ratings_cli(*args) -> subprocess.CompletedProcess:
+    """``python -m ratings ARGS`` as a user runs it, from the repository root."""
+    return subprocess.run([sys.executable, "-m", "ratings", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=120)

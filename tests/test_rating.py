@@ -15,7 +15,6 @@ from pathlib import Path
 import ipywidgets as w
 import pytest
 
-from probes.run import run_probe
 from probes.store import Study
 from ratings import db
 from ratings.app import RatingApp
@@ -23,18 +22,6 @@ from ratings.errors import RatingError
 from ratings.session import add_reference, build_sessions, session_summary
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory):
-    """A small generated study: 2 presets x 3 prompts x 4 images, copied per test."""
-    base = tmp_path_factory.mktemp("gen")
-    presets = base / "presets.yaml"
-    presets.write_text("tiny-fast:\n  backend: tiny\n  steps: 2\n  size: 32\n"
-                       "tiny-fast-b:\n  backend: tiny\n  steps: 2\n  size: 32\n  guidance_scale: 5.0\n")
-    run_probe(base / "study", catalog="oncology", presets=["tiny-fast", "tiny-fast-b"], presets_file=presets,
-              styles=["xray", "histopathology", "poster"], topics=["malaria"], detail=["short"], progress=False)
-    return base / "study"
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import openpyxl
 import pytest
+from conftest import ratings_cli as cli
 
 from probes.run import run_probe
 from ratings import db
@@ -44,11 +45,6 @@ def study(generated, tmp_path) -> Path:
     target = tmp_path / "study"
     shutil.copytree(generated, target)
     return target
-
-
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ratings", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
 
 
 def contents(study: Path) -> dict:

@@ -5,15 +5,13 @@ import hashlib
 import io
 import shutil
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from conftest import ratings_cli as cli
 from PIL import Image
 
-from probes.run import run_probe
 from ratings import db
 from ratings.errors import RatingError
 from ratings.io import tidy_table
@@ -26,28 +24,11 @@ THREE_POINT = {"dimensions": [
 ]}
 
 
-@pytest.fixture(scope="module")
-def generated(tmp_path_factory):
-    """2 presets x 3 prompts x 4 images: 6 panels, 24 images; copied per test."""
-    base = tmp_path_factory.mktemp("gen")
-    presets = base / "presets.yaml"
-    presets.write_text("tiny-fast:\n  backend: tiny\n  steps: 2\n  size: 32\n"
-                       "tiny-fast-b:\n  backend: tiny\n  steps: 2\n  size: 32\n  guidance_scale: 5.0\n")
-    run_probe(base / "study", catalog="oncology", presets=["tiny-fast", "tiny-fast-b"], presets_file=presets,
-              styles=["xray", "histopathology", "poster"], topics=["malaria"], detail=["short"], progress=False)
-    return base / "study"
-
-
 @pytest.fixture
 def study(generated, tmp_path) -> Path:
     target = tmp_path / "study"
     shutil.copytree(generated, target)
     return target
-
-
-def cli(*args) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "ratings", *map(str, args)], capture_output=True, text=True,
-                          cwd=ROOT, timeout=120)
 
 
 def rating_rows(study: Path) -> dict:
