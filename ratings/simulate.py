@@ -2,10 +2,18 @@
 
 The model is the one the published study's numbers suggest. Each panel (a prompt shown with
 one preset) has a latent quality on the 0-4 scale: the mean of its style, plus the preset's
-effect, plus ``detail_effect`` for detailed prompts, plus a prompt-level random effect that
-all raters share and that is correlated between style and content. Each rater adds their own
-bias and noise, and the sum is rounded and clipped to 0-4. Content sits a little lower and is
-noisier than style, as in the study. A share of answers is flagged nonsensical (no scores).
+effect, plus ``detail_effect`` for detailed prompts, plus a topic-level random effect that a
+topic's short and detailed prompts and all its styles share (so the two prompts of a topic
+are correlated, as in a real catalog), plus a prompt-level random effect; both are shared by
+all raters and correlated between style and content. Each rater adds their own noise and cuts
+the latent scale at their own thresholds (the 0.5, 1.5, 2.5, 3.5 of rounding, moved by the
+rater's bias and by a small rater-and-level deviation), so raters differ in how they use the
+scale, not only in a shift. Content sits a little lower and is noisier than style, as in the
+study. A share of answers is flagged nonsensical (no scores); that share may depend on the
+panel's latent quality (``flag_slope``) or on its style (``flag_rates``).
+
+:func:`null_study` is a study with no style, detail or preset effect and the full rater and
+topic structure, for checking that tests hold their level.
 
 Simulated tables are labelled wherever they go: rater ids start with ``sim-``, every comment
 says ``simulated``, and ``df.attrs["simulated"]`` is True (figures watermark themselves from it).
@@ -41,6 +49,7 @@ NOISE_CORRELATION = 0.4  # one look at a panel informs both of a rater's scores
 SECONDS_MEDIAN, SECONDS_LOG_SD = 12.0, 0.5  # time a rater spends on one panel
 START = np.datetime64("2000-01-01T09:00:00.000", "ms")  # obviously not a real rating day
 SCORE_MIN, SCORE_MAX = 0, 4
+CUTPOINTS = np.arange(SCORE_MIN, SCORE_MAX) + 0.5  # rounding half up = cutting the scale here
 TIDY_COLUMNS = ["rater", "panel", "prompt_id", "text", "style", "style_group", "topic", "topic_group",
                 "detail", "preset", "style_score", "content_score", "nonsensical", "comment", "rated_at",
                 "seconds", "repeat"]
@@ -48,7 +57,13 @@ PROMPT_TEXT_COLUMNS = ["prompt_id", "text", "style", "style_group", "topic", "to
 SIM_PREFIX, SIM_COMMENT = "sim-", "simulated"
 # Independent random streams, so that changing one setting (say the nonsensical rate) leaves
 # the draws of the others, and the panel ids, as they were.
-_STREAMS = ("panels", "prompts", "repeats", "order", "noise", "nonsensical", "seconds")
+# New streams go at the end: SeedSequence.spawn gives the earlier ones the same seeds.
+_STREAMS = ("panels", "prompts", "repeats", "order", "noise", "nonsensical", "seconds", "topics", "thresholds")
+# Defaults of the topic and threshold structure. With prompt_sd 0.5, a topic SD of 0.45 makes
+# short and detailed prompts of one topic correlate about 0.4 within style (prompt means over
+# three raters and two presets, published-shape study), the figure a review of such a study found.
+TOPIC_SD = 0.45
+RATER_THRESHOLD_SD = 0.2
 
 
 def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("glide-cfg", "glide-clip"),
@@ -56,7 +71,9 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
                      preset_effects: dict | None = None, detail_effect: float = 0.0,
                      rater_bias: dict | None = None, rater_sd: float = 0.6, prompt_sd: float = 0.5,
                      nonsensical_rate: float = 0.02, repeats: float = 0.0, seed: int = 0,
-                     replicate: int = 1) -> pd.DataFrame:
+                     replicate: int = 1, topic_sd: float = TOPIC_SD,
+                     rater_threshold_sd: float = RATER_THRESHOLD_SD, flag_slope: float = 0.0,
+                     flag_rates: dict | None = None, topic_style_sd: float = 0.0) -> pd.DataFrame:
     """A tidy rating table of simulated raters scoring every panel of a catalog.
 
     Parameters
@@ -79,11 +96,13 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
     detail_effect : float
         Shift for detailed prompts (over short ones).
     rater_bias : dict, optional
-        rater id (with or without ``sim-``) -> shift of that rater's scores (default 0).
+        rater id (with or without ``sim-``) -> shift of that rater's scores (default 0): all
+        of the rater's thresholds move down by it.
     rater_sd, prompt_sd : float
         SD of a rater's noise per answer, and of the prompt effect that raters share.
     nonsensical_rate : float
-        Share of answers flagged nonsensical (their scores are NA).
+        Share of answers flagged nonsensical (their scores are NA); with ``flag_slope`` the
+        share at a latent quality of :data:`OTHER_MEAN`.
     repeats : float
         Share of panels each rater is shown a second time (``repeat`` = 1, fresh noise).
     seed : int
@@ -91,6 +110,26 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
     replicate : int
         Repeat the catalog this many times, as new prompts (prompt ids and topics get a
         ``~k`` suffix from the second copy on): for scaling benchmarks.
+    topic_sd : float
+        SD of the topic effect, shared by every prompt of a topic (both detail levels, all
+        styles) and by all raters. The default (:data:`TOPIC_SD`) gives a within-style
+        correlation of about 0.4 between a topic's short and detailed prompts; 0 makes
+        prompts independent, as before this parameter existed. Being shared by all styles,
+        it cancels in a paired style difference; ``topic_style_sd`` does not.
+    rater_threshold_sd : float
+        SD of each rater's own deviation at each of the four cut points of the scale (on top
+        of ``rater_bias``); cut points stay in order. 0: every rater cuts where rounding does.
+    flag_slope : float
+        Log-odds change of the nonsensical flag per point of the panel's latent (style)
+        quality; negative: worse panels are flagged more often. 0 (default): flags at
+        random, ``nonsensical_rate`` everywhere.
+    flag_rates : dict, optional
+        style -> share flagged nonsensical for that style (at the scale's middle, if
+        ``flag_slope`` is set); styles left out use ``nonsensical_rate``.
+    topic_style_sd : float
+        SD of a topic-by-style effect, shared by the short and detailed prompt of one topic
+        in one style (default 0). It makes the paired style differences of a topic's two
+        prompts correlated, the case in which tests must cluster by topic.
 
     Returns
     -------
@@ -106,7 +145,13 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
     _check_share(repeats, "repeats")
     _check_sd(rater_sd, "rater_sd")
     _check_sd(prompt_sd, "prompt_sd")
+    _check_sd(topic_sd, "topic_sd")
+    _check_sd(topic_style_sd, "topic_style_sd")
+    _check_sd(rater_threshold_sd, "rater_threshold_sd")
+    if not np.isfinite(flag_slope):
+        raise RatingError(f"flag_slope is a log-odds change per point, a finite number, not {flag_slope}")
     means = _style_means(prompts, style_means)
+    rates = _flag_rates(prompts, flag_rates, nonsensical_rate)
     effects = _keyed(preset_effects, presets, "preset_effects", "presets")
     bias = _keyed({(k if str(k).startswith(SIM_PREFIX) else SIM_PREFIX + str(k)): v
                    for k, v in (rater_bias or {}).items()}, rater_ids, "rater_bias", "raters")
@@ -120,6 +165,15 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
     panel_preset = np.tile(np.arange(n_presets), n_prompts)
     prompt_effect = rng["prompts"].multivariate_normal(
         [0.0, 0.0], _covariance(prompt_sd, prompt_sd, PROMPT_CORRELATION), size=n_prompts)
+    topic_codes, topics = pd.factorize(prompts["topic"])
+    topic_effect = rng["topics"].multivariate_normal(
+        [0.0, 0.0], _covariance(topic_sd, topic_sd, PROMPT_CORRELATION), size=len(topics))
+    prompt_effect = prompt_effect + topic_effect[topic_codes]
+    if topic_style_sd > 0:  # drawn only when asked, so that other draws stay as they were
+        cell_codes, cells = pd.factorize(pd.MultiIndex.from_arrays([prompts["topic"], prompts["style"]]))
+        cell_effect = rng["topics"].multivariate_normal(
+            [0.0, 0.0], _covariance(topic_style_sd, topic_style_sd, PROMPT_CORRELATION), size=len(cells))
+        prompt_effect = prompt_effect + cell_effect[cell_codes]
     base = (prompts["style"].map(means).to_numpy(float)
             + detail_effect * (prompts["detail"] == "detailed").to_numpy(float))
     latent_style = (base + prompt_effect[:, 0])[panel_prompt] + np.array([effects[p] for p in presets])[panel_preset]
@@ -145,10 +199,14 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
 
     noise = rng["noise"].multivariate_normal(
         [0.0, 0.0], _covariance(rater_sd, rater_sd * CONTENT_NOISE, NOISE_CORRELATION), size=n)
-    shift = np.array([bias[r] for r in rater_ids])[rater_of]
-    flagged = rng["nonsensical"].random(n) < nonsensical_rate
-    style_score = _score(latent_style[panel_of] + shift + noise[:, 0], flagged)
-    content_score = _score(latent_content[panel_of] + shift + noise[:, 1], flagged)
+    rater_cuts = _rater_cutpoints(rng["thresholds"], [bias[r] for r in rater_ids], rater_threshold_sd)
+    cuts = rater_cuts[rater_of]
+    flag_rate = np.array([rates[s] for s in prompts["style"]])[panel_prompt[panel_of]]
+    if flag_slope:
+        flag_rate = _expit(_logit(flag_rate) + flag_slope * (latent_style[panel_of] - OTHER_MEAN))
+    flagged = rng["nonsensical"].random(n) < flag_rate
+    style_score = _score(latent_style[panel_of] + noise[:, 0], flagged, cuts)
+    content_score = _score(latent_content[panel_of] + noise[:, 1], flagged, cuts)
     seconds = np.round(rng["seconds"].lognormal(math.log(SECONDS_MEDIAN), SECONDS_LOG_SD, n), 1)
 
     prompt_of = panel_prompt[panel_of]
@@ -169,8 +227,32 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
         "rater_sd": rater_sd, "prompt_sd": prompt_sd, "nonsensical_rate": nonsensical_rate,
         "repeats": repeats, "seed": seed, "replicate": replicate, "content_shift": CONTENT_SHIFT,
         "content_noise": CONTENT_NOISE, "prompt_correlation": PROMPT_CORRELATION,
-        "noise_correlation": NOISE_CORRELATION,
+        "noise_correlation": NOISE_CORRELATION, "topic_sd": topic_sd, "topic_style_sd": topic_style_sd,
+        "rater_threshold_sd": rater_threshold_sd, "rater_cutpoints": {
+            r: [float(c) for c in row] for r, row in zip(rater_ids, rater_cuts, strict=True)},
+        "flag_slope": flag_slope, "flag_rates": rates,
     }
+    return df
+
+
+NULL_FIXED = ("style_means", "preset_effects", "detail_effect", "flag_rates")
+
+
+def null_study(catalog: str | Path | pd.DataFrame = "oncology", **kw) -> pd.DataFrame:
+    """A simulated study in which nothing the analysis tests is true: for calibration.
+
+    Every style sits at the scale's middle, detailed prompts equal short ones and presets
+    equal each other; raters keep their noise and their own cut points, topics and prompts
+    their random effects, and flags their rate (a ``flag_slope`` on latent quality is allowed:
+    with no style effect it cannot make flags depend on style). Other keywords go to
+    :func:`simulate_ratings`; ``attrs["simulation"]["null"]`` is True.
+    """
+    fixed = sorted(set(kw) & set(NULL_FIXED))
+    if fixed:
+        raise RatingError(f"null_study fixes {', '.join(fixed)} (no style, detail or preset effect, flags "
+                          "independent of style); use simulate_ratings to plant effects")
+    df = simulate_ratings(catalog, style_means={}, preset_effects=None, detail_effect=0.0, flag_rates=None, **kw)
+    df.attrs["simulation"]["null"] = True
     return df
 
 
@@ -179,21 +261,31 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
 POWER_COLUMNS = ["contrast", "dimension", "n_topics", "n_raters", "effect", "alpha", "n_sim", "power",
                  "power_ci_low", "power_ci_high"]
 DETAIL_PER_TOPIC = 2  # short and detailed: the two paired prompts of a topic
+STYLE_PAIRS = math.comb(len(DEFAULT_STYLE_MEANS), 2)  # 28: the declared family, every pair of the 8 styles
 
 
 def power(contrast=("xray", "photo"), dimension: str = "style", n_topics: int = 17, n_raters: int = 3,
           effect: float = 1.0, rater_sd: float = 0.6, prompt_sd: float = 0.5, alpha: float = 0.05,
-          aggregate: str = "median", n_sim: int = 200, seed: int = 0, correction_family: int = 1,
-          center: float = 2.0) -> pd.DataFrame:
+          aggregate: str = "median", n_sim: int = 200, seed: int = 0, correction_family: int = STYLE_PAIRS,
+          center: float = 2.0, topic_sd: float = TOPIC_SD,
+          rater_threshold_sd: float = RATER_THRESHOLD_SD) -> pd.DataFrame:
     """Power to detect a difference between two styles, estimated by simulating studies.
 
     Each simulated study has ``n_topics`` topics x 2 detail levels prompts in each of the two
     styles, rated by ``n_raters`` raters under the model of :func:`simulate_ratings` (latent
     means ``center -/+ effect / 2`` for the first and the second style of ``contrast``, no
-    rater bias, no nonsensical flags). Scores are aggregated across raters (``aggregate``:
-    median or mean) and compared with the analysis' test, a paired two-sided Wilcoxon
-    signed-rank test over (topic, detail). A study counts as a detection when
-    ``p * correction_family < alpha``, a Bonferroni stand-in for a family of that many tests.
+    rater bias, no nonsensical flags; topic effects shared by both styles and both detail
+    levels, each rater with their own cut points). Scores are aggregated across raters
+    (``aggregate``: median or mean) and compared with the analysis' test, a paired two-sided
+    Wilcoxon signed-rank test over (topic, detail). A study counts as a detection when
+    ``p * correction_family < alpha``.
+
+    ``correction_family`` defaults to the analysis' declared family, all
+    :data:`STYLE_PAIRS` (28) pairs of the eight styles under Holm's procedure. Only this one
+    contrast is simulated, so the test is held to Holm's first, strictest step (alpha / 28,
+    Bonferroni's bound): the power reported is a lower bound of the Holm power, and equals it
+    when no other pair of the family is rejected first. ``correction_family=1`` gives the
+    power of the contrast tested alone, which overstates the power of the declared analysis.
 
     Returns
     -------
@@ -219,14 +311,22 @@ def power(contrast=("xray", "photo"), dimension: str = "style", n_topics: int = 
         raise RatingError(f"alpha must lie between 0 and 1, not {alpha}")
     _check_sd(rater_sd, "rater_sd")
     _check_sd(prompt_sd, "prompt_sd")
+    _check_sd(topic_sd, "topic_sd")
+    _check_sd(rater_threshold_sd, "rater_threshold_sd")
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, n_topics, n_raters]))
+    structure = np.random.default_rng(np.random.SeedSequence([seed, n_topics, n_raters, 1]))  # topics, cut points
     pairs = n_topics * DETAIL_PER_TOPIC
     shift, noise_sd = (CONTENT_SHIFT, rater_sd * CONTENT_NOISE) if dimension == "content" else (0.0, rater_sd)
     means = np.array([center - effect / 2, center + effect / 2]) + shift
     latent = means[None, :, None] + rng.normal(0.0, prompt_sd, (n_sim, 2, pairs))
+    # pairs are topic-major (short, detailed); a topic's effect is shared by both styles
+    topic = np.repeat(structure.normal(0.0, topic_sd, (n_sim, n_topics)), DETAIL_PER_TOPIC, axis=1)
+    latent = latent + topic[:, None, :]
     answers = latent[..., None] + rng.normal(0.0, noise_sd, (n_sim, 2, pairs, n_raters))
-    scores = np.clip(np.floor(answers + 0.5), SCORE_MIN, SCORE_MAX)
+    cuts = np.sort(CUTPOINTS + structure.normal(0.0, rater_threshold_sd, (n_sim, n_raters, len(CUTPOINTS))),
+                   axis=-1)
+    scores = SCORE_MIN + (answers[..., None] >= cuts[:, None, None, :, :]).sum(axis=-1).astype(float)
     panel = np.median(scores, axis=-1) if aggregate == "median" else scores.mean(axis=-1)
     p = _paired_pvalues(panel[:, 0, :], panel[:, 1, :])
     hits = int(np.sum(p * correction_family < alpha))
@@ -235,7 +335,9 @@ def power(contrast=("xray", "photo"), dimension: str = "style", n_topics: int = 
     out = pd.DataFrame([row], columns=POWER_COLUMNS)
     out.attrs["power"] = {"contrast": [a, b], "rater_sd": rater_sd, "prompt_sd": prompt_sd,
                           "aggregate": aggregate, "seed": seed, "correction_family": correction_family,
-                          "center": center, "test": _test_name()}
+                          "center": center, "topic_sd": topic_sd, "rater_threshold_sd": rater_threshold_sd,
+                          "correction": f"Holm over {correction_family} tests, first step (p * {correction_family} < alpha)"
+                          if correction_family > 1 else "none", "test": _test_name()}
     return out
 
 
@@ -415,10 +517,43 @@ def _covariance(sd_a: float, sd_b: float, correlation: float) -> np.ndarray:
     return np.array([[sd_a**2, correlation * sd_a * sd_b], [correlation * sd_a * sd_b, sd_b**2]])
 
 
-def _score(value: np.ndarray, flagged: np.ndarray) -> pd.arrays.IntegerArray:
-    """Round half up and clip to the scale; NA where the answer is flagged nonsensical."""
-    whole = np.clip(np.floor(value + 0.5), SCORE_MIN, SCORE_MAX).astype(np.int64)
+def _score(value: np.ndarray, flagged: np.ndarray, cuts: np.ndarray) -> pd.arrays.IntegerArray:
+    """The number of the answer's rater's cut points at or below the value; NA where flagged."""
+    whole = SCORE_MIN + (value[:, None] >= cuts).sum(axis=1).astype(np.int64)
     return pd.arrays.IntegerArray(whole, flagged.copy())
+
+
+def _rater_cutpoints(rng: np.random.Generator, bias, sd: float) -> np.ndarray:
+    """One row of ordered cut points per rater: rounding's, less the rater's bias, plus their own jitter.
+
+    A bias b moves all cut points down by b, which is the same as adding b to every latent
+    value (the old model); the jitter, sorted so that levels keep their order, is what makes
+    one rater stingy with 4s and another generous with 1s.
+    """
+    bias = np.asarray(bias, float)
+    jitter = rng.normal(0.0, sd, (len(bias), len(CUTPOINTS))) if sd > 0 else np.zeros((len(bias), len(CUTPOINTS)))
+    return np.sort(CUTPOINTS[None, :] - bias[:, None] + jitter, axis=1)
+
+
+def _flag_rates(prompts: pd.DataFrame, given: dict | None, default: float) -> dict:
+    styles = list(pd.unique(prompts["style"]))
+    unknown = sorted(set(given or {}) - set(styles))
+    if unknown:
+        raise RatingError(f"flag_rates names style {unknown[0]!r}, which the catalog does not have; its "
+                          f"styles are {', '.join(styles)}")
+    rates = {s: float((given or {}).get(s, default)) for s in styles}
+    for style, rate in rates.items():
+        _check_share(rate, f"flag_rates[{style!r}]")
+    return rates
+
+
+def _logit(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
+
+
+def _expit(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-x))
 
 
 def _take(values, index: np.ndarray):
@@ -442,4 +577,5 @@ def _timestamps(seconds: np.ndarray, rater_of: np.ndarray, n_raters: int):
     return pd.array(text, dtype="str") + "Z"
 
 
-__all__ = ["DEFAULT_STYLE_MEANS", "power", "power_curve", "simulate_ratings", "wilson_interval"]
+__all__ = ["DEFAULT_STYLE_MEANS", "STYLE_PAIRS", "null_study", "power", "power_curve", "simulate_ratings",
+           "wilson_interval"]

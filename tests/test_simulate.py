@@ -10,7 +10,14 @@ from scipy.stats import wilcoxon
 from probes import catalog as cat
 from ratings import db
 from ratings.errors import RatingError
-from ratings.simulate import _paired_pvalues, power, power_curve, simulate_ratings, wilson_interval
+from ratings.simulate import (
+    _paired_pvalues,
+    null_study,
+    power,
+    power_curve,
+    simulate_ratings,
+    wilson_interval,
+)
 
 CONTRACT = [("rater", "str"), ("panel", "str"), ("prompt_id", "str"), ("text", "str"), ("style", "str"),
             ("style_group", "str"), ("topic", "str"), ("topic_group", "str"), ("detail", "str"),
@@ -100,8 +107,9 @@ def test_empty_style_means_make_a_study_without_style_differences():
 
 
 def test_rater_bias_and_preset_and_detail_effects_show_up():
+    # rater_threshold_sd=0: each rater's own cut points would blur the planted shifts
     table = simulate_ratings(rater_bias={"R1": 0.8, "sim-R3": -0.8}, preset_effects={"glide-clip": 0.6},
-                             detail_effect=-0.6, nonsensical_rate=0, seed=5)
+                             detail_effect=-0.6, nonsensical_rate=0, rater_threshold_sd=0, seed=5)
     by_rater = table.groupby("rater")["style_score"].mean()
     assert by_rater["sim-R1"] > by_rater["sim-R2"] + 0.4 > by_rater["sim-R3"] + 0.8
     by_preset = table.groupby("preset")["style_score"].mean()
@@ -183,7 +191,93 @@ def test_bad_settings_say_what_is_wrong(kwargs, words):
         simulate_ratings(**kwargs)
 
 
+# --- topic, rater and flag structure ---------------------------------------------------------
+
+def _short_detailed_correlation(table: pd.DataFrame) -> float:
+    """Within-style correlation of a topic's short and detailed prompts (prompt mean scores)."""
+    means = table.groupby(["style", "topic", "detail"])["style_score"].mean().unstack("detail")
+    residual = means - means.groupby(level="style").transform("mean")
+    return float(np.corrcoef(residual["short"], residual["detailed"])[0, 1])
+
+
+def test_short_and_detailed_prompts_of_a_topic_are_correlated():
+    default = np.mean([_short_detailed_correlation(simulate_ratings(seed=s)) for s in range(5)])
+    independent = np.mean([_short_detailed_correlation(simulate_ratings(seed=s, topic_sd=0)) for s in range(5)])
+    assert 0.3 < default < 0.55  # the ~0.4 a review of a published-shape study found
+    assert abs(independent) < 0.15
+    assert simulate_ratings(seed=0).attrs["simulation"]["topic_sd"] > 0
+
+
+def test_a_topic_by_style_effect_correlates_the_paired_differences_of_a_topic():
+    def difference_correlation(table):
+        means = table.groupby(["style", "topic", "detail"])["style_score"].mean().unstack("detail")
+        diff = means.loc["xray"] - means.loc["photo"]
+        return np.corrcoef(diff["short"], diff["detailed"])[0, 1]
+
+    shared = np.mean([difference_correlation(simulate_ratings(seed=s)) for s in range(8)])
+    crossed = np.mean([difference_correlation(simulate_ratings(seed=s, topic_style_sd=0.7)) for s in range(8)])
+    assert abs(shared) < 0.2  # a topic effect shared by all styles cancels in the pair
+    assert crossed > 0.3
+
+
+def test_each_rater_uses_the_scale_their_own_way():
+    def chi2_p(table):
+        from scipy.stats import chi2_contingency
+
+        return chi2_contingency(pd.crosstab(table["rater"], table["style_score"])).pvalue
+
+    own = simulate_ratings(rater_threshold_sd=0.6, nonsensical_rate=0, seed=9)
+    same = simulate_ratings(rater_threshold_sd=0, nonsensical_rate=0, seed=9)
+    assert chi2_p(own) < 1e-6 and chi2_p(same) > 1e-3
+    cuts = np.array(list(own.attrs["simulation"]["rater_cutpoints"].values()))
+    assert cuts.shape == (3, 4) and (np.diff(cuts, axis=1) > 0).all()
+    assert not np.allclose(cuts - cuts.mean(axis=1, keepdims=True), cuts[0] - cuts[0].mean())  # not a shift
+    assert np.allclose(same.attrs["simulation"]["rater_cutpoints"]["sim-R1"], [0.5, 1.5, 2.5, 3.5])
+
+
+def test_flags_can_follow_quality_or_style_and_default_to_two_percent_at_random():
+    default = simulate_ratings(seed=10)
+    assert 0.01 < default["nonsensical"].mean() < 0.03
+    by_style = default.groupby("style")["nonsensical"].mean()
+    assert by_style.max() < 0.06  # radiology is not flagged more by default
+    sloped = simulate_ratings(flag_slope=-1.5, nonsensical_rate=0.05, seed=10)
+    share = sloped.groupby("style_group")["nonsensical"].mean()
+    assert share["radiology"] > 2 * share.drop("radiology").max()  # worse panels are flagged more
+    per_style = simulate_ratings(flag_rates={"xray": 0.3}, seed=10).groupby("style")["nonsensical"].mean()
+    assert 0.22 < per_style["xray"] < 0.38 and per_style.drop("xray").max() < 0.06
+    with pytest.raises(RatingError, match="flag_rates"):
+        simulate_ratings(flag_rates={"xray": 2.0})
+
+
+def test_a_null_study_has_no_style_detail_or_preset_effect_but_keeps_its_structure():
+    from scipy.stats import chi2_contingency
+
+    tables = [null_study(seed=s, nonsensical_rate=0.1, flag_slope=-1.0) for s in range(4)]
+    pooled = pd.concat(tables, ignore_index=True)
+    style = pooled.groupby("style")["style_score"].mean()
+    assert style.max() - style.min() < 0.25
+    for column in ("detail", "preset"):
+        means = pooled.groupby(column)["style_score"].mean()
+        assert means.max() - means.min() < 0.15
+    # flags follow latent quality, which no longer depends on style
+    assert chi2_contingency(pd.crosstab(pooled["style"], pooled["nonsensical"])).pvalue > 1e-3
+    params = tables[0].attrs["simulation"]
+    assert params["null"] and params["topic_sd"] > 0 and params["rater_threshold_sd"] > 0
+    assert _short_detailed_correlation(pooled) > 0.2
+    with pytest.raises(RatingError, match="style_means"):
+        null_study(style_means={"xray": 1.0})
+
+
 # --- power ----------------------------------------------------------------------------------
+
+def test_power_defaults_to_the_declared_family_of_28_style_pairs():
+    default = power(effect=0.5, n_sim=300)
+    assert default.attrs["power"]["correction_family"] == 28
+    pd.testing.assert_frame_equal(default, power(effect=0.5, n_sim=300, correction_family=28))
+    alone = power(effect=0.5, n_sim=300, correction_family=1)["power"].iloc[0]
+    assert default["power"].iloc[0] < alone - 0.3  # ~0.25 vs ~0.8
+
+
 
 def test_power_has_one_row_with_a_wilson_interval():
     row = power(n_sim=100)
@@ -197,11 +291,15 @@ def test_power_has_one_row_with_a_wilson_interval():
 
 
 def test_power_grows_with_the_effect_and_with_the_number_of_topics():
-    by_effect = [power(effect=e, n_topics=10, n_sim=300)["power"].iloc[0] for e in (0.25, 0.5, 1.0)]
+    # one test alone (correction_family=1): under the 28-family small studies sit at 0 and cannot grow
+    by_effect = [power(effect=e, n_topics=10, n_sim=300, correction_family=1)["power"].iloc[0]
+                 for e in (0.25, 0.5, 1.0)]
     assert by_effect[0] < by_effect[1] < by_effect[2]
-    by_topics = [power(effect=0.5, n_topics=t, n_sim=300)["power"].iloc[0] for t in (5, 10, 34)]
+    by_topics = [power(effect=0.5, n_topics=t, n_sim=300, correction_family=1)["power"].iloc[0]
+                 for t in (5, 10, 34)]
     assert by_topics[0] < by_topics[1] < by_topics[2]
-    content = power(effect=0.5, n_topics=10, n_sim=300, dimension="content")["power"].iloc[0]
+    content = power(effect=0.5, n_topics=10, n_sim=300, dimension="content",
+                    correction_family=1)["power"].iloc[0]
     assert content < by_effect[1] + 0.1  # noisier dimension: no more power
 
 
@@ -210,12 +308,12 @@ def test_power_is_near_alpha_without_an_effect_and_near_one_for_a_big_one():
     assert null["power"] <= 0.08 and null["power_ci_low"] <= 0.05
     assert power(effect=2.0, n_sim=200).iloc[0]["power"] >= 0.99
     family = power(effect=0.5, n_sim=300, correction_family=28)["power"].iloc[0]
-    assert family < power(effect=0.5, n_sim=300)["power"].iloc[0]
+    assert family < power(effect=0.5, n_sim=300, correction_family=1)["power"].iloc[0]
 
 
 def test_power_curve_covers_the_grid_quickly():
     started = time.perf_counter()
-    curve = power_curve(n_sim=200, effect=0.5)
+    curve = power_curve(n_sim=200, effect=0.5, correction_family=1)
     assert time.perf_counter() - started < 30
     assert len(curve) == 12 and set(curve["n_topics"]) == {5, 10, 17, 34} and set(curve["n_raters"]) == {1, 3, 5}
     one_rater = curve[curve["n_raters"] == 1].sort_values("n_topics")["power"].to_numpy()

@@ -1,0 +1,501 @@
+"""Ordinal and flag models of the ratings, with inference clustered by topic.
+
+The primary analysis of issue 10: a cumulative-logit (proportional-odds) model of the rating
+on a factor (style) and the design covariates, its standard errors clustered by topic because
+short and detailed prompts of one topic, and all styles of one topic, are correlated. With 17
+topics the sandwich is itself noisy, so inference uses t with G - 1 degrees of freedom
+(G = number of topics) and :func:`permutation_pvalue` gives a topic-respecting permutation test.
+The nonsensical flag is modelled as its own outcome by :func:`flag_model`.
+
+Each public function takes a long DataFrame with named columns (the output of
+:func:`ratings.stats.prepare`, or the tidy table for :func:`flag_model`) and returns
+DataFrames, in the manner of scikit-posthocs.
+"""
+
+from __future__ import annotations
+
+import itertools
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from scipy import stats as ss
+from tqdm.auto import trange
+
+from .errors import AnalysisError
+
+COEFFICIENT_COLUMNS = ["term", "log_or", "se_cluster", "se_naive", "t", "p", "p_naive", "odds_ratio",
+                       "or_ci_low", "or_ci_high", "n_clusters", "df", "n"]
+CONTRAST_COLUMNS = ["factor", "a", "b", "log_or", "se_cluster", "se_naive", "t", "p", "p_naive",
+                    "odds_ratio", "or_ci_low", "or_ci_high", "n_clusters", "df"]
+
+
+# --- ordinal model ---------------------------------------------------------------------------
+
+@dataclass
+class OrdinalFit:
+    """A fitted cumulative-logit model: tables plus what is needed for more contrasts.
+
+    Attributes
+    ----------
+    coefficients : DataFrame
+        One row per dummy term (``factor[level]``, ``covariate[level]``), columns
+        :data:`COEFFICIENT_COLUMNS`; thresholds are in ``thresholds``.
+    predicted : DataFrame
+        factor level, category, probability, p_at_least (P(value >= category)).
+    thresholds : Series
+        The fitted cut points on the latent scale.
+    factor, reference, levels, categories, covariates, n_clusters, df, distr, result
+        What was fitted; ``result`` is the statsmodels results object (clustered covariance).
+    """
+
+    coefficients: pd.DataFrame
+    predicted: pd.DataFrame
+    thresholds: pd.Series
+    factor: str
+    reference: str
+    levels: list
+    categories: list
+    covariates: list
+    n_clusters: int
+    df: int
+    distr: str
+    ci: float
+    result: object = field(repr=False)
+    cov_cluster: pd.DataFrame = field(repr=False)
+    cov_naive: pd.DataFrame = field(repr=False)
+
+    def contrasts(self, pairs=None) -> pd.DataFrame:
+        """Log odds ratio of level ``a`` over level ``b`` for each pair (default: every pair).
+
+        Positive ``log_or``: ``a`` is rated higher. SEs come from the clustered (and, for
+        comparison, the naive) covariance of the two coefficients; t has G - 1 df.
+        """
+        pairs = list(itertools.combinations(self.levels, 2)) if pairs is None else [tuple(p) for p in pairs]
+        unknown = sorted({str(x) for p in pairs for x in p if x not in self.levels})
+        if unknown:
+            raise AnalysisError(f"no {self.factor} level {', '.join(map(repr, unknown))} in the model "
+                                f"(levels: {', '.join(map(str, self.levels))})")
+        names = list(self.cov_cluster.index)
+        rows = []
+        for a, b in pairs:
+            c = np.zeros(len(names))
+            for level, sign in ((a, 1.0), (b, -1.0)):
+                if level != self.reference:
+                    c[names.index(_term(self.factor, level))] += sign
+            est = float(c @ self.result.params.reindex(names).to_numpy())
+            se_c = float(np.sqrt(c @ self.cov_cluster.to_numpy() @ c))
+            se_n = float(np.sqrt(c @ self.cov_naive.to_numpy() @ c))
+            rows.append({"factor": self.factor, "a": a, "b": b,
+                         **_inference(est, se_c, se_n, self.df, self.ci), "n_clusters": self.n_clusters,
+                         "df": self.df})
+        return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
+
+
+def ordinal_model(data: pd.DataFrame, factor: str = "style", covariates=("detail", "preset", "rater"),
+                  cluster: str = "topic", reference=None, distr: str = "logit", ci: float = 0.95) -> OrdinalFit:
+    """Cumulative-logit (proportional-odds) model of ``value`` on ``factor`` and covariates.
+
+    ``value`` is taken as ordered categories, its distinct values in numeric order, so panel
+    medians of two raters (1.5) and a -1 "flagged nonsensical" lowest category are categories
+    of their own. The linear predictor has dummies of ``factor`` (``reference`` left out) and
+    of each covariate in ``covariates`` that the table has with more than one level (first
+    level left out). Rater is a fixed effect: three raters are too few to estimate a variance.
+
+    Sign convention (statsmodels ``OrderedModel``): P(value <= k) = F(cut_k - x'beta), so a
+    positive coefficient shifts ratings toward higher categories; ``log_or`` of level ``a`` is
+    the log cumulative odds ratio of rating higher than the reference, at every cut.
+
+    Inference is clustered by ``cluster`` (topic): the sandwich covariance of statsmodels
+    (``cov_type="cluster"``, with its small-sample factor G/(G-1) * (N-1)/(N-K)) and t with
+    G - 1 degrees of freedom, G the number of clusters. The naive (model-based, inverse
+    Hessian) SE is reported beside it.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Long table with ``value``, ``factor``, ``cluster`` and the covariates, e.g.
+        ``ratings.stats.prepare(tidy, aggregate="none")``.
+    factor : str
+        The column whose levels are compared (style).
+    covariates : sequence of str
+        Adjusting columns; absent ones and ones with a single level are skipped.
+    cluster : str
+        The clustering column (topic); needs at least 2 levels.
+    reference : optional
+        Reference level of ``factor`` (default: its first level, category order or first
+        appearance).
+    distr : {"logit", "probit"}
+        Link; "logit" gives odds ratios.
+    ci : float
+        Confidence level of the intervals.
+
+    Returns
+    -------
+    OrdinalFit
+        ``coefficients``, ``predicted`` (category probabilities per factor level with the
+        covariates at their observed mix: predictions averaged over all rows with the factor
+        set to each level), ``contrasts(pairs)``.
+
+    References
+    ----------
+    McCullagh P (1980). Regression models for ordinal data. J R Stat Soc B 42:109-142.
+    Liddell TM, Kruschke JK (2018). Analyzing ordinal data with metric models: what could
+    possibly go wrong? J Exp Soc Psychol 79:328-348.
+    Cameron AC, Miller DL (2015). A practitioner's guide to cluster-robust inference.
+    J Hum Resour 50:317-372.
+    """
+    return _ordinal(data, factor, covariates, cluster, reference, distr, ci)
+
+
+def _ordinal(data, factor, covariates, cluster, reference, distr, ci, predict=True, start_params=None):
+    if distr not in ("logit", "probit"):
+        raise AnalysisError(f"unknown distr {distr!r}; use one of: logit, probit")
+    covariates = [covariates] if isinstance(covariates, str) else list(covariates)
+    _need(data, ["value", factor, cluster])
+    frame = data.dropna(subset=["value", factor, cluster]).reset_index(drop=True)
+    levels, reference = _levels(frame, factor, reference)
+    used = [c for c in covariates if c in frame.columns and c not in (factor, cluster)
+            and frame[c].nunique(dropna=True) > 1]
+    frame = frame.dropna(subset=used).reset_index(drop=True)
+    groups, n_clusters = _clusters(frame, cluster)
+    categories = np.sort(pd.to_numeric(frame["value"]).unique())
+    if len(categories) < 2:
+        raise AnalysisError(f"every value is {categories[0]!r}: an ordinal model needs at least two categories")
+    y = np.searchsorted(categories, pd.to_numeric(frame["value"]).to_numpy())
+    exog = _design(frame, factor, levels, reference, used)
+    result, cov_naive = _fit(y, exog, groups, distr, start_params)
+    df = n_clusters - 1
+    names = list(exog.columns)
+    params = result.params
+    cov_c = pd.DataFrame(np.asarray(result.cov_params()), index=params.index, columns=params.index)
+    cov_n = pd.DataFrame(cov_naive, index=params.index, columns=params.index)
+    rows = []
+    for name in names:
+        est = float(params[name])
+        rows.append({"term": name, **_inference(est, float(np.sqrt(cov_c.loc[name, name])),
+                                                 float(np.sqrt(cov_n.loc[name, name])), df, ci),
+                     "n_clusters": n_clusters, "df": df, "n": len(frame)})
+    coefficients = pd.DataFrame(rows, columns=COEFFICIENT_COLUMNS)
+    predicted = _predicted(result, exog, factor, levels, reference, categories) if predict else None
+    labels = [_label(c) for c in categories]
+    return OrdinalFit(coefficients=coefficients, predicted=predicted,
+                      thresholds=pd.Series(result.model.transform_threshold_params(params.to_numpy())[1:-1],
+                                           index=[f"{a}|{b}" for a, b in zip(labels[:-1], labels[1:], strict=True)]),
+                      factor=factor, reference=reference, levels=levels, categories=[float(c) for c in categories],
+                      covariates=used, n_clusters=n_clusters, df=df, distr=distr, ci=ci, result=result,
+                      cov_cluster=cov_c.loc[names, names], cov_naive=cov_n.loc[names, names])
+
+
+def permutation_pvalue(data: pd.DataFrame, factor: str = "style", pairs=None, unit: str = "panel",
+                       blocks=("topic", "detail", "preset"), n_perm: int = 199, seed: int = 0,
+                       progress: bool = True, **model_kw) -> pd.DataFrame:
+    """Permutation p-values of the factor contrasts that respect the topic structure.
+
+    Within each block (topic x detail x preset: one panel per style) the factor labels of whole
+    ``unit``s (panels, with all their raters' ratings) are shuffled, the model of
+    :func:`ordinal_model` is refitted, and the clustered t of each contrast is recorded. The
+    p-value is (1 + #{|t*| >= |t|}) / (n_perm + 1). Topic effects, rater effects and the
+    correlation between a topic's prompts stay intact under every permutation, so the test
+    does not rely on the sandwich with few clusters. Under the null the styles of a block are
+    exchangeable; the test assumes that, not a normal t.
+
+    Parameters
+    ----------
+    data : DataFrame
+        As for :func:`ordinal_model`, plus the ``unit`` and ``blocks`` columns.
+    factor, pairs
+        As for :meth:`OrdinalFit.contrasts` (default: every pair of levels).
+    unit : str
+        The column naming one rated object; every row of a unit gets the same permuted label.
+    blocks : sequence of str
+        Columns within whose combinations labels are shuffled; absent columns are skipped.
+    n_perm : int
+        Number of permutations (199 gives p-values in steps of 0.005).
+    seed : int
+        Random seed.
+    progress : bool
+        Show a progress bar (each permutation refits the model: ~0.3 s on 1,632 rows).
+    **model_kw
+        Passed to :func:`ordinal_model` (covariates, cluster, reference, distr).
+
+    Returns
+    -------
+    DataFrame
+        factor, a, b, log_or, t, p (clustered t), p_perm, n_perm.
+
+    References
+    ----------
+    Good P (2005). Permutation, Parametric and Bootstrap Tests of Hypotheses, 3rd ed. Springer.
+    """
+    if n_perm < 1:
+        raise AnalysisError(f"n_perm must be at least 1, not {n_perm}")
+    blocks = [b for b in ([blocks] if isinstance(blocks, str) else blocks) if b in data.columns]
+    _need(data, [unit, factor])
+    settings = {"covariates": ("detail", "preset", "rater"), "cluster": "topic", "reference": None,
+                "distr": "logit", **model_kw}
+    observed = ordinal_model(data, factor=factor, **settings)
+    settings["reference"] = observed.reference  # a shuffle must not change the reference level
+    start = observed.result.params.to_numpy()  # the same parameters, so the refits start near the optimum
+    table = observed.contrasts(pairs)
+    units = data[[unit, factor, *blocks]].drop_duplicates(unit)
+    if units.groupby(unit)[factor].nunique().max() > 1:
+        raise AnalysisError(f"a {unit} has more than one {factor}; pass unit= a column that fixes it")
+    rng = np.random.default_rng(seed)
+    block_ids = (units.groupby(blocks, sort=False).ngroup().to_numpy() if blocks
+                 else np.zeros(len(units), dtype=int))
+    order = np.argsort(block_ids, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(block_ids[order]) != 0, True])
+    labels = units[factor].to_numpy()
+    exceed = np.zeros(len(table))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for _ in trange(n_perm, desc="permutations", unit="refit", leave=False, disable=not progress):
+            shuffled = labels.copy()
+            for lo, hi in zip(starts[:-1], starts[1:], strict=True):
+                idx = order[lo:hi]
+                shuffled[idx] = labels[idx][rng.permutation(hi - lo)]
+            mapping = pd.Series(shuffled, index=units[unit].to_numpy())
+            # Same level order as the observed fit, so the start parameters line up.
+            permuted = data.assign(**{factor: pd.Categorical(data[unit].map(mapping).to_numpy(),
+                                                             categories=observed.levels)})
+            refit = _ordinal(permuted, factor, settings["covariates"], settings["cluster"], settings["reference"],
+                             settings["distr"], observed.ci, predict=False, start_params=start)
+            t_star = refit.contrasts(pairs)["t"].to_numpy()
+            exceed += np.abs(t_star) >= np.abs(table["t"].to_numpy()) - 1e-12
+    return table[["factor", "a", "b", "log_or", "t", "p"]].assign(
+        p_perm=(1 + exceed) / (n_perm + 1), n_perm=n_perm)
+
+
+# --- nonsensical flag ------------------------------------------------------------------------
+
+def flag_model(tidy: pd.DataFrame, factor: str = "style", cluster: str = "topic", reference=None,
+               flag: str = "nonsensical", ci: float = 0.95) -> dict:
+    """The nonsensical flag as its own outcome: share flagged and a clustered logistic model.
+
+    First showings only (``repeat == 0`` where the column exists). The share flagged per level
+    of ``factor`` gets a cluster-robust interval (ratio-of-sums sandwich by ``cluster``, t with
+    G - 1 df, clipped to [0, 1]); a level with no flags (or only flags) gets a Wilson interval
+    instead, since its sandwich is zero. The logistic model is flagged ~ factor (+ rater where the
+    table has several raters and each flagged at least once), a binomial GLM with covariance
+    clustered by ``cluster``, t with G - 1 df. A level with no flags (or only flags) is
+    perfectly separated: its odds ratio is not estimable, so it is left out of the model and
+    reported with NaN and a note.
+
+    Parameters
+    ----------
+    tidy : DataFrame
+        Tidy table with ``flag``, ``factor``, ``cluster`` (and ``rater``, ``repeat``).
+    factor, cluster, reference, flag, ci
+        Column names, reference level (default: first level that has flagged and unflagged
+        ratings), the flag column, the confidence level.
+
+    Returns
+    -------
+    dict
+        ``shares``: level, n, flagged, share, ci_low, ci_high, note; ``odds_ratios``: level,
+        log_or, se, t, p, odds_ratio, or_ci_low, or_ci_high, note (reference row has OR 1);
+        ``notes``: list of str; ``n_clusters``, ``df``.
+
+    References
+    ----------
+    Cameron AC, Miller DL (2015). A practitioner's guide to cluster-robust inference.
+    J Hum Resour 50:317-372.
+    """
+    import statsmodels.api as sm
+    from statsmodels.stats.proportion import proportion_confint
+
+    _need(tidy, [flag, factor, cluster])
+    frame = tidy[tidy["repeat"] == 0] if "repeat" in tidy.columns else tidy
+    frame = frame.dropna(subset=[factor, cluster]).reset_index(drop=True)
+    y = frame[flag].fillna(False).astype(bool).to_numpy().astype(float)
+    levels, _ = _levels(frame, factor, None)
+    groups, n_clusters = _clusters(frame, cluster)
+    df = n_clusters - 1
+    q = ss.t.ppf(0.5 + ci / 2, df)
+    notes, shares = [], []
+    for level in levels:
+        m = (frame[factor] == level).to_numpy()
+        n, k = int(m.sum()), int(y[m].sum())
+        p = k / n
+        sums = pd.DataFrame({"g": groups[m], "r": y[m] - p}).groupby("g")["r"].sum().to_numpy()
+        g = len(sums)
+        se = np.sqrt(g / max(g - 1, 1) * np.sum(sums ** 2)) / n
+        low, high, note = max(0.0, p - q * se), min(1.0, p + q * se), ""
+        if k in (0, n):
+            # The sandwich is zero here; Wilson (ratings as independent) still bounds the rate.
+            low, high = proportion_confint(k, n, alpha=1 - ci, method="wilson")
+            note = (f"{'no' if k == 0 else 'every'} rating flagged: Wilson interval (not clustered); "
+                    "odds ratio not estimable")
+        shares.append({"level": level, "n": n, "flagged": k, "share": p, "ci_low": float(low),
+                       "ci_high": float(high), "note": note})
+    shares = pd.DataFrame(shares)
+    separated = shares.loc[shares["flagged"].isin([0]) | (shares["flagged"] == shares["n"]), "level"].tolist()
+    for level in separated:
+        notes.append(f"{factor} {level!r}: perfect separation ({'no' if shares.set_index('level').loc[level, 'flagged'] == 0 else 'all'} "
+                     "ratings flagged); left out of the logistic model, odds ratio reported as NaN")
+    estimable = [lv for lv in levels if lv not in separated]
+    if reference is None:
+        if not estimable:
+            raise AnalysisError(f"no {factor} level has both flagged and unflagged ratings: nothing to model")
+        reference = estimable[0]
+    elif reference not in levels:
+        raise AnalysisError(f"reference {reference!r} is not a level of {factor!r} "
+                            f"(levels: {', '.join(map(str, levels))})")
+    elif reference in separated:
+        raise AnalysisError(f"reference {factor} {reference!r} is perfectly separated (no or only flags); "
+                            f"choose a reference among: {', '.join(map(str, estimable))}")
+    rows = []
+    if len(estimable) >= 2:
+        keep = frame[factor].isin(estimable).to_numpy()
+        sub = frame[keep].reset_index(drop=True)
+        covs = []
+        if "rater" in sub.columns and sub["rater"].nunique() > 1:
+            by_rater = pd.Series(y[keep]).groupby(sub["rater"].to_numpy()).agg(["sum", "count"])
+            if ((by_rater["sum"] > 0) & (by_rater["sum"] < by_rater["count"])).all():
+                covs = ["rater"]
+            else:
+                notes.append("rater left out of the flag model: some rater flagged none (or all) of the panels")
+        X = _design(sub, factor, estimable, reference, covs)
+        X.insert(0, "const", 1.0)
+        g_sub, g_n = _clusters(sub, cluster)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            res = sm.GLM(y[keep], X, family=sm.families.Binomial()).fit(
+                cov_type="cluster", cov_kwds={"groups": g_sub}, use_t=True)
+        for level in estimable:
+            if level == reference:
+                continue
+            name = _term(factor, level)
+            est, se = float(res.params[name]), float(np.sqrt(res.cov_params().loc[name, name]))
+            inf = _inference(est, se, np.nan, df, ci)
+            rows.append({"level": level, "log_or": est, "se": se, "t": inf["t"], "p": inf["p"],
+                         "odds_ratio": inf["odds_ratio"], "or_ci_low": inf["or_ci_low"],
+                         "or_ci_high": inf["or_ci_high"], "note": ""})
+    rows.insert(0, {"level": reference, "log_or": 0.0, "se": np.nan, "t": np.nan, "p": np.nan,
+                    "odds_ratio": 1.0, "or_ci_low": np.nan, "or_ci_high": np.nan, "note": "reference"})
+    for level in separated:
+        rows.append({"level": level, "log_or": np.nan, "se": np.nan, "t": np.nan, "p": np.nan,
+                     "odds_ratio": np.nan, "or_ci_low": np.nan, "or_ci_high": np.nan,
+                     "note": "perfect separation: not estimable"})
+    odds = pd.DataFrame(rows).set_index("level").loc[levels].reset_index()
+    return {"shares": shares, "odds_ratios": odds, "notes": notes, "n_clusters": n_clusters, "df": df,
+            "reference": reference}
+
+
+# --- helpers ---------------------------------------------------------------------------------
+
+def _need(data, columns):
+    if not isinstance(data, pd.DataFrame) or data.empty:
+        raise AnalysisError("no data: the table is empty; pass ratings.stats.prepare(tidy) output or the tidy table")
+    missing = [c for c in dict.fromkeys(columns) if c not in data.columns]
+    if missing:
+        raise AnalysisError(f"the table has no column {', '.join(map(repr, missing))} (its columns: "
+                            f"{', '.join(map(str, data.columns))}); pass ratings.stats.prepare(tidy) output")
+
+
+def _levels(frame, factor, reference):
+    col = frame[factor]
+    if isinstance(col.dtype, pd.CategoricalDtype):
+        levels = [lv for lv in col.cat.categories if (col == lv).any()]
+    else:
+        levels = list(pd.unique(col))
+    if len(levels) < 2:
+        raise AnalysisError(f"{factor!r} has one level ({levels[0]!r}) in the data: nothing to compare; "
+                            f"pass data with at least two {factor}s")
+    if reference is None:
+        reference = levels[0]
+    elif reference not in levels:
+        raise AnalysisError(f"reference {reference!r} is not a level of {factor!r} "
+                            f"(levels: {', '.join(map(str, levels))})")
+    return levels, reference
+
+
+def _clusters(frame, cluster):
+    codes, uniques = pd.factorize(frame[cluster])
+    if len(uniques) < 2:
+        raise AnalysisError(f"{len(uniques)} {cluster} cluster(s): clustered inference needs at least 2 "
+                            f"(and is unreliable below ~10); pass data with more {cluster}s")
+    return codes, len(uniques)
+
+
+def _term(column, level):
+    return f"{column}[{level}]"
+
+
+def _design(frame, factor, levels, reference, covariates):
+    parts = {}
+    values = frame[factor].to_numpy()
+    for level in levels:
+        if level != reference:
+            parts[_term(factor, level)] = (values == level).astype(float)
+    for c in covariates:
+        col = frame[c]
+        cov_levels = ([lv for lv in col.cat.categories if (col == lv).any()]
+                      if isinstance(col.dtype, pd.CategoricalDtype) else list(pd.unique(col)))
+        for level in cov_levels[1:]:
+            parts[_term(c, level)] = (col.to_numpy() == level).astype(float)
+    return pd.DataFrame(parts, index=frame.index)
+
+
+def _model_class():
+    from scipy import special
+    from statsmodels.miscmodels.ordinal_model import OrderedModel
+
+    class FastLogitOrderedModel(OrderedModel):
+        """OrderedModel whose logistic cdf/pdf skip scipy.stats' argument checks (most of the fit time)."""
+
+        def cdf(self, x):
+            return special.expit(x) if self.distr is ss.logistic else super().cdf(x)
+
+        def pdf(self, x):
+            if self.distr is not ss.logistic:
+                return super().pdf(x)
+            p = special.expit(x)
+            return p * (1 - p)
+
+    return FastLogitOrderedModel
+
+
+def _fit(y, exog, groups, distr, start_params=None):
+    model = _model_class()(y, exog, distr=distr)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = model.fit(start_params=start_params, method="bfgs", cov_type="cluster", cov_kwds={"groups": groups}, use_t=True,
+                           disp=False, maxiter=2000)
+    if not result.mle_retvals.get("converged", True):
+        raise AnalysisError("the ordinal model did not converge (a level with every rating in one category "
+                            "separates perfectly); merge sparse categories or drop that level")
+    # normalized_cov_params is the inverse negative Hessian at the optimum: the naive covariance.
+    return result, np.asarray(result.normalized_cov_params)
+
+
+def _inference(est, se_c, se_n, df, ci):
+    q = ss.t.ppf(0.5 + ci / 2, df)
+    t = est / se_c if se_c > 0 else np.nan
+    return {"log_or": est, "se_cluster": se_c, "se_naive": se_n, "t": t,
+            "p": float(2 * ss.t.sf(abs(t), df)) if np.isfinite(t) else np.nan,
+            "p_naive": float(2 * ss.norm.sf(abs(est / se_n))) if se_n > 0 else np.nan,
+            "odds_ratio": float(np.exp(est)), "or_ci_low": float(np.exp(est - q * se_c)),
+            "or_ci_high": float(np.exp(est + q * se_c))}
+
+
+def _predicted(result, exog, factor, levels, reference, categories):
+    names = [_term(factor, lv) for lv in levels if lv != reference]
+    params = result.params.to_numpy()
+    rows = []
+    for level in levels:
+        x = exog.copy()
+        x[names] = 0.0
+        if level != reference:
+            x[_term(factor, level)] = 1.0
+        probs = np.asarray(result.model.predict(params, exog=x.to_numpy())).mean(axis=0)
+        at_least = probs[::-1].cumsum()[::-1]
+        for cat, p, pa in zip(categories, probs, at_least, strict=True):
+            rows.append({factor: level, "category": cat, "probability": float(p), "p_at_least": float(min(pa, 1.0))})
+    return pd.DataFrame(rows)
+
+
+def _label(value):
+    return f"{value:g}"
