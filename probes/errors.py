@@ -7,8 +7,8 @@ class ProbeError(Exception):
     """Base class: the CLI prints these as one clear message instead of a traceback."""
 
 
-class CatalogError(ProbeError):
-    """A prompt catalog that cannot be read or does not follow the format."""
+class FileContentError(ProbeError):
+    """A file whose content is wrong: names the file, where in it, the problem and what was expected."""
 
     def __init__(self, path, where: str, problem: str, expected: str = ""):
         self.path, self.where, self.problem, self.expected = str(path), where, problem, expected
@@ -16,6 +16,10 @@ class CatalogError(ProbeError):
         if expected:
             msg += f" (expected {expected})"
         super().__init__(msg)
+
+
+class CatalogError(FileContentError):
+    """A prompt catalog that cannot be read or does not follow the format."""
 
 
 class PresetError(ProbeError):

@@ -27,22 +27,15 @@ from yaml.events import (
     SequenceStartEvent,
 )
 
-from .errors import ProbeError
+from .errors import FileContentError
 
 MAX_DEPTH = 50
 MAX_BYTES = 5_000_000
 MAX_VALUES = 1_000_000  # scalars, lists and mappings, aliases counted as what they stand for
 
 
-class YamlFileError(ProbeError):
+class YamlFileError(FileContentError):
     """A YAML file that cannot be read, is not valid YAML, or uses what medprobe refuses."""
-
-    def __init__(self, path, where: str, problem: str, expected: str = ""):
-        self.path, self.where, self.problem, self.expected = str(path), where, problem, expected
-        msg = f"{self.path}: {where}: {problem}" if where else f"{self.path}: {problem}"
-        if expected:
-            msg += f" (expected {expected})"
-        super().__init__(msg)
 
 
 # libyaml's parser when PyYAML was built with it (5 MB in about 6 s instead of 28 s)
