@@ -35,18 +35,17 @@ def _is_dead_kernel(exc: BaseException) -> bool:
     return isinstance(exc, DeadKernelError) or getattr(exc, "ename", None) == "DeadKernelError"
 
 
-def execute_notebook(name: str, output: str | Path, parameters: dict, cwd: str | Path | None = None,
-                     progress: bool = True) -> Path:
+def execute_notebook(name: str, output: str | Path, parameters: dict, progress: bool = True) -> Path:
     """Execute ``notebooks/<name>`` with ``parameters`` into ``output``.
 
     A failing cell raises :class:`ProbeError` that names the executed copy, where the
     traceback can be read in context; a kernel that died raises :class:`KernelDiedError`.
-    ``cwd`` is accepted for compatibility and ignored: the kernel always starts in an empty
-    temporary folder (see the module docstring), so pass paths as absolute parameters.
+    The kernel always starts in an empty temporary folder (see the module docstring): a
+    caller's folder (the study, --out) may hold packages that would shadow ours, so pass
+    paths as absolute parameters.
     """
     import papermill as pm
 
-    del cwd  # a caller's folder (the study, --out) may hold packages that would shadow ours
     source = NOTEBOOK_DIR / name
     if not source.exists():
         raise ProbeError(f"{source}: notebook not found; is medprobe installed from its repository "

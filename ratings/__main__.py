@@ -109,7 +109,7 @@ def _analyze(args) -> int:
                       alpha=args.alpha, n_boot=args.n_boot, seed=args.seed, out=str(out))
     if args.table and not Path(args.table).exists():
         raise ProbeError(f"{args.table}: file not found; export one with `python -m ratings export`")
-    notebook = execute_notebook("30_analyze.ipynb", out / "30_analyze.ipynb", parameters, cwd=out,
+    notebook = execute_notebook("30_analyze.ipynb", out / "30_analyze.ipynb", parameters,
                                 progress=not args.quiet)
     html = notebook_to_html(notebook, out / "report.html")
     print(f"report: {html}\ntables: {out}/*.csv (LaTeX in {out}/tables), figures: {out}/figures")
