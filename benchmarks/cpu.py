@@ -609,7 +609,7 @@ def _rating_study(folder: Path, raters: list[str], n_panels: int, revisions: flo
 # --- row 5: analysis ----------------------------------------------------------------------
 
 def row_analysis(quick: bool) -> dict:
-    """``ratings.stats.analyze`` on simulated studies from 1,632 to ~1,000,000 rating rows.
+    """``ratings.analysis.analyze`` on simulated studies from 1,632 to ~1,000,000 rating rows.
 
     Table: ``simulate_ratings()`` (oncology, 272 prompts x 2 presets x 3 raters), with
     ``replicate=k`` for the larger sizes. "Full analysis" = analyze() as shipped (n_boot 2000)
@@ -617,22 +617,26 @@ def row_analysis(quick: bool) -> dict:
     bootstrap CIs per style, style group, preset, detail and rater; the omnibus test; every
     pairwise style contrast, the radiology, preset and detail contrasts with bootstrap effect
     CIs; agreement (Krippendorff's alpha and kappas with bootstrap CIs). sensitivity() (the
-    12-path multiverse, no bootstrap) is timed on its own, with no target.
+    12-path multiverse, no bootstrap) is timed on its own, with no target. 5d: the primary
+    model, ``ratings.ordinal.ordinal_model``, on the largest table (see :func:`_ordinal_part`).
     """
-    from ratings import stats
+    from ratings import analysis
     from ratings.simulate import simulate_ratings
 
     sizes = [1, 3] if quick else [1, 61, 613]
     repeats = {1: 1 if quick else 5, 3: 1, 61: 3, 613: 1}
     n_boot = 200 if quick else 2000
     figures = {}
+    ordinal = None
     for k in sizes:
         tidy = simulate_ratings(replicate=k)
         full, sens = [], []
         for _ in range(repeats[k]):  # the two sides of nothing: just medians of repeats
-            full.append(timed(_analyze_without_sensitivity, stats, tidy, n_boot))
-            sens.append(timed(stats.sensitivity, tidy))
+            full.append(timed(_analyze_without_sensitivity, analysis, tidy, n_boot))
+            sens.append(timed(analysis.sensitivity, tidy))
         figures[k] = (len(tidy), med(full), med(sens), repeats[k])
+        if k == sizes[-1]:
+            ordinal = _ordinal_part(tidy, f"replicate={k}", repeats=1 if quick else 3)
         del tidy
     parts = []
     base_rows, base_time = figures[sizes[0]][:2]
@@ -648,16 +652,61 @@ def row_analysis(quick: bool) -> dict:
                           + (" (272 prompts x 3 raters)" if k == 1 else f" (replicate={k})"),
                           fmt_s(full), target, None if limit is None else full < limit,
                           f"sensitivity alone {fmt_s(sens)}{growth}; n_boot {n_boot}; median of {reps}"))
+    parts.append(ordinal)
     return combine(5, "analysis", parts)
 
 
-def _analyze_without_sensitivity(stats, tidy, n_boot):
-    original = stats.sensitivity
-    stats.sensitivity = lambda *a, **k: None  # timed on its own
+def _ordinal_part(tidy, label: str, repeats: int = 1) -> dict:
+    """5d: ``ratings.ordinal.ordinal_model`` (cumulative logit of the style score on style + detail
+    + preset + rater, SEs clustered by topic) on the per-rater table of ``tidy``.
+
+    The table is ``ratings.stats.prepare(tidy, aggregate="none")``, one row per rater and panel
+    (1,000,416 rows for replicate=613: 8 styles, 10,421 topics, 2 presets, 3 raters, values
+    0-4); building it is not timed. The figure is the whole call: design matrix, BFGS fit with
+    the analytic score, analytic Hessian, cluster sandwich, predicted probabilities per style.
+    numpy's BLAS threads and the load average go in the note: on a busy machine a multithreaded
+    BLAS waits for its threads, so both matter.
+    """
+    from ratings import stats
+    from ratings.ordinal import ordinal_model
+
+    data = stats.prepare(tidy, aggregate="none")
+    before = load()
+    seconds, fit = [], None
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fit = ordinal_model(data)
+        seconds.append(time.perf_counter() - start)
+    retvals = fit.result.mle_retvals
+    return part("5d", f"ordinal model (ordinal_model, logit, clustered by topic), {len(data):,} per-rater rows "
+                      f"({label})", fmt_s(med(seconds)), "report", None,
+                f"{len(fit.result.params)} parameters, {fit.n_clusters:,} topic clusters, "
+                f"BFGS: {retvals.get('fcalls', '?')} log-likelihoods, {retvals.get('gcalls', '?')} scores; "
+                f"numpy BLAS threads: {blas_threads()}; load average before {before}, after {load()}; "
+                f"median of {repeats}")
+
+
+def blas_threads() -> str:
+    """The BLAS thread setting numpy runs with: the environment variable that sets it, or the default."""
+    for name in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        if os.environ.get(name):
+            return f"{os.environ[name]} ({name})"
     try:
-        return stats.analyze(tidy, n_boot=n_boot)
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    return f"default ({usable}, the usable cores)"
+
+
+def _analyze_without_sensitivity(analysis, tidy, n_boot):
+    import pandas as pd
+
+    original = analysis.sensitivity
+    analysis.sensitivity = lambda *a, **k: pd.DataFrame()  # timed on its own; analyze() reads its .attrs
+    try:
+        return analysis.analyze(tidy, n_boot=n_boot)
     finally:
-        stats.sensitivity = original
+        analysis.sensitivity = original
 
 
 # --- row 6: app latency (written separately) ----------------------------------------------

@@ -106,13 +106,18 @@ def _analyze(args) -> int:
     parameters = dict(study=str(Path(args.study).resolve()) if args.study else None,
                       table=str(Path(args.table).resolve()) if args.table else None,
                       aggregate=args.aggregate, nonsensical=args.nonsensical, correction=args.correction,
-                      alpha=args.alpha, n_boot=args.n_boot, seed=args.seed, out=str(out))
+                      alpha=args.alpha, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, out=str(out))
+    if args.n_perm < 0 or args.n_boot < 0:
+        raise ProbeError("--n-perm and --n-boot count resamples: give 0 or more")
+    if not 0 < args.alpha < 1:
+        raise ProbeError(f"--alpha {args.alpha}: give a level between 0 and 1, e.g. 0.05")
     if args.table and not Path(args.table).exists():
         raise ProbeError(f"{args.table}: file not found; export one with `python -m ratings export`")
     notebook = execute_notebook("30_analyze.ipynb", out / "30_analyze.ipynb", parameters,
                                 progress=not args.quiet)
     html = notebook_to_html(notebook, out / "report.html")
-    print(f"report: {html}\ntables: {out}/*.csv (LaTeX in {out}/tables), figures: {out}/figures")
+    print(f"report: {html}\nmethods: {out}/methods.md\ntables: {out}/*.csv (primary model: {out}/ordinal.csv; "
+          f"LaTeX in {out}/tables), figures: {out}/figures")
     return 0
 
 
@@ -183,11 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="study folder")
     p.add_argument("--table", help="or an exported tidy table (CSV or parquet)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--aggregate", choices=["median", "none"], default="median")
-    p.add_argument("--nonsensical", choices=["zero", "panel-zero", "exclude"], default="panel-zero")
-    p.add_argument("--correction", choices=["holm", "fdr_bh"], default="holm")
+    p.add_argument("--aggregate", choices=["median", "none"], default="median",
+                   help="rank tests: panel medians (the published study) or per-rater scores; the primary "
+                        "ordinal model always uses per-rater scores")
+    p.add_argument("--nonsensical", choices=["zero", "panel-zero", "exclude", "lowest"], default="panel-zero",
+                   help="how a rating flagged nonsensical counts (lowest: its own category below 0)")
+    p.add_argument("--correction", choices=["holm", "fdr_bh", "bonferroni"], default="holm",
+                   help="adjustment over the declared family (all style pairs of a dimension)")
     p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for CIs")
+    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for effect-size CIs")
+    p.add_argument("--n-perm", type=int, default=0,
+                   help="topic-respecting permutations for the ordinal contrasts (0: none; each refits the model)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_analyze)

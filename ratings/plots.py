@@ -9,6 +9,13 @@ from seaborn's colour-blind palette, and ordinal scores from viridis, which also
 grey. A table marked simulated (``attrs["simulated"]`` or ``sim-`` raters) gives a figure
 with a SIMULATED watermark and a note under its title.
 
+Figures match the tests they illustrate: :func:`pvalue_heatmap` names the test, unit, method
+and multiplicity family read from its table (rank tests on topic means, or the ordinal
+model's contrasts) and colours direction as well as p; :func:`ordinal_forest` shows the
+ordinal model's odds ratios with their topic-clustered CIs; :func:`share_at_least` the shares
+of scores at or above a scale point with topic-clustered CIs; box/strip plots say what a point
+is and that the tests compare topic means; :func:`medians_iqr` is descriptive only.
+
 The figures are built on :class:`matplotlib.figure.Figure` without pyplot, so making many of
 them neither needs a display nor keeps them alive after :func:`save`.
 """
@@ -22,7 +29,6 @@ import matplotlib as mpl
 import numpy as np
 import pandas as pd
 import seaborn as sns
-from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
 
 from probes import catalog as cat
@@ -37,6 +43,13 @@ RADIOLOGY_SHADE = (*PALETTE[1], 0.10)
 FALLBACK_RADIOLOGY = {"xray", "mri", "ct"}
 SIMULATED_NOTE = "SIMULATED ratings, not from clinicians"
 NONSENSICAL = "nonsensical"
+HEATMAP_CMAP = "vlag"  # diverging, blue (row lower) to red (row higher), white at p = 1
+HEATMAP_CAP = 6.0  # -log10 p beyond which the colour saturates
+EFFECT_SYMBOLS = {"matched-pairs rank-biserial": "r", "cliff's delta": "δ"}
+EFFECT_LEGEND = {"r": "r: matched-pairs rank-biserial", "δ": "δ: Cliff's delta", "OR": "OR: cumulative odds ratio",
+                 "effect": "effect: the table's effect"}
+CORRECTION_NAMES = {"holm": "Holm", "fdr_bh": "Benjamini-Hochberg (FDR)", "bonferroni": "Bonferroni"}
+TEST_NAMES = {"wilcoxon": "Wilcoxon signed-rank", "mannwhitneyu": "Mann-Whitney U"}
 DPI = 200
 JITTER_X, JITTER_Y = 0.27, 0.12  # scores are whole numbers: points are spread to show how many
 THEME = {**sns.axes_style("ticks"), **sns.plotting_context("paper", font_scale=1.1),
@@ -53,7 +66,9 @@ def score_boxstrip(data: pd.DataFrame, dimension: str = "style", ax=None) -> Fig
 
     ``data`` is the tidy table (then each point is a panel, the median over raters, with the
     analysis' default nonsensical rule: :func:`ratings.stats.prepare`) or a prepared table
-    (each point is a row: a panel, or one rating when it has a rater column).
+    (each point is a row: a panel, or one rating when it has a rater column). The title says
+    what a point is and that the tests do not compare points: they compare topic means
+    (:func:`ratings.stats.pairwise`).
     """
     values, simulated = _values(data, dimension)
     with mpl.rc_context(THEME):
@@ -62,16 +77,23 @@ def score_boxstrip(data: pd.DataFrame, dimension: str = "style", ax=None) -> Fig
             fig = Figure(figsize=(7.5, 4.6), layout="constrained")
             ax = fig.subplots()
         _boxstrip(ax, values, dimension)
-        what = "one rating" if "rater" in values else "one panel, median of the raters"
-        ax.set_title(f"{dimension.capitalize()} scores by prompt style (each point: {what}, jittered)",
-                     loc="left", fontsize=10)
         fig = fig or ax.figure
+        ax.set_title(_wrap(f"{dimension.capitalize()} scores by prompt style\n{_point_unit(values)}", fig, 10,
+                           share=0.75), loc="left", fontsize=10)
         _mark(fig, simulated)
     return fig
 
 
 def scores_by_style(tidy: pd.DataFrame, dimensions=("style", "content")) -> Figure:
-    """:func:`score_boxstrip` of each dimension side by side, sharing the score axis."""
+    """:func:`score_boxstrip` of each dimension side by side, sharing the score axis.
+
+    ``tidy``: the tidy table (a prepared table holds one dimension: pass it to
+    :func:`score_boxstrip`, or give the one dimension it holds).
+    """
+    dimensions = (dimensions,) if isinstance(dimensions, str) else tuple(dimensions)
+    if isinstance(tidy, pd.DataFrame) and "value" in tidy and len(dimensions) > 1:
+        raise AnalysisError("a prepared table (ratings.stats.prepare) holds the values of one dimension; pass the "
+                            "tidy table (ratings.io.tidy_table) to plot several, or plot it with score_boxstrip")
     with mpl.rc_context(THEME):
         fig = Figure(figsize=(7.2 * len(dimensions), 4.8), layout="constrained")
         axes = np.atleast_1d(fig.subplots(1, len(dimensions), sharey=True))
@@ -81,70 +103,277 @@ def scores_by_style(tidy: pd.DataFrame, dimensions=("style", "content")) -> Figu
             _boxstrip(ax, values, dimension, first=i == 0, legend=i == len(dimensions) - 1)
             ax.set_title(f"Best {dimension} in the panel", loc="left")
         axes[0].set_ylabel("score")
-        what = "one rating" if "rater" in values else "one panel, median of the raters"
-        _title(fig, f"Scores by prompt style (each point: {what}, jittered)", simulated)
+        _title(fig, f"Scores by prompt style\n{_point_unit(values)}", simulated)
     return fig
 
 
 def pvalue_heatmap(pairwise: pd.DataFrame, dimension: str | None = None, alpha: float = 0.05) -> Figure:
-    """Styles x styles heatmap of the adjusted p-values of :func:`ratings.stats.pairwise`.
+    """Styles x styles heatmap of the style comparisons: direction, adjusted p and effect.
 
-    Colour is log-scaled (darker: smaller p); cells hold the p-value and stars
-    (* < 0.05, ** < 0.01, *** < 0.001 for ``alpha`` 0.05). Takes the rows of ``dimension``
-    when the table has a dimension column, and style rows when it has a factor column.
+    ``pairwise``: the rank tests of :func:`ratings.stats.pairwise` or the ordinal contrasts
+    (``kind == "contrast"`` rows of ``analyze(...)["ordinal"]``,
+    :func:`ratings.analysis.ordinal_contrasts`). Cell (row a, column b) is coloured by the signed
+    -log10 of the adjusted p-value, positive (red) where the row style is rated higher than the
+    column style and negative (blue) where lower, so cell (b, a) has the opposite colour of
+    (a, b). Its text: the adjusted p with stars (* < alpha, ** < alpha/5, *** < alpha/50) and
+    the effect of the row over the column (matched-pairs rank-biserial r, Cliff's delta, or the
+    cumulative odds ratio of the ordinal model). The title names the test, its unit, the
+    exact/asymptotic method and the multiplicity family, all read from the table. Takes the rows
+    of ``dimension`` when the table has a dimension column (``dimension`` is needed when it
+    holds several), and style rows when it has a factor column.
     """
-    rows = pairwise
-    if "dimension" in rows and dimension is not None:
-        rows = rows[rows["dimension"] == dimension]
-    if "factor" in rows:
-        rows = rows[rows["factor"] == "style"]
-    _need(rows, ["a", "b", "p"], "pairwise (ratings.stats.pairwise)")
+    rows, dimension = _style_contrasts(pairwise, dimension, "pairwise")
+    _need(rows, ["a", "b", "p"], "pairwise (ratings.stats.pairwise) or the ordinal contrasts "
+                                 "(ratings.analysis.ordinal_contrasts)")
     column = "p_adj" if "p_adj" in rows and rows["p_adj"].notna().any() else "p"
+    ordinal = _is_ordinal(rows)
     styles = order_styles(pd.concat([rows["a"], rows["b"]]))
     labels = [style_label(s) for s in styles]
-    matrix = pd.DataFrame(np.nan, index=styles, columns=styles)
-    for a, b, p in rows[["a", "b", column]].itertuples(index=False):
-        matrix.loc[a, b] = matrix.loc[b, a] = p
-    finite = matrix.to_numpy(float)[np.isfinite(matrix.to_numpy(float))]
-    smallest = finite.min() if finite.size else 1e-3
-    vmin = min(1e-3, max(1e-6, 10 ** np.floor(np.log10(max(smallest, 1e-300)))))
-    text = matrix.map(lambda p: "" if pd.isna(p) else f"{_p_text(p)}\n{_stars(p, alpha)}".strip())
+    signed = pd.DataFrame(np.nan, index=styles, columns=styles)
+    text = pd.DataFrame("", index=styles, columns=styles)
+    symbols = set()
+    for r in rows.itertuples(index=False):
+        p = float(getattr(r, column))
+        if not np.isfinite(p):
+            continue
+        direction = _direction(r, ordinal)
+        strength = -np.log10(min(1.0, max(p, 1e-300)))
+        signed.loc[r.a, r.b], signed.loc[r.b, r.a] = direction * strength, -direction * strength
+        head = f"{_p_text(p)}{_stars(p, alpha)}"
+        for x, y, flip in ((r.a, r.b, False), (r.b, r.a, True)):
+            symbol, effect = _effect_text(r, ordinal, flip)
+            symbols.add(symbol)
+            text.loc[x, y] = f"{head}\n{symbol} {effect}" if effect else head
+    values = signed.to_numpy(float)
+    strongest = np.nanmax(np.abs(values)) if np.isfinite(values).any() else 0.0
+    line = -np.log10(alpha)
+    vmax = float(min(HEATMAP_CAP, max(np.ceil(strongest), np.ceil(line) + 1)))
+    adjusted = "adjusted " if column == "p_adj" else ""
     with mpl.rc_context(THEME):
-        fig = Figure(figsize=(1.0 * len(styles) + 2.6, 0.8 * len(styles) + 1.8), layout="constrained")
+        fig = Figure(figsize=(1.05 * len(styles) + 3.0, 0.85 * len(styles) + 2.2), layout="constrained")
         ax = fig.subplots()
-        sns.heatmap(matrix.clip(lower=vmin), ax=ax, mask=matrix.isna(), cmap="viridis",
-                    norm=LogNorm(vmin=vmin, vmax=1), annot=text.to_numpy(), fmt="", square=True,
-                    linewidths=1, linecolor="white", xticklabels=labels, yticklabels=labels,
-                    annot_kws={"fontsize": 8},
-                    cbar_kws={"label": f"{'adjusted ' if column == 'p_adj' else ''}p (log scale)",
-                              "extend": "min" if smallest < vmin else "neither", "shrink": 0.8})
+        sns.heatmap(signed.clip(-vmax, vmax), ax=ax, mask=signed.isna(), cmap=HEATMAP_CMAP, vmin=-vmax, vmax=vmax,
+                    annot=text.to_numpy(), fmt="", square=True, linewidths=1, linecolor="white",
+                    xticklabels=labels, yticklabels=labels, annot_kws={"fontsize": 7.5},
+                    cbar_kws={"label": f"signed −log10({adjusted}p)\n> 0: row style rated higher, < 0: lower",
+                              "extend": "both" if strongest > vmax else "neither", "shrink": 0.8})
+        colorbar = ax.collections[0].colorbar
+        for level in (-line, line):  # where the stars start
+            colorbar.ax.axhline(level, color="black", linewidth=1, linestyle="--")
         ax.tick_params(axis="x", rotation=45)
+        ax.tick_params(axis="y", rotation=0)
         for tick in ax.get_xticklabels():
             tick.set_horizontalalignment("right")
-        ax.set_xlabel("")
-        ax.set_ylabel("")
+            tick.set_rotation_mode("anchor")
+        ax.set_xlabel("column style")
+        ax.set_ylabel("row style")
         _mark_radiology_ticks(ax, styles)
         one, two, three = _star_levels(alpha)
-        stars = f"* p < {one:g}, ** p < {two:g}, *** p < {three:g}"
-        correction = ""
-        if "correction" in rows and rows["correction"].notna().any() and column == "p_adj":
-            correction = f", {rows['correction'].dropna().iloc[0]} adjusted"
-        ax.set_title(f"{stars}{correction}; radiology styles in bold", loc="left", fontsize=9,
-                     fontweight="normal")
-        head = f"{dimension.capitalize()}: pairwise" if dimension else "Pairwise"
-        _title(fig, f"{head} Wilcoxon tests between styles", _simulated(pairwise))
+        effects = "; ".join(EFFECT_LEGEND[s] for s in sorted(symbols) if s in EFFECT_LEGEND)
+        ax.set_title(f"Cell: {adjusted}p (* < {one:g}, ** < {two:g}, *** < {three:g}; dashed on the colour bar: "
+                     f"{one:g}) and the effect of the row style over the column style\n({effects}); "
+                     "radiology styles in bold", loc="left", fontsize=8, fontweight="normal")
+        head = f"{dimension.capitalize()}: " if dimension else ""
+        title = f"{head}{_test_text(rows, ordinal)}, {_family_text(rows, column)}"
+        _title(fig, _wrap(title, fig), _simulated(pairwise))
+    return fig
+
+
+def ordinal_forest(ordinal: pd.DataFrame, dimension: str | None = None, alpha: float = 0.05,
+                   pairs=None) -> Figure:
+    """Forest plot of the cumulative odds ratios of the ordinal model's style contrasts.
+
+    ``ordinal``: ``analyze(...)["ordinal"]`` (its ``kind == "contrast"`` rows are used) or
+    :func:`ratings.analysis.ordinal_contrasts`. One row per contrast (``pairs``: a list of
+    (a, b) to show, either orientation; default all), the odds ratio of a higher rating of a
+    over b with its 95% CI on a log axis, a line at 1; the marker is filled where the adjusted
+    p is below ``alpha``. Pairs of a radiology and another style come first, in bold, oriented
+    radiology first (odds ratio < 1: the radiology style rated lower; a row with the radiology
+    style second is inverted: 1/OR, CI (1/high, 1/low)). The right column gives OR [CI] and
+    the adjusted p, which keeps the table's family (Holm over every style pair) whatever
+    ``pairs`` shows.
+    """
+    rows, dimension = _style_contrasts(ordinal, dimension, "ordinal")
+    what = "ordinal contrasts (analyze(...)['ordinal'] or ratings.analysis.ordinal_contrasts)"
+    _need(rows, ["a", "b", "odds_ratio", "or_ci_low", "or_ci_high", "p"], what)
+    column = "p_adj" if "p_adj" in rows and rows["p_adj"].notna().any() else "p"
+    table = rows.assign(_p=rows[column].astype(float), _or=rows["odds_ratio"].astype(float),
+                        _low=rows["or_ci_low"].astype(float), _high=rows["or_ci_high"].astype(float))
+    table = table[np.isfinite(table["_or"]) & (table["_or"] > 0)]
+    if pairs is not None:
+        wanted = {frozenset(pair) for pair in pairs}
+        table = table[[frozenset((a, b)) in wanted for a, b in zip(table["a"], table["b"], strict=True)]]
+        shown = {frozenset((a, b)) for a, b in zip(table["a"], table["b"], strict=True)}
+        missing = [" vs ".join(map(str, p)) for p in pairs if frozenset(p) not in shown]
+        if missing:
+            raise AnalysisError(f"no contrast {', '.join(missing)} in the ordinal table; its pairs: "
+                                f"{', '.join(f'{a} vs {b}' for a, b in zip(rows['a'], rows['b'], strict=True))}")
+    if table.empty:
+        raise AnalysisError(f"nothing to plot: no contrast with a finite odds ratio; pass {what}")
+    radiology = [table["a"].map(lambda s: style_group(s) == "radiology"),
+                 table["b"].map(lambda s: style_group(s) == "radiology")]
+    flip = (radiology[1] & ~radiology[0]).to_numpy()
+    table.loc[flip, ["a", "b"]] = table.loc[flip, ["b", "a"]].to_numpy()
+    table.loc[flip, "_or"] = 1 / table.loc[flip, "_or"]
+    table.loc[flip, ["_low", "_high"]] = 1 / table.loc[flip, ["_high", "_low"]].to_numpy()
+    table["_radiology"] = (radiology[0] != radiology[1]).to_numpy()
+    position = {s: i for i, s in enumerate(order_styles(pd.concat([table["a"], table["b"]])))}
+    first, second = table["a"].map(position), table["b"].map(position)
+    table = table.assign(_ra=np.where(table["_radiology"], first, np.minimum(first, second)),
+                         _rb=np.where(table["_radiology"], second, np.maximum(first, second)))
+    table = table.sort_values(["_radiology", "_ra", "_rb"], ascending=[False, True, True], kind="stable")
+    n = len(table)
+    y = np.arange(n)[::-1]  # first row on top
+    significant = (table["_p"] < alpha).to_numpy()
+    colors = [GROUP_COLORS["radiology"] if r else "0.25" for r in table["_radiology"]]
+    unit = _unit(rows)
+    with mpl.rc_context(THEME):
+        fig = Figure(figsize=(8.6, 0.3 * n + 1.9), layout="constrained")
+        ax = fig.subplots()
+        ax.set_xscale("log")
+        ax.axvline(1, color="0.3", linewidth=1, zorder=1)
+        low, high = table["_low"].to_numpy(), table["_high"].to_numpy()
+        has_ci = np.isfinite(low) & np.isfinite(high)
+        ax.hlines(y[has_ci], low[has_ci], high[has_ci], colors=np.array(colors, dtype=object)[has_ci],
+                  linewidth=1.6, zorder=2)
+        ratio = table["_or"].to_numpy()
+        for filled in (True, False):
+            pick = significant == filled
+            ax.scatter(ratio[pick], y[pick], s=36, marker="o", zorder=3, linewidths=1.3,
+                       edgecolors=np.array(colors, dtype=object)[pick],
+                       facecolors=np.array(colors, dtype=object)[pick] if filled else "white")
+        names = [f"{style_label(a)} vs {style_label(b)}" for a, b in zip(table["a"], table["b"], strict=True)]
+        ax.set_yticks(y, names)
+        for tick, is_radiology in zip(ax.get_yticklabels(), table["_radiology"], strict=True):
+            if is_radiology:
+                tick.set_fontweight("bold")
+                tick.set_color(GROUP_COLORS["radiology"])
+        ax.set_ylim(-0.7, n - 0.3)
+        groups = int(table["_radiology"].sum())
+        if 0 < groups < n:
+            ax.axhline(n - groups - 0.5, color="0.6", linewidth=0.8, linestyle=":")
+        finite = np.concatenate([ratio, low[has_ci], high[has_ci]])
+        span = max(np.abs(np.log10(finite)).max(), 0.3) * 1.1
+        ax.set_xlim(10 ** -span, 10 ** span)  # symmetric: an OR and its inverse lie equally far from 1
+        ticks = [m * 10.0 ** e for e in range(-4, 5) for m in (1, 2, 5) if 10 ** -span <= m * 10.0 ** e <= 10 ** span]
+        ax.xaxis.set_major_locator(mpl.ticker.FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(mpl.ticker.FixedFormatter([f"{t:g}" for t in ticks]))
+        ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+        right = ax.secondary_yaxis("right")
+        right.set_yticks(y, [f"{o:.2f} [{lo:.2f}, {hi:.2f}]  {_p_text(p)}{_stars(p, alpha)}"
+                             if np.isfinite(lo) and np.isfinite(hi) else f"{o:.2f}  {_p_text(p)}{_stars(p, alpha)}"
+                             for o, lo, hi, p in zip(ratio, low, high, table["_p"], strict=True)], fontsize=7.5)
+        right.tick_params(length=0)
+        adjusted = "adjusted " if column == "p_adj" else ""
+        ax.set_title(f"OR [95% CI]  {adjusted}p", loc="right", fontsize=8, fontweight="normal")
+        ax.set_xlabel("cumulative odds ratio of a higher rating, first style over second (log scale)")
+        ax.grid(axis="x", which="major", color="0.9", linewidth=0.8)
+        ax.set_axisbelow(True)
+        handles = [mpl.lines.Line2D([], [], linestyle="", marker="o", markersize=6, markerfacecolor="0.25",
+                                    markeredgecolor="0.25"),
+                   mpl.lines.Line2D([], [], linestyle="", marker="o", markersize=6, markerfacecolor="white",
+                                    markeredgecolor="0.25")]
+        fig.legend(handles, [f"{adjusted}p < {alpha:g}", f"{adjusted}p ≥ {alpha:g}"], loc="outside lower center",
+                   ncol=2, fontsize=8, title_fontsize=8,
+                   title="OR < 1: the first style of the row rated lower (radiology first where in the pair)")
+        head = f"{dimension.capitalize()}: " if dimension else ""
+        title = (f"{head}cumulative odds ratios (ordinal model, clustered by {unit}; "
+                 f"{_family_text(rows, column)})")
+        _title(fig, _wrap(title, fig), _simulated(ordinal))
+    return fig
+
+
+def share_at_least(at_least: pd.DataFrame, dimension: str | None = None, threshold: float | None = 2,
+                   unit: str = "panel") -> Figure:
+    """Share of values at or above ``threshold`` per style, with its topic-clustered 95% CI.
+
+    ``at_least``: :func:`ratings.stats.at_least` or ``analyze(...)["at_least"]``. One bar per
+    style (catalog order, radiology shaded), the error bar its clustered CI (``ci_low`` to
+    ``ci_high``); a dagger marks a CI the table notes as not clustered (Wilson: a share of 0
+    or 1). ``threshold=None`` draws every threshold of the table side by side. ``unit`` says
+    what one value is: "panel" (the median of the raters, the analysis' default aggregate) or
+    "rating" (``aggregate="none"``); the table itself does not record it.
+    """
+    rows, dimension = _pick_dimension(at_least, dimension, "at_least")
+    key = "style" if isinstance(rows, pd.DataFrame) and "style" in rows else "level"
+    _need(rows, [key, "threshold", "share", "ci_low", "ci_high"], "at_least (ratings.stats.at_least)")
+    available = sorted(pd.unique(rows["threshold"].astype(float)))
+    if threshold is None:
+        thresholds = available
+    else:
+        thresholds = [t for t in available if np.isclose(t, float(threshold))]
+        if not thresholds:
+            raise AnalysisError(f"no threshold {threshold:g} in the at_least table; its thresholds: "
+                                f"{', '.join(f'{t:g}' for t in available)}")
+    styles = order_styles(rows[key])
+    anchors = dict(_anchors(dimension or "style"))
+    plural = {"panel": "panels", "rating": "ratings"}.get(unit, f"{unit}s")
+    units = {"panel": "panels (median of the raters)"}.get(unit, plural)
+    counts = pd.to_numeric(rows["n"], errors="coerce").dropna().astype(int) if "n" in rows else pd.Series(dtype=int)
+    same_n = counts.nunique() == 1
+    with mpl.rc_context(THEME):
+        ncols = len(thresholds)
+        fig = Figure(figsize=(max(7.5, 3.4 * ncols + 1.2), 4.8), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, ncols, sharey=True))
+        daggers = False
+        for i, (ax, k) in enumerate(zip(axes, thresholds, strict=True)):
+            part = rows[np.isclose(rows["threshold"].astype(float), k)].drop_duplicates(key).set_index(key)
+            part = part.reindex(styles)
+            share = part["share"].to_numpy(float) * 100
+            low, high = part["ci_low"].to_numpy(float) * 100, part["ci_high"].to_numpy(float) * 100
+            x = np.arange(len(styles))
+            _shade_radiology(ax, styles, label_y=0.87)
+            colors = [(*GROUP_COLORS.get(style_group(s), PALETTE[7]), 0.55) for s in styles]
+            ax.bar(x, share, width=0.62, color=colors, edgecolor="0.3", linewidth=0.6,
+                   yerr=np.clip([share - low, high - share], 0, None), capsize=4, ecolor="0.1",
+                   error_kw={"elinewidth": 1.3, "zorder": 4}, zorder=3)
+            notes = part["note"].fillna("").astype(str).to_numpy() if "note" in part else np.full(len(styles), "")
+            for xi, hi, note in zip(x, high, notes, strict=True):
+                if note:
+                    daggers = True
+                    ax.text(xi, hi + 1.5, "†", ha="center", va="bottom", fontsize=9, color="0.2")
+            if same_n:
+                ax.text(0.01, 0.99, f"n = {counts.iloc[0]} {plural} per style", transform=ax.transAxes,
+                        ha="left", va="top", fontsize=7, color="0.35")
+            elif "n" in part:
+                for xi, count in zip(x, part["n"], strict=True):
+                    if pd.notna(count):
+                        ax.text(xi, 0.99, f"n={int(count)}", transform=ax.get_xaxis_transform(), ha="center",
+                                va="top", fontsize=7, color="0.35")
+            _style_axis(ax, styles)
+            ax.set_ylim(0, 118)
+            ax.set_yticks([0, 25, 50, 75, 100])
+            ax.grid(axis="y", color="0.9", linewidth=0.8)
+            ax.set_axisbelow(True)
+            ax.set_ylabel(f"share of {plural} (%)" if i == 0 else "")
+            anchor = f" ({anchors[int(k)]})" if float(k).is_integer() and int(k) in anchors else ""
+            if k <= min(_scale_values(dimension or "style")):  # flags as the category below the scale
+                anchor = " (any score: not flagged nonsensical)"
+            ax.set_title(f"score ≥ {k:g}{anchor}", loc="left", fontsize=10)
+        clusters = ""
+        if "n_clusters" in rows and rows["n_clusters"].notna().any():
+            counts = sorted(pd.unique(rows["n_clusters"].dropna().astype(int)))
+            clusters = f" ({'/'.join(map(str, counts))} topics)"
+        note = "; † Wilson interval, not clustered (share 0 or 1)" if daggers else ""
+        fig.legend(_group_handles(styles), [f"{g} styles" for g in _groups_present(styles)],
+                   loc="outside lower center", ncol=3, fontsize=8,
+                   title=f"error bars: topic-clustered 95% CI{clusters}{note}", title_fontsize=8)
+        head = f"{dimension.capitalize()}: share" if dimension else "Share"
+        which = f"≥ {thresholds[0]:g}" if len(thresholds) == 1 else "at or above each score"
+        title = f"{head} of {units} scoring {which}, topic-clustered 95% CI"
+        _title(fig, _wrap(title, fig), _simulated(at_least))
     return fig
 
 
 def medians_iqr(descriptives: pd.DataFrame, dimension: str | None = None) -> Figure:
-    """Median of each style with its interquartile range (thick bar) and the bootstrap CI of
-    the median (thin bar, where the table has one), from :func:`ratings.stats.descriptives`."""
-    rows = descriptives
-    if "dimension" in rows and dimension is not None:
-        rows = rows[rows["dimension"] == dimension]
-    if "factor" in rows:
+    """Median of each style with its interquartile range (bar), from
+    :func:`ratings.stats.descriptives` or ``analyze(...)["descriptives"]``: descriptive only (a
+    median of a 0-4 scale moves in half or whole points and gets no interval; the tests compare
+    topic means, and :func:`share_at_least` shows shares with intervals)."""
+    rows, dimension = _pick_dimension(descriptives, dimension, "descriptives")
+    if isinstance(rows, pd.DataFrame) and "factor" in rows:
         rows = rows[rows["factor"] == "style"]
-    key = "style" if "style" in rows and rows["style"].notna().any() else "level"
+    key = "style" if isinstance(rows, pd.DataFrame) and "style" in rows and rows["style"].notna().any() else "level"
     _need(rows, [key, "median", "q1", "q3"], "descriptives (ratings.stats.descriptives)")
     rows = rows.set_index(key)
     styles = order_styles(rows.index)
@@ -159,9 +388,6 @@ def medians_iqr(descriptives: pd.DataFrame, dimension: str | None = None) -> Fig
         thin = np.where(iqr < 0.06, 0.03, 0.0)  # a zero-width IQR still shows, as a flat bar at its median
         ax.bar(x, np.maximum(iqr, 0.06), bottom=rows["q1"].to_numpy(float) - thin, width=0.32, color=colors,
                alpha=0.45, linewidth=0)
-        if {"ci_low", "ci_high"} <= set(rows.columns) and rows["ci_low"].notna().any():
-            ax.errorbar(x, rows["median"], yerr=[rows["median"] - rows["ci_low"], rows["ci_high"] - rows["median"]],
-                        fmt="none", ecolor="0.15", elinewidth=1.2, capsize=4, zorder=2)
         ax.scatter(x, rows["median"], s=60, color=colors, edgecolor="black", zorder=3)
         if "n" in rows:
             for xi, n in zip(x, rows["n"], strict=True):
@@ -173,14 +399,11 @@ def medians_iqr(descriptives: pd.DataFrame, dimension: str | None = None) -> Fig
                                     markeredgecolor="black"),
                    mpl.patches.Patch(facecolor="0.7", alpha=0.6)]
         labels = ["median", "interquartile range"]
-        if {"ci_low", "ci_high"} <= set(rows.columns) and rows["ci_low"].notna().any():
-            handles.append(mpl.lines.Line2D([], [], color="0.15", marker="_", markersize=8, linewidth=1.2))
-            labels.append("95% CI of the median")
         handles += _group_handles(styles)
         labels += [f"{g} styles" for g in _groups_present(styles)]
         ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)
         head = f"{dimension.capitalize()} scores" if dimension else "Scores"
-        _title(fig, f"{head}: median and interquartile range by style", _simulated(descriptives))
+        _title(fig, f"{head}: median and interquartile range by style (descriptive)", _simulated(descriptives))
     return fig
 
 
@@ -245,11 +468,11 @@ def agreement_heatmap(agreement: pd.DataFrame) -> Figure:
     rater's intra-rater kappa where repeated showings were rated. Krippendorff's alpha of the
     dimension goes into the panel title.
     """
-    _need(agreement, ["measure", "rater_a", "rater_b", "value"], "agreement (ratings.stats.agreement)")
+    _need(agreement, ["measure", "rater_a", "rater_b", "value"], "agreement (ratings.agreement.agreement)")
     measure = agreement["measure"].astype(str).str.lower()
     kappa = agreement[measure.str.contains("kappa")]
     if kappa.empty:
-        raise AnalysisError("the agreement table has no kappa rows; pass the output of ratings.stats.agreement")
+        raise AnalysisError("the agreement table has no kappa rows; pass the output of ratings.agreement.agreement")
     frame = agreement.assign(dimension=agreement["dimension"] if "dimension" in agreement else "")
     dimensions = list(pd.unique(frame["dimension"]))
     raters = list(pd.unique(pd.concat([kappa["rater_a"], kappa["rater_b"]])))
@@ -419,6 +642,12 @@ def _values(data: pd.DataFrame, dimension: str) -> tuple[pd.DataFrame, bool]:
     return stats.prepare(data, dimension), simulated
 
 
+def _point_unit(values: pd.DataFrame) -> str:
+    """What one point of a box/strip plot is, and the unit the tests compare."""
+    what = "one rating" if "rater" in values else "one panel (median of the raters)"
+    return f"each point: {what}; tests compare topic means (points jittered)"
+
+
 def _boxstrip(ax, values: pd.DataFrame, dimension: str, first: bool = True, legend: bool = True) -> None:
     styles = order_styles(values["style"])
     frame = pd.DataFrame({"style": values["style"].astype(object).to_numpy(),
@@ -497,8 +726,9 @@ def _scale_values(dimension: str) -> list[int]:
     return [v for v, _ in _anchors(dimension)] or [0, 1, 2, 3, 4]
 
 
-def _shade_radiology(ax, styles: list[str]) -> None:
-    """A shaded band behind each run of adjacent radiology styles, labelled once."""
+def _shade_radiology(ax, styles: list[str], label_y: float = 0.012) -> None:
+    """A shaded band behind each run of adjacent radiology styles, labelled once at ``label_y``
+    (axes fraction; default at the foot, below the lowest score)."""
     flags = [style_group(s) == "radiology" for s in styles]
     labelled = False
     i = 0
@@ -510,8 +740,8 @@ def _shade_radiology(ax, styles: list[str]) -> None:
         while j + 1 < len(styles) and flags[j + 1]:
             j += 1
         ax.axvspan(i - 0.5, j + 0.5, color=RADIOLOGY_SHADE, zorder=0, linewidth=0)
-        if not labelled:  # at the foot of the band, below the lowest score
-            ax.text((i + j) / 2, 0.012, "radiology", transform=ax.get_xaxis_transform(), ha="center",
+        if not labelled:
+            ax.text((i + j) / 2, label_y, "radiology", transform=ax.get_xaxis_transform(), ha="center",
                     va="bottom", fontsize=8, color=GROUP_COLORS["radiology"], fontweight="bold")
             labelled = True
         i = j + 1
@@ -575,6 +805,134 @@ def _mark(fig: Figure, simulated: bool) -> None:
              fontsize=size, fontweight="bold", color=(0.7, 0.1, 0.1), alpha=0.12, zorder=10)
 
 
+def _style_contrasts(table, dimension, name):
+    """The style contrast rows of one dimension of a pairwise or ordinal table."""
+    rows = table
+    if isinstance(rows, pd.DataFrame) and "kind" in rows:
+        rows = rows[rows["kind"] == "contrast"]
+    rows, dimension = _pick_dimension(rows, dimension, name)
+    if isinstance(rows, pd.DataFrame) and "factor" in rows:
+        rows = rows[rows["factor"] == "style"]
+    return rows, dimension
+
+
+def _pick_dimension(rows, dimension: str | None, what: str):
+    """(the rows of ``dimension``, the dimension's name) of a table with a dimension column;
+    without ``dimension`` the table must hold one."""
+    if not isinstance(rows, pd.DataFrame) or "dimension" not in rows:
+        return rows, dimension
+    present = [str(d) for d in pd.unique(rows["dimension"].dropna())]
+    if dimension is None:
+        if len(present) > 1:
+            raise AnalysisError(f"the {what} table holds several dimensions ({', '.join(present)}); "
+                                "pass dimension= to pick one")
+        return rows, present[0] if present else None
+    picked = rows[rows["dimension"] == dimension]
+    if picked.empty and present:
+        raise AnalysisError(f"no {dimension!r} rows in the {what} table; its dimensions: {', '.join(present)}")
+    return picked, dimension
+
+
+def _is_ordinal(rows: pd.DataFrame) -> bool:
+    if "test" in rows and rows["test"].notna().any():
+        return rows["test"].dropna().astype(str).str.startswith("ordinal").all()
+    return "odds_ratio" in rows and rows["odds_ratio"].notna().any()
+
+
+def _direction(row, ordinal: bool) -> float:
+    """+1 where a is rated higher than b, -1 where lower, 0 without a direction."""
+    for name in (("log_or", "effect") if ordinal else ("effect", "effect_ties")):
+        value = getattr(row, name, np.nan)
+        if pd.notna(value) and value != 0:
+            return float(np.sign(value))
+    if ordinal and pd.notna(getattr(row, "odds_ratio", np.nan)) and row.odds_ratio > 0:
+        return float(np.sign(np.log(row.odds_ratio)))
+    return 0.0
+
+
+def _effect_text(row, ordinal: bool, flip: bool) -> tuple[str, str]:
+    """(symbol, value) of the effect of a over b, or of b over a when ``flip``."""
+    if ordinal:
+        ratio = getattr(row, "odds_ratio", np.nan)
+        if pd.isna(ratio) and pd.notna(getattr(row, "log_or", np.nan)):
+            ratio = np.exp(row.log_or)
+        if pd.isna(ratio) or ratio <= 0:
+            return "OR", ""
+        return "OR", _ratio_text(1 / ratio if flip else ratio)
+    effect = getattr(row, "effect", np.nan)
+    symbol = EFFECT_SYMBOLS.get(str(getattr(row, "effect_name", "")).lower(), "effect")
+    if pd.isna(effect):
+        return symbol, ""
+    value = -effect if flip else effect
+    return symbol, "0.00" if round(value, 2) == 0 else f"{value:+.2f}".replace("-", "−")
+
+
+def _ratio_text(x: float) -> str:
+    return f"{x:.2g}" if x < 0.1 else f"{x:.2f}" if x < 10 else f"{x:.0f}"
+
+
+def _unit(rows: pd.DataFrame) -> str:
+    units = pd.unique(rows["unit"].dropna().astype(str)) if "unit" in rows else []
+    return units[0] if len(units) == 1 else "topic"
+
+
+def _test_text(rows: pd.DataFrame, ordinal: bool) -> str:
+    """The test as the table says it was run: name, unit, exact or asymptotic."""
+    unit = _unit(rows)
+    tests = [str(t) for t in pd.unique(rows["test"].dropna())] if "test" in rows else []
+    if ordinal:
+        test = tests[0] if len(tests) == 1 else "ordinal (cumulative logit)"
+        inside = test[test.find("(") + 1:test.rfind(")")] if "(" in test else ""
+        parts = [part.strip() for part in inside.split(",") if part.strip() and not part.strip().startswith("clustered")]
+        return f"ordinal model contrasts ({', '.join([*parts, f'clustered by {unit}'])})"
+    if not tests:
+        return f"pairwise tests on {unit} means"
+    counts = rows["test"].value_counts()
+    names = [TEST_NAMES.get(t, t) for t in tests]
+    if len(tests) == 1:
+        head = f"{names[0]} on {unit} means"
+    else:
+        head = " and ".join(f"{name} ({counts[t]} pairs)" for t, name in zip(tests, names, strict=True))
+        head += f" on {unit} means"
+    methods = rows["method"].fillna("?").astype(str) if "method" in rows else pd.Series(dtype=str)
+    zero = int(methods.str.startswith("none").sum())
+    exact, asymptotic = int((methods == "exact").sum()), int((methods == "asymptotic").sum())
+    detail = []
+    if exact and asymptotic:
+        from .stats import EXACT_MAX
+
+        rule = f"exact where ≤ {EXACT_MAX} non-zero differences" if "wilcoxon" in tests else "exact where possible"
+        detail.append(f"{rule}: {exact} exact, {asymptotic} asymptotic")
+    elif exact or asymptotic:
+        detail.append("exact" if exact else "asymptotic")
+    if zero:
+        detail.append(f"{zero} pair{'s' if zero > 1 else ''} with every difference zero: p = 1")
+    return head + (f" ({'; '.join(detail)})" if detail else "")
+
+
+def _family_text(rows: pd.DataFrame, column: str) -> str:
+    """"Holm over 28 style pairs", as the table's correction and family columns say."""
+    if column != "p_adj":
+        return "unadjusted p"
+    corrections = [str(c) for c in pd.unique(rows["correction"].dropna())] if "correction" in rows else []
+    families = [str(f) for f in pd.unique(rows["family"].dropna())] if "family" in rows else []
+    family = " / ".join(families) or f"{len(rows)} pairs"
+    if not corrections:
+        return f"adjusted over {family}"
+    if corrections == ["none"]:
+        return f"unadjusted ({family})"
+    return f"{' / '.join(CORRECTION_NAMES.get(c, c) for c in corrections)} over {family}"
+
+
+def _wrap(title: str, fig: Figure, size: float = 11, share: float = 1.0) -> str:
+    """``title`` broken at spaces into lines that fit ``share`` of the figure's width (bold
+    sans-serif: about 0.62 em a character)."""
+    import textwrap
+
+    width = max(30, int(fig.get_size_inches()[0] * share * 72 / (0.62 * size)) - 2)
+    return "\n".join(textwrap.fill(line, width, break_on_hyphens=False) for line in title.split("\n"))
+
+
 def _need(data: pd.DataFrame, columns, what: str) -> None:
     if not isinstance(data, pd.DataFrame) or data.empty:
         raise AnalysisError(f"nothing to plot: the {what.split(' ')[0]} table is empty; pass {what}")
@@ -584,5 +942,6 @@ def _need(data: pd.DataFrame, columns, what: str) -> None:
                             f"{', '.join(map(str, data.columns))}); pass {what}")
 
 
-__all__ = ["agreement_heatmap", "distribution_bars", "medians_iqr", "order_styles", "paired_slopes",
-           "pvalue_heatmap", "save", "score_boxstrip", "scores_by_style", "style_label"]
+__all__ = ["agreement_heatmap", "distribution_bars", "medians_iqr", "order_styles", "ordinal_forest",
+           "paired_slopes", "pvalue_heatmap", "save", "score_boxstrip", "scores_by_style", "share_at_least",
+           "style_label"]

@@ -19,7 +19,8 @@ import pandas as pd
 
 from .errors import AnalysisError
 
-TABLES = ("descriptives", "omnibus", "pairwise", "radiology", "presets", "detail", "agreement", "sensitivity")
+TABLES = ("ordinal", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise", "presets", "detail",
+          "agreement", "sensitivity")
 
 
 def load_ratings(study: str | Path | None = None, table: str | Path | None = None) -> pd.DataFrame:
@@ -56,19 +57,23 @@ def is_simulated(tidy: pd.DataFrame) -> bool:
 
 
 def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median", nonsensical: str = "panel-zero",
-                 correction: str = "holm", alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> dict:
-    """Run the analysis and write every table (CSV + LaTeX) and figure (SVG + PNG) into ``out``.
+                 correction: str = "holm", alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
+                 n_perm: int = 0) -> dict:
+    """Run the analysis and write every table (CSV + LaTeX), ``methods.md`` and every figure
+    (SVG + PNG) into ``out``.
 
-    Returns ``{"tables": {name: DataFrame}, "figures": {name: Figure paths}}``.
+    Returns ``{"tables": {name: DataFrame}, "figures": {name: Figure paths}, "methods": str}``.
     """
-    from . import plots, stats
+    from . import analysis, plots, stats
 
     out = Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    results = stats.analyze(tidy, aggregate=aggregate, nonsensical=nonsensical, correction=correction,
-                            alpha=alpha, n_boot=n_boot, seed=seed)
+    results = analysis.analyze(tidy, aggregate=aggregate, nonsensical=nonsensical, correction=correction,
+                            alpha=alpha, n_boot=n_boot, seed=seed, n_perm=n_perm)
+    methods = results.pop("methods")
     note = "SIMULATED RATINGS, not from clinicians" if is_simulated(tidy) else ""
+    (out / "methods.md").write_text((f"> {note}\n\n" if note else "") + methods, encoding="utf-8")
     for name, frame in results.items():
         if frame is None or not isinstance(frame, pd.DataFrame):
             continue
@@ -80,32 +85,37 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
         (out / "tables" / f"{name}.tex").write_text(latex, encoding="utf-8")
 
     figures = {}
-    for dimension in ("style", "content"):
-        prepared = stats.prepare(tidy, dimension, aggregate="none", nonsensical=nonsensical)
+
+    def save(name, figure):
+        figures[name] = plots.save(figure, out / "figures", name)
+
+    ordinal = results["ordinal"]
+    contrasts = ordinal[ordinal["kind"] == "contrast"] if "kind" in ordinal else ordinal.iloc[:0]
+    for dimension in stats._dimensions(tidy):
+        prepared = stats.prepare(tidy, dimension, aggregate=aggregate, nonsensical=nonsensical)
         prepared.attrs["simulated"] = bool(note)
-        pairwise = results["pairwise"]
-        figures[f"scores-{dimension}"] = plots.save(plots.score_boxstrip(prepared, dimension), out / "figures",
-                                                    f"scores-{dimension}")
-        figures[f"pvalues-{dimension}"] = plots.save(plots.pvalue_heatmap(pairwise, dimension), out / "figures",
-                                                     f"pvalues-{dimension}")
-        figures[f"medians-{dimension}"] = plots.save(plots.medians_iqr(results["descriptives"], dimension),
-                                                     out / "figures", f"medians-{dimension}")
-        figures[f"distribution-{dimension}"] = plots.save(plots.distribution_bars(tidy, dimension),
-                                                          out / "figures", f"distribution-{dimension}")
-        presets = list(dict.fromkeys(prepared["preset"]))
+        if (contrasts["dimension"] == dimension).any():
+            save(f"odds-ratios-{dimension}", plots.ordinal_forest(contrasts, dimension, alpha))
+            save(f"pvalues-ordinal-{dimension}", plots.pvalue_heatmap(contrasts, dimension, alpha))
+        save(f"shares-{dimension}", plots.share_at_least(results["at_least"], dimension,
+                                                          unit="rating" if aggregate == "none" else "panel"))
+        save(f"scores-{dimension}", plots.score_boxstrip(prepared, dimension))
+        save(f"pvalues-{dimension}", plots.pvalue_heatmap(results["pairwise"], dimension, alpha))
+        save(f"medians-{dimension}", plots.medians_iqr(results["descriptives"], dimension))
+        save(f"distribution-{dimension}", plots.distribution_bars(tidy, dimension))
+        per_rater = stats.prepare(tidy, dimension, aggregate="none", nonsensical=nonsensical)
+        per_rater.attrs["simulated"] = bool(note)
+        presets = list(dict.fromkeys(per_rater["preset"]))
         if {"glide-clip", "glide-cfg"} <= set(presets) or len(presets) == 2:
             a, b = ("glide-clip", "glide-cfg") if "glide-clip" in presets else presets[:2]
-            figures[f"guidance-{dimension}"] = plots.save(
-                plots.paired_slopes(prepared, "preset", a, b, ["prompt_id", "rater"], dimension=dimension), out / "figures",
-                f"guidance-{dimension}")
-        if {"short", "detailed"} <= set(prepared["detail"]):
-            figures[f"detail-{dimension}"] = plots.save(
-                plots.paired_slopes(prepared, "detail", "short", "detailed", ["style", "topic", "preset", "rater"],
-                                    dimension=dimension),
-                out / "figures", f"detail-{dimension}")
+            save(f"guidance-{dimension}", plots.paired_slopes(per_rater, "preset", a, b, ["prompt_id", "rater"],
+                                                              dimension=dimension))
+        if {"short", "detailed"} <= set(per_rater["detail"]):
+            save(f"detail-{dimension}", plots.paired_slopes(per_rater, "detail", "short", "detailed",
+                                                            ["style", "topic", "preset", "rater"], dimension=dimension))
     if results.get("agreement") is not None and len(results["agreement"]):
-        figures["agreement"] = plots.save(plots.agreement_heatmap(results["agreement"]), out / "figures", "agreement")
-    return {"tables": results, "figures": figures}
+        save("agreement", plots.agreement_heatmap(results["agreement"]))
+    return {"tables": results, "figures": figures, "methods": methods}
 
 
 def summary_html(tidy: pd.DataFrame, aggregate: str, nonsensical: str, correction: str, alpha: float) -> str:
@@ -115,16 +125,25 @@ def summary_html(tidy: pd.DataFrame, aggregate: str, nonsensical: str, correctio
     path = ", ".join(f"{name} = <code>{escape(str(value))}</code>" for name, value in
                      (("aggregate", aggregate), ("nonsensical", nonsensical), ("correction", correction)))
     return (f"<p><b>{first['panel'].nunique()} panels</b>, <b>{first['rater'].nunique()} raters</b>, "
-            f"{len(first)} ratings; presets: {presets}. Analysis path: {path}, alpha = {escape(str(alpha))}.</p>")
+            f"{first['topic'].nunique()} topics (the clusters), {len(first)} ratings; presets: {presets}. "
+            f"Analysis path: {path}, alpha = {escape(str(alpha))}.</p>")
 
 
 def radiology_html(radiology: pd.DataFrame, alpha: float) -> str:
-    """Per dimension, in how many (radiology style, other style) pairs radiology scored significantly lower."""
+    """Per dimension and analysis: does "radiology is lower than every other style" hold?"""
+    if radiology is None or radiology.empty or "claim" not in radiology:
+        return "<p>No radiology claim to test: the study has no radiology styles and other styles.</p>"
     lines = []
-    for dimension, rows in radiology[radiology["a"] != "radiology"].groupby("dimension"):
-        holds = (rows["p_adj"] < alpha) & (rows["effect"] < 0)
-        lines.append(f"<p><b>{escape(str(dimension))}</b>: radiology styles are significantly lower in "
-                     f"{int(holds.sum())} of {len(rows)} pairs (adjusted p &lt; {escape(str(alpha))}).</p>")
+    for (dimension, analysis), rows in radiology.groupby(["dimension", "analysis"], sort=False):
+        pairs, claim = rows[rows["claim"] == "pair"], rows[rows["claim"] == "conjunction"].iloc[0]
+        lower = int(((pairs["p"] < alpha) & (pairs["effect"] < 0)).sum())
+        adjusted = int(((pairs["p_adj"] < alpha) & (pairs["effect"] < 0)).sum())
+        verdict = "<b>holds</b>" if claim["holds"] else "<b>does not hold</b>"
+        lines.append(
+            f"<p><b>{escape(str(dimension))}</b>, {escape(str(analysis))}: radiology lower than every other style "
+            f"{verdict} (intersection-union test: {lower} of {len(pairs)} radiology-vs-other pairs reject at "
+            f"alpha = {escape(str(alpha))} with radiology lower, largest p = {claim['p']:.3g}). Individually, "
+            f"{adjusted} of {len(pairs)} pairs are significant after adjustment over all style pairs.</p>")
     return "\n".join(lines)
 
 

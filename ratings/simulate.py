@@ -276,9 +276,10 @@ def power(contrast=("xray", "photo"), dimension: str = "style", n_topics: int = 
     means ``center -/+ effect / 2`` for the first and the second style of ``contrast``, no
     rater bias, no nonsensical flags; topic effects shared by both styles and both detail
     levels, each rater with their own cut points). Scores are aggregated across raters
-    (``aggregate``: median or mean) and compared with the analysis' test, a paired two-sided
-    Wilcoxon signed-rank test over (topic, detail). A study counts as a detection when
-    ``p * correction_family < alpha``.
+    (``aggregate``: median or mean), averaged per topic over its short and detailed prompts
+    (the analysis' unit), and compared with the analysis' test, the two-sided Wilcoxon
+    signed-rank test over topics (exact for up to ``stats.EXACT_MAX`` non-zero differences).
+    A study counts as a detection when ``p * correction_family < alpha``.
 
     ``correction_family`` defaults to the analysis' declared family, all
     :data:`STYLE_PAIRS` (28) pairs of the eight styles under Holm's procedure. Only this one
@@ -328,7 +329,9 @@ def power(contrast=("xray", "photo"), dimension: str = "style", n_topics: int = 
                    axis=-1)
     scores = SCORE_MIN + (answers[..., None] >= cuts[:, None, None, :, :]).sum(axis=-1).astype(float)
     panel = np.median(scores, axis=-1) if aggregate == "median" else scores.mean(axis=-1)
-    p = _paired_pvalues(panel[:, 0, :], panel[:, 1, :])
+    # the analysis' unit: one value per topic and style, the mean of its short and detailed panels
+    topic_means = panel.reshape(n_sim, 2, n_topics, DETAIL_PER_TOPIC).mean(axis=-1)
+    p = _paired_pvalues(topic_means[:, 0, :], topic_means[:, 1, :])
     hits = int(np.sum(p * correction_family < alpha))
     low, high = wilson_interval(hits, n_sim)
     row = [f"{a} vs {b}", dimension, n_topics, n_raters, effect, alpha, n_sim, hits / n_sim, low, high]
@@ -361,84 +364,23 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 
 
 def _paired_pvalues(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """Two-sided paired Wilcoxon p-value of each row, as scipy.stats.wilcoxon gives it for that row.
+    """Two-sided paired Wilcoxon p-value of each row, by the analysis' own rule.
 
-    scipy decides between the exact, the permutation and the normal-approximation test per
-    call, looking at the whole batch; the analysis calls it once per contrast, so the choice
-    is made here row by row. Its permutation test (small samples with ties, the usual case
-    with medians of 0-4 scores) takes a fifth of a second a call; the sign-flip enumeration
-    below gives the same p-values for a whole batch at once. Rows whose pairs all tie have
-    no test and count as p = 1.
+    :func:`ratings.stats.signed_rank_pvalue`: zeros dropped, exact (sign-flip distribution,
+    ties included) up to ``stats.EXACT_MAX`` non-zero differences, asymptotic above; rows
+    whose pairs all tie count as p = 1.
     """
-    from scipy.stats import wilcoxon
+    from . import stats
 
-    settings = _wilcoxon_settings()
-    zero_method = settings.get("zero_method", "wilcox")
-    method = settings.get("method", "auto")
     diff = np.asarray(x, float) - np.asarray(y, float)
-    n = diff.shape[1]
-    p = np.ones(len(diff))
-    zeros = diff == 0
-    informative = ~zeros.all(axis=1)
-    if method == "auto" and n > 50:
-        method = "asymptotic"
-    if method != "auto":
-        if informative.any():
-            p[informative] = wilcoxon(diff[informative], axis=1, **{**settings, "method": method}).pvalue
-        return np.nan_to_num(p, nan=1.0)
-    magnitude = np.sort(np.where(zeros, np.nan, np.abs(diff)), axis=1)
-    ties = np.any(magnitude[:, 1:] == magnitude[:, :-1], axis=1)
-    exact = informative & ~(ties | zeros.any(axis=1))
-    flips = informative & ~exact & (n <= 13)
-    normal = informative & ~exact & ~flips
-    for rows, how in ((exact, "exact"), (normal, "asymptotic")):
-        if rows.any():
-            p[rows] = wilcoxon(diff[rows], axis=1, **{**settings, "method": how}).pvalue
-    if flips.any():
-        p[flips] = _signflip_pvalues(diff[flips], zero_method)
-    return np.nan_to_num(p, nan=1.0)
-
-
-def _signflip_pvalues(diff: np.ndarray, zero_method: str, block: int = 256) -> np.ndarray:
-    """Exact two-sided sign-flip p-values of the signed-rank sum, all 2**n flips enumerated."""
-    from scipy.stats import rankdata
-
-    n = diff.shape[1]
-    zeros = diff == 0
-    if zero_method == "wilcox":  # zeros leave the ranking
-        ranks = np.nan_to_num(rankdata(np.where(zeros, np.nan, np.abs(diff)), axis=1, nan_policy="omit"))
-    else:
-        ranks = rankdata(np.abs(diff), axis=1)
-    positive = diff > 0
-    fixed = np.where(zeros, ranks / 2 if zero_method == "zsplit" else 0.0, 0.0).sum(axis=1)
-    observed = (ranks * positive).sum(axis=1) + fixed
-    # flipping the sign of pair i moves its rank into or out of the positive sum; a zero stays put
-    swing = np.where(zeros, 0.0, ranks * (1 - 2 * positive))
-    patterns = ((np.arange(2**n)[:, None] >> np.arange(n)) & 1).astype(float)
-    p = np.empty(len(diff))
-    for start in range(0, len(diff), block):
-        rows = slice(start, start + block)
-        null = observed[rows] + patterns @ swing[rows].T
-        gamma = np.abs(observed[rows]) * np.finfo(float).eps * 100
-        less = np.mean(null <= observed[rows] + gamma, axis=0)
-        greater = np.mean(null >= observed[rows] - gamma, axis=0)
-        p[rows] = np.clip(2 * np.minimum(less, greater), 0, 1)
-    return p
-
-
-def _wilcoxon_settings() -> dict:
-    """The options ratings.stats passes to scipy's Wilcoxon test, where it names them."""
-    try:
-        from . import stats
-    except ImportError:
-        stats = None
-    settings = getattr(stats, "WILCOXON_OPTIONS", None) if stats is not None else None
-    return dict(settings) if settings else {"zero_method": "wilcox", "alternative": "two-sided"}
+    return np.array([stats.signed_rank_pvalue(row)[1] for row in diff])
 
 
 def _test_name() -> str:
-    options = ", ".join(f"{k}={v}" for k, v in _wilcoxon_settings().items())
-    return f"scipy.stats.wilcoxon paired by (topic, detail) ({options})"
+    from . import stats
+
+    return (f"Wilcoxon signed-rank on topic means (ratings.stats.signed_rank_pvalue: exact up to "
+            f"{stats.EXACT_MAX} non-zero differences)")
 
 
 # --- helpers --------------------------------------------------------------------------------

@@ -1,39 +1,60 @@
 """Tests and agreement for rated panels: pure functions over the tidy table.
 
-Each public function takes a long DataFrame (the tidy table of :func:`ratings.io.tidy_table`,
+The whole analysis (:func:`ratings.analysis.analyze`) and rater agreement
+(:mod:`ratings.agreement`) build on these. Each public function takes a long DataFrame (the tidy table of :func:`ratings.io.tidy_table`,
 or the ``value`` table that :func:`prepare` makes from it) and returns a tidy DataFrame, one
-function per test in the manner of scikit-posthocs. Scores are ordinal (0-4), so everything
-is rank based: Friedman or Kruskal-Wallis across styles, Wilcoxon signed-rank or Mann-Whitney
-between two levels, medians with prompt-clustered bootstrap intervals, Krippendorff's alpha
-and quadratic-weighted kappa for agreement. Levels keep the order in which they first appear
-(the category order for a Categorical column). Bootstraps count how often each prompt, pair
-or category is drawn in each resample and work on those counts, so B resamples cost a few
-array operations and no Python loop.
+function per test in the manner of scikit-posthocs.
+
+These are the rank tests: the published study's path and a sensitivity analysis beside the
+primary ordinal model (:mod:`ratings.ordinal`). Their unit is the **topic**: a topic's short
+and detailed prompts, its presets and its raters' answers are correlated, so each style gets
+one value per topic (the mean over the cells both levels share: detail x preset [x rater])
+before a paired test, and topics are the blocks of the Friedman test and the clusters of every
+interval. Raters are never blocks (three raters' answers to one image are not three
+independent observations). Wilcoxon's signed-rank test is exact (the sign-flip distribution,
+ties and zeros handled as Wilcoxon's ``zero_method="wilcox"``) up to :data:`EXACT_MAX`
+non-zero differences, asymptotic above. Levels keep the order in which they first appear
+(the category order for a Categorical column).
+
+Multiplicity: one declared family per claim. The style comparisons of one dimension are one
+family (every pair of styles, Holm); the claim "radiology is lower than every other style" is
+an intersection-union test over its (radiology, other) pairs: it holds when every one of them
+rejects at alpha with radiology lower, which needs no further adjustment (Berger 1982).
 """
 
 from __future__ import annotations
 
 import itertools
 
-import krippendorff
 import numpy as np
 import pandas as pd
 from scipy import stats as ss
-from statsmodels.stats.inter_rater import cohens_kappa
 from statsmodels.stats.multitest import multipletests
 
 from .errors import AnalysisError
 
 AGGREGATES = ("median", "none")
-POLICIES = ("zero", "panel-zero", "exclude")
+# "lowest": a flagged rating is its own category below the scale's bottom (value -1)
+POLICIES = ("zero", "panel-zero", "exclude", "lowest")
+FLAG_VALUE = -1.0
 CORRECTIONS = ("holm", "fdr_bh", "bonferroni", "none")
+EXACT_MAX = 50  # Wilcoxon: exact sign-flip distribution up to this many non-zero differences
 WILCOXON_OPTIONS = {"zero_method": "wilcox", "alternative": "two-sided"}  # read by ratings.simulate
 DESIGN = ["panel", "prompt_id", "style", "style_group", "topic", "topic_group", "detail", "preset"]
 RATING_ONLY = {"rater", "text", "nonsensical", "comment", "rated_at", "seconds", "repeat", "value"}
-RESAMPLE_BLOCK = 1 << 22  # bootstrap draws generated at a time: bounds memory at any size
-PAIRWISE_COLUMNS = ["factor", "a", "b", "test", "n_a", "n_b", "n_pairs", "statistic", "p", "p_adj",
-                    "correction", "effect", "effect_name", "effect_ci_low", "effect_ci_high",
-                    "median_a", "median_b"]
+# The cells a comparison of two levels of a factor matches within a topic.
+MATCH = {"style": ("detail", "preset", "rater"), "detail": ("style", "preset", "rater"),
+         "preset": ("prompt_id", "rater")}
+MATCH_OTHER = ("prompt_id", "preset", "rater")
+PAIRWISE_COLUMNS = ["factor", "a", "b", "unit", "test", "method", "n_pairs", "n_nonzero", "n_a_higher",
+                    "n_b_higher", "n_tied", "statistic", "p", "p_adj", "correction", "family", "effect",
+                    "effect_name", "effect_ci_low", "effect_ci_high", "effect_ties", "share_a_higher",
+                    "share_ci_low", "share_ci_high", "mean_a", "mean_b", "median_a", "median_b", "n_a", "n_b"]
+IUT = "intersection-union"
+RADIOLOGY_COLUMNS = ["dimension", "analysis", "claim", "a", "b", "test", "method", "effect", "effect_name",
+                     "odds_ratio", "or_ci_low", "or_ci_high", "n_clusters", "n_pairs", "n_nonzero", "n_a_higher",
+                     "n_b_higher", "n_tied", "share_a_higher", "share_ci_low", "share_ci_high", "p", "p_adj",
+                     "correction", "family", "holds"]
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -51,10 +72,12 @@ def prepare(tidy: pd.DataFrame, dimension: str = "style", aggregate: str = "medi
     aggregate : {"median", "none"}
         ``median``: one value per panel, the median over raters (the published study; the
         median of two values is their mean). ``none``: one row per (rater, panel).
-    nonsensical : {"panel-zero", "zero", "exclude"}
+    nonsensical : {"panel-zero", "zero", "exclude", "lowest"}
         ``zero``: a flagged rating counts as 0. ``panel-zero``: a panel flagged by any rater
         scores 0 (the published study's rule; with ``aggregate="none"`` every rating of it).
         ``exclude``: flagged ratings are dropped, and a panel every rater flagged disappears.
+        ``lowest``: a flagged rating is its own category below the scale (value -1), so the
+        ordinal model and the rank tests treat "nonsensical" as worse than any score.
         Unflagged ratings without a score are dropped under every policy.
 
     Returns
@@ -79,128 +102,202 @@ def prepare(tidy: pd.DataFrame, dimension: str = "style", aggregate: str = "medi
         spec = {c: (c, "first") for c in DESIGN[1:] + extras}
         out = ratings.groupby("panel", sort=False).agg(**spec, value=("value", "median")).reset_index()
         out = out[DESIGN + ["value"] + extras]
-    return out.reset_index(drop=True)
+    out = out.reset_index(drop=True)
+    # Keep the label, not the whole attrs: pandas deep-copies attrs on every operation, and a
+    # simulated table's settings made that most of the analysis' time.
+    out.attrs = {"simulated": True} if tidy.attrs.get("simulated") else {}
+    return out
 
 
-def descriptives(data: pd.DataFrame, by: str = "style", n_boot: int = 2000, ci: float = 0.95,
-                 seed: int = 0) -> pd.DataFrame:
-    """Median, quartiles, mean and a prompt-clustered bootstrap CI of the median per level of ``by``.
+def descriptives(data: pd.DataFrame, by: str = "style") -> pd.DataFrame:
+    """Median, quartiles and mean per level of ``by``: descriptives, without intervals.
 
-    Parameters
-    ----------
-    data : DataFrame
-        Output of :func:`prepare` (needs ``by``, ``prompt_id`` and ``value``).
-    by : str
-        Any column: style, style_group, preset, detail, rater, guidance ...
-    n_boot, ci, seed
-        Percentile bootstrap: ``n_boot`` resamples of the level's prompts with replacement,
-        every row of a drawn prompt coming along (its raters and presets stay together);
-        ``n_boot=0`` leaves the CI empty.
+    A median of a 0-4 scale moves in steps of a half or a whole point, so a percentile
+    interval of it is mostly zero-width; :func:`at_least` gives the shares that carry the
+    information, with intervals.
 
     Returns
     -------
     DataFrame
-        ``by``, n, median, q1, q3, iqr, mean, ci_low, ci_high; quartiles are numpy's linear ones.
+        ``by``, n, median, q1, q3, iqr, mean; quartiles are numpy's linear ones.
+    """
+    _need(data, [by, "value"])
+    rows = []
+    for level in _levels(data[by]):
+        values = data.loc[data[by] == level, "value"].to_numpy(float)
+        q1, median, q3 = np.percentile(values, [25, 50, 75])
+        rows.append({by: level, "n": len(values), "median": median, "q1": q1, "q3": q3, "iqr": q3 - q1,
+                     "mean": values.mean()})
+    return pd.DataFrame(rows)
+
+
+def at_least(data: pd.DataFrame, by: str = "style", cluster: str = "topic", ci: float = 0.95) -> pd.DataFrame:
+    """Share of values at or above each scale point per level of ``by``, with clustered CIs.
+
+    For each level and each threshold k above the lowest scale point (1, 2, 3, 4 on a 0-4
+    scale; 0 too when flags are the category -1), the share of values >= k. Its interval is
+    cluster-robust by ``cluster`` (the ratio estimator's sandwich, t with G - 1 degrees of
+    freedom, G the number of clusters of that level, clipped to [0, 1]); a share of 0 or 1 has
+    a zero sandwich and gets the Wilson interval instead (values taken as independent: too
+    narrow when they are not, which the ``note`` says).
+
+    Returns
+    -------
+    DataFrame
+        ``by``, threshold, n, k (values >= threshold), share, ci_low, ci_high, n_clusters, note.
 
     References
     ----------
-    Field, C. A., & Welsh, A. H. (2007). Bootstrapping clustered data. JRSS B, 69(3), 369-390.
-    Efron, B., & Tibshirani, R. (1993). An Introduction to the Bootstrap, ch. 13 (percentile CI).
+    Cameron, A. C., & Miller, D. L. (2015). A practitioner's guide to cluster-robust
+    inference. J. Hum. Resour. 50(2), 317-372. Wilson, E. B. (1927). JASA 22(158), 209-212.
     """
-    _need(data, [by, "prompt_id", "value"])
-    rng = np.random.default_rng(seed)
+    _need(data, [by, "value", cluster])
+    values = data["value"].to_numpy(float)
+    thresholds = np.arange(np.floor(values.min()) + 1, np.ceil(values.max()) + 1)
     rows = []
     for level in _levels(data[by]):
         part = data[data[by] == level]
-        values = part["value"].to_numpy(float)
-        q1, median, q3 = np.percentile(values, [25, 50, 75])
-        low, high = _percentile_ci(_boot_medians(values, part["prompt_id"].to_numpy(), n_boot, rng), ci)
-        rows.append({by: level, "n": len(values), "median": median, "q1": q1, "q3": q3, "iqr": q3 - q1,
-                     "mean": values.mean(), "ci_low": low, "ci_high": high})
-    return pd.DataFrame(rows)
+        for k in thresholds:
+            share = clustered_share((part["value"].to_numpy(float) >= k), part[cluster].to_numpy(), ci)
+            rows.append({by: level, "threshold": float(k), **share})
+    return pd.DataFrame(rows, columns=[by, "threshold", "n", "k", "share", "ci_low", "ci_high", "n_clusters",
+                                       "note"])
+
+
+def clustered_share(hits, clusters, ci: float = 0.95) -> dict:
+    """A share with a cluster-robust interval (Wilson where it is 0 or 1): see :func:`at_least`."""
+    from statsmodels.stats.proportion import proportion_confint
+
+    hits = np.asarray(hits, float)
+    n, k = len(hits), int(hits.sum())
+    share = k / n
+    codes = pd.factorize(clusters)[0]
+    g = int(codes.max()) + 1
+    if k in (0, n) or g < 2:
+        low, high = proportion_confint(k, n, alpha=1 - ci, method="wilson")
+        low, high = min(low, share) if k else 0.0, max(high, share) if k < n else 1.0  # rounding: 3e-17 > 0
+        note = "Wilson interval (not clustered): " + ("every value on one side" if k in (0, n) else "one cluster")
+    else:
+        sums = np.bincount(codes, weights=hits - share, minlength=g)
+        se = np.sqrt(g / (g - 1) * np.sum(sums ** 2)) / n
+        half = ss.t.ppf(0.5 + ci / 2, g - 1) * se
+        low, high, note = max(0.0, share - half), min(1.0, share + half), ""
+    return {"n": n, "k": k, "share": share, "ci_low": float(low), "ci_high": float(high), "n_clusters": g,
+            "note": note}
+
+
+def unit_means(data: pd.DataFrame, factor: str = "style", levels=None, cluster: str = "topic",
+               match=None) -> pd.DataFrame:
+    """One value per (cluster, level): the mean over the cells every level holds in that cluster.
+
+    A cell is one combination of ``match`` (default :data:`MATCH` of ``factor``: for styles
+    detail x preset x rater, where the table has those columns). Within a cluster (topic),
+    only cells present for every one of ``levels`` are averaged, so a missing rating removes
+    its cell from every level alike and no level's mean rests on other cells than another's.
+    Clusters with no such cell are left out.
+
+    Returns
+    -------
+    DataFrame
+        Index: the clusters kept; columns: ``levels``; attrs["n_dropped"]: clusters left out.
+    """
+    _need(data, [factor, "value", cluster])
+    levels = _levels(data[factor]) if levels is None else list(levels)
+    return _cluster_means(_cells(data[data[factor].isin(levels)], factor, cluster, match), levels)
 
 
 # --- tests -----------------------------------------------------------------------------------
 
-def omnibus(data: pd.DataFrame, factor: str = "style", blocks=("topic", "detail")) -> pd.DataFrame:
-    """Do the levels of ``factor`` differ? Friedman on a complete block design, else Kruskal-Wallis.
+def omnibus(data: pd.DataFrame, factor: str = "style", cluster: str = "topic", match=None) -> pd.DataFrame:
+    """Do the levels of ``factor`` differ? Friedman's test with clusters (topics) as blocks.
 
-    A block is one combination of ``blocks`` (plus rater when there is a rater column, plus
-    preset when there are several). The design is complete when every block holds exactly one
-    value of every level; then the Friedman test uses the blocking, otherwise Kruskal-Wallis
-    compares the levels as independent samples and ``reason`` says why. Two levels also go to
-    Kruskal-Wallis (scipy's Friedman needs three; use :func:`pairwise` for a paired test).
+    Each block is one cluster's :func:`unit_means` (cells every level holds); a cluster
+    missing a level altogether is dropped and counted, never replaced by an unblocked test.
+    Kendall's W = chi2 / (b (k - 1)) is the effect size (0: no agreement of blocks on an
+    order, 1: every block orders the levels alike). With two levels the exact Wilcoxon test
+    of :func:`pairwise` is the omnibus test.
 
     Returns
     -------
     DataFrame
-        One row: factor, test ("friedman" or "kruskal"), statistic, df, p, n (values), reason.
+        One row: factor, test, unit, statistic, df, p, kendall_w, n_blocks, n_dropped, reason.
 
     References
     ----------
-    Friedman, M. (1937). JASA 32(200), 675-701. Kruskal, W. H., & Wallis, W. A. (1952). JASA
-    47(260), 583-621. Both as implemented by scipy.stats.friedmanchisquare / kruskal.
+    Friedman, M. (1937). JASA 32(200), 675-701, as scipy.stats.friedmanchisquare (tie-corrected).
+    Kendall, M. G., & Babington Smith, B. (1939). Ann. Math. Stat. 10(3), 275-287.
     """
-    _need(data, [factor, "value", *blocks])
+    _need(data, [factor, "value", cluster])
     levels = _levels(data[factor])
     if len(levels) < 2:
         raise AnalysisError(f"omnibus test across {factor!r} needs at least 2 levels; the data has "
                             f"{len(levels)} ({', '.join(map(str, levels)) or 'none'})")
-    keys = _block_keys(data, factor, blocks)
-    reason = _incomplete(data, factor, keys, len(levels))
-    if reason is None and len(levels) < 3:
-        reason = "2 levels: scipy's Friedman test needs 3 or more"
-    groups = [data.loc[data[factor] == level, "value"].to_numpy(float) for level in levels]
-    spread = np.ptp(data["value"].to_numpy(float)) > 0
-    if reason is None:
-        wide = data.pivot(index=keys, columns=factor, values="value")[levels]
-        statistic, p = ss.friedmanchisquare(*wide.to_numpy().T) if spread else (np.nan, 1.0)
-        test, reason = "friedman", f"complete design: {len(wide)} ({', '.join(keys)}) blocks x {len(levels)} levels"
+    means = unit_means(data, factor, levels, cluster, match)
+    dropped = means.attrs["n_dropped"]
+    b, k = len(means), len(levels)
+    reason = f"{b} {cluster} blocks x {k} levels" + (f"; {dropped} {cluster}s without every level dropped"
+                                                    if dropped else "")
+    row = {"factor": factor, "unit": cluster, "df": k - 1, "n_blocks": b, "n_dropped": dropped}
+    if k == 2:
+        pair = pairwise(data, factor, correction="none", cluster=cluster, match=match, n_boot=0).iloc[0]
+        return pd.DataFrame([{**row, "test": "wilcoxon", "statistic": pair["statistic"], "p": pair["p"],
+                              "kendall_w": np.nan, "reason": reason + f"; 2 levels: Wilcoxon ({pair['method']})"}])
+    if b < 2:
+        return pd.DataFrame([{**row, "test": "friedman", "statistic": np.nan, "p": np.nan, "kendall_w": np.nan,
+                              "reason": reason + f"; too few {cluster}s hold every level: no omnibus test"}])
+    x = means.to_numpy(float)
+    if np.ptp(x, axis=1).max() == 0:  # every block tied: no evidence of a difference
+        statistic, p, w = 0.0, 1.0, 0.0
+        reason += "; every block is tied"
     else:
-        statistic, p = ss.kruskal(*groups) if spread else (np.nan, 1.0)
-        test = "kruskal"
-    if not np.isfinite(p):  # every block tied: no evidence of a difference
-        statistic, p, reason = np.nan, 1.0, reason + "; every block is tied"
-    return pd.DataFrame([{"factor": factor, "test": test, "statistic": statistic, "df": len(levels) - 1,
-                          "p": float(p), "n": len(data), "reason": reason}])
+        statistic, p = ss.friedmanchisquare(*x.T)
+        w = statistic / (b * (k - 1))
+    return pd.DataFrame([{**row, "test": "friedman", "statistic": float(statistic), "p": float(p),
+                          "kendall_w": float(w), "reason": reason}])
 
 
 def pairwise(data: pd.DataFrame, factor: str = "style", pairs=None, correction: str = "holm",
-             blocks=("topic", "detail"), n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
-    """Two-sided comparison of level pairs of ``factor``, adjusted for multiplicity over the pairs.
+             cluster: str = "topic", match=None, n_boot: int = 1000, ci: float = 0.95, seed: int = 0) -> pd.DataFrame:
+    """Two-sided comparison of level pairs of ``factor`` over clusters, one family for the pairs.
 
-    A pair is *paired* when each observation of both levels has its own key (``blocks`` plus
-    rater / preset, as in :func:`omnibus`) and the levels share at least one key: then the
-    Wilcoxon signed-rank test runs on the differences a - b of the shared keys
-    (``zero_method="wilcox"``: zero differences are dropped, Wilcoxon's original rule; all
-    differences zero gives p = 1), with the matched-pairs rank-biserial correlation
-    (R+ - R-) / (R+ + R-) over the same nonzero differences as effect. Otherwise the
-    Mann-Whitney U test (two-sided) with Cliff's delta = 2 U_a / (n_a n_b) - 1. Positive effect:
-    ``a`` scores higher. The effect CI is a percentile bootstrap over pairs (or over each
-    level's observations); ``n_boot=0`` leaves it empty.
+    For a pair (a, b) each cluster (topic) holding both gives one difference: the mean of a
+    minus the mean of b over the cells both hold (:func:`unit_means`). The Wilcoxon
+    signed-rank test runs on those differences, zeros dropped (Wilcoxon's rule; all zero
+    gives p = 1): exact, from the sign-flip distribution of the signed-rank sum given the
+    observed magnitudes (ties included), up to :data:`EXACT_MAX` non-zero differences, the
+    tie-corrected normal approximation above. Effects (positive: ``a`` higher): the
+    matched-pairs rank-biserial (R+ - R-) / (R+ + R-) over the non-zero differences, with a
+    percentile bootstrap CI over clusters; the tie-inclusive sign effect (n+ - n-) / n; and the
+    share of non-tied clusters where a is higher with its exact (Clopper-Pearson) CI, which
+    stays informative when every cluster goes one way. Without a shared cluster the
+    Mann-Whitney U test compares the two levels' cluster means, with Cliff's delta.
 
     Parameters
     ----------
     pairs : list of (a, b), optional
         Default: every pair of levels, in the order the levels first appear.
     correction : {"holm", "fdr_bh", "bonferroni", "none"}
-        statsmodels ``multipletests`` method over the pairs of this call; raw ``p`` is kept.
+        statsmodels ``multipletests`` method over the pairs of this call (the family, named in
+        the ``family`` column); raw ``p`` is kept.
+    cluster, match
+        The unit of analysis (default topic) and the cells matched within it (default
+        :data:`MATCH`).
 
     Returns
     -------
     DataFrame
-        factor, a, b, test, n_a, n_b, n_pairs, statistic, p, p_adj, correction, effect,
-        effect_name, effect_ci_low, effect_ci_high, median_a, median_b.
+        :data:`PAIRWISE_COLUMNS`.
 
     References
     ----------
-    Wilcoxon, F. (1945). Biometrics Bulletin 1(6), 80-83. Mann, H. B., & Whitney, D. R. (1947).
-    Ann. Math. Stat. 18(1), 50-60. Kerby, D. S. (2014). The simple difference formula.
-    Comprehensive Psychology 3, 11.IT.3.1. Cliff, N. (1993). Psychol. Bull. 114(3), 494-509.
-    Holm, S. (1979). Scand. J. Stat. 6(2), 65-70. Benjamini, Y., & Hochberg, Y. (1995). JRSS B 57(1).
+    Wilcoxon, F. (1945). Biometrics Bulletin 1(6), 80-83. Pratt, J. W. (1959). JASA 54(287),
+    655-667 (the conditional sign-flip distribution). Kerby, D. S. (2014). Comprehensive
+    Psychology 3, 11.IT.3.1. Mann, H. B., & Whitney, D. R. (1947). Ann. Math. Stat. 18(1),
+    50-60. Cliff, N. (1993). Psychol. Bull. 114(3), 494-509. Holm, S. (1979). Scand. J. Stat.
+    6(2), 65-70. Clopper, C. J., & Pearson, E. S. (1934). Biometrika 26(4), 404-413.
     """
     _choice("correction", correction, CORRECTIONS)
-    _need(data, [factor, "value", *blocks])
+    _need(data, [factor, "value", cluster])
     levels = _levels(data[factor])
     pairs = list(itertools.combinations(levels, 2)) if pairs is None else [tuple(p) for p in pairs]
     unknown = sorted({str(x) for pair in pairs for x in pair if x not in levels})
@@ -210,213 +307,135 @@ def pairwise(data: pd.DataFrame, factor: str = "style", pairs=None, correction: 
     if not pairs:
         raise AnalysisError(f"pairwise comparison of {factor!r} needs at least 2 levels; the data has "
                             f"{len(levels)} ({', '.join(map(str, levels)) or 'none'})")
-    by_level = _split(data, factor, _block_keys(data, factor, blocks))
     rng = np.random.default_rng(seed)
-    rows = [{"factor": factor, "a": a, "b": b, **_contrast(by_level[a], by_level[b], n_boot, ci, rng)}
-            for a, b in pairs]
-    return _adjust(pd.DataFrame(rows), correction)
+    values = {level: data.loc[data[factor] == level, "value"].to_numpy(float) for level in levels}
+    cells = _cells(data, factor, cluster, match)
+    matrix, cluster_of = cells.to_numpy(float), pd.factorize(cells.index.get_level_values(0))[0]
+    column = {level: i for i, level in enumerate(cells.columns)}
+    rows = []
+    for a, b in pairs:
+        x, y = _pair_means(matrix[:, column[a]], matrix[:, column[b]], cluster_of)
+        described = {"n_a": len(values[a]), "n_b": len(values[b]), "median_a": np.median(values[a]),
+                     "median_b": np.median(values[b])}
+        if len(x):
+            result = _paired(x, y, n_boot, ci, rng)
+        else:
+            per_level = data.groupby([factor, cluster], observed=True, sort=False)["value"].mean()
+            result = _unpaired(per_level.loc[a].to_numpy(float), per_level.loc[b].to_numpy(float), n_boot, ci, rng)
+        rows.append({"factor": factor, "a": a, "b": b, "unit": cluster, **described, **result})
+    family = f"{len(pairs)} {factor} pair{'s' if len(pairs) > 1 else ''}"
+    return _adjust(pd.DataFrame(rows), correction, family)
 
 
-def radiology_contrasts(data: pd.DataFrame, correction: str = "holm", **kw) -> pd.DataFrame:
-    """The published claim: each radiology style vs each other style, and radiology vs the rest.
+def radiology_contrasts(pairwise_table: pd.DataFrame, radiology, alpha: float = 0.05,
+                        p: str = "p", effect: str = "effect") -> pd.DataFrame:
+    """The published claim: every radiology style is lower than every other style.
 
-    Rows: :func:`pairwise` for every (radiology style, non-radiology style) pair, then one row
-    with factor "style_group", a "radiology", b "non-radiology". That row averages the radiology
-    styles and the non-radiology styles within each block (topic, detail [, rater, preset]) and
-    runs the Wilcoxon test on the block means, one pair per block so no block counts three
-    times; without any block holding both sides it falls back to Mann-Whitney on all values.
-    n_a, n_b and the medians describe the raw values. The adjustment covers all rows.
-    Keyword arguments (blocks, n_boot, ci, seed) go to :func:`pairwise`.
+    Takes the rows of a pairwise table (:func:`pairwise`, or the ordinal contrasts of
+    :mod:`ratings.ordinal`) that set a radiology style against a non-radiology one, oriented
+    radiology first (a deficit has a negative effect), with their adjusted p-values from the
+    table's own family unchanged, and adds one row for the conjunction, read as an
+    intersection-union test: the claim holds when every pair rejects at ``alpha`` (raw p)
+    with radiology lower. Its p is the largest raw p when every effect is negative (1
+    otherwise) and needs no multiplicity adjustment (Berger 1982).
 
     Returns
     -------
     DataFrame
-        :func:`pairwise` columns; radiology styles are ``a``, so a deficit has effect < 0.
+        The pair rows (columns of the input, oriented, plus ``claim``) and the claim row:
+        factor "style_group", a "radiology", b "every other style", test "intersection-union",
+        p = p_adj, ``holds``.
 
     References
     ----------
-    As :func:`pairwise`. The claim tested: radiology styles scored significantly lower than
-    every other style for style and content (the published GLIDE probing study).
+    Berger, R. L. (1982). Multiparameter hypothesis testing and acceptance sampling.
+    Technometrics 24(4), 295-300.
     """
-    _need(data, ["style", "style_group", "value"])
-    radiology = _levels(data.loc[data["style_group"] == "radiology", "style"])
-    others = [s for s in _levels(data["style"]) if s not in radiology]
-    if not radiology or not others:
+    radiology = list(radiology)
+    rows = pairwise_table[pairwise_table["a"].isin(radiology) != pairwise_table["b"].isin(radiology)].copy()
+    if rows.empty:
         raise AnalysisError("radiology contrasts need radiology styles (style_group 'radiology') and other "
-                            f"styles; the data has radiology: {radiology or 'none'}, others: {others or 'none'}")
-    styles = pairwise(data, "style", pairs=[(r, o) for r in radiology for o in others], correction="none", **kw)
-    keys = _block_keys(data, "style", kw.get("blocks", ("topic", "detail")))
-    side = np.where(data["style_group"] == "radiology", "radiology", "non-radiology")
-    means = data.assign(side=side).groupby(keys + ["side"], sort=False)["value"].mean().reset_index()
-    by_side = _split(means, "side", keys)
-    rng = np.random.default_rng([kw.get("seed", 0), 1])
-    group = _contrast(by_side["radiology"], by_side["non-radiology"], kw.get("n_boot", 1000), kw.get("ci", 0.95), rng)
-    raw_a, raw_b = data.loc[side == "radiology", "value"], data.loc[side != "radiology", "value"]
-    group.update(n_a=len(raw_a), n_b=len(raw_b), median_a=raw_a.median(), median_b=raw_b.median())
-    row = pd.DataFrame([{"factor": "style_group", "a": "radiology", "b": "non-radiology", **group}])
-    return _adjust(pd.concat([styles, row], ignore_index=True), correction)
+                            "styles in the pairwise table")
+    rows = rows.reset_index(drop=True)
+    keep = ~rows["b"].isin(radiology)  # rows already radiology first
+    new = {"a": rows["a"].where(keep, rows["b"]), "b": rows["b"].where(keep, rows["a"])}
+    for signed in [c for c in dict.fromkeys((effect, "effect", "effect_ties", "log_or", "t")) if c in rows]:
+        new[signed] = rows[signed].where(keep, -rows[signed])
+    swaps = [("n_a_higher", "n_b_higher"), ("mean_a", "mean_b"), ("median_a", "median_b"), ("n_a", "n_b")]
+    for left, right in [pair for pair in swaps if set(pair) <= set(rows.columns)]:
+        new[left], new[right] = rows[left].where(keep, rows[right]), rows[right].where(keep, rows[left])
+    mirrored = {"share_a_higher": ("share_a_higher", lambda v: 1 - v), "share_ci_low": ("share_ci_high", lambda v: 1 - v),
+                "share_ci_high": ("share_ci_low", lambda v: 1 - v), "odds_ratio": ("odds_ratio", lambda v: 1 / v),
+                "or_ci_low": ("or_ci_high", lambda v: 1 / v), "or_ci_high": ("or_ci_low", lambda v: 1 / v)}
+    for column, (source, turn) in mirrored.items():
+        if column in rows:
+            new[column] = rows[column].where(keep, turn(rows[source]))
+    rows = rows.assign(**new)
+    order = {s: i for i, s in enumerate(radiology)}
+    rows = rows.assign(_r=rows["a"].map(order)).sort_values("_r", kind="stable").drop(columns="_r")
+    rows["claim"] = "pair"
+    lower = (rows[effect] < 0).all()
+    p_claim = float(rows[p].max()) if lower else 1.0
+    holds = bool(lower and p_claim < alpha)
+    claim = {"factor": "style_group", "a": "radiology", "b": "every other style", "test": IUT, "p": p_claim,
+             "p_adj": p_claim, "correction": "none (intersection-union)",
+             "family": f"all {len(rows)} (radiology, other) pairs must reject", "claim": "conjunction",
+             effect: float(rows[effect].max()), "holds": holds}
+    for column in ("unit", "dimension", "analysis"):
+        if column in rows and rows[column].nunique() == 1:
+            claim[column] = rows[column].iloc[0]
+    rows["holds"] = (rows[p] < alpha) & (rows[effect] < 0)
+    return pd.concat([rows, pd.DataFrame([claim])], ignore_index=True)
 
 
 def preset_contrast(data: pd.DataFrame, a: str, b: str, correction: str = "holm", **kw) -> pd.DataFrame:
     """Preset ``a`` vs preset ``b`` (e.g. "glide-clip" vs "glide-cfg") on the same prompts.
 
-    :func:`pairwise` with ``factor="preset"`` and ``blocks=("prompt_id",)`` (plus rater when
-    the data has one): a Wilcoxon test per prompt pair. Returns :func:`pairwise`'s columns.
+    :func:`pairwise` with ``factor="preset"``: within each topic the prompts (and raters) both
+    presets were rated on are matched, and each topic gives one difference. Returns
+    :func:`pairwise`'s columns.
     """
-    return pairwise(data, "preset", pairs=[(a, b)], correction=correction,
-                    blocks=kw.pop("blocks", ("prompt_id",)), **kw)
+    return pairwise(data, "preset", pairs=[(a, b)], correction=correction, **kw)
 
 
 def detail_contrast(data: pd.DataFrame, a: str = "short", b: str = "detailed", correction: str = "holm",
                     **kw) -> pd.DataFrame:
-    """Short vs detailed prompts of one style and topic: :func:`pairwise` on ``detail``.
+    """Short vs detailed prompts: :func:`pairwise` on ``detail``, cells matched by style
+    (and preset, rater) within each topic. Positive effect: the short prompt scores higher."""
+    return pairwise(data, "detail", pairs=[(a, b)], correction=correction, **kw)
 
-    Paired by (style, topic) plus rater and preset where present. Returns :func:`pairwise`'s
-    columns; positive effect: the short prompt scores higher.
+
+def signed_rank_pvalue(d) -> tuple[float, float, str]:
+    """Two-sided Wilcoxon signed-rank test of differences ``d``: (statistic, p, method).
+
+    Zeros are dropped (Wilcoxon's rule), the rest ranked by magnitude with average ranks for
+    ties. Up to :data:`EXACT_MAX` non-zero differences the p-value is exact: the distribution
+    of R+ over all 2^n sign flips of the observed ranks (what an enumeration of every flip
+    gives, counted by dynamic programming over the doubled ranks, which are integers), p =
+    2 min(P(R+ <= r), P(R+ >= r)) capped at 1. Without ties it equals scipy's exact test.
+    Above, scipy's tie-corrected normal approximation. The statistic is min(R+, R-), as scipy
+    reports it. All differences zero: (0, 1, "none: every difference is zero").
     """
-    return pairwise(data, "detail", pairs=[(a, b)], correction=correction,
-                    blocks=kw.pop("blocks", ("style", "topic")), **kw)
-
-
-# --- agreement -------------------------------------------------------------------------------
-
-def agreement(tidy: pd.DataFrame, dimension: str = "style", nonsensical: str = "zero", n_boot: int = 1000,
-              seed: int = 0) -> pd.DataFrame:
-    """Inter- and intra-rater agreement on one dimension.
-
-    Rows: Krippendorff's alpha (ordinal) over the raters x panels matrix (missing ratings
-    allowed) with a percentile bootstrap CI over panels (rater_a = rater_b = "all");
-    quadratic-weighted Cohen's kappa for every rater pair over the panels both rated; and,
-    where repeat rows exist, each rater's "intra-rater kappa" between first and second showing.
-    Kappa CIs resample panels too. ``nonsensical`` as in :func:`prepare`; "panel-zero" would
-    make raters agree on every flagged panel by construction, hence the default "zero".
-
-    Returns
-    -------
-    DataFrame
-        dimension, measure, rater_a, rater_b, value, ci_low, ci_high, n (panels used).
-
-    References
-    ----------
-    Krippendorff, K. (2011). Computing Krippendorff's Alpha-Reliability. Annenberg School for
-    Communication, University of Pennsylvania. Cohen, J. (1968). Weighted kappa. Psychol. Bull.
-    70(4), 213-220. Fleiss, J. L., & Cohen, J. (1973). Educ. Psychol. Meas. 33(3), 613-619.
-    """
-    first = prepare(tidy, dimension, aggregate="none", nonsensical=nonsensical)
-    if first.duplicated(["rater", "panel"]).any():
-        raise AnalysisError("the tidy table holds several first showings of one (rater, panel); expected one "
-                            "row per (rater, panel) with repeat = 0, as ratings.io.tidy_table exports")
-    raters = _levels(first["rater"])
-    matrix = first.pivot(index="rater", columns="panel", values="value").reindex(raters)
-    rng = np.random.default_rng(seed)
-    rows = []
-    pairable = matrix.loc[:, matrix.notna().sum() >= 2].to_numpy(float)
-    if pairable.size and len(np.unique(pairable[~np.isnan(pairable)])) > 1:
-        value = krippendorff.alpha(reliability_data=pairable, level_of_measurement="ordinal")
-        low, high = _percentile_ci(_boot_alpha(pairable, n_boot, rng), 0.95)
-        rows.append(("krippendorff alpha (ordinal)", "all", "all", value, low, high, pairable.shape[1]))
-    categories = np.arange(np.nanmin(first["value"]), np.nanmax(first["value"]) + 1) if len(first) else []
-    for ra, rb in itertools.combinations(raters, 2):
-        rows.append(("quadratic-weighted kappa", ra, rb, *_kappa(matrix.loc[ra], matrix.loc[rb], categories,
-                                                                 n_boot, rng)))
-    if "repeat" in tidy and (tidy["repeat"] == 1).any():
-        second = _rating_values(tidy[tidy["repeat"] == 1], dimension, nonsensical)
-        both = first.merge(second.drop_duplicates(["rater", "panel"])[["rater", "panel", "value"]],
-                           on=["rater", "panel"], suffixes=("", "_again"))
-        for rater in _levels(both["rater"]):
-            mine = both[both["rater"] == rater]
-            rows.append(("intra-rater kappa", rater, rater, *_kappa(mine["value"], mine["value_again"],
-                                                                    categories, n_boot, rng)))
-    out = pd.DataFrame(rows, columns=["measure", "rater_a", "rater_b", "value", "ci_low", "ci_high", "n"])
-    return out.assign(dimension=dimension)[["dimension", *out.columns]]
-
-
-# --- robustness and the whole analysis -------------------------------------------------------
-
-def sensitivity(tidy: pd.DataFrame, alpha: float = 0.05, n_boot: int = 0) -> pd.DataFrame:
-    """Rerun the radiology contrasts under every analysis path and say which conclusions survive.
-
-    Paths: aggregate {median, none} x nonsensical {zero, panel-zero, exclude} x correction
-    {holm, fdr_bh} = 12, for every scored dimension. A contrast *holds* on a path when
-    ``p_adj < alpha``; ``holds_under_all`` also needs one effect sign on all paths.
-    ``hinges_on`` names the settings shared by the paths that disagree with the majority.
-
-    Returns
-    -------
-    DataFrame
-        One row per (dimension, contrast, path): dimension, a, b, aggregate, nonsensical,
-        correction, test, p, p_adj, effect, significant; and per contrast, repeated on its
-        rows: holds_under_all, holds_under_none, hinges_on, conclusion.
-
-    References
-    ----------
-    Steegen, S., Tuerlinckx, F., Gelman, A., & Vanpaemel, W. (2016). Increasing transparency
-    through a multiverse analysis. Perspect. Psychol. Sci. 11(5), 702-712.
-    """
-    runs = []
-    for dimension in _dimensions(tidy):
-        for aggregate, policy in itertools.product(AGGREGATES, POLICIES):
-            raw = radiology_contrasts(prepare(tidy, dimension, aggregate, policy), correction="none", n_boot=n_boot)
-            for correction in ("holm", "fdr_bh"):
-                runs.append(_adjust(raw, correction).assign(dimension=dimension, aggregate=aggregate,
-                                                            nonsensical=policy))
-    long = pd.concat(runs, ignore_index=True)
-    long["significant"] = long["p_adj"] < alpha
-    long = long[["dimension", "a", "b", "aggregate", "nonsensical", "correction", "test", "p", "p_adj",
-                 "effect", "significant"]]
-    verdicts = pd.DataFrame([{"dimension": d, "a": a, "b": b, **_verdict(rows)}
-                             for (d, a, b), rows in long.groupby(["dimension", "a", "b"], sort=False)])
-    return long.merge(verdicts, on=["dimension", "a", "b"], how="left")
-
-
-def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "panel-zero",
-            correction: str = "holm", alpha: float = 0.05, n_boot: int = 2000, seed: int = 0) -> dict:
-    """The whole analysis of a tidy table, one DataFrame per report table.
-
-    Keys: descriptives (per style, style_group, preset, detail and rater: dimension, style
-    [style rows only], n, median, iqr, q1, q3, mean, ci_low, ci_high, factor, level), omnibus,
-    pairwise (all style pairs, adjusted over them per dimension), radiology, presets (every
-    preset pair, paired by prompt), detail (short vs detailed), agreement, sensitivity. Every
-    table but sensitivity starts with ``dimension``; presets and detail are empty where the
-    data has one preset / one detail level. Rater descriptives always use per-rater rows.
-    Agreement uses the "zero" policy ("exclude" when that is the chosen policy).
-
-    Returns
-    -------
-    dict of str to DataFrame
-        The eight tables above; :func:`ratings.report.write_report` writes each as CSV.
-    """
-    _choice("correction", correction, CORRECTIONS)
-    boot = {"n_boot": n_boot, "seed": seed}
-    parts: dict[str, list] = {k: [] for k in ("descriptives", "omnibus", "pairwise", "radiology", "presets",
-                                              "detail", "agreement")}
-    for dimension in _dimensions(tidy):
-        data = prepare(tidy, dimension, aggregate, nonsensical)
-        per_rater = data if aggregate == "none" else prepare(tidy, dimension, "none", nonsensical)
-        for by, source in [("style", data), ("style_group", data), ("preset", data), ("detail", data),
-                           ("rater", per_rater)]:
-            table = descriptives(source, by, **boot).rename(columns={by: "level"})
-            parts["descriptives"].append(table.assign(dimension=dimension, factor=by,
-                                                      style=table["level"] if by == "style" else None))
-        parts["omnibus"].append(omnibus(data).assign(dimension=dimension))
-        parts["pairwise"].append(pairwise(data, "style", correction=correction, **boot).assign(dimension=dimension))
-        parts["radiology"].append(radiology_contrasts(data, correction, **boot).assign(dimension=dimension))
-        if data["preset"].nunique() > 1:
-            parts["presets"].append(pairwise(data, "preset", correction=correction, blocks=("prompt_id",), **boot)
-                                    .assign(dimension=dimension))
-        if {"short", "detailed"} <= set(data["detail"]):
-            parts["detail"].append(detail_contrast(data, correction=correction, **boot).assign(dimension=dimension))
-        policy = "exclude" if nonsensical == "exclude" else "zero"
-        parts["agreement"].append(agreement(tidy, dimension, policy, n_boot=n_boot, seed=seed))
-    first = {"descriptives": ["dimension", "style", "n", "median", "iqr"]}
-    out = {}
-    for name, frames in parts.items():
-        frame = (pd.concat(frames, ignore_index=True) if frames
-                 else pd.DataFrame(columns=["dimension", *PAIRWISE_COLUMNS]))
-        lead = first.get(name, ["dimension"])
-        out[name] = frame[lead + [c for c in frame.columns if c not in lead]]
-    out["sensitivity"] = sensitivity(tidy, alpha)
-    return out
+    d = np.round(np.asarray(d, float), 12)  # means of 1/3 - 1/5 style noise must not split ties
+    nonzero = d[d != 0]
+    n = len(nonzero)
+    if n == 0:
+        return 0.0, 1.0, "none: every difference is zero"
+    ranks = ss.rankdata(np.abs(nonzero))
+    r_plus = float(ranks[nonzero > 0].sum())
+    statistic = min(r_plus, float(ranks.sum()) - r_plus)
+    if n > EXACT_MAX:
+        result = ss.wilcoxon(nonzero, method="asymptotic", **WILCOXON_OPTIONS)
+        return float(result.statistic), float(result.pvalue), "asymptotic"
+    doubled = np.rint(2 * ranks).astype(np.int64)
+    counts = np.zeros(int(doubled.sum()) + 1)
+    counts[0] = 1.0
+    for w in doubled:  # each rank is in R+ or not, with probability 1/2
+        counts[w:] += counts[:-w].copy()
+    null = counts / counts.sum()
+    observed = int(np.rint(2 * r_plus))
+    p = 2 * min(null[: observed + 1].sum(), null[observed:].sum())
+    return statistic, float(min(1.0, p)), "exact"
 
 
 # --- helpers ---------------------------------------------------------------------------------
@@ -460,7 +479,8 @@ def _rating_values(rows, dimension, policy):
     if policy == "panel-zero":
         panel = pd.factorize(rows["panel"], use_na_sentinel=False)[0]
         flag = (np.bincount(panel, weights=flag) > 0)[panel]  # any rater flagged the panel
-    value = np.where(flag, np.nan if policy == "exclude" else 0.0, score)
+    flagged_value = {"exclude": np.nan, "lowest": FLAG_VALUE}.get(policy, 0.0)
+    value = np.where(flag, flagged_value, score)
     return rows.assign(value=value)[~np.isnan(value)]
 
 
@@ -471,79 +491,100 @@ def _levels(series) -> list:
     return list(present)
 
 
-def _block_keys(data, factor, blocks) -> list[str]:
-    keys = [b for b in blocks if b != factor]
-    if "rater" in data and factor != "rater" and "rater" not in keys:
-        keys.append("rater")
-    if "preset" in data and factor != "preset" and "preset" not in keys and data["preset"].nunique() > 1:
-        keys.append("preset")
-    return keys
+def _radiology(data) -> list:
+    """The radiology styles of the data, or none when no other style is there to compare."""
+    if "style_group" not in data:
+        return []
+    radiology = _levels(data.loc[data["style_group"] == "radiology", "style"])
+    return radiology if len(radiology) < len(_levels(data["style"])) else []
 
 
-def _incomplete(data, factor, keys, k) -> str | None:
-    names = f"({', '.join(keys)})"
-    sizes = data.groupby(keys + [factor], observed=True).size()
-    if (sizes > 1).any():
-        crowded = sizes[sizes > 1].reset_index()[keys].drop_duplicates()
-        return f"incomplete design: {len(crowded)} {names} blocks hold more than one value of a level"
-    per_block = sizes.groupby(level=keys).size()
-    short = int((per_block < k).sum())
-    return f"incomplete design: {short} of {len(per_block)} {names} blocks miss a level" if short else None
+def _match_keys(data, factor, cluster, match) -> list[str]:
+    keys = MATCH.get(factor, MATCH_OTHER) if match is None else ([match] if isinstance(match, str) else match)
+    return [k for k in dict.fromkeys(keys) if k in data.columns and k not in (factor, cluster)]
 
 
-def _split(data, factor, keys) -> dict:
-    """level -> (block codes, values); equal codes mean the same block (key combination)."""
-    codes = data.groupby(keys, sort=False, dropna=False).ngroup().to_numpy() if keys else np.arange(len(data))
-    values = data["value"].to_numpy(float)
-    level_of, found = pd.factorize(data[factor], use_na_sentinel=False)  # integers compare faster than labels
-    number = {level: i for i, level in enumerate(found)}
-    return {level: (codes[level_of == number[level]], values[level_of == number[level]])
-            for level in _levels(data[factor])}
+def _cells(data, factor, cluster, match):
+    """(cluster, cell) x level table of mean values; a cell is one combination of the match keys."""
+    keys = _match_keys(data, factor, cluster, match)
+    frame = data[[cluster, *keys, factor, "value"]].copy()
+    for column in (cluster, *keys, factor):  # categorical keys would make pivot_table build every combination
+        if isinstance(frame[column].dtype, pd.CategoricalDtype):
+            frame[column] = frame[column].astype(object)
+    return frame.pivot_table(index=[cluster, *keys], columns=factor, values="value", aggfunc="mean", sort=False)
 
 
-def _shared_blocks(code_a, code_b):
-    """Positions in a and in b of the block codes both hold, in ascending code order; none when
-    a level holds a block twice (then the pair is not paired). Codes are 0 ... n_blocks - 1."""
-    size = max(code_a.max(initial=-1), code_b.max(initial=-1)) + 1
-    count_a, count_b = np.bincount(code_a, minlength=size), np.bincount(code_b, minlength=size)
-    if count_a.max(initial=0) > 1 or count_b.max(initial=0) > 1:
-        return [], []
-    common = np.flatnonzero(count_a & count_b)
-    position_a, position_b = np.empty(size, dtype=np.intp), np.empty(size, dtype=np.intp)
-    position_a[code_a], position_b[code_b] = np.arange(len(code_a)), np.arange(len(code_b))
-    return position_a[common], position_b[common]
+def _cluster_means(cells, levels):
+    """Per cluster, the mean of each level over the cells holding every one of ``levels``."""
+    both = cells.reindex(columns=list(levels)).dropna()
+    means = both.groupby(level=0, sort=False).mean()
+    means.attrs["n_dropped"] = int(cells.index.get_level_values(0).nunique() - len(means))
+    return means
 
 
-def _contrast(a, b, n_boot, ci, rng) -> dict:
-    """Test one pair of levels, each given as (block codes, values); see pairwise."""
-    (code_a, x), (code_b, y) = a, b
-    ia, ib = _shared_blocks(code_a, code_b)
-    out = {"n_a": len(x), "n_b": len(y), "median_a": np.median(x), "median_b": np.median(y)}
-    if len(ia):
-        d = np.round(x[ia] - y[ib], 12)  # block means: 1/3 - 1/5 style noise must not split ties
-        statistic, p = ss.wilcoxon(d, **WILCOXON_OPTIONS) if d.any() else (0.0, 1.0)
-        effect, boot = _rank_biserial(d, n_boot, rng)
-        out.update(test="wilcoxon", n_pairs=len(d), effect_name="matched-pairs rank-biserial")
-    else:
-        statistic, p = ss.mannwhitneyu(x, y, alternative="two-sided")
-        effect, boot = _cliffs_delta(x, y, n_boot, rng)
-        out.update(test="mannwhitneyu", n_pairs=pd.NA, effect_name="cliff's delta")
+def _pair_means(x, y, cluster_of):
+    """Per cluster, the means of cell values x and y over the cells holding both (as
+    :func:`_cluster_means` with two levels, in numpy: pairwise calls it for every pair)."""
+    both = ~(np.isnan(x) | np.isnan(y))
+    size = int(cluster_of.max()) + 1 if len(cluster_of) else 0
+    count = np.bincount(cluster_of[both], minlength=size)
+    kept = count > 0
+    sums_x = np.bincount(cluster_of[both], weights=x[both], minlength=size)
+    sums_y = np.bincount(cluster_of[both], weights=y[both], minlength=size)
+    return sums_x[kept] / count[kept], sums_y[kept] / count[kept]
+
+
+def _paired(x, y, n_boot, ci, rng) -> dict:
+    """Wilcoxon signed-rank test and effects of per-cluster values x and y (see pairwise)."""
+    d = np.round(x - y, 12)
+    statistic, p, method = signed_rank_pvalue(d)
+    effect, boot = _rank_biserial(d, n_boot, rng)
     low, high = _percentile_ci(boot, ci)
-    return {**out, "statistic": float(statistic), "p": float(p), "effect": effect,
-            "effect_ci_low": low, "effect_ci_high": high}
+    n_pos, n_neg = int((d > 0).sum()), int((d < 0).sum())
+    share, share_low, share_high = _clopper_pearson(n_pos, n_pos + n_neg, ci)
+    return {"test": "wilcoxon", "method": method, "n_pairs": len(d), "n_nonzero": n_pos + n_neg,
+            "n_a_higher": n_pos, "n_b_higher": n_neg, "n_tied": len(d) - n_pos - n_neg, "statistic": statistic,
+            "p": p, "effect": effect, "effect_name": "matched-pairs rank-biserial", "effect_ci_low": low,
+            "effect_ci_high": high, "effect_ties": (n_pos - n_neg) / len(d), "share_a_higher": share,
+            "share_ci_low": share_low, "share_ci_high": share_high, "mean_a": float(np.mean(x)),
+            "mean_b": float(np.mean(y))}
 
 
-def _adjust(table, correction):
-    p = table["p"].to_numpy(float)
+def _unpaired(x, y, n_boot, ci, rng) -> dict:
+    """Mann-Whitney U test of the two levels' cluster means, Cliff's delta as effect."""
+    result = ss.mannwhitneyu(x, y, alternative="two-sided")
+    effect, boot = _cliffs_delta(x, y, n_boot, rng)
+    low, high = _percentile_ci(boot, ci)
+    ties = len(np.unique(np.concatenate([x, y]))) < len(x) + len(y)
+    return {"test": "mannwhitneyu", "method": "exact" if max(len(x), len(y)) <= 8 and not ties else "asymptotic",
+            "statistic": float(result.statistic), "p": float(result.pvalue), "effect": effect,
+            "effect_name": "cliff's delta", "effect_ci_low": low, "effect_ci_high": high,
+            "mean_a": float(np.mean(x)), "mean_b": float(np.mean(y))}
+
+
+def _clopper_pearson(k, n, ci):
+    if n == 0:
+        return np.nan, np.nan, np.nan
+    low = ss.beta.ppf((1 - ci) / 2, k, n - k + 1) if k > 0 else 0.0
+    high = ss.beta.ppf(1 - (1 - ci) / 2, k + 1, n - k) if k < n else 1.0
+    return k / n, float(low), float(high)
+
+
+def _adjusted(p, correction):
+    p = np.asarray(p, float)
     if correction == "none" or len(p) < 2:  # one test needs no adjustment
-        p_adj = p
-    elif correction == "holm":
-        p_adj = _holm(p)
-    else:
-        p_adj = multipletests(p, method=correction)[1]
-    table = table.assign(p_adj=p_adj, correction=correction)
-    table["n_pairs"] = table["n_pairs"].astype("Int64")
-    return table[PAIRWISE_COLUMNS]
+        return p
+    if correction == "holm":
+        return _holm(p)
+    return multipletests(p, method=correction)[1]
+
+
+def _adjust(table, correction, family):
+    table = table.assign(p_adj=_adjusted(table["p"], correction), correction=correction, family=family)
+    for column in ("n_pairs", "n_nonzero", "n_a_higher", "n_b_higher", "n_tied"):
+        table[column] = (table[column] if column in table else pd.NA)
+        table[column] = table[column].astype("Int64")
+    return table.reindex(columns=PAIRWISE_COLUMNS)
 
 
 def _holm(p):
@@ -597,123 +638,9 @@ def _cliffs_delta(x, y, n_boot, rng):
     return float(delta(ox, oy)[0]), None if bx is None else delta(bx, by)
 
 
-def _resampled_sums(items, n_boot, rng, block=RESAMPLE_BLOCK):
-    """Row b: sum over i of (times item i is drawn in resample b) * items[i], for ``n_boot``
-    resamples with replacement of the m rows of ``items`` (m x k).
-
-    The draws are ``rng.integers(0, m, (n_boot, m))``, taken ``block`` at a time. Identical
-    rows of ``items`` (a prompt's value counts, a panel's coincidences: a few dozen kinds)
-    are counted as one kind, so each resample costs a bincount over its kinds; a dense
-    n_boot x m matrix of draw counts would take 2.6 GB and most of the time at 1M ratings.
-    """
-    m = len(items)
-    kind_of = np.zeros(m, dtype=np.int64)
-    for column in np.asarray(items).T:  # hashing column by column: np.unique(axis=0) sorts, 20x slower
-        codes, uniques = pd.factorize(column)
-        kind_of = pd.factorize(kind_of * len(uniques) + codes)[0]
-    kinds = items[pd.Series(kind_of).drop_duplicates().index]  # kind j first appears as kind j
-    kind_of = kind_of.astype(np.min_scalar_type(len(kinds)))  # small: faster to gather
-    counts = np.empty((n_boot, len(kinds)))
-    rows = max(1, block // m)
-    for start in range(0, n_boot, rows):
-        # uint32 draws are the same numbers as the default int64 ones (both are Lemire's
-        # 32-bit method below 2**32), at half the cost
-        picks = rng.integers(0, m, (min(rows, n_boot - start), m), dtype=np.uint32 if m < 2**32 else np.int64)
-        for row, drawn in enumerate(kind_of[picks], start):
-            counts[row] = np.bincount(drawn, minlength=len(kinds))
-    return counts @ kinds
-
-
-def _boot_medians(values, clusters, n_boot, rng):
-    """Medians of ``n_boot`` cluster resamples: value counts per cluster times its draw counts."""
-    if n_boot <= 0:
-        return None
-    distinct, codes = np.unique(values, return_inverse=True)
-    cluster, m = pd.factorize(clusters)[0], len(pd.unique(clusters))
-    per_cluster = np.zeros((m, len(distinct)))
-    np.add.at(per_cluster, (cluster, codes), 1)
-    cumulative = _resampled_sums(per_cluster, n_boot, rng).cumsum(axis=1)
-    total = cumulative[:, -1:]
-    lower = (cumulative > (total - 1) // 2).argmax(axis=1)  # the two middle order statistics
-    upper = (cumulative > total // 2).argmax(axis=1)
-    return (distinct[lower] + distinct[upper]) / 2
-
-
-def _boot_alpha(matrix, n_boot, rng):
-    """Ordinal alpha of ``n_boot`` resamples of the units (columns) of a raters x units matrix."""
-    if n_boot <= 0:
-        return None
-    values = np.unique(matrix[~np.isnan(matrix)])
-    present = ~np.isnan(matrix)
-    codes = np.searchsorted(values, np.where(present, matrix, values[0]))
-    per_unit = np.stack([(codes == v) & present for v in range(len(values))], axis=2).sum(0)  # units x V
-    m_u = per_unit.sum(1)
-    pairs = per_unit[:, :, None] * per_unit[:, None, :] - np.einsum("uv,vw->uvw", per_unit, np.eye(len(values)))
-    units = matrix.shape[1]
-    return _ordinal_alpha(_resampled_sums((pairs / (m_u - 1)[:, None, None]).reshape(units, -1), n_boot, rng),
-                          len(values))
-
-
-def _ordinal_alpha(coincidences, k):
-    """Krippendorff's alpha, ordinal metric, from flattened coincidence matrices (rows x k*k)."""
-    o = coincidences.reshape(-1, k, k)
-    n_c = o.sum(2)
-    n = n_c.sum(1)
-    cum = np.cumsum(n_c, axis=1)
-    c, g = np.triu_indices(k)
-    delta = np.zeros_like(o)
-    delta[:, c, g] = (cum[:, g] - cum[:, c] + n_c[:, c] - (n_c[:, c] + n_c[:, g]) / 2) ** 2
-    delta += delta.transpose(0, 2, 1)
-    observed = (o * delta).sum((1, 2))
-    expected = (n_c[:, :, None] * n_c[:, None, :] * delta).sum((1, 2)) / (n - 1)
-    return 1 - observed / expected
-
-
-def _kappa(x, y, categories, n_boot, rng):
-    """Quadratic-weighted kappa of two raters' paired values: (value, ci_low, ci_high, n)."""
-    x, y = np.asarray(x, float), np.asarray(y, float)
-    both = ~np.isnan(x) & ~np.isnan(y)
-    n, k = int(both.sum()), len(categories)
-    cells = np.searchsorted(categories, x[both]) * k + np.searchsorted(categories, y[both])
-    if n < 2 or not np.isfinite(_weighted_kappa(np.bincount(cells, minlength=k * k)[None, :], k)[0]):
-        return np.nan, np.nan, np.nan, n  # too few panels, or no spread to agree on
-    observed, boot = _counts(cells, k * k, n_boot, rng)
-    with np.errstate(invalid="ignore"):  # its asymptotic variance can go negative on small tables
-        value = cohens_kappa(observed.reshape(k, k), wt="quadratic").kappa
-    low, high = _percentile_ci(None if boot is None else _weighted_kappa(boot, k), 0.95)
-    return value, low, high, n
-
-
-def _weighted_kappa(tables, k):
-    """1 - sum(w * observed) / sum(w * expected), w = (i - j)^2, for flattened k x k count tables."""
-    t = tables.reshape(-1, k, k) / tables.sum(1)[:, None, None]
-    w = np.subtract.outer(np.arange(k), np.arange(k)) ** 2
-    expected = (t.sum(2)[:, :, None] * t.sum(1)[:, None, :] * w).sum((1, 2))
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return 1 - (t * w).sum((1, 2)) / expected
-
-
 def _percentile_ci(boot, ci):
     if boot is None:
         return np.nan, np.nan
     boot = boot[np.isfinite(boot)]
     tail = (1 - ci) / 2 * 100
     return tuple(float(v) for v in np.percentile(boot, [tail, 100 - tail])) if len(boot) else (np.nan, np.nan)
-
-
-def _verdict(rows) -> dict:
-    outcome = np.where(rows["significant"], np.sign(rows["effect"]), 0)
-    if rows["significant"].all() and len(set(outcome)) == 1:
-        return {"holds_under_all": True, "holds_under_none": False, "hinges_on": "",
-                "conclusion": f"holds under all {len(rows)} analysis paths"}
-    if not rows["significant"].any():
-        return {"holds_under_all": False, "holds_under_none": True, "hinges_on": "",
-                "conclusion": f"not significant under any of the {len(rows)} analysis paths"}
-    kinds, counts = np.unique(outcome, return_counts=True)
-    majority = kinds[counts.argmax()]
-    odd = rows[outcome != majority]
-    shared = [f"{c}={odd[c].iloc[0]}" for c in ("aggregate", "nonsensical", "correction") if odd[c].nunique() == 1]
-    hinges = ", ".join(shared) or "no single choice"
-    how = "fails under" if majority != 0 else "significant only under"
-    return {"holds_under_all": False, "holds_under_none": False, "hinges_on": hinges,
-            "conclusion": f"depends on: {hinges} ({how} {len(odd)} of {len(rows)} paths)"}

@@ -210,3 +210,81 @@ def test_fit_equals_statsmodels_ordered_model():
     probit = ordinal_model(data, reference="ref", distr="probit").coefficients.set_index("term")
     logit = fit.coefficients.set_index("term")
     assert np.all(np.sign(probit["log_or"]) == np.sign(logit["log_or"]))
+
+
+def _fast_and_plain(distr, seed=7):
+    """The fitted fast model of a small study and statsmodels' plain OrderedModel of the same
+    design, plus a random parameter vector away from the optimum (cut increments included)."""
+    from statsmodels.miscmodels.ordinal_model import OrderedModel
+
+    data = study(seed, {"ref": 0.0, "a": 1.0, "b": -0.5})
+    fit = ordinal_model(data, reference="ref", distr=distr)
+    model = fit.result.model
+    plain = OrderedModel(model.endog, model.exog, distr=distr)
+    rng = np.random.default_rng(seed)
+    n_cuts = model.k_levels - 1
+    params = np.concatenate((rng.normal(0, 0.7, model.exog.shape[1]), [rng.normal(-1.0, 0.3)],
+                             rng.normal(0, 0.4, n_cuts - 1)))
+    return data, fit, model, plain, params
+
+
+def _rel(a, b):
+    return np.max(np.abs(np.asarray(a) - np.asarray(b))) / np.max(np.abs(np.asarray(b)))
+
+
+@pytest.mark.parametrize("distr", ["logit", "probit"])
+def test_analytic_score_equals_numerical_gradient_of_loglike(distr):
+    """score_obs is the gradient of statsmodels' own loglikeobs (central differences) at a
+    random parameter vector, for both links; score is its column sum; the log-likelihood itself
+    is statsmodels' one."""
+    from statsmodels.tools.numdiff import approx_fprime
+
+    _, _, model, plain, params = _fast_and_plain(distr)
+    assert np.allclose(model.loglikeobs(params), plain.loglikeobs(params), rtol=1e-13, atol=0)
+    analytic = model.score_obs(params)
+    numerical = approx_fprime(params, plain.loglikeobs, centered=True)
+    assert analytic.shape == numerical.shape == (len(model.endog), len(params))
+    assert _rel(analytic, numerical) < 1e-5
+    assert np.allclose(model.score(params), analytic.sum(axis=0), rtol=1e-12, atol=1e-10)
+    assert _rel(model.score(params), approx_fprime(params, plain.loglike, centered=True)) < 1e-5
+
+
+@pytest.mark.parametrize("distr", ["logit", "probit"])
+def test_analytic_hessian_equals_numerical_hessian(distr):
+    """hessian equals statsmodels' numerical Hessian of the log-likelihood and, tighter, the
+    numerical Jacobian of the analytic score; it is symmetric."""
+    from statsmodels.tools.numdiff import approx_fprime, approx_hess
+
+    _, _, model, plain, params = _fast_and_plain(distr)
+    hessian = model.hessian(params)
+    assert np.allclose(hessian, hessian.T, rtol=0, atol=1e-9)
+    assert _rel(hessian, approx_hess(params, plain.loglike)) < 1e-5
+    assert _rel(hessian, approx_fprime(params, model.score, centered=True)) < 1e-7
+
+
+@pytest.mark.parametrize("distr", ["logit", "probit"])
+def test_fit_with_analytic_derivatives_equals_plain_ordered_model(distr):
+    """Estimates, clustered SEs and naive SEs equal those of statsmodels' OrderedModel with its
+    numerical derivatives; the naive covariance is the inverse negative analytic Hessian, and
+    the clustered one the CRV1 sandwich of the analytic score_obs and Hessian."""
+    data, fit, model, plain, _ = _fast_and_plain(distr, seed=8)
+    groups = pd.factorize(data["topic"])[0]
+    ref = plain.fit(method="bfgs", cov_type="cluster", cov_kwds={"groups": groups}, use_t=True, disp=False,
+                    maxiter=2000)
+    params = fit.result.params.to_numpy()
+    assert np.allclose(params, ref.params, rtol=1e-4, atol=1e-5)
+    assert np.allclose(np.sqrt(np.diag(fit.result.cov_params())), ref.bse, rtol=1e-4)
+    assert np.allclose(np.sqrt(np.diag(fit.result.normalized_cov_params)),
+                       np.sqrt(np.diag(ref.normalized_cov_params)), rtol=1e-4)
+    coef = fit.coefficients.set_index("term")
+    names = list(coef.index)
+    assert np.allclose(coef["se_naive"], np.sqrt(np.diag(ref.normalized_cov_params))[:len(names)], rtol=1e-4)
+    assert np.allclose(coef["se_cluster"], ref.bse[:len(names)], rtol=1e-4)
+
+    hessian = model.hessian(params)
+    assert np.allclose(fit.result.normalized_cov_params, np.linalg.inv(-hessian), rtol=1e-10, atol=1e-14)
+    bread = np.linalg.inv(-hessian)
+    sums = pd.DataFrame(model.score_obs(params)).groupby(groups).sum().to_numpy()
+    n, k, g = len(model.endog), len(params), len(np.unique(groups))
+    sandwich = g / (g - 1) * (n - 1) / (n - k) * bread @ sums.T @ sums @ bread
+    assert np.allclose(fit.result.cov_params(), sandwich, rtol=1e-8, atol=1e-14)

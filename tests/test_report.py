@@ -5,6 +5,7 @@ import subprocess
 import sys
 from html.parser import HTMLParser
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -45,9 +46,31 @@ def test_the_cli_writes_every_table_with_its_contract_columns(simulated_report):
 
 def test_the_planted_radiology_deficit_is_reported(simulated_report):
     radiology = pd.read_csv(simulated_report / "radiology.csv")
-    pairs = radiology[radiology["a"].isin(["xray", "mri", "ct"])]
-    assert len(pairs) == 2 * 15
+    pairs = radiology[radiology["claim"] == "pair"]
+    assert len(pairs) == 2 * 2 * 15  # dimensions x (ordinal model, rank tests) x pairs
+    assert pairs["a"].isin(["xray", "mri", "ct"]).all()
     assert (pairs["p_adj"] < 0.05).all() and (pairs["effect"] < 0).all()
+    claims = radiology[radiology["claim"] == "conjunction"]
+    assert len(claims) == 4 and claims["holds"].all() and (claims["test"] == "intersection-union").all()
+    primary = pairs[pairs["analysis"] == "ordinal (primary)"]
+    assert (primary["odds_ratio"] < 1).all() and (primary["or_ci_high"] < 1).all()
+
+
+def test_the_report_leads_with_the_primary_model_and_writes_its_methods(simulated_report):
+    ordinal = pd.read_csv(simulated_report / "ordinal.csv")
+    contrasts = ordinal[ordinal["kind"] == "contrast"]
+    assert len(contrasts) == 2 * 28 and {"odds_ratio", "or_ci_low", "or_ci_high", "p_adj"} <= set(contrasts.columns)
+    predicted = ordinal[ordinal["kind"] == "predicted"]
+    assert np.allclose(predicted.groupby(["dimension", "level"])["probability"].sum(), 1)
+    methods = (simulated_report / "methods.md").read_text()
+    assert methods.startswith("> SIMULATED RATINGS")
+    for words in ("cumulative-logit (proportional-odds) model", "clustered by topic", "one family",
+                  "intersection-union", "exact", "Sensitivity analyses"):
+        assert words in methods, words
+    html = (simulated_report / "report.html").read_text()
+    primary, ranks = html.find("Primary analysis"), html.find("Rank tests on topic means")
+    assert 0 < primary < ranks  # the primary analysis comes first
+    assert "radiology lower than every other style <b>holds</b>" in html
 
 
 def test_the_html_report_opens_with_every_figure_and_says_simulated(simulated_report):

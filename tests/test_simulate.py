@@ -1,11 +1,9 @@
 """Simulated raters: the tidy-table contract, the planted truth, labels, and power."""
 
-import time
 
 import numpy as np
 import pandas as pd
 import pytest
-from scipy.stats import wilcoxon
 
 from probes import catalog as cat
 from ratings import db
@@ -145,29 +143,27 @@ def test_repeats_are_second_showings_after_the_first():
     first = table[table["repeat"] == 0].set_index(["rater", "panel"])["rated_at"]
     assert (again.set_index(["rater", "panel"])["rated_at"] > first.loc[again.set_index(["rater", "panel"]).index]).all()
     # the analysis reads them as intra-rater agreement
-    from ratings import stats
+    from ratings import agreement
 
-    intra = stats.agreement(table, n_boot=0)
+    intra = agreement.agreement(table, n_boot=0)
     assert (intra["measure"] == "intra-rater kappa").sum() == 3
 
 
 def test_the_analysis_finds_the_planted_radiology_deficit(simulated):
     from ratings import stats
 
-    contrasts = stats.radiology_contrasts(stats.prepare(simulated, "style"), n_boot=0)
-    assert (contrasts["effect"] < 0).all() and (contrasts["p_adj"] < 0.05).all()
+    family = stats.pairwise(stats.prepare(simulated, "style"), n_boot=0)
+    contrasts = stats.radiology_contrasts(family, ["xray", "mri", "ct"])
+    assert (contrasts["effect"] < 0).all() and contrasts["holds"].all()
 
 
-def test_replicate_makes_distinct_prompts_and_a_million_rows_take_seconds():
+def test_replicate_makes_distinct_prompts_up_to_a_million_rows():
     small = simulate_ratings(replicate=3, seed=8)
     assert len(small) == 3 * 272 * 2 * 3
     assert small["prompt_id"].nunique() == 3 * 272 and small["panel"].nunique() == 3 * 272 * 2
     assert small.groupby(["style", "topic", "detail", "preset", "rater"]).size().eq(1).all()
-    started = time.perf_counter()
-    big = simulate_ratings(replicate=613, seed=8)  # 1,000,416 rows
-    seconds = time.perf_counter() - started
+    big = simulate_ratings(replicate=613, seed=8)  # 1,000,416 rows; its time is in benchmarks/cpu.py
     assert len(big) > 1_000_000 and big["panel"].nunique() == 613 * 272 * 2
-    assert seconds < 20, f"1M simulated ratings took {seconds:.1f} s"
 
 
 def test_a_prompt_table_can_stand_in_for_the_catalog():
@@ -311,28 +307,26 @@ def test_power_is_near_alpha_without_an_effect_and_near_one_for_a_big_one():
     assert family < power(effect=0.5, n_sim=300, correction_family=1)["power"].iloc[0]
 
 
-def test_power_curve_covers_the_grid_quickly():
-    started = time.perf_counter()
+def test_power_curve_covers_the_grid():
     curve = power_curve(n_sim=200, effect=0.5, correction_family=1)
-    assert time.perf_counter() - started < 30
     assert len(curve) == 12 and set(curve["n_topics"]) == {5, 10, 17, 34} and set(curve["n_raters"]) == {1, 3, 5}
     one_rater = curve[curve["n_raters"] == 1].sort_values("n_topics")["power"].to_numpy()
     assert one_rater[-1] > one_rater[0]
 
 
-@pytest.mark.parametrize("n, rows", [(6, 40), (10, 6), (13, 3), (14, 40), (34, 40)])
-def test_power_tests_each_study_as_scipy_tests_it_in_the_analysis(n, rows):
-    """Ties with up to 13 pairs: scipy's permutation test (slow, hence few rows); else exact or normal."""
+@pytest.mark.parametrize("n, rows", [(6, 40), (17, 40), (90, 20)])
+def test_power_tests_each_study_as_the_analysis_tests_it(n, rows):
+    """The same p as ratings.stats.pairwise gives for those topic means: one rule, one test."""
     from ratings import stats
 
     rng = np.random.default_rng(n)
-    x = np.clip(np.round(rng.normal(2.3, 1, (rows, n))), 0, 4)
-    y = np.clip(np.round(rng.normal(2.0, 1, (rows, n))), 0, 4)
-    if n == 14:
-        x = rng.normal(0.3, 1, (rows, n))  # no ties: the exact test
-    expected = [wilcoxon(a - b, **stats.WILCOXON_OPTIONS).pvalue if np.any(a != b) else 1.0
-                for a, b in zip(x, y, strict=True)]
-    assert np.allclose(_paired_pvalues(x, y), expected, rtol=1e-9, atol=1e-12)
+    x = np.clip(np.round(rng.normal(2.3, 1, (rows, n))), 0, 4) / 2
+    y = np.clip(np.round(rng.normal(2.0, 1, (rows, n))), 0, 4) / 2
+    for a, b, p in zip(x, y, _paired_pvalues(x, y), strict=True):
+        table = pd.DataFrame({"style": ["a"] * n + ["b"] * n, "topic": list(range(n)) * 2, "value": np.r_[a, b]})
+        assert p == stats.pairwise(table, n_boot=0)["p"].iloc[0]
+    methods = {stats.signed_rank_pvalue(a - b)[2] for a, b in zip(x, y, strict=True)}
+    assert methods == ({"asymptotic"} if n > stats.EXACT_MAX else {"exact"})
 
 
 def test_power_refuses_bad_settings():

@@ -1,0 +1,370 @@
+"""The whole analysis of a rating study: primary ordinal model, rank tests, flags, agreement,
+sensitivity over every analysis path, and the methods paragraph.
+
+:func:`analyze` returns one DataFrame per report table (and the methods text);
+:func:`ratings.report.write_report` writes them. The tests themselves live in
+:mod:`ratings.stats` and :mod:`ratings.ordinal`, agreement in :mod:`ratings.agreement`.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pandas as pd
+
+from .agreement import agreement
+from .errors import AnalysisError
+from .stats import (
+    AGGREGATES,
+    CORRECTIONS,
+    EXACT_MAX,
+    PAIRWISE_COLUMNS,
+    POLICIES,
+    RADIOLOGY_COLUMNS,
+    _adjusted,
+    _choice,
+    _dimensions,
+    _first_showings,
+    _levels,
+    _radiology,
+    at_least,
+    descriptives,
+    detail_contrast,
+    omnibus,
+    pairwise,
+    prepare,
+    radiology_contrasts,
+)
+
+
+def sensitivity(tidy: pd.DataFrame, alpha: float = 0.05, correction: str = "holm", ordinal: bool = True,
+                n_boot: int = 0) -> pd.DataFrame:
+    """Rerun the radiology claim under every analysis path and say which conclusions survive.
+
+    Paths, per scored dimension: the rank tests under aggregate {median, none} x nonsensical
+    {zero, panel-zero, exclude, lowest} (8) and, with ``ordinal``, the ordinal model of the
+    per-rater ratings under each nonsensical policy (4). On every path the family is the
+    declared one: all pairs of styles, adjusted by ``correction``; a (radiology, other) pair
+    holds when its ``p_adj < alpha`` with radiology lower, and the claim row ("radiology" vs
+    "every other style") holds by the intersection-union rule of :func:`radiology_contrasts`.
+    ``holds_under_all`` also needs one effect sign on all paths; ``hinges_on`` names the
+    settings shared by the paths that disagree with the majority. A path whose ordinal model
+    cannot be fitted (a style with every rating in one category) is left out and named in
+    ``attrs["skipped"]``.
+
+    Returns
+    -------
+    DataFrame
+        One row per (dimension, contrast, path): dimension, a, b, analysis, aggregate,
+        nonsensical, correction, test, p, p_adj, effect, significant; and per contrast,
+        repeated on its rows: holds_under_all, holds_under_none, hinges_on, conclusion.
+
+    References
+    ----------
+    Steegen, S., Tuerlinckx, F., Gelman, A., & Vanpaemel, W. (2016). Increasing transparency
+    through a multiverse analysis. Perspect. Psychol. Sci. 11(5), 702-712.
+    """
+    _choice("correction", correction, CORRECTIONS)
+    runs, skipped = [], []
+    for dimension in _dimensions(tidy):
+        if not _radiology(_first_showings(tidy)):
+            skipped.append(f"{dimension}: no radiology styles and other styles to compare")
+            continue
+        for aggregate, policy in itertools.product(AGGREGATES, POLICIES):
+            data = _prepared_or_none(tidy, dimension, aggregate, policy, skipped)
+            if data is None or not _radiology(data):
+                continue
+            table = radiology_contrasts(pairwise(data, "style", correction=correction, n_boot=n_boot),
+                                        _radiology(data), alpha)
+            runs.append(table.assign(dimension=dimension, analysis="wilcoxon", aggregate=aggregate,
+                                     nonsensical=policy))
+        for policy in POLICIES if ordinal else ():
+            data = _prepared_or_none(tidy, dimension, "none", policy, skipped)
+            if data is None or not _radiology(data):
+                continue
+            try:
+                table = ordinal_contrasts(data, correction)
+            except AnalysisError as error:
+                skipped.append(f"{dimension}, ordinal, nonsensical={policy}: {error}")
+                continue
+            runs.append(radiology_contrasts(table, _radiology(data), alpha)
+                        .assign(dimension=dimension, analysis="ordinal", aggregate="none", nonsensical=policy))
+    if not runs:
+        out = pd.DataFrame(columns=["dimension", "a", "b", "analysis", "aggregate", "nonsensical", "correction",
+                                    "test", "p", "p_adj", "effect", "significant", "holds_under_all",
+                                    "holds_under_none", "hinges_on", "conclusion"])
+        out.attrs["skipped"] = skipped
+        return out
+    long = pd.concat(runs, ignore_index=True)
+    long["significant"] = long["holds"].astype(bool)
+    long["correction"] = np.where(long["claim"] == "conjunction", long["correction"], correction)
+    long = long[["dimension", "a", "b", "analysis", "aggregate", "nonsensical", "correction", "test", "p", "p_adj",
+                 "effect", "significant"]]
+    verdicts = pd.DataFrame([{"dimension": d, "a": a, "b": b, **_verdict(rows)}
+                             for (d, a, b), rows in long.groupby(["dimension", "a", "b"], sort=False)])
+    out = long.merge(verdicts, on=["dimension", "a", "b"], how="left")
+    out.attrs["skipped"] = skipped
+    return out
+
+
+def ordinal_contrasts(data: pd.DataFrame, correction: str = "holm", factor: str = "style", fit=None) -> pd.DataFrame:
+    """Every pair of levels of the ordinal model (:func:`ratings.ordinal.ordinal_model`),
+    adjusted over all pairs (the declared family), in :func:`pairwise`'s orientation:
+    ``effect`` is the log odds ratio of a over b (positive: a rated higher)."""
+    from .ordinal import ordinal_model
+
+    fit = ordinal_model(data, factor=factor) if fit is None else fit
+    table = fit.contrasts()
+    table["p_adj"] = _adjusted(table["p"].to_numpy(float), correction)
+    return table.assign(test="ordinal (cumulative logit, clustered t)", correction=correction,
+                        family=f"{len(table)} {factor} pairs", effect=table["log_or"],
+                        effect_name="log cumulative odds ratio", unit="topic")
+
+
+def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "panel-zero",
+            correction: str = "holm", alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
+            n_perm: int = 0) -> dict:
+    """The whole analysis of a tidy table, one DataFrame per report table, primary model first.
+
+    Primary analysis (per dimension): the cumulative-logit model of the per-rater ratings on
+    style + detail + preset + rater, clustered by topic (:mod:`ratings.ordinal`), with every
+    pair of styles as one Holm family, and the radiology claim as an intersection-union test
+    over its pairs. Rank tests on topic means under ``aggregate`` are the published path and
+    the first sensitivity analysis; :func:`sensitivity` runs every path.
+
+    Keys
+    ----
+    ordinal: kind "contrast" (every style pair: log_or, odds_ratio, CI, clustered p, p_adj,
+    naive p), "coefficient" (every model term) and "predicted" (per style: category,
+    probability, p_at_least); radiology: the claim from both analyses (column ``analysis``);
+    flags: the nonsensical flag per style (share flagged, clustered CI, logistic odds ratios);
+    descriptives (per style, style_group, preset, detail and rater: n, median, iqr, q1, q3,
+    mean); at_least (share of values >= each scale point per style, clustered CI); omnibus
+    (Friedman over topics, Kendall's W); pairwise (all style pairs, one family per dimension);
+    presets; detail; agreement; sensitivity; and ``methods``, a str: the methods paragraph.
+    A table is empty where there is nothing to compare; ``n_perm`` > 0 adds topic-respecting
+    permutation p-values (``p_perm``) to the ordinal contrasts.
+    """
+    _choice("correction", correction, CORRECTIONS)
+    _choice("aggregate", aggregate, AGGREGATES)
+    _choice("nonsensical", nonsensical, POLICIES)
+    boot = {"n_boot": n_boot, "seed": seed}
+    names = ("ordinal", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise", "presets", "detail",
+             "agreement")
+    parts: dict[str, list] = {k: [] for k in names}
+    notes = []
+    for dimension in _dimensions(tidy):
+        data = prepare(tidy, dimension, aggregate, nonsensical)
+        per_rater = data if aggregate == "none" else prepare(tidy, dimension, "none", nonsensical)
+        radiology = _radiology(data)
+        try:
+            model, ordinal_rows = _ordinal_tables(per_rater, correction, n_perm, seed)
+            parts["ordinal"].append(ordinal_rows.assign(dimension=dimension))
+            if radiology:
+                contrasts = ordinal_rows[ordinal_rows["kind"] == "contrast"]
+                parts["radiology"].append(radiology_contrasts(contrasts, radiology, alpha).assign(
+                    dimension=dimension, analysis="ordinal (primary)"))
+        except AnalysisError as error:
+            notes.append(f"{dimension}: the ordinal model could not be fitted ({error})")
+        ranks = pairwise(data, "style", correction=correction, **boot)
+        parts["pairwise"].append(ranks.assign(dimension=dimension))
+        if radiology:
+            parts["radiology"].append(radiology_contrasts(ranks, radiology, alpha).assign(
+                dimension=dimension, analysis=f"wilcoxon on topic means ({aggregate} path)"))
+        for by, source in [("style", data), ("style_group", data), ("preset", data), ("detail", data),
+                           ("rater", per_rater)]:
+            table = descriptives(source, by).rename(columns={by: "level"})
+            parts["descriptives"].append(table.assign(dimension=dimension, factor=by,
+                                                      style=table["level"] if by == "style" else None))
+        parts["at_least"].append(at_least(data, "style").assign(dimension=dimension))
+        if data["style"].nunique() > 1:
+            parts["omnibus"].append(omnibus(data).assign(dimension=dimension))
+        if data["preset"].nunique() > 1:
+            parts["presets"].append(pairwise(data, "preset", correction=correction, **boot).assign(dimension=dimension))
+        if {"short", "detailed"} <= set(data["detail"]):
+            parts["detail"].append(detail_contrast(data, correction=correction, **boot).assign(dimension=dimension))
+        policy = "exclude" if nonsensical == "exclude" else "zero"
+        parts["agreement"].append(agreement(tidy, dimension, policy, n_boot=n_boot, seed=seed))
+    parts["flags"].append(_flag_table(tidy, notes))
+    first = {"descriptives": ["dimension", "style", "n", "median", "iqr"], "flags": ["kind"]}
+    out = {}
+    for name, frames in parts.items():
+        frames = [f for f in frames if len(f)]
+        frame = (pd.concat(frames, ignore_index=True) if frames
+                 else pd.DataFrame(columns=["dimension", *PAIRWISE_COLUMNS]))
+        lead = [c for c in first.get(name, ["dimension"]) if c in frame.columns]
+        out[name] = frame[lead + [c for c in frame.columns if c not in lead]]
+    out["radiology"] = out["radiology"].reindex(columns=RADIOLOGY_COLUMNS)
+    out["sensitivity"] = sensitivity(tidy, alpha, correction)
+    notes += [f"sensitivity path left out: {s}" for s in out["sensitivity"].attrs.get("skipped", [])]
+    simulated = bool(tidy.attrs.get("simulated")) or bool(
+        len(tidy) and tidy["rater"].astype(str).str.startswith("sim-").all())
+    for frame in out.values():  # figures made from these tables carry the SIMULATED mark
+        frame.attrs["simulated"] = simulated
+    out["methods"] = methods_text(tidy, out, aggregate=aggregate, nonsensical=nonsensical, correction=correction,
+                                  alpha=alpha, n_boot=n_boot, n_perm=n_perm, notes=notes)
+    return out
+
+
+def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical: str, correction: str,
+                 alpha: float, n_boot: int, n_perm: int, notes=()) -> str:
+    """The statistical methods in words a reviewer can paste (Markdown), from what was run."""
+    import scipy
+    import statsmodels
+
+    first = _first_showings(tidy)
+    styles = _levels(first["style"])
+    k = len(styles)
+    pairs = k * (k - 1) // 2
+    topics = first["topic"].nunique()
+    raters = first["rater"].nunique()
+    presets = first["preset"].nunique()
+    details = first["detail"].nunique()
+    method = {"holm": "Holm's step-down procedure", "fdr_bh": "the Benjamini-Hochberg procedure (false "
+              "discovery rate)", "bonferroni": "Bonferroni's correction", "none": "no multiplicity adjustment"}[correction]
+    policy = {"zero": "a rating flagged as nonsensical counted as 0",
+              "panel-zero": "a panel flagged as nonsensical by any rater scored 0 for every rater (the published "
+                            "study's rule)",
+              "exclude": "ratings flagged as nonsensical were excluded",
+              "lowest": "a rating flagged as nonsensical was its own category below 0"}[nonsensical]
+    covariates = ["prompt detail (short/detailed)" if details > 1 else None,
+                  "generator preset" if presets > 1 else None, "rater (fixed effect)" if raters > 1 else None]
+    covariates = ", ".join(c for c in covariates if c) or "no further covariates"
+    ranks = results.get("pairwise", pd.DataFrame())
+    exact = int((ranks.get("method", pd.Series(dtype=str)) == "exact").sum())
+    asymptotic = int((ranks.get("method", pd.Series(dtype=str)) == "asymptotic").sum())
+    radiology = _levels(first.loc[first["style_group"] == "radiology", "style"])
+    others = k - len(radiology)
+    unit = "the median of the raters' scores per panel" if aggregate == "median" else "each rater's score"
+    lines = [
+        "## Statistical methods",
+        "",
+        f"Each of {raters} rater{'s' if raters != 1 else ''} scored the style and the content of four-image panels "
+        f"on ordinal scales; {policy}. The design has {k} prompt styles, {topics} topics"
+        f"{f', {details} prompt detail levels' if details > 1 else ''}"
+        f"{f' and {presets} generator presets' if presets > 1 else ''}.",
+        "",
+        "**Primary analysis.** For each rating dimension, a cumulative-logit (proportional-odds) model of the "
+        f"per-rater ratings on prompt style, adjusted for {covariates}, was fitted by maximum likelihood "
+        "(statsmodels OrderedModel). Because a topic's prompts, styles and raters' answers are correlated, "
+        f"standard errors were clustered by topic ({topics} clusters; sandwich estimator with the small-sample "
+        f"factor G/(G-1)·(N-1)/(N-K)) and tests and 95% confidence intervals used the t distribution with "
+        f"{topics - 1} degrees of freedom. Style differences are reported as cumulative odds ratios (odds of a "
+        "higher rating) with 95% CIs, and as model-predicted probabilities of each score per style"
+        + (f"; topic-respecting permutation p-values ({n_perm} permutations of style labels of whole panels "
+           "within topic x detail x preset) are reported beside them" if n_perm else "") + ".",
+        "",
+        f"**Multiplicity.** All {pairs} pairwise style comparisons of one rating dimension form one family, "
+        f"adjusted by {method} at alpha = {alpha}; each comparison has one adjusted p-value, the same in every "
+        f"table. The claim that radiology styles ({', '.join(map(str, radiology)) or 'none'}) are rated lower than "
+        f"every other style is a conjunction of {len(radiology) * others} pairwise claims and was tested as an "
+        f"intersection-union test: it holds when every one of these pairs rejects at alpha = {alpha} with the "
+        "radiology style lower, which controls the error rate of the conjunction without further adjustment "
+        "(Berger 1982).",
+        "",
+        "**Rank tests (published path, first sensitivity analysis).** The unit of analysis was the topic: "
+        f"for each style, {unit} was averaged over the cells (prompt detail, preset"
+        f"{', rater' if aggregate == 'none' else ''}) that both compared styles hold within the topic, giving "
+        "one value per topic and style; raters were never treated as independent blocks. Styles were compared by "
+        f"Friedman's test with topics as blocks (topics lacking a style dropped and counted; Kendall's W as effect "
+        "size) and pairwise by the two-sided Wilcoxon signed-rank test on the per-topic differences, zero "
+        f"differences dropped; the test was exact (the complete sign-flip distribution of the signed-rank sum "
+        f"given the observed ranks, ties included) with up to {EXACT_MAX} non-zero differences and the "
+        f"tie-corrected normal approximation above ({exact} exact and {asymptotic} asymptotic tests in the "
+        "pairwise table). Effect sizes: the matched-pairs rank-biserial correlation with a percentile bootstrap "
+        f"CI over topics ({n_boot} resamples), the tie-inclusive sign effect (n+ - n-)/n, and the share of "
+        "non-tied topics favouring a style with its exact Clopper-Pearson CI. Medians and interquartile ranges "
+        "are descriptive; shares of scores at or above each scale point are given with topic-clustered CIs "
+        "(Wilson intervals where a share is 0 or 1).",
+        "",
+        "**Nonsensical flag.** The flag was analysed as its own outcome: the share of ratings flagged per style "
+        "with topic-clustered CIs and a logistic model of the flag on style (and rater) with topic-clustered "
+        "standard errors.",
+        "",
+        "**Sensitivity analyses.** The radiology claim was re-tested under every analysis path, with the same "
+        "declared family on each: rank tests on panel medians and on per-rater scores, each under the four "
+        "nonsensical policies (flag as 0, panel flagged by any rater as 0, flagged ratings excluded, flag as its "
+        "own lowest category), and the ordinal model under the four policies; the sensitivity table says whether "
+        "each conclusion holds under all paths and, where not, on which choice it hinges.",
+        "",
+        "**Agreement.** Krippendorff's alpha (ordinal) over all raters and quadratic-weighted Cohen's kappa per "
+        "rater pair (intra-rater kappa where panels were shown twice), with bootstrap CIs over panels.",
+        "",
+        f"Software: scipy {scipy.__version__}, statsmodels {statsmodels.__version__}, krippendorff "
+        f"{_version('krippendorff')}, medprobe ratings.stats.",
+        "",
+        "References: McCullagh P (1980) J R Stat Soc B 42:109-142; Liddell TM, Kruschke JK (2018) J Exp Soc "
+        "Psychol 79:328-348; Cameron AC, Miller DL (2015) J Hum Resour 50:317-372; Holm S (1979) Scand J Stat "
+        "6:65-70; Berger RL (1982) Technometrics 24:295-300; Wilcoxon F (1945) Biometrics Bull 1:80-83; "
+        "Friedman M (1937) JASA 32:675-701; Krippendorff K (2011) Computing Krippendorff's alpha-reliability.",
+    ]
+    if notes:
+        lines += ["", "**Notes.**", ""] + [f"- {n}" for n in notes]
+    return "\n".join(lines) + "\n"
+
+
+def _ordinal_tables(per_rater, correction, n_perm, seed):
+    from .ordinal import ordinal_model, permutation_pvalue
+
+    fit = ordinal_model(per_rater, factor="style")
+    contrasts = ordinal_contrasts(per_rater, correction, fit=fit)
+    if n_perm:
+        perm = permutation_pvalue(per_rater, "style", n_perm=n_perm, seed=seed, progress=False)
+        contrasts = contrasts.merge(perm[["a", "b", "p_perm", "n_perm"]], on=["a", "b"], how="left")
+    coefficients = fit.coefficients.assign(factor=fit.factor, reference=fit.reference)
+    predicted = fit.predicted.rename(columns={fit.factor: "level"}).assign(factor=fit.factor)
+    table = pd.concat([contrasts.assign(kind="contrast"), coefficients.assign(kind="coefficient"),
+                       predicted.assign(kind="predicted")], ignore_index=True)
+    lead = ["kind", "factor", "a", "b", "term", "level", "category", "log_or", "odds_ratio", "or_ci_low",
+            "or_ci_high", "p", "p_adj", "correction", "family"]
+    lead = [c for c in lead if c in table.columns]
+    return fit, table[lead + [c for c in table.columns if c not in lead]]
+
+
+def _flag_table(tidy, notes):
+    from .ordinal import flag_model
+
+    try:
+        flags = flag_model(tidy, "style")
+    except AnalysisError as error:
+        notes.append(f"nonsensical flag: no logistic model ({error})")
+        return pd.DataFrame()
+    notes += [f"nonsensical flag: {n}" for n in flags["notes"]]
+    return pd.concat([flags["shares"].assign(kind="share flagged"), flags["odds_ratios"].assign(kind="odds ratio")],
+                     ignore_index=True).assign(n_clusters=flags["n_clusters"], df=flags["df"])
+
+
+def _prepared_or_none(tidy, dimension, aggregate, policy, skipped):
+    try:
+        return prepare(tidy, dimension, aggregate, policy)
+    except AnalysisError as error:
+        skipped.append(f"{dimension}, aggregate={aggregate}, nonsensical={policy}: {error}")
+        return None
+
+
+def _version(package):
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(package)
+    except PackageNotFoundError:
+        return "?"
+
+
+def _verdict(rows) -> dict:
+    outcome = np.where(rows["significant"], np.sign(rows["effect"]), 0)
+    if rows["significant"].all() and len(set(outcome)) == 1:
+        return {"holds_under_all": True, "holds_under_none": False, "hinges_on": "",
+                "conclusion": f"holds under all {len(rows)} analysis paths"}
+    if not rows["significant"].any():
+        return {"holds_under_all": False, "holds_under_none": True, "hinges_on": "",
+                "conclusion": f"not significant under any of the {len(rows)} analysis paths"}
+    kinds, counts = np.unique(outcome, return_counts=True)
+    majority = kinds[counts.argmax()]
+    odd = rows[outcome != majority]
+    shared = [f"{c}={odd[c].iloc[0]}" for c in ("analysis", "aggregate", "nonsensical") if odd[c].nunique() == 1]
+    hinges = ", ".join(shared) or "no single choice"
+    how = "fails under" if majority != 0 else "significant only under"
+    return {"holds_under_all": False, "holds_under_none": False, "hinges_on": hinges,
+            "conclusion": f"depends on: {hinges} ({how} {len(odd)} of {len(rows)} paths)"}
