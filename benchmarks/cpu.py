@@ -12,6 +12,7 @@ slows both sides. A missed target prints MISSED; the exit code stays 0 (a report
    diffusers pipeline call   2. panel batching (diffusers, GLIDE)   3. resume check (plan)
    4. rating store (concurrent writers, tidy export)   5. analysis at 1,632 to 1M rows
    6. rating app latency (benchmarks/app_latency.py, written separately)
+   7. cluster shards: 1 process vs 2 LocalExecutor shard jobs + merge; merge at 100,000 rows
 """
 
 from __future__ import annotations
@@ -729,8 +730,122 @@ def row_app_latency(quick: bool) -> dict:
     return result
 
 
+# --- row 7: cluster shards ----------------------------------------------------------------
+
+def row_cluster_shards(quick: bool) -> dict:
+    """One study as 1 process vs 2 LocalExecutor shard jobs + merge; merge alone at 100,000 rows.
+
+    7a: ``probes.submit.submit(..., executor="local", wait=True)`` on a fresh folder per repeat,
+    with ``num_shards=1`` (one job writing the study) against ``num_shards=2`` (two jobs, each
+    into its own shard store, then ``probes.shards.merge``): wall time from the call to the
+    merged study, job start-up (Python, torch, building the generator), the wait's polling
+    and the merge included. Every process gets 1 torch thread, as a cluster gives each shard
+    the hardware the single job had (and equal thread counts give equal bytes, checked).
+    7b: ``probes.shards.merge`` of 4 shard stores holding 100,000 manifest rows and their
+    files (small PNG-named files whose SHA-256 is recorded), into an empty study.
+    """
+    import yaml
+
+    from probes import shards
+    from probes.store import Study
+    from probes.submit import submit
+
+    select = dict(styles=["xray"], detail=["short"], topics=None)  # 17 prompts
+    per_prompt = 4
+    if quick:
+        select["topics"] = ["malaria", "lung_cancer"]
+        per_prompt = 2
+    repeats, merge_rows = (1, 2_000) if quick else (3, 100_000)
+    with tempfile.TemporaryDirectory(prefix="medprobe-bench-shards-") as tmp:
+        tmp = Path(tmp)
+        presets_file = tmp / "presets.yaml"
+        settings = {"steps": 2, "size": 32} if quick else {}  # else the shipped tiny preset: 8 steps, 64 px
+        presets_file.write_text(yaml.safe_dump({"tiny-bench": {"backend": "tiny", "description": "benchmark",
+                                                               **settings}}))
+        folders: dict[str, list[Path]] = {"one": [], "two": []}
+
+        def side(name: str, num_shards: int):
+            def run(r: int) -> float:
+                folder = tmp / f"{name}-{r}"
+                folders[name].append(folder)
+                started = time.perf_counter()
+                submit(folder, "oncology", ["tiny-bench"], num_shards, executor="local", gpus_per_task=0,
+                       cpus_per_task=1, wait=True, images_per_prompt=per_prompt, presets_file=presets_file,
+                       notebook=False, progress=False, poll_seconds=0.25, echo=lambda *a: None, **select)
+                return time.perf_counter() - started
+            return run
+
+        with private_caches(tmp):
+            times = interleaved({"one": side("one", 1), "two": side("two", 2)}, repeats=repeats, warmup=0)
+        manifests = []
+        for name in ("one", "two"):
+            with Study(folders[name][-1], create=False) as st:
+                table = st.manifest()
+            manifests.append(sorted(zip(table["prompt_id"], table["image_index"], table["sha256"], strict=True)))
+        n_images = len(manifests[0])
+        equal = "yes" if manifests[0] == manifests[1] else "NO"
+        speedup = ratio(times, "one", "two")
+        parts = [part("7a", f"{n_images} images (tiny preset): 1 process / 2 LocalExecutor shards + merge",
+                      f"{speedup:.2f}x", ">= 1.6", speedup >= 1.6,
+                      f"median {fmt_s(med(times['one']))} vs {fmt_s(med(times['two']))}; 1 torch thread per "
+                      f"process; merged images byte-identical to the single process: {equal}; median of "
+                      f"{repeats}, load average now {load()}")]
+
+        study = tmp / "merge-study"
+        Study(study).close()
+        per_shard = merge_rows // 4
+        build = time.perf_counter()
+        for k in range(4):
+            _shard_store(shards.shard_path(study, "bench", k), k, per_shard, 4)
+        build = time.perf_counter() - build
+        started = time.perf_counter()
+        result = shards.merge(study, progress=False)
+        seconds = time.perf_counter() - started
+        if result.added != merge_rows or result.refused or result.skipped:
+            raise RuntimeError(f"merge of {merge_rows} rows gave: {result}")
+        parts.append(part("7b", f"merge of 4 shard stores, {merge_rows:,} manifest rows", fmt_s(seconds),
+                          "< 10 s", seconds < 10,
+                          f"every file's SHA-256 checked and copied into the study; {merge_rows / seconds:,.0f} "
+                          f"rows/s; 1 run (building the shards: {fmt_s(build)})"))
+    return combine(7, "cluster shards", parts)
+
+
+def _shard_store(folder: Path, k: int, n: int, num_shards: int) -> None:
+    """A finished shard store with n manifest rows and their files (bytes whose SHA-256 is recorded)."""
+    import hashlib
+
+    import pandas as pd
+
+    from probes.store import Study, now, transaction
+
+    prompts = pd.DataFrame({"prompt_id": [f"s{k}p{i:06d}" for i in range(n // PANEL)]})
+    prompts["text"] = "a chest x-ray of a patient with " + prompts["prompt_id"]
+    for column, value in (("style", "xray"), ("style_group", "radiology"), ("topic", "lung_cancer"),
+                          ("topic_group", "thorax"), ("detail", "short"), ("catalog", "bench")):
+        prompts[column] = value
+    stamp = now()
+    with Study(folder) as st:
+        st.add_prompts(prompts)
+        digest = st.register_preset("tiny-bench", "tiny", {"steps": 8, "size": 64})
+        rows = []
+        for i, (pid, text) in enumerate(zip(prompts["prompt_id"], prompts["text"], strict=True)):
+            for index in range(PANEL):
+                data = f"\x89PNG bench image {k} {i} {index}".encode() + bytes(200)
+                sha = hashlib.sha256(data).hexdigest()
+                (folder / "images" / f"{sha}.png").write_bytes(data)
+                rows.append((pid, text, "tiny-bench", 0, index, 1000 * i + index, sha, f"images/{sha}.png", 64, 64,
+                             "8", "3.0", "cpu", "float32", 0, 0.8, digest, "{}", "{}", "{}", "bench", stamp))
+        with transaction(st.db):
+            st.db.executemany(
+                "INSERT INTO images (prompt_id, text, preset, study_seed, image_index, seed, sha256, file, width, "
+                "height, steps, guidance, device, dtype, truncated, wall_seconds, settings_hash, versions_json, "
+                "digests_json, meta_json, run_id, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, "
+                "?, ?, ?, ?, ?, ?, ?, ?)", rows)
+    (folder / "shard.json").write_text(json.dumps({"run_id": "bench", "shard_index": k, "num_shards": num_shards}))
+
+
 ROWS = {1: row_generation_overhead, 2: row_panel_batching, 3: row_resume, 4: row_rating_store,
-        5: row_analysis, 6: row_app_latency}
+        5: row_analysis, 6: row_app_latency, 7: row_cluster_shards}
 
 
 # --- report -------------------------------------------------------------------------------
@@ -817,17 +932,17 @@ def parse_rows(text: str) -> list[int]:
     try:
         rows = sorted({int(x) for x in text.split(",") if x.strip()})
     except ValueError:
-        raise SystemExit(f"--rows {text!r}: give row numbers 1-6 separated by commas, e.g. --rows 1,3") from None
+        raise SystemExit(f"--rows {text!r}: give row numbers 1-{max(ROWS)} separated by commas, e.g. --rows 1,3") from None
     unknown = [r for r in rows if r not in ROWS]
     if unknown or not rows:
-        raise SystemExit(f"--rows {text!r}: rows are 1-6")
+        raise SystemExit(f"--rows {text!r}: rows are 1-{max(ROWS)}")
     return rows
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="shrink every size (smoke test; seconds)")
-    parser.add_argument("--rows", default="1,2,3,4,5,6", help="rows to run, e.g. 1,3 (default: all)")
+    parser.add_argument("--rows", default=",".join(map(str, ROWS)), help="rows to run, e.g. 1,3 (default: all)")
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: the usable cores)")
     parser.add_argument("--markdown", type=Path, default=None,

@@ -40,7 +40,7 @@ def _run(args) -> int:
     import time
     import uuid
 
-    from . import execute
+    from . import execute, shards
     from .generators import load_presets, preset_settings
     from .run import as_list, run_notes, shard_from_env
     from .store import Study
@@ -49,41 +49,85 @@ def _run(args) -> int:
     if args.device is None and "LOCAL_RANK" in os.environ and args.num_shards > 1:
         args.device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per process under accelerate/torchrun
     study = Path(args.study).expanduser().resolve()
-    Study(study).close()  # an unwritable or tampered folder fails here, before a kernel starts
-    cat.load_catalog(args.catalog)  # so does a missing or broken catalog
+    cat.load_catalog(args.catalog)  # a missing or broken catalog fails here, before a kernel starts
     known = load_presets(args.presets_file, study_presets=study / "presets.yaml",
                          allow_custom_backends=args.allow_custom_backends)
     for name in as_list(args.presets) or []:
         preset_settings(name, known)  # and an unknown preset, or a refused custom backend
-    run_id = time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    catalog = str(cat.resolve_catalog(args.catalog).resolve())
+    sharded_run = attempt_id = None
     if args.num_shards > 1:
-        run_id += f"-shard{args.shard_index}of{args.num_shards}"
-    parameters = dict(study=str(study), catalog=str(cat.resolve_catalog(args.catalog).resolve()),
+        # one shard of several: it writes its own store, and only reads the study (see probes.shards)
+        if not 0 <= args.shard_index < args.num_shards:
+            raise ProbeError(f"shard {args.shard_index} of {args.num_shards} does not exist; "
+                             "use 0 <= --shard-index < --num-shards")
+        sharded_run = shards.derive_run_id(args.run_id, shards.id_parameters(
+            catalog, as_list(args.presets), args.images_per_prompt, args.seed, args.styles, args.topics,
+            args.detail, args.num_shards))
+        store = shards.shard_path(study, sharded_run, args.shard_index)
+        if (study / "study.sqlite").exists():
+            Study(study, readonly=True, require_current=False).close()  # a tampered study fails here
+        run_id = attempt_id = shards.new_attempt_id(sharded_run, args.shard_index)
+    else:
+        store = study
+        run_id = args.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    Study(store).close()  # an unwritable or tampered folder fails here, before a kernel starts
+    parameters = dict(study=str(study), catalog=catalog,
                       presets=args.presets, images_per_prompt=args.images_per_prompt, seed=args.seed,
                       styles=args.styles, topics=args.topics, detail=args.detail,
                       shard_index=args.shard_index, num_shards=args.num_shards, force=args.force,
                       presets_file=str(Path(args.presets_file).resolve()) if args.presets_file else None,
-                      device=args.device, run_id=run_id, allow_custom_backends=args.allow_custom_backends)
+                      device=args.device, run_id=sharded_run or run_id, attempt_id=attempt_id,
+                      allow_custom_backends=args.allow_custom_backends)
     if args.compare:
         parameters["compare"] = args.compare
-    notebook = study / "runs" / f"{run_id}.ipynb"
+    notebook = store / "runs" / f"{run_id}.ipynb"
     parameters["run_notebook"] = str(notebook)
     try:
         execute.execute_notebook("10_probe.ipynb", notebook, parameters, progress=not args.quiet)
     except execute.KernelDiedError:
-        raise ProbeError(_kernel_died_message(study, run_id, notebook)) from None
-    with Study(study, create=False) as st:
+        raise ProbeError(_kernel_died_message(store, run_id, notebook)) from None
+    with Study(store, create=False) as st:
         record = st.run_record(run_id)
         failures = st.failures(run_id)
     if record is None:
-        raise ProbeError(f"the run left no record in {study}; see {notebook}")
+        raise ProbeError(f"the run left no record in {store}; see {notebook}")
     print(f"run {run_id}: {record['n_generated']} images generated, {record['n_skipped']} already there, "
           f"{record['n_failed']} failed; record: {notebook}")
+    if sharded_run:
+        print(f"  shard {args.shard_index} of {args.num_shards} of run {sharded_run}, stored in {store}; "
+              f"when the shards are done: python -m probes merge --study {study}")
     for note in run_notes(record["n_missing"] or 0, record["n_elsewhere"] or 0):
         print(f"  {note}")
     for row in failures.head(10).itertuples():
         print(f"  failed: {row.preset} / {row.prompt_id}: {row.error}", file=sys.stderr)
     return 0 if record["status"] == "ok" else 1
+
+
+def _merge(args) -> int:
+    from . import shards
+
+    result = shards.merge(args.study, progress=not args.quiet)
+    print(result)
+    return 0 if result.ok else 1
+
+
+def _status(args) -> int:
+    import pandas as pd
+
+    from . import shards
+
+    table = shards.status(args.study)
+    if table.empty:
+        print(f"no sharded runs in {Path(args.study).expanduser().resolve()}")
+        return 0
+    with pd.option_context("display.width", 200, "display.max_rows", 1000):
+        print(table.drop(columns=["last_run"]).to_string(index=False))
+    if (table.state == "finished").any():
+        print(f"finished shards not merged yet: python -m probes merge --study {args.study}")
+    if table.state.isin(["interrupted", "not started"]).any():
+        print("interrupted and unstarted shards resume when their run is submitted again (same --run-id)")
+    return 0
 
 
 def _kernel_died_message(study: Path, run_id: str, notebook: Path) -> str:
@@ -158,8 +202,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--styles", help="comma-separated style ids (default all)")
     p.add_argument("--topics", help="comma-separated topic ids (default all)")
     p.add_argument("--detail", help="short, detailed or both (default)")
-    p.add_argument("--shard-index", type=int, help="this process's shard (default: from SLURM_ARRAY_TASK_ID or RANK)")
-    p.add_argument("--num-shards", type=int, help="number of shards (default: SLURM_ARRAY_TASK_COUNT or WORLD_SIZE)")
+    p.add_argument("--shard-index", type=int,
+                   help="this process's shard (default: its position in a SLURM array, or RANK)")
+    p.add_argument("--num-shards", type=int,
+                   help="number of shards (default: the SLURM array's task count, or WORLD_SIZE); above 1 "
+                        "each shard writes its own store under STUDY/shards/, folded in by `probes merge`")
+    p.add_argument("--run-id", help="id shared by all shards of a sharded run (default: SLURM_ARRAY_JOB_ID, "
+                                    "TORCHELASTIC_RUN_ID, else a hash of the run's settings); the same id "
+                                    "resumes the same shard stores")
     p.add_argument("--force", action="store_true", help="regenerate images that exist")
     p.add_argument("--presets-file", help="extra presets YAML")
     p.add_argument("--allow-custom-backends", action="store_true",
@@ -169,6 +219,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compare", help="two presets for the side-by-side sheet")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("merge", help="fold the shard stores under STUDY/shards/ into the study")
+    p.add_argument("--study", required=True, help="study folder")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_merge)
+
+    from .submit import add_submit_parser
+
+    add_submit_parser(sub)  # probes submit: shard jobs on SLURM (or local processes) through submitit
+
+    p = sub.add_parser("status", help="where each shard of a sharded run stands")
+    p.add_argument("--study", required=True, help="study folder")
+    p.set_defaults(func=_status)
 
     p = sub.add_parser("digests", help="print the SHA-256 pins of a preset's checkpoints")
     p.add_argument("preset")

@@ -1,7 +1,8 @@
 """Probe runs: catalog x presets -> images in a study, resumable and shardable.
 
 The unit of work is a panel: the images of one prompt from one preset (four by default),
-generated as one batch. A run plans every panel, keeps those of its shard, skips images the
+generated as one batch. A run plans every panel, keeps those of its shard (a split balanced by
+each preset's cost; a shard writes a store of its own, see probes.shards), skips images the
 manifest already has (and whose file is still there: a deleted PNG is made again, from the
 same seed), and records each image as soon as it exists. Before making a panel the run claims
 it in the study database, so a second run on the same study makes other panels instead of
@@ -11,8 +12,10 @@ retried in smaller pieces.
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
+import re
 import time
 import traceback
 import uuid
@@ -54,6 +57,9 @@ class RunResult:
     elsewhere: int = 0  # left to another run that was making them
     others: set[str] = field(default_factory=set)  # those runs
     interrupted: list[str] = field(default_factory=list)  # earlier runs found dead at the start
+    store: Path | None = None  # the folder written: the study, or this shard's store
+    shard: str | None = None  # "<run_id>-<k>" when the run is one shard of several
+    shard_run_id: str | None = None  # the sharded run all shards share
 
     @property
     def ok(self) -> bool:
@@ -61,7 +67,10 @@ class RunResult:
 
     def __str__(self) -> str:
         text = (f"run {self.run_id}: {self.generated} images generated, {self.skipped} already there, "
-                f"{self.failed} failed, in {self.seconds:.1f} s ({self.study})")
+                f"{self.failed} failed, in {self.seconds:.1f} s ({self.store or self.study})")
+        if self.shard:
+            text += f"\n  shard {self.shard} of run {self.shard_run_id}; fold it into the study with " \
+                    f"`python -m probes merge --study {self.study}`"
         text += "".join(f"\n  {line}" for line in run_notes(self.missing, self.elsewhere, self.others,
                                                              self.interrupted))
         for f in self.failures[:10]:
@@ -105,35 +114,161 @@ def select_prompts(table: pd.DataFrame, styles=None, topics=None, detail=None) -
     return table
 
 
-def shard_from_env(shard_index: int | None, num_shards: int | None) -> tuple[int, int]:
-    """Explicit values win; else a SLURM array or `accelerate launch`/torchrun process says which shard."""
-    if shard_index is not None or num_shards is not None:
+def shard_from_env(shard_index: int | None, num_shards: int | None, env=None) -> tuple[int, int]:
+    """Which shard this process makes: explicit values, else a SLURM array task, else a torchrun rank.
+
+    Under a SLURM array the shard is the task's position in the array,
+    (SLURM_ARRAY_TASK_ID - MIN) / STEP, and the number of shards is the number of tasks, so
+    ``--array=0-6:2`` runs shards 0 to 3 and no shard is left out. ``num_shards`` given
+    under an array must equal its task count (an error before any work otherwise); an
+    explicit ``shard_index`` wins. RANK / WORLD_SIZE (accelerate, torchrun) work the same way.
+    """
+    env = os.environ if env is None else env
+    if "SLURM_ARRAY_TASK_ID" in env:
+        position, tasks, spec = _array_position(env)
+        where = f"the SLURM array has {tasks} tasks ({spec})"
+    elif "RANK" in env and "WORLD_SIZE" in env:
+        position, tasks = int(env["RANK"]), int(env["WORLD_SIZE"])
+        where = f"the launcher (torchrun/accelerate) runs {tasks} processes (WORLD_SIZE)"
+    else:
         return int(shard_index or 0), int(num_shards or 1)
-    env = os.environ
-    if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
-        first = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-        return int(env["SLURM_ARRAY_TASK_ID"]) - first, int(env["SLURM_ARRAY_TASK_COUNT"])
-    if "WORLD_SIZE" in env and "RANK" in env:
-        return int(env["RANK"]), int(env["WORLD_SIZE"])
-    return 0, 1
+    if shard_index is not None:
+        return int(shard_index), int(num_shards if num_shards is not None else tasks)
+    if num_shards is not None and int(num_shards) != tasks:
+        raise ProbeError(f"{where} but --num-shards {num_shards}: every task must run a shard of the "
+                         f"same split; drop --num-shards (it is taken from the array), or submit "
+                         f"{num_shards} tasks (e.g. --array=0-{int(num_shards) - 1})")
+    return position, tasks
 
 
-def shard(items: list, shard_index: int, num_shards: int) -> list:
-    """Round-robin over the planned order: balanced, and the shards' union is the whole plan."""
+def _array_position(env) -> tuple[int, int, str]:
+    """(this task's position, number of tasks, the array as "MIN-MAX:STEP") of a SLURM array."""
+    task = int(env["SLURM_ARRAY_TASK_ID"])
+    first = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+    step = int(env.get("SLURM_ARRAY_TASK_STEP") or 1)
+    count = int(env["SLURM_ARRAY_TASK_COUNT"]) if env.get("SLURM_ARRAY_TASK_COUNT") else None
+    if env.get("SLURM_ARRAY_TASK_MAX"):
+        last = int(env["SLURM_ARRAY_TASK_MAX"])
+        tasks = (last - first) // step + 1
+        spec = f"{first}-{last}" + (f":{step}" if step != 1 else "")
+    elif count is not None:
+        tasks, spec = count, f"{count} tasks from {first}"
+    else:
+        raise ProbeError("SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_MAX nor "
+                         "SLURM_ARRAY_TASK_COUNT is: cannot tell how many shards the array has; "
+                         "pass --shard-index and --num-shards")
+    if count is not None and count != tasks or (task - first) % step or not first <= task <= first + (tasks - 1) * step:
+        raise ProbeError(f"SLURM array task {task} of {spec} ({count} tasks) is not an evenly stepped range "
+                         "(MIN-MAX:STEP): its position, hence its shard, is ambiguous. Submit a range "
+                         "such as --array=0-3, or pass --shard-index and --num-shards to each task")
+    return (task - first) // step, tasks, spec
+
+
+# --- work balance ---------------------------------------------------------------------------
+
+def _steps(value) -> int:
+    """Denoising steps of a setting: 50, "100", GLIDE respacings "fast27", "ddim50", "10,10,10"."""
+    numbers = [int(n) for n in re.findall(r"\d+", str(value))]
+    return sum(numbers) or 1
+
+
+def image_cost(settings: dict, defaults: dict | None = None) -> float:
+    """Relative cost of one image of a preset, in denoising-network evaluations.
+
+    A simple model, enough to balance shards (a measured timing per preset would be better):
+
+    - diffusers and tiny: ``steps`` x 2 with classifier-free guidance (guidance_scale > 1: the
+      UNet runs on the prompt and the empty prompt) x (size / 512)^2 (latent pixels, SD 1.x = 1);
+    - GLIDE: ``base_steps`` x 2 for ``guidance: cfg`` (conditional and unconditional halves),
+      x 6 for ``guidance: clip`` (one model pass plus a forward and backward pass through the
+      noise-aware CLIP at every step, taken as three times cfg), plus one pass per
+      ``upsample_steps`` when upsampling;
+    - any other backend: its ``steps`` (1 if it has none).
+    """
+    s = {**(defaults or {}), **settings}
+    backend = s.get("backend")
+    if backend == "glide":
+        cost = _steps(s.get("base_steps", 100)) * (6.0 if s.get("guidance", "cfg") == "clip" else 2.0)
+        if s.get("upsample", True):
+            cost += _steps(s.get("upsample_steps", "fast27"))
+        return cost
+    steps = _steps(s.get("steps", 1))
+    if backend in ("diffusers", "tiny"):
+        guided = 2.0 if float(s.get("guidance_scale") or 0) > 1 else 1.0
+        return steps * guided * (float(s.get("size") or 512) / 512) ** 2
+    return float(steps)
+
+
+def preset_costs(presets: list[str], known: dict) -> dict[str, float]:
+    """image_cost of each preset, with its backend's defaults for settings the preset leaves out."""
+    from .generators import backend_class
+
+    costs = {}
+    for name in presets:
+        settings = preset_settings(name, known)
+        try:
+            defaults = dict(backend_class(settings["backend"]).defaults)
+        except ProbeError:
+            defaults = {}
+        costs[name] = image_cost(settings, defaults)
+    return costs
+
+
+def assign_shards(costs: list[float], num_shards: int) -> list[int]:
+    """The shard of each item: longest first (ties in the given order) to the least-loaded shard.
+
+    Deterministic (the same costs give the same split in every process), so each shard of a
+    run, and a shard resubmitted later, computes its own part of one split of the whole plan.
+    """
+    if num_shards < 1:
+        raise ProbeError(f"num_shards must be at least 1, not {num_shards}")
+    owner = [0] * len(costs)
+    loads = [(0.0, k) for k in range(num_shards)]  # a heap: (load, shard); ties go to the lower shard
+    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
+        load, k = heapq.heappop(loads)
+        owner[i] = k
+        heapq.heappush(loads, (load + costs[i], k))
+    return owner
+
+
+def check_shard(shard_index: int, num_shards: int) -> None:
     if num_shards < 1 or not 0 <= shard_index < num_shards:
         raise ProbeError(f"shard {shard_index} of {num_shards} does not exist; use 0 <= shard_index < num_shards")
-    return items[shard_index::num_shards]
+
+
+def shard(items: list, shard_index: int, num_shards: int, costs: list[float] | None = None) -> list:
+    """This shard's items, in plan order: a split by cost (see :func:`assign_shards`).
+
+    Without costs every item counts the same, which deals them out in turn. The shards'
+    union is the whole plan and no item is in two shards.
+    """
+    check_shard(shard_index, num_shards)
+    owner = assign_shards(costs if costs is not None else [1.0] * len(items), num_shards)
+    return [item for item, k in zip(items, owner, strict=True) if k == shard_index]
+
+
+def all_panels(prompts: pd.DataFrame, presets: list[str]) -> list[tuple[str, str, str]]:
+    """(prompt_id, text, preset) of every panel, in plan order: preset by preset."""
+    texts = list(zip(prompts["prompt_id"], prompts["text"], strict=True))  # not itertuples: 10x slower
+    return [(prompt_id, text, preset) for preset in presets for prompt_id, text in texts]
 
 
 def plan(study: Study, prompts: pd.DataFrame, presets: list[str], images_per_prompt: int, seed: int,
-         shard_index: int = 0, num_shards: int = 1, force: bool = False) -> tuple[list[Panel], int]:
-    """Panels this shard still has to make, and how many images were skipped as done."""
+         shard_index: int = 0, num_shards: int = 1, force: bool = False,
+         costs: dict[str, float] | None = None, also_done: set | None = None) -> tuple[list[Panel], int]:
+    """Panels this shard still has to make, and how many images were skipped as done.
+
+    ``costs`` (per preset image) balance the shards; ``also_done`` holds (prompt_id, preset,
+    image_index) made elsewhere (a shard: those already merged into its study).
+    """
     if images_per_prompt < 1:
         raise ProbeError(f"images_per_prompt must be at least 1, not {images_per_prompt}")
-    texts = list(zip(prompts["prompt_id"], prompts["text"], strict=True))  # not itertuples: 10x slower
-    all_panels = [(prompt_id, text, preset) for preset in presets for prompt_id, text in texts]
-    mine = shard(all_panels, shard_index, num_shards)
+    panels_all = all_panels(prompts, presets)
+    weights = [(costs or {}).get(preset, 1.0) * images_per_prompt for _, _, preset in panels_all]
+    mine = shard(panels_all, shard_index, num_shards, weights)
     done, gone = (set(), set()) if force else study.resume_keys(seed, presets)
+    if also_done and not force:
+        done = done | also_done
     panels, skipped = [], 0
     for prompt_id, text, preset in mine:
         todo = [i for i in range(images_per_prompt) if (prompt_id, preset, i) not in done]
@@ -165,30 +300,58 @@ def run_probe(study: str | Path, catalog: str | Path, presets: list[str] | str, 
               seed: int = 0, styles=None, topics=None, detail=None, shard_index: int = 0,
               num_shards: int = 1, force: bool = False, presets_file: str | Path | None = None,
               device: str | None = None, run_id: str | None = None, notebook: str | None = None,
-              progress: bool = True, allow_custom_backends: bool = False) -> RunResult:
+              progress: bool = True, allow_custom_backends: bool = False,
+              attempt_id: str | None = None) -> RunResult:
     """Generate every missing image of (catalog prompts x presets) into a study folder.
+
+    With ``num_shards`` above 1 this process makes one shard of the work and writes it to a
+    store of its own, ``<study>/shards/<run_id>-<shard_index>/`` (a study folder opened by
+    this process only; ``python -m probes merge`` folds it into the study). ``run_id`` then
+    names the sharded run, shared by all its shards (derived when not given: see
+    :func:`probes.shards.derive_run_id`), and ``attempt_id`` this process's record in the
+    shard store. The study's own database is only read, to skip images merged earlier.
 
     ``allow_custom_backends`` lets the study folder's own presets.yaml name Python backends
     ("package.module:Class"); without it they are refused before anything is imported.
     """
+    from . import shards
+
     started = time.perf_counter()
     presets = as_list(presets) or []
     if not presets:
         raise ProbeError("no presets given; name at least one (python -m probes presets lists them)")
+    check_shard(shard_index, num_shards)  # a shard that does not exist stops before any work
     known = load_presets(presets_file, study_presets=Path(study) / "presets.yaml",
                          allow_custom_backends=allow_custom_backends)
     for name in presets:
         preset_settings(name, known)  # unknown names stop before any work
     prompts = select_prompts(cat.expand(cat.load_catalog(catalog)), styles, topics, detail)
-    run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    costs = preset_costs(presets, known)
     params = dict(catalog=str(catalog), presets=presets, images_per_prompt=images_per_prompt, seed=seed,
                   styles=styles, topics=topics, detail=detail, shard_index=shard_index,
                   num_shards=num_shards, force=force, device=device)
-    with Study(study) as st:
+    store, in_study, sharded_run = Path(study), set(), None
+    if num_shards > 1:
+        sharded_run = shards.derive_run_id(run_id, shards.id_parameters(
+            catalog, presets, images_per_prompt, seed, styles, topics, detail, num_shards))
+        store = shards.shard_path(study, sharded_run, shard_index)
+        run_id = attempt_id or shards.new_attempt_id(sharded_run, shard_index)
+        shards.record_plan(study, sharded_run, shard_index, num_shards, params,
+                           all_panels(prompts, presets), costs, images_per_prompt, seed)
+        if not force:
+            in_study = shards.study_done_keys(study, seed, presets)
+        params.update(run_id=sharded_run, shard=store.name)
+    run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
+    with Study(store) as st:
+        if sharded_run is not None:
+            shards.refuse_if_running(st, store.name)
         st.add_prompts(prompts)
-        panels, skipped = plan(st, prompts, presets, images_per_prompt, seed, shard_index, num_shards, force)
-        result = RunResult(run_id, st.path, skipped + sum(len(p.indices) for p in panels), skipped)
-        result.interrupted = st.start_run(run_id, params, notebook)
+        panels, skipped = plan(st, prompts, presets, images_per_prompt, seed, shard_index, num_shards, force,
+                               costs, in_study)
+        result = RunResult(run_id, Path(study).expanduser().resolve(), skipped + sum(len(p.indices) for p in panels),
+                           skipped, store=st.path, shard=store.name if sharded_run else None,
+                           shard_run_id=sharded_run)
+        result.interrupted = st.start_run(run_id, {**params, "planned_images": result.planned_images}, notebook)
         bar = tqdm(total=result.planned_images - skipped, unit="img", desc="generating", disable=not progress)
         status = "error"
         try:

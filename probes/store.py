@@ -7,6 +7,7 @@
       images/<sha256>.png
       runs/            executed notebooks, the record of each run
       reports/
+      shards/          one store per shard of a cluster run (a study folder each; see probes.shards)
 
 Writes are atomic: a PNG is written to a temporary file, renamed into place and the folder
 synced before its manifest row is committed, so neither a killed run nor an OS crash leaves a
@@ -25,6 +26,7 @@ import io
 import json
 import os
 import sqlite3
+import sys
 import tempfile
 import time
 from contextlib import contextmanager
@@ -34,7 +36,7 @@ from urllib.parse import quote
 import pandas as pd
 from PIL import Image, PngImagePlugin
 
-from . import leases
+from . import fsguard, leases
 from .errors import StoreError
 
 DB_NAME = "study.sqlite"
@@ -86,6 +88,13 @@ PROBES_MIGRATIONS = [
         run_id TEXT NOT NULL, pid INTEGER NOT NULL, host TEXT NOT NULL, expires_at REAL NOT NULL,
         PRIMARY KEY (prompt_id, preset, study_seed));
     """,
+    # 2: shard stores folded into this study by `probes merge` (see probes.shards)
+    """
+    CREATE TABLE merged_shards (
+        shard TEXT PRIMARY KEY, run_id TEXT NOT NULL, shard_index INTEGER, num_shards INTEGER,
+        merged_at TEXT NOT NULL, n_images INTEGER DEFAULT 0, n_failures INTEGER DEFAULT 0,
+        n_refused INTEGER DEFAULT 0);
+    """,
 ]
 
 # Where each component's migrations live, so a database that records a component this
@@ -99,6 +108,7 @@ SCHEMA_VERSIONS_SQL = ("CREATE TABLE IF NOT EXISTS schema_versions "
 # Tables SQLite makes itself (AUTOINCREMENT, ANALYZE); their sql is fixed by SQLite, not us.
 SQLITE_TABLES = {"sqlite_sequence", "sqlite_stat1", "sqlite_stat2", "sqlite_stat3", "sqlite_stat4"}
 SYNCHRONOUS = ("OFF", "NORMAL", "FULL", "EXTRA")
+_warned: set[str] = set()  # databases whose file system warning was printed (once per process)
 
 
 def now() -> str:
@@ -142,7 +152,13 @@ def connect(path: str | Path, readonly: bool = False, synchronous: str = "NORMAL
         conn = sqlite3.connect(str(path), timeout=60, isolation_level=None, factory=StudyConnection)
     conn.row_factory = sqlite3.Row
     if not readonly:
-        conn.execute("PRAGMA journal_mode=WAL")
+        # Never WAL on a network or cluster file system: its -shm index must be shared memory of
+        # one host (probes.fsguard); rollback journaling there, and shards write their own stores.
+        mode, message = fsguard.guard(Path(path).parent, f"study database {Path(path).name} in")
+        if message and str(Path(path).resolve()) not in _warned:
+            _warned.add(str(Path(path).resolve()))
+            print(f"medprobe: {message}", file=sys.stderr)
+        conn.execute(f"PRAGMA journal_mode={mode}")
     conn.execute(f"PRAGMA synchronous={str(synchronous).upper()}")
     conn.execute("PRAGMA busy_timeout=60000")
     conn.execute("PRAGMA foreign_keys=ON")
@@ -161,12 +177,14 @@ def transaction(conn: sqlite3.Connection):
     conn.execute("COMMIT")
 
 
-def migrate(conn: sqlite3.Connection, component: str, migrations: list[str]) -> None:
+def migrate(conn: sqlite3.Connection, component: str, migrations: list[str], require_current: bool = True) -> None:
     """Bring ``component``'s tables to the newest schema, after checking the whole schema.
 
     Refuses (:class:`StoreError`) a database written by a newer medprobe, and one holding
     schema objects the recorded migrations do not create (see :func:`verify_schema`). On a
-    read-only connection nothing is written: the component must already be current.
+    read-only connection nothing is written: the component must already be current, unless
+    ``require_current`` is False (a reader of tables every version has, such as a shard
+    reading which images its study already holds).
     """
     _registered[component] = migrations
     if getattr(conn, "readonly", False) or conn.execute("PRAGMA query_only").fetchone()[0]:
@@ -174,7 +192,7 @@ def migrate(conn: sqlite3.Connection, component: str, migrations: list[str]) -> 
         try:
             versions = _recorded_versions(conn)
             _check_version(conn, component, versions.get(component, 0), len(migrations))
-            if versions.get(component, 0) < len(migrations):
+            if versions.get(component, 0) < len(migrations) and require_current:
                 raise StoreError(
                     f"{database_file(conn)}: the study's {component} tables are at schema "
                     f"v{versions.get(component, 0)} and this medprobe needs v{len(migrations)}; the "
@@ -305,10 +323,12 @@ class Study:
     """A study folder. Create or open with ``Study(path)``.
 
     ``readonly=True`` opens an existing study without writing anything (a read-only share, a
-    colleague's copy): reading works, writing raises. Its schema must already be current.
+    colleague's copy): reading works, writing raises. Its schema must already be current
+    (``require_current=False`` accepts an older one, still verified, for reading old tables).
     """
 
-    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False):
+    def __init__(self, path: str | Path, create: bool = True, readonly: bool = False,
+                 require_current: bool = True):
         self.path = Path(path).expanduser().resolve()
         if (readonly or not create) and not (self.path / DB_NAME).exists():
             raise StoreError(f"{self.path}: not a study folder (no {DB_NAME}); run a probe first "
@@ -325,7 +345,7 @@ class Study:
                                  "choose a folder you can write to") from None
         self.db = connect(self.path / DB_NAME, readonly=readonly)
         try:
-            migrate(self.db, "probes", PROBES_MIGRATIONS)
+            migrate(self.db, "probes", PROBES_MIGRATIONS, require_current=require_current)
         except BaseException:
             self.db.close()
             raise
@@ -360,7 +380,14 @@ class Study:
             info.add_text(key, str(value))
         buf = io.BytesIO()
         image.convert("RGB").save(buf, format="PNG", pnginfo=info)
-        data = buf.getvalue()
+        return self.write_png_bytes(buf.getvalue())
+
+    def write_png_bytes(self, data: bytes, sync_folder: bool = True) -> tuple[str, str]:
+        """Store PNG bytes under their SHA-256 (nothing written if that file is there already).
+
+        ``sync_folder=False`` leaves the folder's fsync to the caller (one for many files, as
+        a merge does); it must happen before any manifest row naming the file is committed.
+        """
         sha = hashlib.sha256(data).hexdigest()
         relative = f"images/{sha}.png"
         final = self.path / relative
@@ -376,7 +403,8 @@ class Study:
             except BaseException:
                 Path(tmp).unlink(missing_ok=True)
                 raise
-            _fsync_folder(final.parent)  # the rename itself must reach the disk before the row
+            if sync_folder:
+                _fsync_folder(final.parent)  # the rename itself must reach the disk before the row
         return sha, relative
 
     def _sweep_temporary_files(self) -> None:

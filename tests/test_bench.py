@@ -65,5 +65,5 @@ def test_missing_app_latency_module_is_reported_not_run(tmp_path, monkeypatch):
 def test_rows_option_refuses_unknown_rows():
     bench = load_bench()
     assert bench.parse_rows("3,1") == [1, 3]
-    with pytest.raises(SystemExit, match="rows are 1-6"):
-        bench.parse_rows("7")
+    with pytest.raises(SystemExit, match="rows are 1-7"):
+        bench.parse_rows("8")

@@ -66,7 +66,8 @@ def test_read_only_open_never_writes_and_asks_for_an_upgrade_first(tmp_path):
     before = db.read_bytes()
 
     ro = connect(db, readonly=True)
-    with pytest.raises(StoreError, match=r"probes tables are at schema v1 and this medprobe needs v2.*upgrade.*writable open"):
+    newest = len(PROBES_MIGRATIONS)
+    with pytest.raises(StoreError, match=rf"probes tables are at schema v1 and this medprobe needs v{newest}.*upgrade.*writable open"):
         migrate(ro, "probes", PROBES_MIGRATIONS)
     with pytest.raises(sqlite3.OperationalError, match="readonly"):
         ro.execute("INSERT INTO prompts (prompt_id, text) VALUES ('x', 'y')")
@@ -77,7 +78,7 @@ def test_read_only_open_never_writes_and_asks_for_an_upgrade_first(tmp_path):
         pass
     ro = connect(db, readonly=True)
     migrate(ro, "probes", PROBES_MIGRATIONS)  # current now: reads fine
-    assert ro.execute("SELECT version FROM schema_versions WHERE component = 'probes'").fetchone()[0] == 2
+    assert ro.execute("SELECT version FROM schema_versions WHERE component = 'probes'").fetchone()[0] == newest
     ro.close()
     before = db.read_bytes()
     with Study(tmp_path, readonly=True) as st:

@@ -1,0 +1,625 @@
+"""Shard stores: each shard of a cluster run writes a study folder of its own; merge folds them in.
+
+SQLite needs every writer of a database on one host (WAL's shared memory, and file locks that
+NFS, Lustre and GPFS do not keep reliably), so the shards of a run never write the study's
+``study.sqlite``. Each writes its own store, opened by its process only::
+
+    study/
+      study.sqlite              the study (written by single-process runs and by merge)
+      shards/<run_id>.json      the sharded run: its parameters and every shard's panels
+      shards/<run_id>-<k>/      shard k: study.sqlite, images/, runs/ (its notebook), shard.json
+
+``merge`` (``python -m probes merge``), run on one host, folds finished and interrupted shards
+into the study, one transaction per shard, checking every file against its recorded SHA-256;
+``status`` (``python -m probes status``) says where each shard stands.
+
+The run id is shared by all shards of a run and stays the same when it is submitted again, so
+a resubmitted shard finds its store and goes on: see :func:`derive_run_id`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import socket
+import sqlite3
+import stat
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import leases
+from .errors import ProbeError, StoreError
+from .store import DB_NAME, NON_IMAGE_SETTINGS, Study, _fsync_folder, now, transaction
+
+SHARDS = "shards"
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+# --- names --------------------------------------------------------------------------------
+
+def shard_name(run_id: str, shard_index: int) -> str:
+    return f"{run_id}-{int(shard_index)}"
+
+
+def shard_path(study: str | Path, run_id: str, shard_index: int) -> Path:
+    """The store of shard ``shard_index`` of run ``run_id``: ``<study>/shards/<run_id>-<k>``."""
+    return Path(study).expanduser().resolve() / SHARDS / shard_name(run_id, shard_index)
+
+
+def _clean(text: str) -> str:
+    cleaned = _UNSAFE.sub("-", str(text)).strip("-.")
+    if not cleaned:
+        raise ProbeError(f"run id {text!r} has no letters or digits; use e.g. --run-id brain-2024")
+    return cleaned[:80]
+
+
+def id_parameters(catalog, presets, images_per_prompt, seed, styles=None, topics=None, detail=None,
+                  num_shards=1) -> dict:
+    """What names a sharded run when no id is given. The catalog counts by its content, so
+    nodes that mount it under other paths agree; filters by their set, not their order."""
+    from . import catalog as cat
+    from .run import as_list
+
+    try:
+        catalog_id = hashlib.sha256(cat.resolve_catalog(catalog).read_bytes()).hexdigest()
+    except OSError:
+        catalog_id = str(catalog)
+    filters = {name: sorted(as_list(value) or []) for name, value in
+               (("styles", styles), ("topics", topics), ("detail", detail))}
+    return dict(catalog=catalog_id, presets=as_list(presets), images_per_prompt=int(images_per_prompt),
+                seed=int(seed), num_shards=int(num_shards), **filters)
+
+
+def derive_run_id(run_id: str | None, params: dict, env=None) -> str:
+    """The id all shards of a run share, the same again when the run is resubmitted.
+
+    An explicit ``run_id`` (``--run-id``); else the SLURM array's job id ("slurm-<id>");
+    else torchrun's rendezvous id ("torch-<id>"; its default "none" does not count); else
+    "h" and a short hash of the run's parameters (:func:`id_parameters`), so submitting the
+    same sharded run again finds the same shard stores and resumes them.
+    """
+    env = os.environ if env is None else env
+    if run_id:
+        return _clean(run_id)
+    if env.get("SLURM_ARRAY_JOB_ID"):
+        return _clean(f"slurm-{env['SLURM_ARRAY_JOB_ID']}")
+    if env.get("TORCHELASTIC_RUN_ID") not in (None, "", "none"):
+        return _clean(f"torch-{env['TORCHELASTIC_RUN_ID']}")
+    blob = json.dumps(params, sort_keys=True, default=str).encode()
+    return "h" + hashlib.sha256(blob).hexdigest()[:10]
+
+
+def new_attempt_id(run_id: str, shard_index: int) -> str:
+    """The record of one process running a shard (a resumed shard gets a new one)."""
+    return f"{shard_name(run_id, shard_index)}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
+
+
+# --- plan files ---------------------------------------------------------------------------
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str), encoding="utf-8")
+    os.replace(tmp, path)  # atomic: a reader never sees half a file
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def _shard_entries(run_id: str, num_shards: int, panels: list[tuple[str, str, str]], costs: dict[str, float],
+                   images_per_prompt: int) -> list[dict]:
+    from .run import assign_shards
+
+    owner = assign_shards([costs.get(p, 1.0) * images_per_prompt for _, _, p in panels], num_shards)
+    return [{"shard": shard_name(run_id, k), "shard_index": k,
+             "planned_images": images_per_prompt * sum(o == k for o in owner),
+             "panels": [[pid, preset] for (pid, _, preset), o in zip(panels, owner, strict=True) if o == k]}
+            for k in range(num_shards)]
+
+
+def write_run_plan(study, run_id: str, num_shards: int, params: dict, panels: list[tuple[str, str, str]],
+                   costs: dict[str, float], images_per_prompt: int, seed: int) -> dict:
+    """``shards/<run_id>.json``: the run's settings and every shard's panels (written once).
+
+    Every shard computes the same split, so whichever writes it first writes what the others
+    would. A run id already used with other settings is refused. Returns the plan.
+    """
+    base = Path(study).expanduser().resolve() / SHARDS
+    run_file = base / f"{run_id}.json"
+    existing = _read_json(run_file)
+    wanted = dict(num_shards=num_shards, images_per_prompt=images_per_prompt, seed=seed,
+                  presets=list(params["presets"]))
+    if existing is not None:
+        found = {k: existing.get(k) for k in wanted}
+        if found != wanted:
+            changed = ", ".join(f"{k} {found[k]} -> {wanted[k]}" for k in wanted if found[k] != wanted[k])
+            raise ProbeError(f"run id {run_id!r} already names a sharded run in {base} with other settings "
+                             f"({changed}); give this run another --run-id, or run it with the same settings")
+        return existing
+    parameters = {k: v for k, v in params.items() if k not in ("shard_index", "device")}
+    plan = {"run_id": run_id, **wanted, "parameters": parameters, "created_at": now(),
+            "shards": _shard_entries(run_id, num_shards, panels, costs, images_per_prompt)}
+    _write_json(run_file, plan)
+    return plan
+
+
+def record_plan(study, run_id: str, shard_index: int, num_shards: int, params: dict,
+                panels: list[tuple[str, str, str]], costs: dict[str, float], images_per_prompt: int,
+                seed: int) -> None:
+    """The run's plan (if missing) and the shard's own ``shard.json``, as a shard starts."""
+    plan = write_run_plan(study, run_id, num_shards, params, panels, costs, images_per_prompt, seed)
+    info = shard_path(study, run_id, shard_index) / "shard.json"
+    if not info.exists():
+        planned = next((e.get("planned_images") for e in plan.get("shards", []) if e.get("shard_index") == shard_index),
+                       None)
+        _write_json(info, {"run_id": run_id, "shard_index": shard_index, "num_shards": num_shards,
+                           "parameters": params, "host": socket.gethostname(), "created_at": now(),
+                           "planned_images": planned})
+
+
+def plan_run(study, catalog, presets, num_shards: int, run_id: str | None = None, images_per_prompt: int = 4,
+             seed: int = 0, styles=None, topics=None, detail=None, presets_file=None,
+             allow_custom_backends: bool = False) -> str:
+    """Write a sharded run's plan before submitting it (so ``status`` lists shards never started).
+
+    Returns the run id (derived as a shard derives it: pass it to every shard). Nothing is generated.
+    """
+    from . import catalog as cat
+    from .generators import load_presets
+    from .run import all_panels, as_list, preset_costs, select_prompts
+
+    presets = as_list(presets) or []
+    known = load_presets(presets_file, study_presets=Path(study) / "presets.yaml",
+                         allow_custom_backends=allow_custom_backends)
+    prompts = select_prompts(cat.expand(cat.load_catalog(catalog)), styles, topics, detail)
+    run_id = derive_run_id(run_id, id_parameters(catalog, presets, images_per_prompt, seed, styles, topics,
+                                                 detail, num_shards))
+    params = dict(catalog=str(catalog), presets=presets, images_per_prompt=images_per_prompt, seed=seed,
+                  styles=styles, topics=topics, detail=detail, num_shards=num_shards, run_id=run_id)
+    write_run_plan(study, run_id, num_shards, params, all_panels(prompts, presets), preset_costs(presets, known),
+                   images_per_prompt, seed)
+    return run_id
+
+
+def study_done_keys(study, seed: int, presets: list[str]) -> set[tuple[str, str, int]]:
+    """Images the study already holds (merged earlier), read without writing to it."""
+    study = Path(study).expanduser().resolve()
+    if not (study / DB_NAME).exists():
+        return set()
+    with Study(study, readonly=True, require_current=False) as main:
+        return main.done_keys(seed, presets)
+
+
+def refuse_if_running(st: Study, name: str) -> None:
+    """A shard store is written by one process: refuse a second one while the first lives here."""
+    for row in st.db.execute(leases._RUNNING).fetchall():
+        if leases.run_alive(row) and leases._same_machine(row["host"], row["process"]):
+            raise ProbeError(f"shard {name} is being made by run {row['run_id']} (pid {row['pid']} on "
+                             f"{row['host']}), which is still running; a shard store is written by one "
+                             "process at a time: wait for it to end, or stop it, then run this again")
+
+
+# --- one shard, for a job scheduler -------------------------------------------------------
+
+def run_shard(study, shard_index: int, num_shards: int, run_id: str, catalog, presets,
+              images_per_prompt: int = 4, seed: int = 0, styles=None, topics=None, detail=None,
+              presets_file=None, device: str | None = None, force: bool = False,
+              allow_custom_backends: bool = False, notebook: bool = True, progress: bool = False) -> dict:
+    """Make one shard of a sharded run (what a submitit / SLURM job calls); returns its counts.
+
+    ``notebook=True`` executes notebooks/10_probe.ipynb into the shard's runs/ (the record of
+    the run, as ``python -m probes run`` does); ``False`` calls :func:`probes.run.run_probe`.
+    """
+    from .run import as_list, run_probe
+
+    started = time.perf_counter()
+    study = Path(study).expanduser().resolve()
+    presets, styles, topics, detail = (as_list(v) for v in (presets, styles, topics, detail))  # "a,b" or lists
+    store = shard_path(study, _clean(run_id), shard_index)
+    attempt = new_attempt_id(_clean(run_id), shard_index)
+    common = dict(images_per_prompt=images_per_prompt, seed=seed, shard_index=shard_index,
+                  num_shards=num_shards, force=force, device=device, run_id=run_id,
+                  allow_custom_backends=allow_custom_backends)
+    record_notebook = None
+    if notebook:
+        from . import catalog as cat
+        from . import execute
+
+        record_notebook = store / "runs" / f"{attempt}.ipynb"
+        joined = {k: ",".join(as_list(v)) if as_list(v) else None
+                  for k, v in (("presets", presets), ("styles", styles), ("topics", topics), ("detail", detail))}
+        execute.execute_notebook("10_probe.ipynb", record_notebook, dict(
+            study=str(study), catalog=str(cat.resolve_catalog(catalog).resolve()), **joined, **common,
+            presets_file=str(Path(presets_file).resolve()) if presets_file else None, attempt_id=attempt,
+            run_notebook=str(record_notebook)), progress=progress)
+        with Study(store, create=False) as st:
+            record = st.run_record(attempt) or {}
+        counts = dict(generated=record.get("n_generated", 0), skipped=record.get("n_skipped", 0),
+                      failed=record.get("n_failed", 0), ok=record.get("status") == "ok",
+                      planned=json.loads(record.get("params_json") or "{}").get("planned_images"))
+        seconds = time.perf_counter() - started
+    else:
+        result = run_probe(study, catalog, presets, styles=styles, topics=topics, detail=detail,
+                           presets_file=presets_file, progress=progress, attempt_id=attempt, **common)
+        counts = dict(generated=result.generated, skipped=result.skipped, failed=result.failed, ok=result.ok,
+                      planned=result.planned_images)
+        seconds = result.seconds
+    return dict(run_id=_clean(run_id), shard=store.name, store=str(store), attempt_id=attempt,
+                notebook=str(record_notebook) if record_notebook else None, seconds=seconds, **counts)
+
+
+# --- merge --------------------------------------------------------------------------------
+
+@dataclass
+class MergeResult:
+    study: Path
+    merged: list[str] = field(default_factory=list)  # shards folded in by this call
+    skipped: dict[str, str] = field(default_factory=dict)  # shard -> why it was not merged
+    added: int = 0  # manifest rows added
+    already: int = 0  # rows the study had already (merged before)
+    failures: int = 0  # failure records carried over
+    runs: int = 0  # run records carried over
+    refused: list[str] = field(default_factory=list)  # images not merged, and why
+    seconds: float = 0.0
+
+    @property
+    def ok(self) -> bool:
+        return not self.refused and not self.skipped
+
+    def __str__(self) -> str:
+        if not (self.merged or self.skipped):
+            return f"no shard stores to merge under {self.study / SHARDS}"
+        text = (f"merged {len(self.merged)} shard{'s' if len(self.merged) != 1 else ''} into {self.study}: "
+                f"{self.added} images added, {self.already} already there, {self.failures} failure records, "
+                f"{self.runs} run records, in {self.seconds:.1f} s")
+        for name, why in self.skipped.items():
+            text += f"\n  skipped {name}: {why}"
+        for message in self.refused[:20]:
+            text += f"\n  refused: {message}"
+        if len(self.refused) > 20:
+            text += f"\n  ... and {len(self.refused) - 20} more refused"
+        return text
+
+
+class _Refused(Exception):
+    """A shard that cannot be merged at all (a prompt or preset conflicts with the study's)."""
+
+
+def shard_folders(study: Path) -> list[Path]:
+    base = study / SHARDS
+    return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
+
+
+def merge(study: str | Path, progress: bool = True) -> MergeResult:
+    """Fold every shard store under ``<study>/shards/`` into the study's manifest.
+
+    One transaction per shard (``BEGIN IMMEDIATE`` on the study): merging twice, or two
+    merges at once on one host, give the same study. Each new image's file is read, its
+    SHA-256 checked against its row and its name, and written into the study's images/
+    (folder synced) before its row commits; the shard's copy is removed only after the
+    commit, so a crash leaves at worst an extra copy, never a row without its file. A shard
+    still running is skipped; an interrupted one gives what it finished and can be resumed
+    and merged again. A shard whose prompts or presets disagree with the study's is refused.
+    """
+    started = time.perf_counter()
+    study = Path(study).expanduser().resolve()
+    if not study.is_dir():
+        raise StoreError(f"{study}: no such study folder; check --study")
+    result = MergeResult(study)
+    folders = shard_folders(study)
+    if not folders:
+        return result
+    with Study(study) as main:
+        main.db.execute("PRAGMA busy_timeout=600000")  # another merge may hold a big shard's transaction
+        for folder in tqdm(folders, desc="merging", unit="shard", disable=not progress):
+            try:
+                _merge_shard(main, folder, result)
+            except _Refused as exc:
+                result.skipped[folder.name] = str(exc)
+            except StoreError as exc:
+                result.skipped[folder.name] = f"not merged: {exc}"
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _merge_shard(main: Study, folder: Path, result: MergeResult) -> None:
+    name = folder.name
+    if not (folder / DB_NAME).exists():
+        result.skipped[name] = "has no study.sqlite yet (the shard never started generating)"
+        return
+    info = _read_json(folder / "shard.json") or {}
+    with Study(folder, readonly=True, require_current=False) as shard:  # its schema is verified here
+        running = shard.db.execute(leases._RUNNING).fetchall()
+        live = [row for row in running if leases.run_alive(row)]
+        if live:
+            row = live[0]
+            result.skipped[name] = (f"still running (run {row['run_id']}, pid {row['pid']} on {row['host']}); "
+                                    "merge it once it has ended")
+            return
+        dead = {row["run_id"] for row in running}
+        rows = {table: [dict(r) for r in shard.db.execute(f"SELECT * FROM {table}")]
+                for table in ("prompts", "presets", "images", "failures", "runs")}
+        sources = {}
+        own = str(folder.resolve() / "images") + os.sep
+        for image in rows["images"]:
+            file = str(image["file"])
+            if _SHA256.fullmatch(file[len("images/"):-len(".png")]) and file.startswith("images/") \
+                    and file.endswith(".png"):
+                sources[image["image_id"]] = Path(own + file[len("images/"):])  # inside by its name
+                continue
+            try:
+                sources[image["image_id"]] = shard.resolve(file)
+            except StoreError:
+                sources[image["image_id"]] = None
+    counts = {"images": 0, "refused": 0}
+    remove: list[Path] = []
+    with transaction(main.db):
+        _merge_prompts_and_presets(main, name, rows)
+        _merge_images(main, name, rows["images"], sources, result, counts, remove)
+        failures = 0
+        for f in rows["failures"]:
+            cols = ["run_id", "prompt_id", "preset", "study_seed", "image_index", "error", "traceback", "at"]
+            cur = main.db.execute(
+                f"INSERT INTO failures ({', '.join(cols)}) SELECT {', '.join('?' * len(cols))} WHERE NOT EXISTS "
+                "(SELECT 1 FROM failures WHERE run_id IS ? AND prompt_id IS ? AND preset IS ? AND study_seed IS ? "
+                "AND image_index IS ? AND at IS ? AND error IS ?)",
+                [f[c] for c in cols] + [f[c] for c in ("run_id", "prompt_id", "preset", "study_seed",
+                                                         "image_index", "at", "error")])
+            failures += cur.rowcount
+        for run in rows["runs"]:
+            if run["run_id"] in dead:  # its process is gone: it will never finish
+                run = {**run, "status": "interrupted", "finished_at": run.get("finished_at") or now()}
+            cols = list(run)
+            main.db.execute(f"INSERT OR REPLACE INTO runs ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                            [run[c] for c in cols])
+        main.db.execute("INSERT OR REPLACE INTO merged_shards VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                        (name, str(info.get("run_id", name.rpartition("-")[0])), _int(info.get("shard_index")),
+                         _int(info.get("num_shards")), now(), counts["images"], len(rows["failures"]),
+                         counts["refused"]))
+    for path in remove:  # only now that the rows are committed: a crash before leaves an extra copy
+        path.unlink(missing_ok=True)
+    result.merged.append(name)
+    result.failures += failures
+    result.runs += len(rows["runs"])
+
+
+def _int(value) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _merge_prompts_and_presets(main: Study, name: str, rows: dict) -> None:
+    conflicts = []
+    for p in rows["prompts"]:
+        found = main.db.execute("SELECT text FROM prompts WHERE prompt_id = ?", (p["prompt_id"],)).fetchone()
+        if found is not None and found["text"] != p["text"]:
+            conflicts.append(f"prompt {p['prompt_id']} reads {found['text']!r} in the study but {p['text']!r} "
+                             f"in shard {name}")
+    for p in rows["presets"]:
+        found = main.db.execute("SELECT * FROM presets WHERE preset = ?", (p["preset"],)).fetchone()
+        if found is None or found["settings_hash"] == p["settings_hash"]:
+            continue
+        made = main.db.execute("SELECT 1 FROM images WHERE preset = ? LIMIT 1", (p["preset"],)).fetchone()
+        if made is None:
+            continue  # no image of it yet: the shard's settings may take its place, as in register_preset
+        old, new = json.loads(found["settings_json"]), json.loads(p["settings_json"])
+        changed = [f"{k}: {old.get(k)!r} in the study, {new.get(k)!r} in the shard" for k in sorted(set(old) | set(new))
+                   if old.get(k) != new.get(k) and k not in NON_IMAGE_SETTINGS]
+        origin = main.db.execute("SELECT run_id FROM images WHERE preset = ? AND run_id IS NOT NULL LIMIT 1",
+                                 (p["preset"],)).fetchone()
+        origin = f" (made by run {origin['run_id']})" if origin else ""
+        conflicts.append(f"preset {p['preset']!r} was made with other settings in shard {name} than in the "
+                         f"study{origin}: {'; '.join(changed) or 'settings hash differs'}")
+    if conflicts:
+        raise _Refused(f"shard {name} not merged: " + "; ".join(conflicts) + ". Images of one preset must come "
+                       "from one configuration: run the shard again with the study's settings, or give the new "
+                       "settings a new preset name")
+    cols = ["prompt_id", "text", "style", "style_group", "topic", "topic_group", "detail", "catalog"]
+    main.db.executemany(f"INSERT OR IGNORE INTO prompts ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                        [[p.get(c) for c in cols] for p in rows["prompts"]])
+    for p in rows["presets"]:
+        made = main.db.execute("SELECT 1 FROM images WHERE preset = ? LIMIT 1", (p["preset"],)).fetchone()
+        verb = "INSERT OR IGNORE" if made else "INSERT OR REPLACE"
+        main.db.execute(f"{verb} INTO presets (preset, backend, settings_json, settings_hash, first_used) "
+                        "VALUES (?, ?, ?, ?, ?)", [p[c] for c in ("preset", "backend", "settings_json",
+                                                                  "settings_hash", "first_used")])
+
+
+def _merge_images(main: Study, name: str, images: list[dict], sources: dict, result: MergeResult,
+                  counts: dict, remove: list[Path]) -> None:
+    key_cols = ("prompt_id", "preset", "study_seed", "image_index")
+    study_images = f"{main.path}/images"
+    cursor = main.db.cursor()
+    cursor.row_factory = None
+    have = {row[:4]: row[4:] for row in cursor.execute(
+        "SELECT prompt_id, preset, study_seed, image_index, sha256, file FROM images")}
+    hashes = dict(cursor.execute("SELECT preset, settings_hash FROM presets").fetchall())
+    wrote = False
+
+    def refuse(message: str) -> None:
+        counts["refused"] += 1
+        result.refused.append(message)
+
+    for row in images:
+        key = tuple(row[c] for c in key_cols)
+        label = f"{row['preset']} / {row['prompt_id']} #{row['image_index']}"
+        src, sha = sources.get(row["image_id"]), str(row["sha256"])
+        if src is None:
+            refuse(f"shard {name}: image {label} is recorded at {row['file']!r}, outside the shard folder; not merged")
+            continue
+        if not _SHA256.fullmatch(sha) or row["file"] != f"images/{sha}.png":
+            refuse(f"{src}: file name does not match the image's recorded SHA-256 {sha!r} ({label}); not merged")
+            continue
+        if key in have:
+            if have[key][0] != sha:
+                refuse(f"{src}: image {label} is in the study already as another image (sha256 {have[key][0][:12]}..., "
+                       f"this one {sha[:12]}...); the study's is kept, this one not merged")
+                continue
+            if not os.path.exists(f"{study_images}/{sha}.png"):  # the study's copy was deleted: this one puts it back
+                if not _copy_checked(main, src, sha, label, refuse, name):
+                    continue
+                wrote = True
+            counts["images"] += 1
+            result.already += 1
+            remove.append(src)
+            continue
+        if row["settings_hash"] is not None and hashes.get(row["preset"]) not in (None, row["settings_hash"]):
+            refuse(f"{src}: image {label} was made with settings {row['settings_hash']} of preset "
+                   f"{row['preset']!r}, the study has {hashes.get(row['preset'])}; not merged")
+            continue
+        if not _copy_checked(main, src, sha, label, refuse, name):
+            continue
+        wrote = True
+        cols = [c for c in row if c != "image_id"]
+        try:
+            main.db.execute(f"INSERT INTO images ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
+                            [row[c] for c in cols])
+        except sqlite3.IntegrityError as exc:
+            refuse(f"{src}: image {label} cannot be recorded ({exc}); not merged")
+            continue
+        have[key] = (sha, row["file"])
+        counts["images"] += 1
+        result.added += 1
+        remove.append(src)
+    if wrote:
+        _fsync_folder(main.path / "images")  # every new name is on disk before the rows commit
+
+
+def _copy_checked(main: Study, src: Path, sha: str, label: str, refuse, shard: str) -> bool:
+    """Put a shard's PNG into the study if its bytes hash to ``sha``; refuse it otherwise.
+
+    The file is opened without following a symbolic link and must be a regular file. Its
+    bytes are hashed; the study then gets a hard link to that same file (already synced on
+    this disk when the shard wrote it: no copy and no fsync per image; the caller syncs the
+    folder once). Should the name meanwhile point to another file, or links not work here,
+    the very bytes that were hashed are written instead, so a changed file cannot slip in.
+    """
+    try:
+        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    except FileNotFoundError:
+        refuse(f"{src}: missing, so image {label} of shard {shard} was not merged (resume the shard to "
+               "make it again, then merge)")
+        return False
+    except OSError as exc:
+        refuse(f"{src}: cannot be read ({exc.strerror}); image {label} not merged")
+        return False
+    with os.fdopen(fd, "rb") as f:
+        before = os.fstat(f.fileno())
+        data = f.read() if stat.S_ISREG(before.st_mode) else None
+    if data is None:
+        refuse(f"{src}: not a regular file; image {label} not merged")
+        return False
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != sha:
+        refuse(f"{src}: its content has SHA-256 {actual[:12]}..., not the {sha[:12]}... recorded for image "
+               f"{label}: the file was changed or damaged after it was made; not merged")
+        return False
+    dest = f"{main.path}/images/{sha}.png"
+    try:
+        os.link(src, dest, follow_symlinks=False)
+        after = os.stat(dest, follow_symlinks=False)
+        if (after.st_ino, after.st_dev, after.st_size, after.st_mtime_ns) == (
+                before.st_ino, before.st_dev, before.st_size, before.st_mtime_ns):
+            return True
+        os.unlink(dest)
+    except FileExistsError:
+        return True  # content-addressed: the study has these bytes already
+    except OSError:
+        pass
+    main.write_png_bytes(data, sync_folder=False)
+    return True
+
+
+# --- status -------------------------------------------------------------------------------
+
+STATUS_COLUMNS = ["run_id", "shard", "shard_index", "num_shards", "state", "planned", "done", "left", "failed",
+                  "merged", "host", "last_run"]
+
+
+def status(study: str | Path) -> pd.DataFrame:
+    """Where each shard stands: one row per shard, planned ones never started included.
+
+    state is "not started" (no store yet), "running", "interrupted" (its process is gone, or
+    it stopped on an error: run it again to resume), "finished" (not all of it merged yet) or
+    "merged" (finished, and all it made is in the study). done counts its images made (in its
+    store or already in the study), left
+    the rest, failed those of panels that failed and are not made yet, merged those in the study.
+    """
+    study = Path(study).expanduser().resolve()
+    base = study / SHARDS
+    in_study: set = set()
+    if (study / DB_NAME).exists():
+        with Study(study, readonly=True, require_current=False) as main:
+            in_study = {tuple(r) for r in main.db.execute(
+                "SELECT prompt_id, preset, study_seed, image_index FROM images")}
+    rows, seen = [], set()
+    for plan_file in sorted(base.glob("*.json")) if base.is_dir() else []:
+        plan = _read_json(plan_file)
+        if not plan or not isinstance(plan.get("shards"), list):
+            continue
+        for entry in plan["shards"]:
+            folder = base / str(entry.get("shard"))
+            seen.add(folder.name)
+            rows.append(_shard_status(folder, plan, entry, in_study))
+    for folder in shard_folders(study):
+        if folder.name not in seen:
+            rows.append(_shard_status(folder, None, None, in_study))
+    return pd.DataFrame(rows, columns=STATUS_COLUMNS)
+
+
+def _shard_status(folder: Path, plan: dict | None, entry: dict | None, in_study: set) -> dict:
+    info = _read_json(folder / "shard.json") or {}
+    plan = plan or {}
+    seed, per_panel = _int(plan.get("seed", info.get("parameters", {}).get("seed"))), _int(plan.get("images_per_prompt"))
+    keys = None
+    if entry and per_panel and seed is not None:
+        keys = {(str(pid), str(preset), seed, i) for pid, preset in entry.get("panels", []) for i in range(per_panel)}
+    row = dict(run_id=plan.get("run_id", info.get("run_id")), shard=folder.name,
+               shard_index=_int((entry or info).get("shard_index")),
+               num_shards=_int(plan.get("num_shards", info.get("num_shards"))), state="not started",
+               planned=len(keys) if keys is not None else _int(info.get("planned_images")), done=0, failed=0,
+               merged=0, host=None, last_run=None)
+    made: set = set()
+    if (folder / DB_NAME).exists():
+        try:
+            with Study(folder, readonly=True, require_current=False) as shard:
+                made = {tuple(r) for r in shard.db.execute(
+                    "SELECT prompt_id, preset, study_seed, image_index FROM images").fetchall()}
+                failed_panels = {tuple(r) for r in shard.db.execute(
+                    "SELECT DISTINCT prompt_id, preset, study_seed FROM failures").fetchall()}
+                last = shard.db.execute("SELECT r.*, (julianday('now') - julianday(started_at)) * 86400.0 AS age "
+                                        "FROM runs r ORDER BY started_at DESC LIMIT 1").fetchone()
+        except StoreError as exc:
+            row.update(state=f"unreadable: {exc}")
+            return row
+        if last is not None:
+            row.update(host=last["host"], last_run=last["run_id"])
+            if last["status"] == "running":
+                row["state"] = "running" if leases.run_alive(last) else "interrupted"
+            else:
+                row["state"] = "finished" if last["status"] in ("ok", "failures") else "interrupted"
+        universe = keys if keys is not None else made
+        done = universe & (made | in_study)
+        row["done"], row["merged"] = len(done), len(universe & in_study)
+        row["failed"] = sum(1 for k in universe - done if k[:3] in failed_panels)
+        if row["state"] == "finished" and 0 < row["merged"] == row["done"]:
+            row["state"] = "merged"
+    elif keys is not None:
+        row["done"] = row["merged"] = len(keys & in_study)
+    row["left"] = None if row["planned"] is None else row["planned"] - row["done"]
+    return row
