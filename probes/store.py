@@ -20,6 +20,7 @@ anything else is refused before it can run (a planted trigger could forge every 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib
 import io
@@ -154,7 +155,7 @@ def connect(path: str | Path, readonly: bool = False, synchronous: str = "NORMAL
     if not readonly:
         # Never WAL on a network or cluster file system: its -shm index must be shared memory of
         # one host (probes.fsguard); rollback journaling there, and shards write their own stores.
-        mode, message = fsguard.guard(Path(path).parent, f"study database {Path(path).name} in")
+        mode, message = _journal(str(Path(path).resolve().parent))
         if message and str(Path(path).resolve()) not in _warned:
             _warned.add(str(Path(path).resolve()))
             print(f"medprobe: {message}", file=sys.stderr)
@@ -163,6 +164,13 @@ def connect(path: str | Path, readonly: bool = False, synchronous: str = "NORMAL
     conn.execute("PRAGMA busy_timeout=60000")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+@functools.lru_cache(maxsize=256)
+def _journal(folder: str) -> tuple[str, str | None]:
+    """fsguard's verdict per folder, once per process: every connection (the rating app opens
+    one per answer) would otherwise read the mount table again."""
+    return fsguard.guard(folder, f"the study database {DB_NAME} in")
 
 
 @contextmanager
