@@ -55,6 +55,14 @@ def generated(tmp_path_factory):
     return base / "study"
 
 
+@pytest.fixture
+def study(generated, tmp_path) -> Path:
+    """A copy of ``generated`` (or of a module's own ``generated``) that a test may change."""
+    target = tmp_path / "study"
+    shutil.copytree(generated, target)
+    return target
+
+
 def ratings_cli(*args) -> subprocess.CompletedProcess:
     """``python -m ratings ARGS`` as a user runs it, from the repository root."""
     return subprocess.run([sys.executable, "-m", "ratings", *map(str, args)], capture_output=True, text=True,

@@ -39,14 +39,6 @@ def generated(tmp_path_factory):
     return base / "study"
 
 
-@pytest.fixture
-def study(generated, tmp_path) -> Path:
-    """A built study with one answer, copied per test."""
-    target = tmp_path / "study"
-    shutil.copytree(generated, target)
-    return target
-
-
 def contents(study: Path) -> dict:
     conn = sqlite3.connect(study / "study.sqlite")
     try:

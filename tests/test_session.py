@@ -3,7 +3,6 @@ rater ids that cannot split one person in two."""
 
 import hashlib
 import io
-import shutil
 import sqlite3
 from pathlib import Path
 
@@ -22,13 +21,6 @@ THREE_POINT = {"dimensions": [
     {"id": "style", "question": "Style?", "min": 0, "max": 2, "anchors": [[0, "no"], [1, "partly"], [2, "yes"]]},
     {"id": "content", "question": "Content?", "min": 0, "max": 2, "anchors": [[0, "no"], [1, "partly"], [2, "yes"]]},
 ]}
-
-
-@pytest.fixture
-def study(generated, tmp_path) -> Path:
-    target = tmp_path / "study"
-    shutil.copytree(generated, target)
-    return target
 
 
 def rating_rows(study: Path) -> dict:
