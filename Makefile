@@ -30,12 +30,14 @@ demo: venv
 	$(BIN)/python -m ratings simulate -o $(STUDY)/simulated-ratings.csv
 	$(BIN)/python -m ratings analyze --table $(STUDY)/simulated-ratings.csv --out $(STUDY)/reports/simulated-analysis
 
-# The rating app for clinicians: Voila serves notebooks/20_rate.ipynb with the code hidden.
+# The rating app for clinicians: Voila serves notebooks/20_rate.ipynb with the code hidden, its token
+# login on (JUPYTER_TOKEN, else Voila prints one), idle kernels culled, tracebacks hidden
+# (ratings/serve.py). Raters come in by their personal links: python -m ratings invite.
 PORT   ?= 8866
 HOST   ?= 127.0.0.1
+BASE_PATH ?= /
 rate: venv
-	MEDPROBE_STUDY="$(abspath $(STUDY))" $(BIN)/voila notebooks/20_rate.ipynb --no-browser \
-		--port=$(PORT) --Voila.ip=$(HOST) --show_tracebacks=False --theme=light
+	$(BIN)/python -m ratings serve --study "$(STUDY)" --port=$(PORT) --host=$(HOST) --base-path=$(BASE_PATH)
 
 # CPU benchmark table (issue 6); the GPU figures are `python -m probes.bench --full-size` on a GPU.
 bench: venv

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
+import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -113,12 +115,96 @@ def _analyze(args) -> int:
         raise ProbeError(f"--alpha {args.alpha}: give a level between 0 and 1, e.g. 0.05")
     if args.table and not Path(args.table).exists():
         raise ProbeError(f"{args.table}: file not found; export one with `python -m ratings export`")
+    if args.study:
+        from .access import record_in_study
+
+        if not record_in_study(args.study, "analysis", {"out": str(out)}):
+            print(f"note: {args.study} is read-only here, so this analysis is not in its audit trail",
+                  file=sys.stderr)
     notebook = execute_notebook("30_analyze.ipynb", out / "30_analyze.ipynb", parameters,
                                 progress=not args.quiet)
     html = notebook_to_html(notebook, out / "report.html")
     print(f"report: {html}\nmethods: {out}/methods.md\ntables: {out}/*.csv (primary model: {out}/ordinal.csv; "
           f"LaTeX in {out}/tables), figures: {out}/figures")
     return 0
+
+
+@_study_errors(writes=True)
+def _invite(args) -> int:
+    from urllib.parse import urlsplit
+
+    from .access import invite
+
+    host = urlsplit(args.base_url).hostname or ""
+    invitations = invite(args.study, args.raters, rotate=args.rotate, base_url=args.base_url)
+    if args.output:
+        out = Path(args.output).expanduser()
+        try:  # the links are secrets: only this account may read the file, and none is overwritten
+            fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        except OSError as exc:
+            _print_links(invitations)
+            raise ProbeError(f"{out}: cannot create the links file ({exc.strerror}); the links were issued and "
+                             "are printed above: copy them now, they are not shown again") from None
+        with os.fdopen(fd, "w", newline="") as f:
+            csv.writer(f).writerows([("rater", "link"), *((i.rater, i.link) for i in invitations)])
+        print(f"wrote {len(invitations)} links to {out} (readable by this account only)")
+    else:
+        _print_links(invitations)
+    print("Each link lets its holder rate as that rater: send it to that rater only, and the server's token "
+          "separately. They are not shown again (the study keeps only their hashes); a lost link is replaced "
+          "with `invite --rotate`.", file=sys.stderr)
+    if urlsplit(args.base_url).scheme == "http" and host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: {args.base_url} is plain http: anyone on the network path can read a link and use it. "
+              "Serve the app behind a TLS proxy and give its https address (README: Rating with clinicians).",
+              file=sys.stderr)
+    return 0
+
+
+def _print_links(invitations) -> None:
+    width = max(len(i.rater) for i in invitations)
+    for i in invitations:
+        print(f"{i.rater:<{width}}  {i.link}")
+
+
+@_study_errors(writes=True)
+def _revoke(args) -> int:
+    from .access import revoke
+
+    for rater, n in revoke(args.study, args.raters).items():
+        print(f"{rater}: {n} link{'s' if n > 1 else ''} revoked; an open page of theirs empties at its next click")
+    return 0
+
+
+@_study_errors(writes=False)
+def _audit(args) -> int:
+    from .access import audit_table, keys_table
+
+    if args.keys:
+        table = keys_table(args.study)
+    else:
+        table = audit_table(args.study, rater=args.rater, since=args.since, answers=args.answers)
+    if args.output:
+        from .io import write_table
+
+        path = write_table(table, args.output)  # user agents are the clients' text: spreadsheet-safe
+        print(f"wrote {len(table)} rows to {path}")
+        return 0
+    if table.empty:
+        print("no audit events yet" if not args.keys else "no rater links issued yet")
+        return 0
+    import pandas as pd
+
+    with pd.option_context("display.max_rows", None, "display.max_columns", None, "display.width", 250,
+                           "display.max_colwidth", 60):
+        print(table.astype(object).where(table.notna(), "").to_string(index=False))
+    return 0
+
+
+def _serve(args) -> int:
+    from .serve import serve
+
+    return serve(args.study, port=args.port, host=args.host, token=not args.no_token, cull_idle=args.cull_idle,
+                 base_path=args.base_path)
 
 
 def _simulate(args) -> int:
@@ -202,6 +288,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_analyze)
+
+    p = sub.add_parser("invite", help="personal rater links: one secret link per rater, printed once")
+    p.add_argument("--study", required=True)
+    p.add_argument("--raters", required=True, help="comma-separated rater ids (built with `ratings build`)")
+    p.add_argument("--base-url", default="http://127.0.0.1:8866/",
+                   help="the address raters open, e.g. https://rating.hospital.org/medprobe/")
+    p.add_argument("--rotate", action="store_true", help="replace a rater's working link (the old one stops)")
+    p.add_argument("-o", "--output", help="write the links to this new CSV file (mode 600) instead of printing")
+    p.set_defaults(func=_invite)
+
+    p = sub.add_parser("revoke", help="stop raters' links at once")
+    p.add_argument("--study", required=True)
+    p.add_argument("--rater", "--raters", dest="raters", required=True, help="rater id(s), comma-separated")
+    p.set_defaults(func=_revoke)
+
+    p = sub.add_parser("audit", help="print the audit trail: links, logins, refused keys, exports")
+    p.add_argument("--study", required=True)
+    p.add_argument("--rater", help="only events of this rater")
+    p.add_argument("--since", help="only events from this UTC time on, e.g. 2026-11-23 or 2026-11-23T14:00")
+    p.add_argument("--answers", action="store_true", help="also one line per saved answer, with its session")
+    p.add_argument("--keys", action="store_true", help="list the links issued (never the keys) instead")
+    p.add_argument("-o", "--output", help="write a CSV or XLSX file instead of printing")
+    p.set_defaults(func=_audit)
+
+    p = sub.add_parser("serve", help="serve the rating app with Voilà: token login, idle culling, no tracebacks")
+    p.add_argument("--study", required=True)
+    p.add_argument("--port", type=int, default=8866)
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (keep 127.0.0.1 behind a TLS proxy)")
+    p.add_argument("--no-token", action="store_true", help="no token login (127.0.0.1 only: one researcher)")
+    p.add_argument("--cull-idle", type=int, default=900, help="seconds before a kernel whose page closed stops")
+    p.add_argument("--base-path", default="/", help="the path a reverse proxy serves the app under, e.g. /medprobe/")
+    p.set_defaults(func=_serve)
 
     p = sub.add_parser("simulate", help="write a tidy table of SIMULATED ratings (for demos and power)")
     p.add_argument("-o", "--output", required=True, help="CSV or parquet file")

@@ -14,6 +14,14 @@ shown says so, saves nothing, and is logged for the study team (``<study>/logs/r
 The app sends the browser the prompt text and the images' pixels only: images are re-encoded
 without metadata and addressed by opaque tokens, and nothing about presets, generators, seeds
 or files, nor any other rater's answers, ever reaches the page (error details go to the log).
+
+Who rates: in a study with personal links (``python -m ratings invite``, :mod:`ratings.access`)
+the app admits a rater only by the key in their link (``?key=...``), with no list of raters, no
+typed id and no ``?rater=``; whatever is wrong with a key, the page says the same sentence
+(:data:`REFUSED_TEXT`). A revoked key empties the page at its next click. A study without links
+keeps the simple local page (choose or type a rater id) for a researcher on their own machine,
+and says so. Logins, refusals and lock-outs go to the study's audit trail, and every answer row
+names the app session it came from.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ import io
 import logging
 import os
 import re
+import secrets
 import sqlite3
 import sys
 import time
@@ -38,7 +47,7 @@ from PIL import Image
 from probes.errors import ProbeError
 from probes.store import now
 
-from . import db
+from . import access, db
 from .errors import RatingError
 
 logger = logging.getLogger(__name__)
@@ -50,6 +59,14 @@ UNAVAILABLE_TEXT = ("Panel {number} cannot be shown: one of its images is missin
 STALE_TEXT = "⚠ Not saved: this panel was changed in another window. Please reload the page."
 READ_ONLY_TEXT = ("This study's folder is read-only, so your answers cannot be saved. Please ask the study "
                   "team to make the study folder writable, then reload this page.")
+REFUSED_TEXT = ("This link does not open the rating study: please use the personal link the study team sent you, "
+                "or ask them for a new one.")
+RATE_LIMITED_TEXT = ("Too many keys that do not work were tried from here: please wait 15 minutes, or ask the "
+                     "study team for a new link.")
+LOCAL_NOTE = ("This study has no personal rater links, so whoever opens this page can rate as any rater: fine for "
+              "one researcher on their own computer. For clinicians, the study team sends each a personal link "
+              "(python -m ratings invite).")
+USER_AGENT_CHARS = 400  # kept in the audit trail
 CANNOT_OPEN_TEXT = ("The rating app cannot open this study. Please tell the study team; the details are in "
                     "the rating server's log.")
 
@@ -150,6 +167,16 @@ def _log_to_server_console() -> None:
         logger.addHandler(handler)
 
 
+def client_from_environment() -> access.Client:
+    """The browser's User-Agent, and the client address a reverse proxy reports (X-Real-IP, else
+    the last X-Forwarded-For hop, the one the proxy itself added), from Voilà's HTTP_* variables."""
+    agent = os.environ.get("HTTP_USER_AGENT") or None
+    address = os.environ.get("HTTP_X_REAL_IP") or None
+    if not address and os.environ.get("HTTP_X_FORWARDED_FOR"):
+        address = os.environ["HTTP_X_FORWARDED_FOR"].split(",")[-1].strip() or None
+    return access.Client(agent[:USER_AGENT_CHARS] if agent else None, address[:100] if address else None)
+
+
 class RatingApp:
     """The rating app for one study; display ``app.widget``.
 
@@ -158,10 +185,16 @@ class RatingApp:
     study : str or Path
         Study folder with rating sessions built (``python -m ratings build``).
     rater : str, optional
-        Rater id; when None the app first asks who is rating.
+        Rater id, in a study without personal links; when None the app first asks who is rating.
+        A study with links refuses it (a rater is admitted by their key only).
+    key : str, optional
+        The key from a rater's personal link (``?key=...``).
+    client : access.Client, optional
+        The browser's User-Agent and address, for the audit trail.
     """
 
-    def __init__(self, study, rater: str | None = None):
+    def __init__(self, study, rater: str | None = None, *, key: str | None = None,
+                 client: access.Client | None = None):
         self.study = study
         self.conn = db.open_db(study)
         self.scale = db.get_config(self.conn, "scale")
@@ -170,6 +203,10 @@ class RatingApp:
             raise RatingError(f"{study}: no rating sessions yet; run `python -m ratings build --study "
                               f"{study} --raters A,B,C` first")
         self._images: OrderedDict[str, bytes] = OrderedDict()
+        self.session = secrets.token_hex(8)  # this app session, in the audit trail and on every answer
+        self.client = client or access.Client()
+        self.invited = access.invited(self.conn)  # raters come in by their personal key only
+        self._key_id: str | None = None  # the key this rater came in with
         self.rater: str | None = None
         self.assignments: list[db.Assignment] = []
         self.answers: dict[int, db.Answer] = {}
@@ -184,14 +221,23 @@ class RatingApp:
         self._build_widgets()
         self.widget = w.VBox([w.HTML(CSS), self.page], layout=w.Layout(padding="8px"))
         self.widget.add_class("mp-app")
-        if rater:
+        if self.invited:
+            if rater is not None:
+                self.login(rater)  # refused, and recorded
+            elif key:
+                self.login_with_key(key)
+            else:
+                self._show_refused(REFUSED_TEXT)
+        elif rater:
             self.login(rater)
         else:
             self._show_login()
 
     @classmethod
     def from_environment(cls, study: str | None = None) -> RatingApp | UnavailableApp:
-        """For Voilà: study from MEDPROBE_STUDY, rater from the URL (?rater=A) if given.
+        """For Voilà: study from MEDPROBE_STUDY; the rater's key (?key=...) from the URL, or in a
+        study without personal links a rater id (?rater=A); the User-Agent and the address a
+        reverse proxy reports from the headers Voilà hands on (``ratings.serve``).
 
         A study that cannot be opened gives a page saying so (details in the server's log),
         never a traceback on the rater's screen.
@@ -200,7 +246,8 @@ class RatingApp:
         study = study or os.environ.get("MEDPROBE_STUDY", "demo-study")
         query = parse_qs(os.environ.get("QUERY_STRING", ""))
         try:
-            return cls(study, rater=(query.get("rater") or [None])[0])
+            return cls(study, rater=(query.get("rater") or [None])[0], key=(query.get(access.KEY_PARAM) or [None])[0],
+                       client=client_from_environment())
         except db.ReadOnlyStudyError as exc:
             logger.error("%s", exc)
             return UnavailableApp(READ_ONLY_TEXT)
@@ -212,12 +259,18 @@ class RatingApp:
 
     def _build_widgets(self) -> None:
         self.page = w.VBox()
-        # login
-        self.rater_pick = w.Dropdown(options=[""] + db.raters(self.conn), description="Your rater id")
-        self.rater_text = w.Text(placeholder="or type it here", description="")
-        self.login_button = w.Button(description="Continue", button_style="primary")
         self.login_message = w.HTML()
-        self.login_button.on_click(lambda _: self.login(self.rater_text.value.strip() or self.rater_pick.value))
+        if self.invited:  # the key box; no widget ever holds the study's rater ids
+            self.key_text = w.Password(placeholder="the key from your link", description="Key")
+            self.key_button = w.Button(description="Continue", button_style="primary")
+            self.key_button.on_click(lambda _: self._key_typed())
+            self.refused_html = w.HTML()
+        else:  # a study without links: choose or type a rater id
+            self.rater_pick = w.Dropdown(options=[""] + db.raters(self.conn), description="Your rater id")
+            self.rater_text = w.Text(placeholder="or type it here", description="")
+            self.login_button = w.Button(description="Continue", button_style="primary")
+            self.login_button.on_click(lambda _: self.login(self.rater_text.value.strip() or self.rater_pick.value))
+        self.welcome_html = w.HTML()
         # instructions
         self.start_button = w.Button(description="Start rating", button_style="primary", icon="play")
         self.start_button.on_click(lambda _: self.go_to(self.first_unrated()))
@@ -285,21 +338,92 @@ class RatingApp:
     def _show_login(self, message: str = "") -> None:
         self.login_message.value = f"<div class='mp-error'>{html.escape(message)}</div>" if message else ""
         self.page.children = [w.HTML("<h2>Image rating study</h2><p>Please choose or type the rater id you were "
-                                     "given, then press Continue.</p>"),
+                                     "given, then press Continue.</p>"
+                                     f"<p class='mp-anchors'>{html.escape(LOCAL_NOTE)}</p>"),
                               self.rater_pick, self.rater_text, self.login_button, self.login_message]
 
+    def _show_refused(self, text: str) -> None:
+        """The page of a study with links, for anyone not (or no longer) admitted: one sentence
+        and a box for a key; nothing of the study."""
+        self.refused_html.value = (f"<h2>Image rating study</h2><div class='mp-error'>{html.escape(text)}</div>"
+                                   "<p>If you were sent a key rather than a link, paste it here:</p>")
+        self.key_text.value = ""
+        self.page.children = [self.refused_html, self.key_text, self.key_button]
+
+    def _audit(self, event: str, rater: str | None = None, **detail) -> None:
+        access.record(self.conn, event, rater=rater, session=self.session, client=self.client, detail=detail)
+
     def login(self, rater: str | None) -> None:
+        """Log a rater in by id: a study without personal links only (else refused, and recorded)."""
+        if self.invited:
+            self._audit("login_refused", reason="rater id given", rater_given=str(rater)[:80])
+            return self._show_refused(REFUSED_TEXT)
         if not rater:
             return self._show_login("Please choose or type your rater id.")
         try:
-            # imported panels (ratings from other studies) have no images to show
-            self.assignments = [a for a in db.assignments(self.conn, rater) if a.image_tokens]
+            self._enter(rater)
         except RatingError:
             return self._show_login(f"There is no rater '{rater}' in this study. Check the id you were given.")
+        self._audit("login", rater, by="rater id (a study without personal links)")
+
+    def _key_typed(self) -> None:
+        key, self.key_text.value = self.key_text.value, ""
+        self.login_with_key(key)
+
+    def login_with_key(self, key: str | None) -> None:
+        """Admit the rater whose working key this is; anything else gets :data:`REFUSED_TEXT`.
+
+        After MAX_FAILURES refused keys from this session (or from the client address a proxy
+        reports) within the window, keys are not even checked until it has passed.
+        """
+        if not self.invited:
+            return self._show_login()
+        if access.recent_failures(self.conn, self.session, self.client.address) >= access.MAX_FAILURES:
+            self._audit("rate_limited")
+            return self._show_refused(RATE_LIMITED_TEXT)
+        verdict = access.check_key(self.conn, key)
+        if verdict.admitted is None:
+            self._audit("login_refused", verdict.owner, reason=verdict.reason, key_id=verdict.key_id)
+            return self._show_refused(REFUSED_TEXT)
+        self._enter(verdict.admitted.rater)
+        self._key_id = verdict.admitted.key_id
+        self._audit("login", self.rater, key_id=self._key_id)
+
+    def _enter(self, rater: str) -> None:
+        # imported panels (ratings from other studies) have no images to show
+        self.assignments = [a for a in db.assignments(self.conn, rater) if a.image_tokens]
         self.rater = rater
         self.answers = db.latest_answers(self.conn, rater)
         self._shown, self._unavailable, self._reported = None, set(), set()
         self._show_instructions()
+
+    def _still_admitted(self) -> bool:
+        """False, with the page emptied, once this rater's key was revoked (or rotated)."""
+        if not self.invited:
+            return self.rater is not None
+        if self._key_id is not None and access.key_active(self.conn, self._key_id):
+            return True
+        if self.rater is not None:
+            self._lock_out()
+        return False
+
+    def _lock_out(self) -> None:
+        """Take everything of the rater off the page: the widgets are emptied, not just hidden."""
+        self._audit("revoked_session", self.rater, key_id=self._key_id)
+        self._shown = None  # the value changes below are not the rater's
+        self.rater, self._key_id, self.assignments, self.answers, self.index = None, None, [], {}, 0
+        self._images.clear()
+        for widget in (self.welcome_html, self.prompt_html, self.progress_label, self.saved, self.finish_html,
+                       self.unavailable_html):
+            widget.value = ""
+        for image in (*self.images, self.big_image):
+            image.value = b""
+        for buttons in self.scores.values():
+            buttons.value = None
+        self.nonsensical.value, self.comment.value = False, ""
+        self.progress_bar.value = 0
+        self.close_enlarged()
+        self._show_refused(REFUSED_TEXT)
 
     def _show_instructions(self) -> None:
         done = self.n_rated()
@@ -307,7 +431,7 @@ class RatingApp:
                           for v, label in self.scale["dimensions"][0]["anchors"])
         questions = "".join(f"<li>{html.escape(d['question'])}</li>" for d in self.scale["dimensions"])
         self.start_button.description = "Continue where you left off" if done else "Start rating"
-        self.page.children = [w.HTML(
+        self.welcome_html.value = (
             f"<h2>Welcome, {html.escape(self.rater)}</h2>"
             f"<p>You will see {len(self.assignments)} panels. Each shows a text prompt and four images a "
             "computer model made for it. For each panel:</p>"
@@ -316,7 +440,8 @@ class RatingApp:
             "<p>Tick <i>The prompt is nonsensical</i> if the prompt itself makes no sense medically. "
             "Click <i>Enlarge</i> under an image to see it larger. Every answer is saved the moment you give "
             "it: you can close the window at any time and continue later where you stopped.</p>"
-            f"<p>Progress so far: {done} of {len(self.assignments)} rated.</p>"), self.start_button]
+            f"<p>Progress so far: {done} of {len(self.assignments)} rated.</p>")
+        self.page.children = [self.welcome_html, self.start_button]
 
     def _show_finish(self) -> None:
         self.answers = db.latest_answers(self.conn, self.rater)  # another window may have answered too
@@ -353,7 +478,7 @@ class RatingApp:
         return len(self.assignments)
 
     def go_to(self, index: int) -> None:
-        if self.rater is None:
+        if self.rater is None or not self._still_admitted():
             return
         if not self._commit_comment():
             return  # the comment was refused: stay, with the reason on the page
@@ -426,6 +551,8 @@ class RatingApp:
         self.next_button.description = "Finish" if self.index == len(self.assignments) - 1 else "Next"
 
     def enlarge(self, position: int) -> None:
+        if not self._still_admitted():
+            return
         self.big_image.value = self.images[position].value
         self.viewer.children = [w.HTML(f"<b>Image {position + 1} of 4</b>"), self.big_image, self.back_button]
 
@@ -470,7 +597,7 @@ class RatingApp:
 
     def save(self) -> bool:
         """Commit the answer of the panel on show (a new row; the latest counts); False if refused."""
-        if self._shown is None:
+        if self._shown is None or not self._still_admitted():
             return False
         assignment = self.assignments[self._shown]
         previous = self.answers.get(assignment.seq)
@@ -478,7 +605,7 @@ class RatingApp:
         seconds = round(time.monotonic() - self._shown_at, 3)
         try:
             answer = db.save_answer(self.conn, self.rater, assignment.seq, scores, nonsensical, comment, seconds,
-                                    self.scale, based_on=previous.rating_id if previous else 0)
+                                    self.scale, based_on=previous.rating_id if previous else 0, session=self.session)
         except db.StaleAnswerError as exc:  # the same rater in another window: theirs stays
             logger.warning("%s", exc)
             self.saved.value = f"<span class='mp-error'>{html.escape(STALE_TEXT)}</span>"

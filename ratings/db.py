@@ -91,6 +91,39 @@ RATINGS_MIGRATIONS = [
         WHEN EXISTS (SELECT 1 FROM ratings WHERE panel = OLD.panel)
         BEGIN SELECT RAISE(ABORT, 'this panel has answers: it is kept'); END
     """,
+    # 2: personal rater links and the audit trail (ratings.access). A key is stored only as its
+    # scrypt hash; a key is never deleted and a revoked key stays revoked. The audit table is
+    # append-only like ratings. Each answer records the app session it was given in.
+    """
+    CREATE TABLE rater_keys (
+        key_id TEXT PRIMARY KEY,
+        rater TEXT NOT NULL REFERENCES raters(rater),
+        key_hash TEXT NOT NULL,
+        created_at TEXT NOT NULL, created_by TEXT NOT NULL,
+        revoked_at TEXT, revoked_by TEXT);
+    CREATE INDEX rater_keys_by_rater ON rater_keys (rater);
+    CREATE TRIGGER rater_keys_kept BEFORE DELETE ON rater_keys
+        BEGIN SELECT RAISE(ABORT, 'rater keys are kept: revoke a key instead (python -m ratings revoke)'); END;
+    CREATE TRIGGER rater_keys_fixed BEFORE UPDATE OF key_id, rater, key_hash, created_at, created_by ON rater_keys
+        BEGIN SELECT RAISE(ABORT, 'a rater key is fixed once issued: issue a new one (python -m ratings invite --rotate)'); END;
+    CREATE TRIGGER rater_keys_stay_revoked BEFORE UPDATE OF revoked_at, revoked_by ON rater_keys
+        WHEN OLD.revoked_at IS NOT NULL
+        BEGIN SELECT RAISE(ABORT, 'a revoked key stays revoked: issue a new one (python -m ratings invite --rotate)'); END;
+    CREATE TABLE audit (
+        audit_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        at TEXT NOT NULL, event TEXT NOT NULL,
+        rater TEXT, session TEXT, user_agent TEXT, client TEXT, actor TEXT,
+        detail TEXT NOT NULL DEFAULT '{}');
+    CREATE INDEX audit_by_event ON audit (event, at);
+    CREATE TRIGGER audit_append_only_insert BEFORE INSERT ON audit
+        WHEN EXISTS (SELECT 1 FROM audit WHERE audit_id = NEW.audit_id)
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only: an audit_id is never written twice'); END;
+    CREATE TRIGGER audit_append_only_update BEFORE UPDATE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    CREATE TRIGGER audit_append_only_delete BEFORE DELETE ON audit
+        BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
+    ALTER TABLE ratings ADD COLUMN session TEXT
+    """,
 ]
 
 
@@ -241,13 +274,14 @@ def image_file(conn: sqlite3.Connection, image_token: str) -> Path:
 
 def save_answer(conn: sqlite3.Connection, rater: str, seq: int, scores: dict, nonsensical: bool = False,
                 comment: str = "", seconds: float | None = None, scale: dict | None = None,
-                based_on: int | None = None) -> Answer:
+                based_on: int | None = None, session: str | None = None) -> Answer:
     """Append one answer (committed before returning) and return it with its rating_id.
 
     ``based_on``: the rating_id of the answer to this panel that the caller last showed, 0 if
     it showed none. If the database holds a newer one (the same rater answered in another
     window), nothing is written and :class:`StaleAnswerError` is raised. None skips the check
-    (scripts and imports, which show nothing).
+    (scripts and imports, which show nothing). ``session``: the rating app session the answer
+    was given in (see :mod:`ratings.access`), kept with the row and covered by its chain hash.
     """
     scale = scale or get_config(conn, "scale")
     dims = {d["id"]: d for d in scale["dimensions"]}
@@ -275,35 +309,38 @@ def save_answer(conn: sqlite3.Connection, rater: str, seq: int, scores: dict, no
                     f"window showed it (rating {based_on or 'none'}); nothing was saved. Reload the page to see "
                     "the latest answer.")
         values = _rating_values(rater, seq, row["panel"], json.dumps(answer), nonsensical, comment, seconds, stamp)
-        rating_id = insert_rating(conn, *values)
+        rating_id = insert_rating(conn, *values, session=session)
     return Answer(answer, bool(nonsensical), values[5], stamp, values[6], rating_id)
 
 
 def chain_hash(previous: str, rater: str, seq: int, panel: str, scores: str, nonsensical: int, comment: str,
-               seconds: float | None, rated_at: str) -> str:
+               seconds: float | None, rated_at: str, session: str | None = None) -> str:
     """The SHA-256 that links one rating row to the rater's previous row.
 
     ``previous`` is that row's chain ('' for a rater's first row); the other values are the
     row's as SQLite returns them (``scores`` is the stored JSON text). Editing any of them, or
-    removing or inserting a row before the rater's last one, breaks every later link.
+    removing or inserting a row before the rater's last one, breaks every later link. A row
+    with an app ``session`` (schema v3 on) hashes it too; rows without one hash as before.
     """
-    record = _chain_record(previous, rater, seq, panel, scores, nonsensical, comment, seconds, rated_at)
+    record = _chain_record(previous, rater, seq, panel, scores, nonsensical, comment, seconds, rated_at, session)
     return hashlib.sha256(record.encode("ascii")).hexdigest()
 
 
-def _chain_record(previous, rater, seq, panel, scores, nonsensical, comment, seconds, rated_at) -> str:
+def _chain_record(previous, rater, seq, panel, scores, nonsensical, comment, seconds, rated_at, session=None) -> str:
     """``json.dumps([previous, rater, ...], separators=(",", ":"))``, written out for the column
     types medprobe stores, because the export checks every row (110,000 rows: 0.19 s, not 0.38 s);
     any other type (a value edited outside medprobe) takes json.dumps itself, so the text is the same."""
     if (type(previous) is type(rater) is type(panel) is type(scores) is type(comment) is type(rated_at) is str
             and type(seq) is int and type(nonsensical) is int
-            and (seconds is None or (type(seconds) is float and math.isfinite(seconds)))):
+            and (seconds is None or (type(seconds) is float and math.isfinite(seconds)))
+            and (session is None or type(session) is str)):
         text = _json_text
         number = "null" if seconds is None else repr(seconds)  # json writes floats with float.__repr__
+        tail = "" if session is None else f",{text(session)}"
         return (f"[{text(previous)},{text(rater)},{seq},{text(panel)},{text(scores)},{nonsensical},"
-                f"{text(comment)},{number},{text(rated_at)}]")
-    return json.dumps([previous, rater, seq, panel, scores, nonsensical, comment, seconds, rated_at],
-                      separators=(",", ":"), default=_blob)
+                f"{text(comment)},{number},{text(rated_at)}{tail}]")
+    values = [previous, rater, seq, panel, scores, nonsensical, comment, seconds, rated_at]
+    return json.dumps(values if session is None else [*values, session], separators=(",", ":"), default=_blob)
 
 
 def _blob(value):
@@ -314,7 +351,7 @@ def _blob(value):
 
 def insert_rating(conn: sqlite3.Connection, rater: str, seq: int, panel: str, scores: str | dict,
                   nonsensical: bool = False, comment: str = "", seconds: float | None = None,
-                  rated_at: str | None = None) -> int:
+                  rated_at: str | None = None, session: str | None = None) -> int:
     """Append one rating row with its chain hash; returns its rating_id.
 
     Runs inside the caller's transaction (:func:`probes.store.transaction`), which must hold
@@ -322,9 +359,10 @@ def insert_rating(conn: sqlite3.Connection, rater: str, seq: int, panel: str, sc
     """
     _require_transaction(conn)
     values = _rating_values(rater, seq, panel, scores, nonsensical, comment, seconds, rated_at or now())
-    chain = chain_hash(_chain_head(conn, values[0]), *values)
+    session = None if session is None else str(session)
+    chain = chain_hash(_chain_head(conn, values[0]), *values, session)
     cursor = conn.execute("INSERT INTO ratings (rater, seq, panel, scores, nonsensical, comment, seconds, "
-                          "rated_at, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", (*values, chain))
+                          "rated_at, session, chain) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", (*values, session, chain))
     return cursor.lastrowid
 
 
@@ -409,7 +447,7 @@ def verify_chain(conn: sqlite3.Connection, rater: str | None = None) -> int:
     cursor.row_factory = None
     where, args = ("WHERE rater = ? ", (rater,)) if rater is not None else ("", ())
     rows = cursor.execute("SELECT rating_id, rater, seq, panel, scores, nonsensical, comment, seconds, rated_at, "
-                          f"chain FROM ratings {where}ORDER BY rating_id", args)
+                          f"session, chain FROM ratings {where}ORDER BY rating_id", args)
     heads: dict[str, str] = {}
     broken: dict[str, int] = {}
     checked = 0

@@ -8,6 +8,13 @@ it was. Imported ratings become panels of the ``imported`` preset (no images), w
 outside studies go through the same analysis as generated ones.
 
 The tidy table is the analysis format: one row per (rater, panel) with the latest answer.
+
+Every CSV and XLSX this module writes is safe to open in a spreadsheet program: a text cell
+that starts with = + - @, a tab or a carriage return (a comment a rater typed, a prompt from
+an imported file) gets a leading ``'`` (:func:`spreadsheet_safe`, OWASP's rule against CSV
+injection), so Excel or LibreOffice shows it as text instead of running it as a formula.
+Parquet keeps the exact texts. Reading back (:func:`import_wide`, ``ratings analyze --table``)
+takes that ``'`` off again (:func:`undo_spreadsheet_safe`).
 """
 
 from __future__ import annotations
@@ -19,6 +26,7 @@ import json
 import os
 import re
 import tempfile
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -36,6 +44,10 @@ NONSENSICAL, MISSING = "nonsensical", "missing"
 DEFAULT_PROMPT_COLUMNS = ("Prompt", "prompt")
 CSV_SUFFIXES, XLSX_SUFFIXES = (".csv", ".tsv", ".txt"), (".xlsx", ".xlsm")
 SHOWN = 20  # cells or rows listed in an error before "and N more"
+# OWASP: a spreadsheet cell starting with one of these can run as a formula (or DDE command)
+FORMULA_TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
+_TRIGGERED = re.compile(r"[=+\-@\t\r]")
+_NEUTRALISED = re.compile(r"'[=+\-@\t\r]")
 # "Style_Median" has the shape of a rater column; importing it would add a fake rater.
 AGGREGATES = {"median", "mean", "average", "avg", "sd", "std", "stdev", "sum", "total", "min", "max",
               "mode", "iqr", "count", "var", "variance"}
@@ -49,6 +61,11 @@ def import_wide(file: str | Path, catalog: str | Path, study: str | Path, sheet:
 
     Returns ``{"ratings": n, "prompts": n, "raters": [ids in column order]}``. Every problem
     raises :class:`ImportFormatError` before anything is written.
+
+    A text cell that is ``'`` followed by = + - @, a tab or a carriage return is read without
+    the ``'`` (:func:`undo_spreadsheet_safe`): that is how medprobe's own exports write such
+    texts, so an exported table imports back to the same prompts and cells. The accepted edge
+    case: a prompt that really starts with ``'=`` (or ``'+`` ...) loses its ``'``.
     """
     path = Path(file).expanduser()
     header, records = read_wide_file(path, sheet)
@@ -80,7 +97,10 @@ def import_wide(file: str | Path, catalog: str | Path, study: str | Path, sheet:
 
 
 def read_wide_file(path: Path, sheet: str | None = None) -> tuple[list[str], list[tuple[int, list]]]:
-    """Header names and (spreadsheet row number, cells) of the non-blank data rows."""
+    """Header names and (spreadsheet row number, cells) of the non-blank data rows.
+
+    Texts that an export neutralised ("'=x", see :func:`spreadsheet_safe`) come back as typed ("=x").
+    """
     suffix = path.suffix.lower()
     if not path.is_file():
         raise ImportFormatError(f"{path}: no such file; check the path")
@@ -100,7 +120,7 @@ def read_wide_file(path: Path, sheet: str | None = None) -> tuple[list[str], lis
         raise ImportFormatError(f"{path}: the table is empty; expected a header row with a prompt column "
                                 "and <Dimension>_<Rater> columns, then one row per prompt")
     width = max(len(r) for r in table)
-    table = [list(r) + [None] * (width - len(r)) for r in table]
+    table = [[undo_spreadsheet_safe(v) for v in r] + [None] * (width - len(r)) for r in table]
     header = [_text(v) for v in table[0]]
     records = [(index + 2, cells) for index, cells in enumerate(table[1:])
                if any(_text(v) for v in cells)]
@@ -358,10 +378,13 @@ def _unmatched(path: Path, rows, matches, catalog_name) -> list[str]:
 
 
 def _write_unmatched(path: Path, missed: list[tuple[int, str]]) -> Path:
-    """``<input>.unmatched.csv`` beside the input (a temporary folder where that is not writable)."""
+    """``<input>.unmatched.csv`` beside the input (a temporary folder where that is not writable).
+
+    Prompt texts are written :func:`spreadsheet_safe`: the file is made to be opened in a spreadsheet.
+    """
     def write(target: Path) -> Path:
         with open(target, "w", newline="", encoding="utf-8") as f:
-            csv.writer(f).writerows([("row", "prompt"), *missed])
+            csv.writer(f).writerows([("row", "prompt"), *((number, spreadsheet_safe(text)) for number, text in missed)])
         return target
 
     try:
@@ -527,7 +550,8 @@ def export(study: str | Path, output: str | Path, format: str = "csv", include_r
     """Write the tidy table (csv, parquet) or the wide table (wide: .csv or .xlsx); returns the path.
 
     The file is written next to its destination and renamed into place, so a failed export
-    never leaves a partial file.
+    never leaves a partial file. In CSV and XLSX, column names and text cells are
+    :func:`spreadsheet_safe` ("=1+1" is written "'=1+1"); parquet keeps the exact texts.
     """
     path = Path(output).expanduser().resolve()
     if format not in ("csv", "parquet", "wide"):
@@ -537,6 +561,28 @@ def export(study: str | Path, output: str | Path, format: str = "csv", include_r
     if not path.parent.is_dir():
         raise RatingError(f"{path}: the folder {path.parent} does not exist; create it or choose another -o")
     table = wide_table(study) if format == "wide" else tidy_table(study, include_repeats)
+    write_table(table, path, parquet=format == "parquet")
+    from .access import record_in_study
+
+    if not record_in_study(study, "export", {"file": str(path), "format": format, "rows": len(table),
+                                             "include_repeats": bool(include_repeats)}):
+        warnings.warn(f"{study}: this export is not in the study's audit trail (the study cannot be written "
+                      "here)", stacklevel=2)
+    return path
+
+
+def write_table(table: pd.DataFrame, output: str | Path, parquet: bool | None = None) -> Path:
+    """Write ``table`` as parquet, XLSX (by the name's suffix) or else CSV, atomically; returns the path.
+
+    CSV and XLSX are opened in spreadsheet programs: their column names and text cells are
+    :func:`spreadsheet_safe`. Parquet keeps the exact texts.
+    """
+    path = Path(output).expanduser().resolve()
+    parquet = path.suffix.lower() == ".parquet" if parquet is None else parquet
+    if not path.parent.is_dir():
+        raise RatingError(f"{path}: the folder {path.parent} does not exist; create it or choose another -o")
+    if not parquet:
+        table = spreadsheet_safe_table(table)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent)
     except OSError as exc:
@@ -544,12 +590,15 @@ def export(study: str | Path, output: str | Path, format: str = "csv", include_r
                           "can write to with -o") from None
     os.close(fd)
     try:
-        if format == "parquet":
+        if parquet:
             table.to_parquet(tmp, engine="pyarrow", index=False)
-        elif path.suffix.lower() == ".xlsx" and format == "wide":
+        elif path.suffix.lower() == ".xlsx":
             _write_xlsx(table, tmp)
         else:
-            table.to_csv(tmp, index=False)
+            # CRLF rows (RFC 4180, as Excel writes them) make the csv module quote a cell holding a
+            # carriage return; unquoted, a spreadsheet ends the row there and the rest of the text
+            # ("'\r=1+1": "=1+1") starts a cell of the next row, where it runs as a formula
+            table.to_csv(tmp, index=False, lineterminator="\r\n")
         os.replace(tmp, path)
     except OSError as exc:
         raise RatingError(f"{path}: cannot write the file ({exc.strerror}); check that it is not open in "
@@ -564,7 +613,9 @@ def _write_xlsx(table: pd.DataFrame, path: str) -> None:
 
     openpyxl (and so pandas' to_excel) stores a string starting with "=" as a formula, which
     turns a prompt such as "=cancer of the lung" into a broken formula with no value. Texts
-    are marked as strings and shown with Excel's quote prefix, so they come back unchanged.
+    are stored as strings, and :func:`spreadsheet_safe`: the cell holds "'=cancer of the lung",
+    so it stays text in Excel, once edited and once saved as CSV from there; the import takes
+    the ``'`` off again.
     """
     import openpyxl
     from openpyxl.cell import WriteOnlyCell
@@ -576,14 +627,70 @@ def _write_xlsx(table: pd.DataFrame, path: str) -> None:
             value = value.item()
         if value is None or (isinstance(value, float) and value != value):
             return None
-        c = WriteOnlyCell(sheet, value=value)
+        c = WriteOnlyCell(sheet, value=spreadsheet_safe(value))
         if isinstance(value, str):
-            c.data_type = "s"
-            if value.startswith("="):
-                c.quotePrefix = True  # Excel shows such a cell as typed text, even once edited
+            c.data_type = "s"  # never a formula, whatever the text
         return c
 
     sheet.append([cell(name) for name in table.columns])
     for row in table.itertuples(index=False, name=None):
         sheet.append([cell(value) for value in row])
     book.save(path)
+
+
+# --- spreadsheet safety ---------------------------------------------------------------------
+
+def spreadsheet_safe(value):
+    """``value`` as a spreadsheet cell that cannot run (OWASP's rule against CSV injection).
+
+    A text starting with = + - @, a tab or a carriage return gets a leading ``'``: "=1+1"
+    becomes "'=1+1", which Excel and LibreOffice show as text instead of calculating it (or
+    running a DDE command such as "=cmd|' /C calc'!A0"). Every other value is returned as it
+    is: other texts, and numbers (a negative score stays a number), NaN, None and bools.
+    Applying it twice changes nothing more; :func:`undo_spreadsheet_safe` takes the ``'`` off.
+    """
+    if isinstance(value, str) and value[:1] in FORMULA_TRIGGERS:
+        return "'" + value
+    return value
+
+
+def undo_spreadsheet_safe(value):
+    """The text :func:`spreadsheet_safe` was given: "'=1+1" is "=1+1"; anything else is returned as it is.
+
+    A text that really started with "'=" (or "'+" ...) loses its ``'``: the accepted edge case.
+    """
+    if isinstance(value, str) and _NEUTRALISED.match(value):
+        return value[1:]
+    return value
+
+
+def spreadsheet_safe_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``table`` with :func:`spreadsheet_safe` applied to every column name and text cell."""
+    return _rewrite_texts(table, _TRIGGERED, spreadsheet_safe)
+
+
+def undo_spreadsheet_safe_table(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy of ``table`` with :func:`undo_spreadsheet_safe` applied to every column name and text cell."""
+    return _rewrite_texts(table, _NEUTRALISED, undo_spreadsheet_safe)
+
+
+def _rewrite_texts(table: pd.DataFrame, pattern: re.Pattern, change) -> pd.DataFrame:
+    """``change`` applied to the column names and to the text cells that ``pattern`` matches at their start.
+
+    Only text columns (object or string dtype) are looked at, found with pandas' vectorised
+    string matching; numbers, bools and missing values in them are left alone.
+    """
+    out = table.rename(columns=change)
+    for i, dtype in enumerate(out.dtypes):
+        if not (pd.api.types.is_object_dtype(dtype) or isinstance(dtype, pd.StringDtype)):
+            continue
+        column = out.iloc[:, i]
+        try:
+            hit = column.str.match(pattern.pattern, na=False).to_numpy(dtype=bool)
+        except AttributeError:  # an object column without any text (numbers only)
+            continue
+        if hit.any():
+            column = column.copy()
+            column[hit] = [change(v) for v in column[hit]]
+            out.isetitem(i, column)
+    return out

@@ -24,7 +24,11 @@ TABLES = ("ordinal", "radiology", "flags", "descriptives", "at_least", "omnibus"
 
 
 def load_ratings(study: str | Path | None = None, table: str | Path | None = None) -> pd.DataFrame:
-    """The tidy table of a study folder, or of an exported CSV/parquet file."""
+    """The tidy table of a study folder, or of an exported CSV/parquet file.
+
+    An exported CSV's texts are read as the study holds them: the ``'`` that the export puts
+    before a text starting with = + - @, a tab or a carriage return is taken off again.
+    """
     if (study is None) == (table is None):
         raise AnalysisError("give either a study folder or an exported table, not both or neither")
     if study is not None:
@@ -35,7 +39,13 @@ def load_ratings(study: str | Path | None = None, table: str | Path | None = Non
         path = Path(table)
         if not path.exists():
             raise AnalysisError(f"{path}: file not found; export one with `python -m ratings export`")
-        tidy = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path)
+        if path.suffix == ".parquet":
+            tidy = pd.read_parquet(path)
+        else:
+            from .io import undo_spreadsheet_safe_table
+
+            # the CSV export writes a text such as "=1+1" as "'=1+1" (spreadsheet-safe); take the ' off again
+            tidy = undo_spreadsheet_safe_table(pd.read_csv(path))
         for column in [c for c in tidy.columns if c.endswith("_score")]:
             tidy[column] = tidy[column].astype("Int64")
         if "nonsensical" in tidy:

@@ -332,8 +332,8 @@ def test_a_prompt_that_starts_with_equals_round_trips_through_the_xlsx_export(tm
     out = export(tmp_path / "s", tmp_path / "back.xlsx", format="wide")
 
     sheet = openpyxl.load_workbook(out).active
-    assert (sheet["A2"].value, sheet["A2"].data_type) == ("=cancer of the lung", "s")  # text, not a formula
-    assert sheet["A2"].quotePrefix  # and Excel shows it as typed text
+    # text, not a formula, and spreadsheet-safe: the cell holds a leading ' (OWASP's CSV injection rule)
+    assert (sheet["A2"].value, sheet["A2"].data_type) == ("'=cancer of the lung", "s")
     assert sheet["B2"].value == 3 and sheet["B2"].data_type == "n"
 
     again = import_wide(out, tmp_path / "eq.yaml", tmp_path / "s2")
@@ -342,6 +342,10 @@ def test_a_prompt_that_starts_with_equals_round_trips_through_the_xlsx_export(tm
                                                          "A histopathological image of cancer tissue"]
     back = read_csv_cells(export(tmp_path / "s2", tmp_path / "back.csv", format="wide"))
     assert [row[1:] for row in back[1:]] == expected_cells(rows)
+    assert back[1][0] == "'=cancer of the lung"  # the wide CSV is spreadsheet-safe too
+    # and the wide CSV imports back to the same prompt
+    assert import_wide(tmp_path / "back.csv", tmp_path / "eq.yaml", tmp_path / "s3")["ratings"] == answered(rows)
+    assert list(wide_table(tmp_path / "s3").Prompt)[0] == "=cancer of the lung"
 
 
 def test_a_date_where_a_score_belongs_is_a_bad_cell(imported, tmp_path):

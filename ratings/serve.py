@@ -1,0 +1,72 @@
+"""Serve the rating app with Voilà, set up for clinicians on a network: ``python -m ratings serve``.
+
+The one place the server's settings live (``make rate`` and the browser tests use them):
+
+- Voilà's token login is on, so the page itself is closed to whoever lacks the token. The token
+  comes from ``JUPYTER_TOKEN`` (or ``JUPYTER_TOKEN_FILE``) and so never shows in ``ps``; without
+  either, Voilà makes one and prints the URL that carries it.
+- Kernels whose page was closed are shut down after ``cull_idle`` seconds (an open page keeps
+  its kernel: a clinician looking at a panel for a long time is not cut off).
+- Tracebacks never reach the page (the study team reads them in the server's log).
+- The browser's User-Agent, and the client address a reverse proxy reports, are handed to the
+  app for the audit trail (``python -m ratings audit``).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "20_rate.ipynb"
+# headers handed to the kernel as HTTP_* variables (Voilà's http_header_envs): recorded in the audit
+AUDIT_HEADERS = ["User-Agent", "X-Forwarded-For", "X-Real-IP"]
+CULL_IDLE_S = 900  # a kernel whose page is gone is shut down after 15 minutes
+CULL_INTERVAL_S = 60
+
+
+def voila_args(notebook: str | Path = NOTEBOOK, port: int = 8866, host: str = "127.0.0.1",
+               cull_idle: int = CULL_IDLE_S, cull_interval: int = CULL_INTERVAL_S, token: bool = True,
+               tracebacks: bool = False, base_path: str = "/") -> list[str]:
+    """The arguments after ``python -m voila`` that serve the rating app.
+
+    ``token=False`` is only for a researcher alone on their own machine; ``tracebacks=True`` only
+    for tests, whose failures should say why. ``base_path``: the path the reverse proxy serves
+    the app under (``/medprobe/`` for https://host/medprobe/).
+    """
+    if not base_path.startswith("/"):
+        base_path = "/" + base_path
+    if not base_path.endswith("/"):
+        base_path += "/"
+    args = [str(notebook), "--no-browser", f"--port={int(port)}", f"--Voila.ip={host}",
+            f"--show_tracebacks={tracebacks}", "--theme=light", "--strip_sources=True",
+            f"--Voila.base_url={base_path}",
+            f"--MappingKernelManager.cull_idle_timeout={int(cull_idle)}",
+            f"--MappingKernelManager.cull_interval={int(cull_interval)}",
+            "--MappingKernelManager.cull_connected=False",
+            *(f"--VoilaConfiguration.http_header_envs={header}" for header in AUDIT_HEADERS)]
+    if token:
+        args.append("--token")
+    return args
+
+
+def serve(study: str | Path, port: int = 8866, host: str = "127.0.0.1", token: bool = True,
+          cull_idle: int = CULL_IDLE_S, base_path: str = "/") -> int:
+    """Run Voilà in the foreground (replaces this process) on ``study``."""
+    from .errors import RatingError
+
+    study = Path(study).expanduser().resolve()
+    if not (study / "study.sqlite").exists():
+        raise RatingError(f"{study}: not a study folder (no study.sqlite); give the folder you built rating "
+                          "sessions in (python -m ratings build --study DIR --raters A,B,C)")
+    if not token and host not in ("127.0.0.1", "localhost", "::1"):
+        raise RatingError(f"--no-token with --host {host}: without the token anyone who reaches {host}:{port} "
+                          "opens the page; serve on 127.0.0.1 (and a TLS proxy), or keep the token on")
+    env = {**os.environ, "MEDPROBE_STUDY": str(study)}
+    if token and not (env.get("JUPYTER_TOKEN") or env.get("JUPYTER_TOKEN_FILE")):
+        print("No JUPYTER_TOKEN set: Voilà makes a token and prints the URL that carries it. Send raters the "
+              "token and their personal link separately (README: Rating with clinicians).", file=sys.stderr)
+    argv = [sys.executable, "-m", "voila", *voila_args(port=port, host=host, token=token, cull_idle=cull_idle,
+                                                             base_path=base_path)]
+    os.execvpe(argv[0], argv, env)
+    return 0  # not reached
