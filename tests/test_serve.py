@@ -1,9 +1,9 @@
 """`make rate` / `python -m ratings serve`: the server's settings a hospital's IT department checks."""
 
 import subprocess
-import tomllib
 from importlib.metadata import version
 
+import tomllib
 from conftest import ratings_cli
 from packaging.version import Version
 
