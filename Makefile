@@ -26,7 +26,12 @@ demo: venv
 	$(BIN)/python -m probes catalog show prompts/oncology.yaml
 	$(BIN)/python -m probes run --study $(STUDY) --catalog oncology --presets tiny \
 		--topics brain,lung_cancer --detail short --images-per-prompt 4
+	$(BIN)/python -m probes score --study $(STUDY) --metrics diversity
 	$(BIN)/python -m ratings build --study $(STUDY) --raters A,B,C --repeats 0.1
+	# SIMULATED raters (sim-1..3) rate this study's own panels, following its diversity score
+	$(BIN)/python -m ratings simulate --study $(STUDY) --follow diversity
+	$(BIN)/python -m ratings analyze --study $(STUDY) --out $(STUDY)/reports/simulated-study-analysis
+	# and a SIMULATED study of the whole oncology catalog (the published design)
 	$(BIN)/python -m ratings simulate -o $(STUDY)/simulated-ratings.csv
 	$(BIN)/python -m ratings analyze --table $(STUDY)/simulated-ratings.csv --out $(STUDY)/reports/simulated-analysis
 

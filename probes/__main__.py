@@ -118,6 +118,7 @@ def _status(args) -> int:
     from . import shards
 
     table = shards.status(args.study)
+    _print_scored(args.study)
     if table.empty:
         print(f"no sharded runs in {Path(args.study).expanduser().resolve()}")
         return 0
@@ -127,6 +128,50 @@ def _status(args) -> int:
         print(f"finished shards not merged yet: python -m probes merge --study {args.study}")
     if table.state.isin(["interrupted", "not started"]).any():
         print("interrupted and unstarted shards resume when their run is submitted again (same --run-id)")
+    return 0
+
+
+def _print_scored(study: str) -> None:
+    """`scored` line of `probes status`: rows of the scores table per metric."""
+    from .scores import scored_counts
+    from .store import DB_NAME, Study
+
+    if not (Path(study).expanduser() / DB_NAME).exists():
+        return
+    with Study(study, readonly=True, require_current=False) as st:
+        counts = scored_counts(st)
+    if not counts:
+        print(f"scored: none yet (python -m probes score --study {study} --metrics clip,diversity)")
+        return
+    parts = [f"{metric} {n} {level}{'s' if n != 1 else ''}" for metric, levels in counts.items()
+             for level, n in levels.items()]
+    print("scored: " + ", ".join(parts))
+
+
+def _parse_pins(values: list[str] | None) -> dict[str, str]:
+    pins = {}
+    for value in values or []:
+        for item in value.split(","):
+            metric, sep, digest = item.partition("=")
+            if not sep or not metric.strip() or not digest.strip():
+                raise ProbeError(f"--pin {item!r}: write METRIC=SHA256, e.g. --pin clip=<64 hex characters>")
+            pins[metric.strip()] = digest.strip()
+    return pins
+
+
+def _score(args) -> int:
+    from .run import as_list
+    from .scores import score_study
+
+    settings = {"clip": {"model": args.clip_model}} if args.clip_model else {}
+    counts = score_study(args.study, args.metrics, presets=as_list(args.presets), device=args.device,
+                         batch_size=args.batch_size, pins=_parse_pins(args.pin), progress=not args.quiet,
+                         scorer_settings=settings)
+    for metric, c in counts.items():
+        line = f"{metric}: {c['added']} scores added, {c['present']} already there"
+        if c["missing_files"]:
+            line += f"; {c['missing_files']} images missing from images/ were not scored (run the probe again)"
+        print(line)
     return 0
 
 
@@ -229,9 +274,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_submit_parser(sub)  # probes submit: shard jobs on SLURM (or local processes) through submitit
 
-    p = sub.add_parser("status", help="where each shard of a sharded run stands")
+    p = sub.add_parser("status", help="where each shard of a sharded run stands, and scores per metric")
     p.add_argument("--study", required=True, help="study folder")
     p.set_defaults(func=_status)
+
+    p = sub.add_parser("score", help="automated scores (CLIP similarity, panel diversity) into the study")
+    p.add_argument("--study", required=True, help="study folder")
+    p.add_argument("--metrics", required=True, help="comma-separated metrics: clip, diversity")
+    p.add_argument("--presets", help="comma-separated presets (default all)")
+    p.add_argument("--device", default="auto", help="auto (default), cuda, cuda:1 or cpu")
+    p.add_argument("--batch-size", type=int, default=16, help="images (or panels) per batch and commit")
+    p.add_argument("--clip-model", help="CLIP hub id or local folder (default openai/clip-vit-large-patch14)")
+    p.add_argument("--pin", action="append", metavar="METRIC=SHA256",
+                   help="SHA-256 a scorer's weights must have (as stored in scores.scorer_digest); repeatable")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_score)
 
     p = sub.add_parser("digests", help="print the SHA-256 pins of a preset's checkpoints")
     p.add_argument("preset")

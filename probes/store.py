@@ -96,6 +96,24 @@ PROBES_MIGRATIONS = [
         merged_at TEXT NOT NULL, n_images INTEGER DEFAULT 0, n_failures INTEGER DEFAULT 0,
         n_refused INTEGER DEFAULT 0);
     """,
+    # 3: automated scores (CLIP, diversity, ...) beside the manifest (see probes.scores).
+    # subject: image -> its sha256; panel -> '<prompt_id>|<preset>|<study_seed>'; group ->
+    # '<preset>|<style>'. scorer_digest: SHA-256 over the scorer's weights, 'none' without any.
+    """
+    CREATE TABLE scores (
+        score_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        level TEXT NOT NULL CHECK (level IN ('image', 'panel', 'group')),
+        subject TEXT NOT NULL,
+        prompt_id TEXT, preset TEXT, study_seed INTEGER,
+        metric TEXT NOT NULL,
+        scorer TEXT NOT NULL,
+        scorer_digest TEXT NOT NULL,
+        value REAL,
+        detail TEXT NOT NULL DEFAULT '{}',
+        computed_at TEXT NOT NULL,
+        UNIQUE (level, subject, metric, scorer_digest));
+    CREATE INDEX scores_by_metric ON scores (metric, level);
+    """,
 ]
 
 # Where each component's migrations live, so a database that records a component this

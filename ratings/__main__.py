@@ -210,11 +210,16 @@ def _serve(args) -> int:
 def _simulate(args) -> int:
     from .simulate import simulate_ratings
 
+    if args.study:
+        return _simulate_study(args)
+    if args.follow:
+        raise ProbeError("--follow makes simulated raters follow a metric of a study's scores: give --study DIR")
     out = Path(args.output).expanduser().resolve()
     if not out.parent.is_dir():
         raise ProbeError(f"{out}: the folder {out.parent} does not exist; create it (mkdir -p) or choose "
                          "another -o")
-    kwargs = dict(catalog=args.catalog, presets=tuple(args.presets.split(",")), raters=tuple(args.raters.split(",")),
+    kwargs = dict(catalog=args.catalog, presets=tuple(args.presets.split(",")),
+                  raters=tuple((args.raters or "R1,R2,R3").split(",")),
                   repeats=args.repeats, seed=args.seed)
     if args.no_effect:
         kwargs["style_means"] = {}  # every style at the same mean
@@ -229,6 +234,22 @@ def _simulate(args) -> int:
                          "to with -o") from None
     print(f"wrote {len(table)} SIMULATED ratings ({table['panel'].nunique()} panels, "
           f"{table['rater'].nunique()} simulated raters) to {out}")
+    return 0
+
+
+@_study_errors(writes=True)
+def _simulate_study(args) -> int:
+    from .simulate import STUDY_RATERS, rate_study
+
+    summary = rate_study(args.study, raters=tuple(args.raters.split(",")) if args.raters else STUDY_RATERS,
+                         follow=args.follow, slope=args.slope, style_means={} if args.no_effect else None,
+                         seed=args.seed)
+    follows = (f", each panel's rating following {summary['follow']} ({args.slope:+g} scale points per SD of it"
+               + (f"; {summary['unscored']} panels without it at its mean" if summary["unscored"] else "") + ")"
+               if summary["follow"] else "")
+    print(f"SIMULATED: wrote {summary['ratings']} SIMULATED ratings of {summary['panels']} panels by simulated "
+          f"raters {', '.join(summary['raters'])} into {args.study}{follows}. They are not clinicians' ratings; "
+          "every report made from them says SIMULATED.")
     return 0
 
 
@@ -321,14 +342,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--base-path", default="/", help="the path a reverse proxy serves the app under, e.g. /medprobe/")
     p.set_defaults(func=_serve)
 
-    p = sub.add_parser("simulate", help="write a tidy table of SIMULATED ratings (for demos and power)")
-    p.add_argument("-o", "--output", required=True, help="CSV or parquet file")
-    p.add_argument("--catalog", default="oncology")
-    p.add_argument("--presets", default="glide-cfg,glide-clip")
-    p.add_argument("--raters", default="R1,R2,R3")
-    p.add_argument("--repeats", type=float, default=0.1)
+    p = sub.add_parser("simulate", help="SIMULATED ratings (for demos and power): a tidy table (-o FILE), or "
+                                        "simulated raters sim-1.. rating a study's own panels (--study DIR)")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("-o", "--output", help="write a tidy table of a simulated catalog study: CSV or parquet file")
+    target.add_argument("--study", help="a study folder with built panels (python -m ratings build): simulated "
+                                        "raters rate them, written into its database")
+    p.add_argument("--catalog", default="oncology", help="-o only")
+    p.add_argument("--presets", default="glide-cfg,glide-clip", help="-o only")
+    p.add_argument("--raters", help="comma-separated; sim- is put in front (default: R1,R2,R3 with -o, "
+                                    "1,2,3 with --study)")
+    p.add_argument("--repeats", type=float, default=0.1, help="-o only")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--no-effect", action="store_true", help="all styles equal (a null study)")
+    p.add_argument("--follow", metavar="METRIC",
+                   help="--study only: ratings follow this metric of the study's automated scores (metric or "
+                        "metric:scorer), plus noise, so the metric-versus-experts section has a relation to find")
+    p.add_argument("--slope", type=float, default=1.0,
+                   help="with --follow: scale points per standard deviation of the metric (default 1)")
     p.set_defaults(func=_simulate)
     return parser
 

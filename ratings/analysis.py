@@ -124,7 +124,7 @@ def ordinal_contrasts(data: pd.DataFrame, correction: str = "holm", factor: str 
 
 def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "panel-zero",
             correction: str = "holm", alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
-            n_perm: int = 0) -> dict:
+            n_perm: int = 0, panel_scores: pd.DataFrame | None = None, study=None) -> dict:
     """The whole analysis of a tidy table, one DataFrame per report table, primary model first.
 
     Primary analysis (per dimension): the cumulative-logit model of the per-rater ratings on
@@ -145,6 +145,11 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
     presets; detail; agreement; sensitivity; and ``methods``, a str: the methods paragraph.
     A table is empty where there is nothing to compare; ``n_perm`` > 0 adds topic-respecting
     permutation p-values (``p_perm``) to the ordinal contrasts.
+
+    metrics: only where automated scores exist (``panel_scores``, or read from ``study`` with
+    :func:`ratings.metrics.read_panel_scores`): a dict of DataFrames from
+    :func:`ratings.metrics.metric_vs_experts` (overall, by_group, rankings, panels), each metric
+    against the panels' median expert rating under ``nonsensical``, CIs clustered by prompt.
     """
     _choice("correction", correction, CORRECTIONS)
     _choice("aggregate", aggregate, AGGREGATES)
@@ -202,6 +207,11 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
         len(tidy) and tidy["rater"].astype(str).str.startswith("sim-").all())
     for frame in out.values():  # figures made from these tables carry the SIMULATED mark
         frame.attrs["simulated"] = simulated
+    metrics = _metric_tables(tidy, panel_scores, study, nonsensical, n_boot, seed, notes)
+    if metrics is not None:
+        for frame in metrics.values():
+            frame.attrs["simulated"] = simulated
+        out["metrics"] = metrics
     out["methods"] = methods_text(tidy, out, aggregate=aggregate, nonsensical=nonsensical, correction=correction,
                                   alpha=alpha, n_boot=n_boot, n_perm=n_perm, notes=notes)
     return out
@@ -299,9 +309,45 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
         "6:65-70; Berger RL (1982) Technometrics 24:295-300; Wilcoxon F (1945) Biometrics Bull 1:80-83; "
         "Friedman M (1937) JASA 32:675-701; Krippendorff K (2011) Computing Krippendorff's alpha-reliability.",
     ]
+    metrics = results.get("metrics")
+    if isinstance(metrics, dict) and len(metrics.get("overall", ())):
+        names = ", ".join(dict.fromkeys(metrics["overall"]["metric"].astype(str)))
+        software = next(i for i, line in enumerate(lines) if line.startswith("Software"))
+        lines[software:software] = [
+            f"**Automated metrics.** Each automated metric ({names}), per panel the mean of its image-level "
+            "scores over the panel's images, was set against the panel's median expert rating (the same "
+            "nonsensical rule) by Spearman's rank correlation and Kendall's tau-b across panels, overall and "
+            "within each style group. Because a prompt's panels (one per preset) share the prompt, 95% "
+            f"confidence intervals are percentile bootstrap intervals resampling prompts with all their panels "
+            f"({n_boot} resamples), and the clustered p-value is the bootstrap's. Whether a metric ranks styles "
+            "and presets in the experts' order was measured by Kendall's tau-b between the levels' mean metric "
+            "and mean rating. A correlation measures agreement in the order of panels, not the calibration of "
+            "a metric's scale.",
+            "",
+        ]
     if notes:
         lines += ["", "**Notes.**", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def _metric_tables(tidy, panel_scores, study, nonsensical, n_boot, seed, notes):
+    """metric_vs_experts' tables where automated scores exist and match rated panels, else None."""
+    from .metrics import metric_vs_experts, read_panel_scores
+
+    if panel_scores is None and study is not None:
+        panel_scores = read_panel_scores(study)
+    if panel_scores is None or not len(panel_scores):
+        return None
+    try:
+        tables = metric_vs_experts(tidy, panel_scores, dims=_dimensions(tidy), n_boot=n_boot, seed=seed,
+                                   nonsensical=nonsensical)
+    except AnalysisError as error:
+        notes.append(f"automated metrics: not compared with the ratings ({error})")
+        return None
+    if not (tables["overall"]["n_panels"] > 0).any():
+        notes.append("automated metrics: the study has scores, but none of a rated panel (prompt and preset)")
+        return None
+    return tables
 
 
 def _ordinal_tables(per_rater, correction, n_perm, seed):

@@ -570,6 +570,71 @@ def distribution_bars(tidy: pd.DataFrame, dimension: str = "style") -> Figure:
     return fig
 
 
+def metric_vs_experts(panels: pd.DataFrame, overall: pd.DataFrame | None = None) -> Figure:
+    """Each automated metric against the median expert rating, one panel per metric x dimension.
+
+    ``panels``: ``metric_vs_experts(...)["panels"]`` (:func:`ratings.metrics.metric_vs_experts`),
+    one point per panel (the median over raters, jittered up and down: medians of a 0-4 scale
+    sit on half points), coloured by style. The black line joins the mean rating of each fifth
+    of the panels by metric (quintiles). ``overall`` (the ``overall`` table) puts the statistic
+    in each panel's title: Spearman's rho with its bootstrap CI clustered by prompt, and n.
+    """
+    _need(panels, ["dimension", "metric", "metric_value", "rating", "style"],
+          "the panels of ratings.metrics.metric_vs_experts")
+    scorer = panels["scorer"].fillna("").astype(str) if "scorer" in panels else pd.Series("", index=panels.index)
+    label = panels["metric"].astype(str).where(scorer == "", panels["metric"].astype(str) + " (" + scorer + ")")
+    frame = panels.assign(_label=label)
+    metrics, dims = list(pd.unique(frame["_label"])), list(pd.unique(frame["dimension"]))
+    styles = order_styles(frame["style"].astype(str))
+    colors = dict(zip(styles, sns.color_palette("colorblind", max(len(styles), 1)), strict=False))
+    stats = {}
+    if overall is not None and len(overall):
+        for row in overall.itertuples(index=False):
+            key = str(row.metric) if not str(getattr(row, "scorer", "") or "") else f"{row.metric} ({row.scorer})"
+            stats[(key, row.dimension)] = row
+    with mpl.rc_context(THEME):
+        fig = Figure(figsize=(4.4 * len(dims) + 1.8, 3.6 * len(metrics) + 1.1), layout="constrained")
+        axes = fig.subplots(len(metrics), len(dims), squeeze=False)
+        rng = np.random.default_rng(0)
+        for i, metric in enumerate(metrics):
+            for j, dimension in enumerate(dims):
+                ax = axes[i, j]
+                rows = frame[(frame["_label"] == metric) & (frame["dimension"] == dimension)]
+                x, y = rows["metric_value"].to_numpy(float), rows["rating"].to_numpy(float)
+                jitter = rng.uniform(-JITTER_Y, JITTER_Y, len(y))
+                sns.scatterplot(x=x, y=y + jitter, hue=rows["style"].astype(str).to_numpy(), hue_order=styles,
+                                palette=colors, ax=ax, s=22, alpha=0.75, linewidth=0, legend=False)
+                if len(x) >= 5:
+                    bins = pd.qcut(pd.Series(x).rank(method="first"), 5, labels=False)
+                    trend = pd.DataFrame({"x": x, "y": y, "bin": bins}).groupby("bin")[["x", "y"]].mean()
+                    ax.plot(trend["x"], trend["y"], color="black", marker="D", markersize=4, linewidth=1.4)
+                _score_axis(ax, dimension, anchors=j == 0, label=f"median {dimension} rating" if j == 0 else "")
+                ax.set_xlabel(f"{metric} (panel mean)")
+                ax.set_title(f"{metric} vs {dimension}\n{_rho_text(stats.get((metric, dimension)), len(x))}",
+                             loc="left", fontsize=9)
+        handles = [mpl.lines.Line2D([], [], marker="o", linestyle="", color=colors[s]) for s in styles]
+        handles.append(mpl.lines.Line2D([], [], color="black", marker="D", markersize=4))
+        fig.legend(handles, [style_label(s) for s in styles] + ["mean per metric quintile"],
+                   loc="outside right upper", fontsize=8)
+        _title(fig, _wrap("Automated metrics vs the experts' median rating per panel: Spearman rank correlation, "
+                          "95% CI from a bootstrap that resamples prompts", fig, 11, share=0.75), _simulated(panels))
+    return fig
+
+
+def _rho_text(row, n: int) -> str:
+    if row is None or pd.isna(getattr(row, "spearman_rho", np.nan)):
+        return f"Spearman ρ: not computable, n = {n} panels"
+    text = f"Spearman ρ = {row.spearman_rho:.2f}".replace("-", "−")
+    if pd.notna(getattr(row, "rho_ci_low", np.nan)):
+        text += f" (95% CI {row.rho_ci_low:.2f} to {row.rho_ci_high:.2f})\n".replace("-", "−")
+    else:
+        text += "\n"
+    clusters = getattr(row, "n_clusters", None)
+    method = str(getattr(row, "ci_method", ""))
+    unit = next((u for u in ("prompts", "topics") if f"of {u}" in method), "")
+    return text + f"n = {int(row.n_panels)} panels" + (f" of {int(clusters)} {unit}" if clusters and unit else "")
+
+
 def save(fig: Figure, folder: str | Path, name: str) -> list[Path]:
     """Write ``fig`` as ``<folder>/<name>.svg`` and ``.png`` (200 dpi), close it, return both paths."""
     import matplotlib.pyplot as plt
@@ -942,6 +1007,6 @@ def _need(data: pd.DataFrame, columns, what: str) -> None:
                             f"{', '.join(map(str, data.columns))}); pass {what}")
 
 
-__all__ = ["agreement_heatmap", "distribution_bars", "medians_iqr", "order_styles", "ordinal_forest",
-           "paired_slopes", "pvalue_heatmap", "save", "score_boxstrip", "scores_by_style", "share_at_least",
+__all__ = ["agreement_heatmap", "distribution_bars", "medians_iqr", "metric_vs_experts", "order_styles",
+           "ordinal_forest", "paired_slopes", "pvalue_heatmap", "save", "score_boxstrip", "scores_by_style", "share_at_least",
            "style_label"]

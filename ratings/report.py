@@ -21,6 +21,9 @@ from .errors import AnalysisError
 
 TABLES = ("ordinal", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise", "presets", "detail",
           "agreement", "sensitivity")
+# analyze(...)["metrics"] (only where automated scores exist) -> report file names
+METRIC_TABLES = {"overall": "metric_vs_experts", "by_group": "metric_vs_experts_by_group",
+                 "rankings": "metric_rankings"}
 
 
 def load_ratings(study: str | Path | None = None, table: str | Path | None = None) -> pd.DataFrame:
@@ -68,9 +71,14 @@ def is_simulated(tidy: pd.DataFrame) -> bool:
 
 def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median", nonsensical: str = "panel-zero",
                  correction: str = "holm", alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
-                 n_perm: int = 0) -> dict:
+                 n_perm: int = 0, panel_scores: pd.DataFrame | None = None, study: str | Path | None = None) -> dict:
     """Run the analysis and write every table (CSV + LaTeX), ``methods.md`` and every figure
     (SVG + PNG) into ``out``.
+
+    Where automated scores exist (``panel_scores``, or the ``scores`` table of ``study``), also
+    ``metric_vs_experts.csv``, ``metric_vs_experts_by_group.csv``, ``metric_rankings.csv`` and
+    the figure ``metrics-vs-experts``; ``tables["metrics"]`` then holds those tables (by the
+    keys of :data:`METRIC_TABLES`, and ``panels``).
 
     Returns ``{"tables": {name: DataFrame}, "figures": {name: Figure paths}, "methods": str}``.
     """
@@ -80,11 +88,14 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
     results = analysis.analyze(tidy, aggregate=aggregate, nonsensical=nonsensical, correction=correction,
-                            alpha=alpha, n_boot=n_boot, seed=seed, n_perm=n_perm)
+                            alpha=alpha, n_boot=n_boot, seed=seed, n_perm=n_perm, panel_scores=panel_scores,
+                            study=study)
     methods = results.pop("methods")
     note = "SIMULATED RATINGS, not from clinicians" if is_simulated(tidy) else ""
     (out / "methods.md").write_text((f"> {note}\n\n" if note else "") + methods, encoding="utf-8")
-    for name, frame in results.items():
+    metrics = results.get("metrics")
+    written = {**results, **{file: metrics[key] for key, file in METRIC_TABLES.items()}} if metrics else results
+    for name, frame in written.items():
         if frame is None or not isinstance(frame, pd.DataFrame):
             continue
         frame.attrs["simulated"] = bool(note)
@@ -125,6 +136,8 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
                                                             ["style", "topic", "preset", "rater"], dimension=dimension))
     if results.get("agreement") is not None and len(results["agreement"]):
         save("agreement", plots.agreement_heatmap(results["agreement"]))
+    if metrics and len(metrics["panels"]):
+        save("metrics-vs-experts", plots.metric_vs_experts(metrics["panels"], metrics["overall"]))
     return {"tables": results, "figures": figures, "methods": methods}
 
 
@@ -154,6 +167,30 @@ def radiology_html(radiology: pd.DataFrame, alpha: float) -> str:
             f"{verdict} (intersection-union test: {lower} of {len(pairs)} radiology-vs-other pairs reject at "
             f"alpha = {escape(str(alpha))} with radiology lower, largest p = {claim['p']:.3g}). Individually, "
             f"{adjusted} of {len(pairs)} pairs are significant after adjustment over all style pairs.</p>")
+    return "\n".join(lines)
+
+
+def metrics_html(metrics: dict | None) -> str:
+    """How to read the metric-versus-experts section, and each metric's result in one sentence."""
+    if not metrics or not len(metrics.get("overall", ())):
+        return ""
+    lines = ["<p>Each automated metric's panel value (image scores averaged over the panel) against the "
+             "panel's median expert rating. A correlation is across panels, with its 95% CI from a bootstrap "
+             "that resamples prompts with all their panels (a prompt's panels are not independent). It says "
+             "whether the metric orders panels as the experts do, not whether its scale is calibrated to "
+             "theirs. The rankings table says whether the metric orders styles and presets as the experts "
+             "do (Kendall's tau-b of the level means: 1 the same order, -1 reversed).</p>"]
+    for row in metrics["overall"].itertuples(index=False):
+        name = escape(str(row.metric) + (f" ({row.scorer})" if str(row.scorer or "") else ""))
+        if pd.isna(row.spearman_rho):
+            lines.append(f"<p><b>{name}</b> vs {escape(str(row.dimension))}: no correlation ({escape(str(row.note))}"
+                         ").</p>")
+            continue
+        ci = (f" (95% CI {row.rho_ci_low:.2f} to {row.rho_ci_high:.2f})" if pd.notna(row.rho_ci_low) else "")
+        excludes = pd.notna(row.rho_ci_low) and (row.rho_ci_low > 0 or row.rho_ci_high < 0)
+        verdict = "the interval excludes 0" if excludes else "the interval includes 0"
+        lines.append(f"<p><b>{name}</b> vs {escape(str(row.dimension))}: Spearman rho = {row.spearman_rho:.2f}{ci}, "
+                     f"{int(row.n_panels)} panels of {int(row.n_clusters)} prompts; {verdict}.</p>")
     return "\n".join(lines)
 
 

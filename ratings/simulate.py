@@ -256,6 +256,139 @@ def null_study(catalog: str | Path | pd.DataFrame = "oncology", **kw) -> pd.Data
     return df
 
 
+# --- simulated raters in a study ------------------------------------------------------------
+
+STUDY_RATERS = ("1", "2", "3")  # sim-1, sim-2, sim-3
+
+
+def rate_study(study: str | Path, raters=STUDY_RATERS, follow: str | None = None, slope: float = 1.0,
+               panel_scores: pd.DataFrame | None = None, style_means: dict | None = None,
+               rater_sd: float = 0.6, prompt_sd: float = 0.5, rater_threshold_sd: float = RATER_THRESHOLD_SD,
+               nonsensical_rate: float = 0.02, seed: int = 0) -> dict:
+    """SIMULATED raters rate a study's own built panels; their answers go into the study database.
+
+    The panels are the ones ``python -m ratings build`` made (generated and reference panels).
+    Each simulated rater (``sim-`` put in front of each id: ``sim-1``, ``sim-2``, ``sim-3`` by
+    default) gets every panel, in their own order, and answers it under the model of
+    :func:`simulate_ratings`: the style's mean (the published pattern, or ``style_means``), a
+    prompt effect, the rater's noise and cut points. With ``follow`` (a metric of the study's
+    automated scores, ``metric`` or ``metric:scorer``), a panel's latent quality also moves by
+    ``slope`` scale points per standard deviation of that metric, so the report's "automated
+    metrics versus the experts" section has a planted relation to find; panels without that
+    score get the metric's mean. Answers are written through :func:`ratings.db.insert_ratings`
+    in one transaction, each with the comment ``simulated``.
+
+    Refused (nothing written) where the study has no panels, where raters who are not
+    simulated have answered (their ratings and simulated ones would be analysed together: use
+    a copy of the study), or where one of these simulated raters has answered already.
+
+    Returns
+    -------
+    dict
+        raters, panels, ratings, flagged, follow, unscored (panels without the followed score).
+    """
+    from probes.store import now, transaction
+
+    from . import db
+    from .session import _assign, check_rater_ids
+
+    rater_ids = [r if r.startswith(SIM_PREFIX) else SIM_PREFIX + r for r in _names(raters, "raters")]
+    rater_ids = check_rater_ids(rater_ids)
+    _check_sd(rater_sd, "rater_sd")
+    _check_sd(prompt_sd, "prompt_sd")
+    _check_sd(rater_threshold_sd, "rater_threshold_sd")
+    _check_share(nonsensical_rate, "nonsensical_rate")
+    if not np.isfinite(slope):
+        raise RatingError(f"slope is scale points per SD of the metric, a finite number, not {slope}")
+    conn = db.open_db(study)
+    try:
+        panels = pd.read_sql_query(
+            "SELECT p.panel, p.prompt_id, p.preset, COALESCE(pr.style, '') AS style, "
+            "COALESCE(pr.style_group, 'other') AS style_group FROM panels p "
+            "LEFT JOIN prompts pr ON pr.prompt_id = p.prompt_id "
+            "WHERE p.kind IN ('generated', 'reference') ORDER BY p.rowid", conn)
+        if panels.empty:
+            raise RatingError(f"{study}: no panels to rate yet; build them first (python -m ratings build --study "
+                              f"{study} --raters A,B,C), then simulate")
+        answered = [r["rater"] for r in conn.execute("SELECT DISTINCT rater FROM ratings ORDER BY rater")]
+        people = [r for r in answered if not r.startswith(SIM_PREFIX)]
+        if people:
+            raise RatingError(f"{study}: raters who are not simulated ({', '.join(people)}) have answered here; "
+                              "simulated ratings would be analysed together with theirs. Nothing was written: "
+                              "copy the study folder and simulate into the copy.")
+        again = [r for r in rater_ids if r in answered]
+        if again:
+            raise RatingError(f"{study}: {', '.join(again)} rated this study already; nothing was written. Give "
+                              "other simulated raters (--raters 4,5,6) or simulate into a fresh copy.")
+        z, unscored = _followed(study, panels, follow, panel_scores)
+        means = _style_means(panels.assign(style=panels["style"].replace("", "unknown")), style_means)
+        scale = db.get_config(conn, "scale")
+        if scale is None:
+            raise RatingError(f"{study}: the study has no rating scale yet; run python -m ratings build first")
+        rng = np.random.default_rng(np.random.SeedSequence(seed))
+        prompt_codes = pd.factorize(panels["prompt_id"])[0]
+        prompt_effect = rng.normal(0.0, prompt_sd, prompt_codes.max() + 1)[prompt_codes] if prompt_sd else 0.0
+        latent = (panels["style"].replace("", "unknown").map(means).to_numpy(float) + prompt_effect + slope * z)
+        for rater in rater_ids:
+            _assign(conn, rater, list(panels["panel"]), repeats=0.0, seed=seed, shuffle_images=True)
+        row_of = {p: i for i, p in enumerate(panels["panel"])}
+        cuts = _rater_cutpoints(rng, [0.0] * len(rater_ids), rater_threshold_sd)
+        rows, flagged = [], 0
+        for r, rater in enumerate(rater_ids):
+            shown = [a for a in db.assignments(conn, rater) if a.repeat == 0 and a.panel in row_of]
+            index = np.array([row_of[a.panel] for a in shown], dtype=np.int64)
+            noise = rng.multivariate_normal([0.0, 0.0], _covariance(rater_sd, rater_sd * CONTENT_NOISE,
+                                                                    NOISE_CORRELATION), size=len(index))
+            flags = rng.random(len(index)) < nonsensical_rate
+            values = {"style": latent[index] + noise[:, 0], "content": latent[index] + CONTENT_SHIFT + noise[:, 1]}
+            seconds = np.round(rng.lognormal(math.log(SECONDS_MEDIAN), SECONDS_LOG_SD, len(index)), 1)
+            answers = {}
+            for dim in scale["dimensions"]:
+                whole = SCORE_MIN + (values.get(dim["id"], values["style"])[:, None] >= cuts[r]).sum(axis=1)
+                low, high = int(dim["min"]), int(dim["max"])
+                answers[dim["id"]] = np.rint(low + whole * (high - low) / (SCORE_MAX - SCORE_MIN)).astype(int)
+            for k, assignment in enumerate(shown):
+                scores = {d: (None if flags[k] else int(v[k])) for d, v in answers.items()}
+                rows.append((rater, assignment.seq, assignment.panel, scores, bool(flags[k]), SIM_COMMENT,
+                             float(seconds[k]), now()))
+            flagged += int(flags.sum())
+        with transaction(conn):
+            written = db.insert_ratings(conn, rows)
+    finally:
+        conn.close()
+    return {"raters": rater_ids, "panels": len(panels), "ratings": written, "flagged": flagged, "follow": follow,
+            "unscored": unscored}
+
+
+def _followed(study, panels: pd.DataFrame, follow: str | None, panel_scores) -> tuple[np.ndarray, int]:
+    """The followed metric per panel, standardised (mean 0, SD 1; 0 where a panel has none)."""
+    if not follow:
+        return np.zeros(len(panels)), 0
+    from .metrics import _panel_level, read_panel_scores
+
+    scores = read_panel_scores(study) if panel_scores is None else panel_scores
+    if scores is None or not len(scores):
+        raise RatingError(f"{study}: --follow {follow}: the study has no automated scores yet; score its images "
+                          "first, or simulate without --follow")
+    scores = _panel_level(scores)
+    metric, _, scorer = str(follow).partition(":")
+    chosen = scores[(scores["metric"] == metric) & ((scores["scorer"] == scorer) if scorer else True)]
+    known = sorted(set(scores["metric"]))
+    if chosen.empty:
+        raise RatingError(f"--follow {follow}: no such metric in the study's scores; it has: {', '.join(known)}")
+    if chosen["scorer"].nunique() > 1:
+        names = ", ".join(f"{metric}:{s}" for s in sorted(set(chosen["scorer"])))
+        raise RatingError(f"--follow {follow}: several scorers computed {metric}; name one: {names}")
+    value = panels[["prompt_id", "preset"]].merge(chosen[["prompt_id", "preset", "metric_value"]],
+                                                  on=["prompt_id", "preset"], how="left")["metric_value"]
+    value = value.to_numpy(float)
+    scored = np.isfinite(value)
+    if scored.sum() < 2 or np.nanstd(value) == 0:
+        raise RatingError(f"--follow {follow}: fewer than two panels have distinct {metric} scores; nothing to follow")
+    z = np.where(scored, (value - np.nanmean(value)) / np.nanstd(value), 0.0)
+    return z, int((~scored).sum())
+
+
 # --- power ----------------------------------------------------------------------------------
 
 POWER_COLUMNS = ["contrast", "dimension", "n_topics", "n_raters", "effect", "alpha", "n_sim", "power",
@@ -519,5 +652,5 @@ def _timestamps(seconds: np.ndarray, rater_of: np.ndarray, n_raters: int):
     return pd.array(text, dtype="str") + "Z"
 
 
-__all__ = ["DEFAULT_STYLE_MEANS", "STYLE_PAIRS", "null_study", "power", "power_curve", "simulate_ratings",
-           "wilson_interval"]
+__all__ = ["DEFAULT_STYLE_MEANS", "STYLE_PAIRS", "null_study", "power", "power_curve", "rate_study",
+           "simulate_ratings", "wilson_interval"]

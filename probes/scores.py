@@ -1,0 +1,249 @@
+"""Automated scores of a study's images, in its ``scores`` table (see probes.store, migration 3).
+
+:func:`score_study` runs scorers (probes.scorers) over the manifest: every scorer is loaded and
+its weights hashed and checked against the pins first, so a wrong pin stops before any score is
+written. It is resumable: a (subject, metric, scorer digest) already in the table is skipped,
+and each batch is committed on its own, so a run killed midway loses at most one batch and
+the next run completes it. A panel scored before it had all its images (or whose images
+changed) is scored again. :func:`panel_scores` gives one row per panel and metric, the
+table the analysis sets against the clinicians' ratings.
+
+One row per image (its sha256): an image whose bytes appear in two panels (a blank image, say)
+is scored once, with the prompt text of the first panel in manifest order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import defaultdict
+from pathlib import Path
+
+import pandas as pd
+
+from .errors import ProbeError
+from .scorers import (
+    NO_WEIGHTS,
+    ImageItem,
+    PanelItem,
+    Scorer,
+    check_pin,
+    create_scorer,
+    scorer_class,
+)
+from .store import Study, now, transaction
+
+DEFAULT_BATCH_SIZE = 16
+PANEL_COLUMNS = ["prompt_id", "preset", "study_seed", "metric", "scorer", "value", "n_images"]
+
+
+def score_study(study: Study | str | Path, metrics: list[str] | str, presets: list[str] | None = None,
+                device: str = "auto", batch_size: int = DEFAULT_BATCH_SIZE, pins: dict | None = None,
+                progress: bool = True, scorer_settings: dict | None = None) -> dict[str, dict[str, int]]:
+    """Score every image or panel of a study that has no score yet for each metric.
+
+    Parameters
+    ----------
+    study : a Study, or the path of a study folder
+    metrics : metric names ("clip", "diversity") as a list or comma-separated string
+    presets : only the images of these presets (default all)
+    device : "auto", "cuda", "cuda:1", "cpu" for scorers with a model
+    batch_size : images (image-level metrics) or panels (panel-level) per batch and per commit
+    pins : metric -> SHA-256 its scorer's weights must have (see ``scorer_digest``)
+    scorer_settings : metric -> settings for its scorer, e.g. ``{"clip": {"model": "/models/clip"}}``
+
+    Returns
+    -------
+    metric -> {"added": scores written, "present": already there, "missing_files": images whose
+    file is not in images/ (not scored)}
+    """
+    from tqdm.auto import tqdm
+
+    names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
+    if not names:
+        raise ProbeError("no metrics given; name at least one of clip, diversity")
+    for name in names:
+        scorer_class(name)  # an unknown metric stops before anything loads
+    if int(batch_size) < 1:
+        raise ProbeError(f"batch size {batch_size} is below 1; use 1 or more")
+    own = not isinstance(study, Study)
+    st = Study(study, create=False) if own else study
+    try:
+        items = _manifest_items(st, presets)
+        if not items["image"]:
+            which = f" of presets {', '.join(presets)}" if presets else ""
+            raise ProbeError(f"{st.path}: the study has no images{which} to score; generate them first "
+                             "(python -m probes run)")
+        unknown_pins = sorted(set(pins or {}) - set(names))
+        if unknown_pins:
+            raise ProbeError(f"a pin names metric {unknown_pins[0]!r}, which this run does not compute "
+                             f"({', '.join(names)}); no scores were written")
+        scorers: dict[str, Scorer] = {}
+        for name in names:  # load and check every scorer before writing anything
+            settings = {"device": device, **((scorer_settings or {}).get(name) or {})}
+            scorers[name] = create_scorer(name, settings)
+            check_pin(name, scorers[name].scorer_digest, pins)
+        plans = {name: _todo(st, scorer, items) for name, scorer in scorers.items()}
+        counts = {name: {"added": 0, "present": plan[1], "missing_files": plan[2]} for name, plan in plans.items()}
+        total = sum(len(plan[0]) for plan in plans.values())
+        try:
+            with tqdm(total=total, desc="scoring", unit="item", disable=not progress) as bar:
+                for name, scorer in scorers.items():
+                    todo = plans[name][0]
+                    for start in range(0, len(todo), int(batch_size)):
+                        batch = todo[start:start + int(batch_size)]
+                        counts[name]["added"] += _score_batch(st, scorer, batch)
+                        bar.update(len(batch))
+        finally:
+            for scorer in scorers.values():
+                scorer.close()
+        return counts
+    finally:
+        if own:
+            st.close()
+
+
+def _manifest_items(st: Study, presets: list[str] | None) -> dict[str, list]:
+    """Image items (one per distinct sha256, file present) and panel items, in manifest order."""
+    sql = "SELECT sha256, file, text, prompt_id, preset, study_seed, image_index FROM images"
+    args: list = []
+    if presets:
+        sql += f" WHERE preset IN ({', '.join('?' * len(presets))})"
+        args = list(presets)
+    rows = st.db.execute(sql + " ORDER BY preset, prompt_id, study_seed, image_index", args).fetchall()
+    images, panels, seen, missing = [], defaultdict(list), set(), set()
+    for row in rows:
+        if not st._file_exists(row["file"]):
+            missing.add(row["sha256"])
+            continue
+        panels[(row["prompt_id"], row["preset"], int(row["study_seed"]))].append(row)
+        if row["sha256"] not in seen:
+            seen.add(row["sha256"])
+            images.append(ImageItem(row["sha256"], st.resolve(row["file"]), row["text"], row["prompt_id"],
+                                    row["preset"], int(row["study_seed"])))
+    panel_items = [PanelItem(key[0], key[1], key[2], members[0]["text"],
+                             [st.resolve(r["file"]) for r in members], [r["sha256"] for r in members])
+                   for key, members in panels.items()]
+    return {"image": images, "panel": panel_items, "missing": len(missing - seen)}
+
+
+def _images_key(sha256s: list[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(sha256s)).encode()).hexdigest()[:16]
+
+
+def _todo(st: Study, scorer: Scorer, items: dict) -> tuple[list, int, int]:
+    """(items still to score, how many are scored already, images missing from images/)."""
+    done = {row["subject"]: row["detail"] for row in st.db.execute(
+        "SELECT subject, detail FROM scores WHERE level = ? AND metric = ? AND scorer_digest = ?",
+        (scorer.level, scorer.name, scorer.scorer_digest))}
+    if scorer.level == "image":
+        todo = [item for item in items["image"] if item.sha256 not in done]
+    else:
+        todo = [item for item in items["panel"]
+                if item.subject not in done or _detail(done[item.subject]).get("images") != _images_key(item.sha256s)]
+    return todo, len(items[scorer.level]) - len(todo), items["missing"]
+
+
+def _detail(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except (TypeError, ValueError):
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def _score_batch(st: Study, scorer: Scorer, batch: list) -> int:
+    """Score one batch and commit it: a later failure never loses it."""
+    results = scorer.score(batch)
+    if len(results) != len(batch):
+        raise RuntimeError(f"scorer {scorer.name!r} returned {len(results)} scores for {len(batch)} items")
+    rows, stamp = [], now()
+    for item, result in zip(batch, results, strict=True):
+        detail = dict(result.detail)
+        if scorer.level == "image":
+            subject = item.sha256
+        else:
+            subject = item.subject
+            detail["images"] = _images_key(item.sha256s)
+        rows.append((scorer.level, subject, item.prompt_id, item.preset, item.study_seed, scorer.name,
+                     scorer.scorer, scorer.scorer_digest, result.value, json.dumps(detail, sort_keys=True), stamp))
+    with transaction(st.db):
+        st.db.executemany(
+            "INSERT INTO scores (level, subject, prompt_id, preset, study_seed, metric, scorer, scorer_digest, "
+            "value, detail, computed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT (level, subject, metric, scorer_digest) DO UPDATE SET value = excluded.value, "
+            "detail = excluded.detail, computed_at = excluded.computed_at, scorer = excluded.scorer, "
+            "prompt_id = excluded.prompt_id, preset = excluded.preset, study_seed = excluded.study_seed", rows)
+    return len(rows)
+
+
+# --- reading ------------------------------------------------------------------------------
+
+def _open(study: Study | str | Path) -> tuple[Study, bool]:
+    """A study opened for reading only (a read-only share works; one made before scores existed too)."""
+    if isinstance(study, Study):
+        return study, False
+    return Study(study, readonly=True, require_current=False), True
+
+
+def _has_scores(st: Study) -> bool:
+    return st.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scores'").fetchone() is not None
+
+
+def scores_table(study: Study | str | Path) -> pd.DataFrame:
+    """The ``scores`` table as it is, one row per stored score (none for a study never scored)."""
+    st, own = _open(study)
+    try:
+        if not _has_scores(st):
+            return pd.DataFrame(columns=["score_id", "level", "subject", "prompt_id", "preset", "study_seed", "metric",
+                                         "scorer", "scorer_digest", "value", "detail", "computed_at"])
+        return pd.read_sql_query("SELECT * FROM scores ORDER BY score_id", st.db)
+    finally:
+        if own:
+            st.close()
+
+
+def panel_scores(study: Study | str | Path) -> pd.DataFrame:
+    """One row per panel and metric: ``prompt_id, preset, study_seed, metric, scorer, value, n_images``.
+
+    Image-level metrics are averaged over the panel's images that have a score (``n_images``
+    counts them); panel-level metrics are as stored (``n_images``: the images compared). A
+    metric scored with two different weights (scorer digests) gives a row for each.
+    """
+    st, own = _open(study)
+    try:
+        if not _has_scores(st):
+            return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "int64" if c in
+                                              ("study_seed", "n_images") else "object") for c in PANEL_COLUMNS})
+        image_level = pd.read_sql_query(
+            "SELECT i.prompt_id, i.preset, i.study_seed, s.metric, s.scorer, s.scorer_digest, "
+            "AVG(s.value) AS value, COUNT(s.value) AS n_images FROM images i "
+            "JOIN scores s ON s.level = 'image' AND s.subject = i.sha256 "
+            "GROUP BY i.prompt_id, i.preset, i.study_seed, s.metric, s.scorer, s.scorer_digest", st.db)
+        panel_level = pd.read_sql_query(
+            "SELECT prompt_id, preset, study_seed, metric, scorer, scorer_digest, value, detail FROM scores "
+            "WHERE level = 'panel'", st.db)
+    finally:
+        if own:
+            st.close()
+    panel_level["n_images"] = [int(_detail(d).get("n_images", 0)) for d in panel_level.pop("detail")]
+    table = pd.concat([image_level, panel_level], ignore_index=True)
+    table = table.sort_values(["metric", "preset", "prompt_id", "study_seed"], ignore_index=True)
+    table["study_seed"] = table["study_seed"].astype("int64")
+    table["n_images"] = table["n_images"].astype("int64")
+    table["value"] = table["value"].astype("float64")
+    return table[PANEL_COLUMNS]
+
+
+def scored_counts(st: Study) -> dict[str, dict[str, int]]:
+    """metric -> level -> rows in the scores table (for ``probes status``)."""
+    counts: dict[str, dict[str, int]] = defaultdict(dict)
+    if _has_scores(st):
+        for row in st.db.execute("SELECT metric, level, COUNT(*) AS n FROM scores GROUP BY metric, level "
+                                 "ORDER BY metric, level"):
+            counts[row["metric"]][row["level"]] = int(row["n"])
+    return dict(counts)
+
+
+__all__ = ["DEFAULT_BATCH_SIZE", "NO_WEIGHTS", "PANEL_COLUMNS", "panel_scores", "score_study", "scored_counts",
+           "scores_table"]
