@@ -163,7 +163,12 @@ def _score(args) -> int:
     from .run import as_list
     from .scores import score_study
 
-    settings = {"clip": {"model": args.clip_model}} if args.clip_model else {}
+    settings: dict[str, dict] = {}
+    for metric, key, value in (("clip", "model", args.clip_model), ("biomedclip", "model", args.biomedclip_model),
+                               ("xrv", "model", args.xrv_model), ("fid", "reference", args.reference),
+                               ("fid", "features", args.fid_features)):
+        if value:
+            settings.setdefault(metric, {})[key] = value
     counts = score_study(args.study, args.metrics, presets=as_list(args.presets), device=args.device,
                          batch_size=args.batch_size, pins=_parse_pins(args.pin), progress=not args.quiet,
                          scorer_settings=settings)
@@ -285,6 +290,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto (default), cuda, cuda:1 or cpu")
     p.add_argument("--batch-size", type=int, default=16, help="images (or panels) per batch and commit")
     p.add_argument("--clip-model", help="CLIP hub id or local folder (default openai/clip-vit-large-patch14)")
+    p.add_argument("--biomedclip-model", help="BiomedCLIP: open_clip hf-hub id or local folder")
+    p.add_argument("--xrv-model", help="torchxrayvision DenseNet weights name or local file")
+    p.add_argument("--reference", help="folder of real reference images (fid: per preset and style)")
+    p.add_argument("--fid-features", help="fid: feature extractor (Inception weights file, or 'clip' for CLIP features)")
     p.add_argument("--pin", action="append", metavar="METRIC=SHA256",
                    help="SHA-256 a scorer's weights must have (as stored in scores.scorer_digest); repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
