@@ -54,7 +54,9 @@ def _build(args) -> int:
                             source=str(args.scale))
     summary = build_sessions(args.study, args.raters, presets=args.presets.split(",") if args.presets else None,
                              repeats=args.repeats, seed=args.seed, images_per_panel=args.images_per_panel,
-                             shuffle_images=not args.keep_image_order, scale=scale)
+                             shuffle_images=not args.keep_image_order, scale=scale, sample=args.sample,
+                             stratify=[e for e in (args.stratify or "").split(",") if e.strip()],
+                             sample_seed=args.sample_seed)
     print(f"{summary['panels']} panels in {args.study}"
           + (f" ({summary['skipped_incomplete']} skipped: fewer than {args.images_per_panel} images)"
              if summary["skipped_incomplete"] else ""))
@@ -126,6 +128,30 @@ def _analyze(args) -> int:
     html = notebook_to_html(notebook, out / "report.html")
     print(f"report: {html}\nmethods: {out}/methods.md\ntables: {out}/*.csv (primary model: {out}/ordinal.csv; "
           f"LaTeX in {out}/tables), figures: {out}/figures")
+    return 0
+
+
+@_study_errors(writes=False)
+def _rank(args) -> int:
+    import pandas as pd
+
+    from .sampling import rank_panels
+
+    table = rank_panels(args.study, args.metric, dimension=args.dimension)
+    if args.by == "disagreement":
+        table = table.reindex(table["disagreement"].abs().sort_values(ascending=False, na_position="last").index)
+    if args.output:
+        from .io import write_table
+
+        print(f"wrote {len(table)} panels to {write_table(table, args.output)}")
+        return 0
+    shown = table.head(args.top).copy()
+    shown["text"] = shown["text"].str.slice(0, 60)
+    with pd.option_context("display.max_columns", None, "display.width", 250, "display.float_format", "{:.3f}".format):
+        print(shown.drop(columns=["study_seed"]).to_string(index=False))
+    rated = int(table["expert_median"].notna().sum())
+    print(f"{len(table)} panels scored, {rated} rated by the experts" + (f"; {len(table) - args.top} more with -o FILE"
+                                                                         if len(table) > args.top else ""))
     return 0
 
 
@@ -266,7 +292,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--images-per-panel", type=int, default=4)
     p.add_argument("--keep-image-order", action="store_true", help="do not shuffle images within panels")
     p.add_argument("--scale", help="YAML file with a custom rating scale")
+    p.add_argument("--sample", type=int, help="rate only this many panels, stratified (see --stratify)")
+    p.add_argument("--stratify", help="strata of the sample: columns and metric quartiles, e.g. style,metric:clip")
+    p.add_argument("--sample-seed", type=int, default=0, help="seed of the sample's draw")
     p.set_defaults(func=_build)
+
+    p = sub.add_parser("rank", help="rank all panels by an automated metric, beside the experts' ratings")
+    p.add_argument("--study", required=True)
+    p.add_argument("--metric", required=True, help="a scored metric, e.g. clip (or clip:<scorer>)")
+    p.add_argument("--dimension", default="style", help="the expert question to compare with (default style)")
+    p.add_argument("--top", type=int, default=20, help="rows to print (default 20; all with -o)")
+    p.add_argument("--by", choices=["rank", "disagreement"], default="rank",
+                   help="order: by the metric, or by |disagreement| with the experts")
+    p.add_argument("-o", "--output", help="write all rows to a CSV, XLSX or parquet file")
+    p.set_defaults(func=_rank)
 
     p = sub.add_parser("add-reference", help="add real images of a prompt as a control panel")
     p.add_argument("--study", required=True)

@@ -155,7 +155,8 @@ def check_rater_ids(raw_ids, existing=()) -> list[str]:
 
 def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[str] | None = None,
                    repeats: float = 0.0, seed: int = 0, images_per_panel: int = 4,
-                   shuffle_images: bool = True, scale: dict | None = None) -> dict:
+                   shuffle_images: bool = True, scale: dict | None = None, sample: int | None = None,
+                   stratify=(), sample_seed: int = 0) -> dict:
     """Create panels from the study's images and assign them to raters.
 
     Re-running with new raters or new images adds them: raters who already have a session
@@ -163,6 +164,9 @@ def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[
     before anything is written: rater ids, the scale (which cannot change once answers
     exist) and every image of the panels (present, readable, decodable, the bytes the
     manifest recorded), so a refused build leaves the study as it was.
+    ``sample``: rate only this many panels, drawn by :func:`ratings.sampling.stratified_sample`
+    across ``stratify`` (e.g. ``["style", "metric:clip"]``) with ``sample_seed``, on the study's
+    first build. The sample is recorded; later builds (new raters) keep to it.
     Returns a summary: panels, assignments per rater, panels skipped as incomplete.
     """
     raw_ids = [r.strip() for r in rater_ids.split(",")] if isinstance(rater_ids, str) else list(rater_ids)
@@ -191,10 +195,14 @@ def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[
         if new_scale is not None and old_scale is not None and json.loads(json.dumps(new_scale)) != old_scale:
             _refuse_scale_change(conn, root, old_scale)
         plan, skipped = _plan_panels(conn, manifest, images_per_panel)
+        plan = _sampled(conn, study, plan, sample, list(stratify), sample_seed)
         _verify_images(root, _panel_files(conn, plan, manifest, images_per_panel))
         if new_scale is not None or old_scale is None:
             set_config(conn, "scale", new_scale or check_scale(DEFAULT_SCALE))
         set_config(conn, "images_per_panel", images_per_panel)
+        if sample and get_config(conn, "sample") is None:
+            set_config(conn, "sample", {"n": sample, "stratify": list(stratify), "seed": sample_seed,
+                                        "panels": [list(_key(key)) for key, _, _ in plan]})
         panel_ids = _ensure_panels(conn, plan, images_per_panel)
         added = {}
         for rater in rater_ids:
@@ -202,6 +210,41 @@ def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[
     finally:
         conn.close()
     return {"panels": len(panel_ids), "skipped_incomplete": skipped, "assigned": added}
+
+
+def _sampled(conn, study, plan, sample: int | None, stratify: list[str], seed: int):
+    """The plan cut to the study's sample: drawn now (``sample``), or the one recorded before."""
+    recorded = get_config(conn, "sample")
+    if recorded is not None:
+        if sample and (sample, stratify, seed) != (recorded["n"], recorded["stratify"], recorded["seed"]):
+            raise RatingError(
+                f"this study's panels were sampled before (--sample {recorded['n']} --stratify "
+                f"{','.join(recorded['stratify']) or '(none)'} --sample-seed {recorded['seed']}); nothing was "
+                "changed. Leave --sample out to keep that sample (new raters get the same panels), or start a "
+                "new study folder for another sample")
+        keep = {tuple(k) for k in recorded["panels"]}
+        return [entry for entry in plan if _key(entry[0]) in keep]
+    if not sample:
+        return plan
+    if conn.execute("SELECT 1 FROM panels WHERE kind != 'imported' LIMIT 1").fetchone():
+        raise RatingError("--sample: this study already has rating panels (built without a sample); a sample is "
+                          "drawn on a study's first build. Start a new study folder (probes run --study NEW "
+                          "...) for a sampled rating study")
+    from .metrics import read_panel_scores
+    from .sampling import stratified_sample
+
+    rows = pd.DataFrame([{**dict(zip(("prompt_id", "preset", "study_seed"), _key(key), strict=True)),
+                          **images.iloc[0][["style", "style_group", "topic", "topic_group", "detail"]].to_dict()}
+                         for key, _, images in plan])
+    scores = read_panel_scores(study) if any(e.startswith("metric:") for e in stratify) else None
+    chosen = stratified_sample(rows, sample, stratify, panel_scores=scores, seed=seed)
+    keep = set(zip(chosen.prompt_id, chosen.preset, chosen.study_seed.astype(int), strict=True))
+    return [entry for entry in plan if _key(entry[0]) in keep]
+
+
+def _key(key) -> tuple:
+    prompt_id, preset, study_seed = key
+    return (prompt_id, preset, int(study_seed))
 
 
 def _refuse_scale_change(conn, root: Path, old_scale: dict) -> None:
