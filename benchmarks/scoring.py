@@ -7,8 +7,8 @@ through ``ClipScorer.score``: in batches of B against one image per call. The tw
 interleaved (A B A B ...) after a warm-up round; figures are medians over repeats (the ratio
 is the median of the paired ratios). Then one end-to-end ``score_study`` run at batch B on a
 study holding those images (scorer load, hashing, commits per batch) for the note. Kept apart
-from benchmarks/cpu.py, whose row list its smoke test fixes at 1-7; the printed row is pasted
-into the CPU table by hand.
+from benchmarks/cpu.py, whose row list its smoke test fixes at 1-7; the printed row goes in the
+"Scoring benchmark" section of docs/benchmarks.md, which cpu.py's --markdown leaves alone.
 """
 
 from __future__ import annotations
