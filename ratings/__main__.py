@@ -117,6 +117,8 @@ def _analyze(args) -> int:
         raise ProbeError(f"--alpha {args.alpha}: give a level between 0 and 1, e.g. 0.05")
     if args.table and not Path(args.table).exists():
         raise ProbeError(f"{args.table}: file not found; export one with `python -m ratings export`")
+    if args.scores:
+        parameters["scores"] = _panel_scores_file(args.scores, out)
     if args.study:
         from .access import record_in_study
 
@@ -233,6 +235,30 @@ def _serve(args) -> int:
                  base_path=args.base_path)
 
 
+def _panel_scores_file(source: str, out: Path) -> str:
+    """--scores as the CSV the notebook reads: a study folder's scores, or a CSV/parquet of panel scores."""
+    import pandas as pd
+
+    from .metrics import SCORE_COLUMNS, read_panel_scores
+
+    path = Path(source).expanduser().resolve()
+    if path.is_dir():
+        table = read_panel_scores(path)
+    elif path.suffix == ".parquet":
+        table = pd.read_parquet(path)
+    elif path.exists():
+        return str(path)
+    else:
+        raise ProbeError(f"--scores {source}: no such file or folder; give the study folder that was scored "
+                         "(python -m probes score) or a CSV of panel scores")
+    missing = [c for c in ("prompt_id", "preset", "metric", "value") if c not in table.columns]
+    if missing:
+        raise ProbeError(f"--scores {source}: no column {', '.join(missing)}; panel scores have {', '.join(SCORE_COLUMNS)}")
+    target = out / "panel_scores.csv"
+    table.to_csv(target, index=False)
+    return str(target)
+
+
 def _simulate(args) -> int:
     from .simulate import simulate_ratings
 
@@ -346,6 +372,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--n-perm", type=int, default=0,
                    help="topic-respecting permutations for the ordinal contrasts (0: none; each refits the model)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scores", help="with --table: automated scores, as the scored study folder or a CSV/parquet "
+                                    "of panel scores (with --study they are read from the study)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_analyze)
 

@@ -303,3 +303,25 @@ def test_the_cli_keeps_writing_a_simulated_table(tmp_path):
     done = cli("simulate", "-o", tmp_path / "sim.csv", "--seed", "2")
     assert done.returncode == 0 and "SIMULATED" in done.stdout
     assert pd.read_csv(tmp_path / "sim.csv")["rater"].str.startswith("sim-R").all()
+
+
+def test_analyze_a_table_with_the_scores_of_its_study(study, tmp_path):
+    from conftest import ratings_cli
+
+    from probes.scores import score_study
+    from ratings.session import build_sessions
+    from ratings.simulate import rate_study
+
+    score_study(study, ["diversity"], progress=False)
+    build_sessions(study, "A", seed=0)
+    rate_study(study, follow="diversity", slope=1.5)
+    table = tmp_path / "ratings.parquet"
+    assert ratings_cli("export", "--study", str(study), "-o", str(table), "--format", "parquet").returncode == 0
+    out = tmp_path / "report"
+    result = ratings_cli("analyze", "--table", str(table), "--scores", str(study), "--out", str(out),
+                         "--n-boot", "50", "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    found = pd.read_csv(out / "metric_vs_experts.csv")
+    assert set(found["metric"]) == {"diversity"} and (found["n_panels"] == 6).all()
+    missing = ratings_cli("analyze", "--table", str(table), "--scores", str(tmp_path / "nope"), "--out", str(out))
+    assert missing.returncode != 0 and "no such file or folder" in missing.stderr
