@@ -173,10 +173,23 @@ def _score(args) -> int:
                          batch_size=args.batch_size, pins=_parse_pins(args.pin), progress=not args.quiet,
                          scorer_settings=settings)
     for metric, c in counts.items():
+        if c.get("skipped"):
+            continue  # score_study said why
         line = f"{metric}: {c['added']} scores added, {c['present']} already there"
         if c["missing_files"]:
             line += f"; {c['missing_files']} images missing from images/ were not scored (run the probe again)"
         print(line)
+    return 0
+
+
+def _xrv_weights(args) -> int:
+    from .scorers.xrv import convert_weights
+
+    out = Path(args.output).expanduser()
+    if out.exists():
+        raise ProbeError(f"{out} exists; give a new file name (nothing was written)")
+    digest = convert_weights(args.name, out)
+    print(f"wrote {out}\nscore with: python -m probes score --metrics xrv --xrv-model {out} --pin xrv={digest}")
     return 0
 
 
@@ -285,7 +298,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("score", help="automated scores (CLIP similarity, panel diversity) into the study")
     p.add_argument("--study", required=True, help="study folder")
-    p.add_argument("--metrics", required=True, help="comma-separated metrics: clip, diversity")
+    p.add_argument("--metrics", required=True,
+                   help="comma-separated metrics: clip, diversity, biomedclip, xrv, fid, kid")
     p.add_argument("--presets", help="comma-separated presets (default all)")
     p.add_argument("--device", default="auto", help="auto (default), cuda, cuda:1 or cpu")
     p.add_argument("--batch-size", type=int, default=16, help="images (or panels) per batch and commit")
@@ -298,6 +312,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SHA-256 a scorer's weights must have (as stored in scores.scorer_digest); repeatable")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_score)
+
+    p = sub.add_parser("xrv-weights", help="convert torchxrayvision's published weights to a safetensors file once")
+    p.add_argument("name", nargs="?", default="densenet121-res224-all", help="torchxrayvision weights name")
+    p.add_argument("-o", "--output", required=True, help="the .safetensors file to write")
+    p.set_defaults(func=_xrv_weights)
 
     p = sub.add_parser("digests", help="print the SHA-256 pins of a preset's checkpoints")
     p.add_argument("preset")

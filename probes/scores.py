@@ -8,6 +8,12 @@ the next run completes it. A panel scored before it had all its images (or whose
 changed) is scored again. :func:`panel_scores` gives one row per panel and metric, the
 table the analysis sets against the clinicians' ratings.
 
+Group-level metrics (fid, kid) give one score per (preset, style) group of images, subject
+``'<preset>|<style>'`` (a prompt without a style: ``'<preset>|'``), resumable the same way (a
+group whose image set changed is scored again); :func:`group_scores` reads them. A scorer
+may skip itself (fid without a reference folder): nothing is written and its counts entry
+carries ``"skipped": message``, which is also printed.
+
 One row per image (its sha256): an image whose bytes appear in two panels (a blank image, say)
 is scored once, with the prompt text of the first panel in manifest order.
 """
@@ -24,6 +30,7 @@ import pandas as pd
 from .errors import ProbeError
 from .scorers import (
     NO_WEIGHTS,
+    SCORERS,
     ImageItem,
     PanelItem,
     Scorer,
@@ -31,10 +38,12 @@ from .scorers import (
     create_scorer,
     scorer_class,
 )
+from .scorers.fid import GroupItem
 from .store import Study, now, transaction
 
 DEFAULT_BATCH_SIZE = 16
 PANEL_COLUMNS = ["prompt_id", "preset", "study_seed", "metric", "scorer", "value", "n_images"]
+GROUP_COLUMNS = ["preset", "style", "metric", "scorer", "value", "n_images", "n_reference"]
 
 
 def score_study(study: Study | str | Path, metrics: list[str] | str, presets: list[str] | None = None,
@@ -61,7 +70,7 @@ def score_study(study: Study | str | Path, metrics: list[str] | str, presets: li
 
     names = [m.strip() for m in (metrics.split(",") if isinstance(metrics, str) else metrics) if m.strip()]
     if not names:
-        raise ProbeError("no metrics given; name at least one of clip, diversity")
+        raise ProbeError(f"no metrics given; name at least one of {', '.join(SCORERS)}")
     for name in names:
         scorer_class(name)  # an unknown metric stops before anything loads
     if int(batch_size) < 1:
@@ -79,12 +88,28 @@ def score_study(study: Study | str | Path, metrics: list[str] | str, presets: li
             raise ProbeError(f"a pin names metric {unknown_pins[0]!r}, which this run does not compute "
                              f"({', '.join(names)}); no scores were written")
         scorers: dict[str, Scorer] = {}
+        skipped: dict[str, str] = {}
         for name in names:  # load and check every scorer before writing anything
             settings = {"device": device, **((scorer_settings or {}).get(name) or {})}
-            scorers[name] = create_scorer(name, settings)
-            check_pin(name, scorers[name].scorer_digest, pins)
+            for other in getattr(scorer_class(name), "shared_settings", ()):  # fid with clip features
+                if (scorer_settings or {}).get(other) and other not in settings:
+                    settings[other] = dict(scorer_settings[other])
+            scorer = create_scorer(name, settings)
+            if getattr(scorer, "skipped", None):
+                skipped[name] = scorer.skipped
+                scorer.close()
+                continue
+            scorers[name] = scorer
+            check_pin(name, scorer.scorer_digest, pins)
         plans = {name: _todo(st, scorer, items) for name, scorer in scorers.items()}
-        counts = {name: {"added": 0, "present": plan[1], "missing_files": plan[2]} for name, plan in plans.items()}
+        counts = {}
+        for name in names:
+            if name in skipped:
+                counts[name] = {"added": 0, "present": 0, "missing_files": 0, "skipped": skipped[name]}
+                print(skipped[name])
+            else:
+                plan = plans[name]
+                counts[name] = {"added": 0, "present": plan[1], "missing_files": plan[2]}
         total = sum(len(plan[0]) for plan in plans.values())
         try:
             with tqdm(total=total, desc="scoring", unit="item", disable=not progress) as bar:
@@ -104,19 +129,22 @@ def score_study(study: Study | str | Path, metrics: list[str] | str, presets: li
 
 
 def _manifest_items(st: Study, presets: list[str] | None) -> dict[str, list]:
-    """Image items (one per distinct sha256, file present) and panel items, in manifest order."""
-    sql = "SELECT sha256, file, text, prompt_id, preset, study_seed, image_index FROM images"
+    """Image items (one per distinct sha256, file present), panel items, in manifest order, and
+    group items (style by style, then preset: fid keeps one style's reference features at a time)."""
+    sql = ("SELECT i.sha256, i.file, i.text, i.prompt_id, i.preset, i.study_seed, i.image_index, p.style "
+           "FROM images i LEFT JOIN prompts p USING (prompt_id)")
     args: list = []
     if presets:
-        sql += f" WHERE preset IN ({', '.join('?' * len(presets))})"
+        sql += f" WHERE i.preset IN ({', '.join('?' * len(presets))})"
         args = list(presets)
-    rows = st.db.execute(sql + " ORDER BY preset, prompt_id, study_seed, image_index", args).fetchall()
-    images, panels, seen, missing = [], defaultdict(list), set(), set()
+    rows = st.db.execute(sql + " ORDER BY i.preset, i.prompt_id, i.study_seed, i.image_index", args).fetchall()
+    images, panels, groups, seen, missing = [], defaultdict(list), defaultdict(list), set(), set()
     for row in rows:
         if not st._file_exists(row["file"]):
             missing.add(row["sha256"])
             continue
         panels[(row["prompt_id"], row["preset"], int(row["study_seed"]))].append(row)
+        groups[(row["style"] or "", row["preset"])].append(row)
         if row["sha256"] not in seen:
             seen.add(row["sha256"])
             images.append(ImageItem(row["sha256"], st.resolve(row["file"]), row["text"], row["prompt_id"],
@@ -124,7 +152,9 @@ def _manifest_items(st: Study, presets: list[str] | None) -> dict[str, list]:
     panel_items = [PanelItem(key[0], key[1], key[2], members[0]["text"],
                              [st.resolve(r["file"]) for r in members], [r["sha256"] for r in members])
                    for key, members in panels.items()]
-    return {"image": images, "panel": panel_items, "missing": len(missing - seen)}
+    group_items = [GroupItem(preset, style, [st.resolve(r["file"]) for r in members], [r["sha256"] for r in members])
+                   for (style, preset), members in sorted(groups.items())]
+    return {"image": images, "panel": panel_items, "group": group_items, "missing": len(missing - seen)}
 
 
 def _images_key(sha256s: list[str]) -> str:
@@ -139,7 +169,7 @@ def _todo(st: Study, scorer: Scorer, items: dict) -> tuple[list, int, int]:
     if scorer.level == "image":
         todo = [item for item in items["image"] if item.sha256 not in done]
     else:
-        todo = [item for item in items["panel"]
+        todo = [item for item in items[scorer.level]  # panel or group
                 if item.subject not in done or _detail(done[item.subject]).get("images") != _images_key(item.sha256s)]
     return todo, len(items[scorer.level]) - len(todo), items["missing"]
 
@@ -162,7 +192,7 @@ def _score_batch(st: Study, scorer: Scorer, batch: list) -> int:
         detail = dict(result.detail)
         if scorer.level == "image":
             subject = item.sha256
-        else:
+        else:  # panel or group
             subject = item.subject
             detail["images"] = _images_key(item.sha256s)
         rows.append((scorer.level, subject, item.prompt_id, item.preset, item.study_seed, scorer.name,
@@ -223,16 +253,51 @@ def panel_scores(study: Study | str | Path) -> pd.DataFrame:
         panel_level = pd.read_sql_query(
             "SELECT prompt_id, preset, study_seed, metric, scorer, scorer_digest, value, detail FROM scores "
             "WHERE level = 'panel'", st.db)
+        from .scorers.biomedclip import recognition_scores
+
+        # BiomedCLIP's zero-shot recognition of the prompt's style and topic, as metrics of their own
+        recognition = recognition_scores(st) if (image_level.metric == "biomedclip").any() else None
     finally:
         if own:
             st.close()
     panel_level["n_images"] = [int(_detail(d).get("n_images", 0)) for d in panel_level.pop("detail")]
-    table = pd.concat([image_level, panel_level], ignore_index=True)
+    parts = [image_level, panel_level] + ([recognition] if recognition is not None and len(recognition) else [])
+    table = pd.concat(parts, ignore_index=True)
     table = table.sort_values(["metric", "preset", "prompt_id", "study_seed"], ignore_index=True)
     table["study_seed"] = table["study_seed"].astype("int64")
     table["n_images"] = table["n_images"].astype("int64")
     table["value"] = table["value"].astype("float64")
     return table[PANEL_COLUMNS]
+
+
+def group_scores(study: Study | str | Path) -> pd.DataFrame:
+    """One row per (preset, style) group and group-level metric (fid, kid):
+    ``preset, style, metric, scorer, value, n_images, n_reference`` (GROUP_COLUMNS).
+
+    ``scorer`` names the feature extractor and the reference folder; a group scored against
+    two reference sets or with two extractors (two scorer digests) has a row for each. A
+    value is NULL (NaN) where a set had fewer than 2 images.
+    """
+    st, own = _open(study)
+    try:
+        if not _has_scores(st):
+            rows = pd.DataFrame(columns=["subject", "preset", "metric", "scorer", "value", "detail"])
+        else:
+            rows = pd.read_sql_query("SELECT subject, preset, metric, scorer, value, detail FROM scores "
+                                     "WHERE level = 'group' ORDER BY metric, preset, subject, score_id", st.db)
+    finally:
+        if own:
+            st.close()
+    details = [_detail(d) for d in rows["detail"]]
+    table = pd.DataFrame({
+        "preset": rows["preset"].astype("object"),
+        "style": [subject[len(preset) + 1:] for subject, preset in zip(rows["subject"], rows["preset"], strict=True)],
+        "metric": rows["metric"].astype("object"), "scorer": rows["scorer"].astype("object"),
+        "value": rows["value"].astype("float64"),
+        "n_images": pd.Series([int(d.get("n_images", 0)) for d in details], dtype="int64"),
+        "n_reference": pd.Series([int(d.get("n_reference", 0)) for d in details], dtype="int64")})
+    table["style"] = table["style"].astype("object")
+    return table[GROUP_COLUMNS].reset_index(drop=True)
 
 
 def scored_counts(st: Study) -> dict[str, dict[str, int]]:
@@ -245,5 +310,5 @@ def scored_counts(st: Study) -> dict[str, dict[str, int]]:
     return dict(counts)
 
 
-__all__ = ["DEFAULT_BATCH_SIZE", "NO_WEIGHTS", "PANEL_COLUMNS", "panel_scores", "score_study", "scored_counts",
+__all__ = ["DEFAULT_BATCH_SIZE", "GROUP_COLUMNS", "NO_WEIGHTS", "PANEL_COLUMNS", "group_scores", "panel_scores", "score_study", "scored_counts",
            "scores_table"]

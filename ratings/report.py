@@ -69,6 +69,19 @@ def is_simulated(tidy: pd.DataFrame) -> bool:
     return bool(tidy.attrs.get("simulated")) or bool(len(tidy)) and tidy["rater"].astype(str).str.startswith("sim-").all()
 
 
+def _group_scores(study) -> pd.DataFrame | None:
+    """The study's distances to real images (``probes score --metrics fid,kid``), or None."""
+    if study is None:
+        return None
+    try:
+        from probes.scores import group_scores
+
+        table = group_scores(study)
+    except Exception:  # a study without a scores table, or not a study: no distances
+        return None
+    return table if len(table) else None
+
+
 def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median", nonsensical: str = "panel-zero",
                  correction: str = "holm", alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
                  n_perm: int = 0, panel_scores: pd.DataFrame | None = None, study: str | Path | None = None) -> dict:
@@ -78,7 +91,8 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
     Where automated scores exist (``panel_scores``, or the ``scores`` table of ``study``), also
     ``metric_vs_experts.csv``, ``metric_vs_experts_by_group.csv``, ``metric_rankings.csv`` and
     the figure ``metrics-vs-experts``; ``tables["metrics"]`` then holds those tables (by the
-    keys of :data:`METRIC_TABLES`, and ``panels``).
+    keys of :data:`METRIC_TABLES`, and ``panels``). A ``study`` with FID/KID scores also gets
+    ``distances.csv`` (per preset and style, against the real reference images).
 
     Returns ``{"tables": {name: DataFrame}, "figures": {name: Figure paths}, "methods": str}``.
     """
@@ -95,6 +109,9 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
     (out / "methods.md").write_text((f"> {note}\n\n" if note else "") + methods, encoding="utf-8")
     metrics = results.get("metrics")
     written = {**results, **{file: metrics[key] for key, file in METRIC_TABLES.items()}} if metrics else results
+    distances = _group_scores(study)
+    if distances is not None:  # FID / KID per preset and style against real images: no panel to correlate
+        written = {**written, "distances": distances}
     for name, frame in written.items():
         if frame is None or not isinstance(frame, pd.DataFrame):
             continue

@@ -153,7 +153,9 @@ def at_least(data: pd.DataFrame, by: str = "style", cluster: str = "topic", ci: 
     """
     _need(data, [by, "value", cluster])
     values = data["value"].to_numpy(float)
-    thresholds = np.arange(np.floor(values.min()) + 1, np.ceil(values.max()) + 1)
+    # from the scale's first point above 0 (or above the flag category -1), even where no value
+    # is that low: a study whose ratings are all 2 or more still reports "at least 1" and "at least 2"
+    thresholds = np.arange(min(np.floor(values.min()), 0) + 1, np.ceil(values.max()) + 1)
     rows = []
     for level in _levels(data[by]):
         part = data[data[by] == level]

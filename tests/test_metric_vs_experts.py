@@ -325,3 +325,24 @@ def test_analyze_a_table_with_the_scores_of_its_study(study, tmp_path):
     assert set(found["metric"]) == {"diversity"} and (found["n_panels"] == 6).all()
     missing = ratings_cli("analyze", "--table", str(table), "--scores", str(tmp_path / "nope"), "--out", str(out))
     assert missing.returncode != 0 and "no such file or folder" in missing.stderr
+
+
+def test_a_study_with_distances_to_real_images_reports_them(study, tmp_path):
+    import sqlite3
+
+    from conftest import ratings_cli
+
+    from ratings.session import build_sessions
+    from ratings.simulate import rate_study
+
+    build_sessions(study, "A", seed=0)
+    rate_study(study)
+    with sqlite3.connect(study / "study.sqlite") as conn:  # what `probes score --metrics fid` stores
+        conn.execute("INSERT INTO scores (level, subject, prompt_id, preset, study_seed, metric, scorer, scorer_digest, "
+                     "value, detail, computed_at) VALUES ('group', 'tiny-fast|xray', NULL, 'tiny-fast', NULL, 'fid', "
+                     "'clip | reference /data/real', 'abc', 12.5, '{\"n_images\": 4, \"n_reference\": 9}', 'now')")
+    out = tmp_path / "report"
+    result = ratings_cli("analyze", "--study", str(study), "--out", str(out), "--n-boot", "50", "--quiet")
+    assert result.returncode == 0, result.stderr[-2000:]
+    distances = pd.read_csv(out / "distances.csv")
+    assert distances[["preset", "style", "metric", "value"]].values.tolist() == [["tiny-fast", "xray", "fid", 12.5]]

@@ -248,7 +248,7 @@ def test_scorer_folder_errors_say_what_to_do(tmp_path):
     with pytest.raises(WeightsError, match="offline mode is on"):
         create_scorer("clip", {})
     with pytest.raises(ProbeError, match="known metrics: clip, diversity"):
-        create_scorer("fid", {})
+        create_scorer("nosuch", {})
 
 
 # --- diversity ------------------------------------------------------------------------------
@@ -288,8 +288,8 @@ def test_cli_scores_and_status_counts_them(study, clip_folder):
 
 
 def test_cli_errors(study, clip_folder, tmp_path):
-    unknown = probes_cli("score", "--study", study, "--metrics", "clip,fid")
-    assert unknown.returncode == 2 and "unknown metric 'fid'; known metrics: clip, diversity" in unknown.stderr
+    unknown = probes_cli("score", "--study", study, "--metrics", "clip,nosuch")
+    assert unknown.returncode == 2 and "unknown metric 'nosuch'; known metrics: clip, diversity" in unknown.stderr
     assert "Traceback" not in unknown.stderr
     folder = probes_cli("score", "--study", study, "--metrics", "clip", "--clip-model", tmp_path / "missing")
     assert folder.returncode == 2 and "does not exist" in folder.stderr
