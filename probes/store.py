@@ -177,11 +177,30 @@ def connect(path: str | Path, readonly: bool = False, synchronous: str = "NORMAL
         if message and str(Path(path).resolve()) not in _warned:
             _warned.add(str(Path(path).resolve()))
             print(f"medprobe: {message}", file=sys.stderr)
-        conn.execute(f"PRAGMA journal_mode={mode}")
+        _set_journal(conn, mode)
     conn.execute(f"PRAGMA synchronous={str(synchronous).upper()}")
     conn.execute("PRAGMA busy_timeout=60000")
     conn.execute("PRAGMA foreign_keys=ON")
     return conn
+
+
+def _set_journal(conn: sqlite3.Connection, mode: str, wait_s: float = 60.0) -> None:
+    """Put the database in ``mode`` unless it is in it already, waiting out a lock.
+
+    Two processes opening one study at the same moment (two `probes merge`, a rating app's
+    connections) can meet SQLite's WAL recovery lock, for which the busy handler is not called:
+    the PRAGMA then fails at once with "database is locked". It is retried until ``wait_s``.
+    """
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if str(conn.execute("PRAGMA journal_mode").fetchone()[0]).lower() != mode.lower():
+                conn.execute(f"PRAGMA journal_mode={mode}")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
 
 
 @functools.lru_cache(maxsize=256)
