@@ -192,11 +192,16 @@ def image_cost(settings: dict, defaults: dict | None = None) -> float:
         if s.get("upsample", True):
             cost += _steps(s.get("upsample_steps", "fast27"))
         return cost
-    steps = _steps(s.get("steps", 1))
     if backend in ("diffusers", "tiny"):
-        guided = 2.0 if float(s.get("guidance_scale") or 0) > 1 else 1.0
-        return steps * guided * (float(s.get("size") or 512) / 512) ** 2
-    return float(steps)
+        # a setting the preset leaves out is the pipeline's own default: diffusers' usual 50 steps,
+        # guided, at the size the preset's width/height say (else 512)
+        steps = _steps(s.get("steps") or 50)
+        guidance = s.get("guidance_scale")
+        guided = 2.0 if guidance is None or float(guidance) > 1 else 1.0
+        width = float(s.get("width") or s.get("size") or 512)
+        height = float(s.get("height") or s.get("size") or 512)
+        return steps * guided * width * height / 512 ** 2
+    return float(_steps(s.get("steps", 1)))
 
 
 def preset_costs(presets: list[str], known: dict) -> dict[str, float]:

@@ -8,6 +8,8 @@ is hashed (SHA-256) before use and checked against the preset's pins.
 
 from __future__ import annotations
 
+import inspect
+import json
 import os
 from pathlib import Path
 
@@ -17,13 +19,40 @@ from ..errors import PresetError, WeightsError
 from .base import (
     GeneratedImage,
     Generator,
+    _check_number,
     check_digest,
+    pick_dtype,
     seeded_generators,
     sha256_file,
     warn_if_slow,
 )
 
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt")
+
+#: preset setting -> the pipeline's __call__ argument it fills
+CALL_ARGUMENTS = {
+    "steps": "num_inference_steps",
+    "guidance_scale": "guidance_scale",
+    "negative_prompt": "negative_prompt",
+    "prompt_2": "prompt_2",
+    "max_sequence_length": "max_sequence_length",
+    "true_cfg_scale": "true_cfg_scale",
+    "guidance_rescale": "guidance_rescale",
+    "use_resolution_binning": "use_resolution_binning",
+    "width": "width",
+    "height": "height",
+    "size": "width",
+}
+#: settings added after studies were made with this backend: recorded only when they have a value,
+#: so the settings (and the hash a study keeps per preset) of an older preset stay what they were
+OPTIONAL_SETTINGS = ("width", "height", "prompt_2", "max_sequence_length", "true_cfg_scale",
+                     "guidance_rescale", "use_resolution_binning")
+#: an example value per numeric setting whose default is "the pipeline's own", to check presets against
+NUMBERS = {"steps": 50, "guidance_scale": 7.5, "size": 512, "width": 512, "height": 512,
+           "max_sequence_length": 256, "true_cfg_scale": 1.0, "guidance_rescale": 0.0}
+#: pipelines whose text encoder is T5 or Gemma: upstream runs them in bfloat16 (float16 overflows)
+BFLOAT16_PIPELINES = ("FluxPipeline", "StableDiffusion3Pipeline", "PixArtSigmaPipeline", "PixArtAlphaPipeline",
+                      "SanaPipeline", "Sana", "Flux", "StableDiffusion3", "PixArt")
 
 
 def offline_default() -> bool:
@@ -40,10 +69,19 @@ class DiffusersGenerator(Generator):
         "local_files_only": None,  # None = HF_HUB_OFFLINE / MEDPROBE_OFFLINE
         "scheduler": None,         # a diffusers scheduler class name; None = the model's own
         "scheduler_config": {},
-        "steps": 50,
-        "guidance_scale": 7.5,
-        "size": 512,
-        "negative_prompt": None,
+        # None = the pipeline's own default (its __call__ signature, or the model config for the
+        # size); the value used is filled in when the pipeline is loaded and recorded in the manifest
+        "steps": None,
+        "guidance_scale": None,
+        "size": None,              # square shorthand; width/height for other shapes
+        "width": None,
+        "height": None,
+        "negative_prompt": None,   # each setting below is passed only when set, and refused when
+        "prompt_2": None,          # the pipeline's __call__ does not take it
+        "max_sequence_length": None,
+        "true_cfg_scale": None,
+        "guidance_rescale": None,
+        "use_resolution_binning": None,
         "attention_slicing": False,
         "vae_slicing": False,
         "cpu_offload": False,
@@ -52,9 +90,14 @@ class DiffusersGenerator(Generator):
     }
 
     def __init__(self, preset: str, settings: dict):
+        for key, example in NUMBERS.items():
+            if key in settings and key in self.defaults and self.defaults[key] is None:
+                _check_number(preset, key, settings[key], example)
         super().__init__(preset, settings)
+        self.explicit = {k for k, v in settings.items() if v is not None}
         self.pipe = self._load_pipeline()
         self._configure(self.pipe)
+        self._resolve_call_settings(self.pipe)
 
     # --- loading ----------------------------------------------------------------------
 
@@ -69,7 +112,8 @@ class DiffusersGenerator(Generator):
         for rel, path in sorted(self._weight_files(folder).items()):
             self.digests[rel] = sha256_file(path)
             check_digest(self.preset, rel, self.digests[rel], self.settings["sha256"])
-        kwargs = {"torch_dtype": self.dtype, "local_files_only": True}
+        self.dtype = pick_pipeline_dtype(self.settings["dtype"], self.device, _pipeline_class(folder))
+        kwargs = {dtype_argument(): self.dtype, "local_files_only": True}
         if self.settings["variant"]:
             kwargs["variant"] = self.settings["variant"]
         if not self.settings["safety_checker"]:
@@ -87,7 +131,8 @@ class DiffusersGenerator(Generator):
                                    "`model:` at a diffusers pipeline folder (save_pretrained layout)")
             return local
         if model.startswith((".", "/", "~")):
-            raise WeightsError(f"preset {self.preset!r}: local model folder {local} does not exist")
+            raise WeightsError(f"preset {self.preset!r}: local model folder {local} does not exist; set `model:` "
+                               "to a diffusers pipeline folder (save_pretrained layout) in your presets file")
         from diffusers import DiffusionPipeline
 
         offline = self.settings["local_files_only"]
@@ -141,6 +186,8 @@ class DiffusersGenerator(Generator):
         model = settings.get("model") or ""
         if Path(model).expanduser().is_dir():
             return f"local folder {model}"
+        if model.startswith((".", "/", "~")) or not model:
+            return f"not here: set `model:` to your folder ({model or 'unset'})"
         from huggingface_hub import try_to_load_from_cache
 
         found = try_to_load_from_cache(model, "model_index.json", cache_dir=settings.get("cache_dir"),
@@ -149,24 +196,77 @@ class DiffusersGenerator(Generator):
 
     # --- generation -------------------------------------------------------------------
 
+    def _resolve_call_settings(self, pipe) -> None:
+        """Refuse what the pipeline cannot take; fill what the preset leaves out with its defaults."""
+        accepted = inspect.signature(type(pipe).__call__).parameters
+        pipeline = type(pipe).__name__
+        for key in sorted(self.explicit & set(CALL_ARGUMENTS)):
+            if CALL_ARGUMENTS[key] not in accepted:
+                raise PresetError(f"preset {self.preset!r}: {key} is not taken by {pipeline}; "
+                                  "remove it from the preset")
+        true_cfg = self.settings["true_cfg_scale"]
+        if true_cfg is None and "true_cfg_scale" in accepted:
+            true_cfg = accepted["true_cfg_scale"].default
+        if "negative_prompt" in self.explicit and true_cfg is not None and float(true_cfg) <= 1:
+            # FLUX takes a negative prompt but only uses it with true classifier-free guidance
+            raise PresetError(f"preset {self.preset!r}: negative_prompt is not used by {pipeline} unless "
+                              f"true_cfg_scale is above 1 (it is {true_cfg}); remove it from the preset, or set "
+                              "true_cfg_scale (e.g. 4.0, which doubles the cost of each image)")
+        shaped = self.explicit & {"width", "height"}
+        if "size" in self.explicit and shaped:
+            raise PresetError(f"preset {self.preset!r}: set either size (square) or width/height, not both")
+
+        def own_default(argument):
+            param = accepted.get(argument)
+            return None if param is None or param.default is inspect.Parameter.empty else param.default
+
+        for key in ("steps", "guidance_scale"):
+            if self.settings[key] is None:
+                self.settings[key] = own_default(CALL_ARGUMENTS[key])
+        size = None if shaped else self.settings["size"]  # a backend's default size yields to width/height
+        if size is None:
+            width, height = (self.settings[k] or own_default(k) or default_size(pipe) for k in ("width", "height"))
+            if not shaped and width == height:
+                size = width  # a square default is recorded as `size`, as square presets always were
+        if size is None:
+            self.settings.update(size=None, width=width, height=height)
+        else:
+            self.settings.update(size=size, width=None, height=None)
+        for key in OPTIONAL_SETTINGS:
+            if self.settings.get(key) is None:
+                self.settings.pop(key, None)
+
+    def call_arguments(self, prompts: list[str], seeds: list[int]) -> dict:
+        """The keyword arguments of one pipeline call: only what the preset sets or was resolved."""
+        s, n = self.settings, len(prompts)
+        size = s.get("size")
+        kwargs = {"prompt": list(prompts), "generator": seeded_generators(seeds, self.device),
+                  "width": int(s.get("width") or size), "height": int(s.get("height") or size)}
+        if s["steps"] is not None:
+            kwargs["num_inference_steps"] = int(s["steps"])
+        if s["guidance_scale"] is not None:
+            kwargs["guidance_scale"] = float(s["guidance_scale"])
+        for key in ("negative_prompt", "prompt_2"):
+            if s.get(key):
+                kwargs[key] = [str(s[key])] * n
+        for key, kind in (("max_sequence_length", int), ("true_cfg_scale", float), ("guidance_rescale", float),
+                          ("use_resolution_binning", bool)):
+            if s.get(key) is not None:
+                kwargs[key] = kind(s[key])
+        return kwargs
+
     def _generate_batch(self, prompts: list[str], seeds: list[int]) -> list[GeneratedImage]:
-        size = int(self.settings["size"])
-        negative = self.settings["negative_prompt"]
+        kwargs = self.call_arguments(prompts, seeds)
         with torch.inference_mode():
-            out = self.pipe(
-                prompt=prompts,
-                negative_prompt=[negative] * len(prompts) if negative else None,
-                num_inference_steps=int(self.settings["steps"]),
-                guidance_scale=float(self.settings["guidance_scale"]),
-                height=size, width=size,
-                generator=seeded_generators(seeds, self.device),
-            )
+            out = self.pipe(**kwargs)
         flagged = getattr(out, "nsfw_content_detected", None) or [None] * len(prompts)
         images = []
         for prompt, seed, image, nsfw in zip(prompts, seeds, out.images, flagged, strict=True):
             tokens = self.token_count(prompt)
-            meta = {"tokens": tokens, "truncated": tokens > self.max_tokens, "size": size,
-                    "steps": int(self.settings["steps"]), "guidance": float(self.settings["guidance_scale"]),
+            width, height = image.size
+            meta = {"tokens": tokens, "truncated": tokens > self.max_tokens,
+                    "size": width if width == height else [width, height],
+                    "steps": kwargs.get("num_inference_steps"), "guidance": kwargs.get("guidance_scale"),
                     "scheduler": type(self.pipe.scheduler).__name__}
             if nsfw is not None:
                 meta["nsfw_flagged"] = bool(nsfw)
@@ -185,3 +285,42 @@ class DiffusersGenerator(Generator):
         self.pipe = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def _pipeline_class(folder: Path) -> str:
+    try:
+        return str(json.loads((folder / "model_index.json").read_text()).get("_class_name", ""))
+    except (OSError, ValueError):
+        return ""
+
+
+def pick_pipeline_dtype(name: str, device: torch.device, pipeline_class: str) -> torch.dtype:
+    """``auto``: float32 off CUDA; on CUDA bfloat16 for T5/Gemma families, float16 for SD and SDXL."""
+    if name in (None, "auto") and device.type == "cuda" and pipeline_class.startswith(BFLOAT16_PIPELINES):
+        return torch.bfloat16
+    return pick_dtype(name, device)
+
+
+def dtype_argument() -> str:
+    """``dtype`` in diffusers that take it (``torch_dtype`` is deprecated there), else ``torch_dtype``."""
+    from diffusers import DiffusionPipeline
+
+    try:
+        source = inspect.getsource(DiffusionPipeline.from_pretrained)
+    except (OSError, TypeError):
+        return "torch_dtype"
+    return "dtype" if 'kwargs.pop("dtype"' in source else "torch_dtype"
+
+
+def default_size(pipe) -> int:
+    """The side the pipeline makes when given no size: its default sample size x the VAE factor."""
+    sample = getattr(pipe, "default_sample_size", None)
+    if sample is None:
+        model = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        sample = getattr(getattr(model, "config", None), "sample_size", None)
+    if isinstance(sample, (list, tuple)):
+        sample = sample[0]
+    factor = getattr(pipe, "vae_scale_factor", 8)
+    if sample is None:
+        raise PresetError(f"{type(pipe).__name__} has no default size; set `size:` in the preset")
+    return int(sample) * int(factor)
