@@ -83,8 +83,20 @@ def test_family_panel_equals_a_bare_pipeline_call(family, folders, tmp_path):
     db = sqlite3.connect(tmp_path / "study" / "study.sqlite")
     db.row_factory = sqlite3.Row
     settings = json.loads(db.execute("SELECT settings_json FROM presets").fetchone()[0])
-    rows = db.execute("SELECT text, seed, file, width, height FROM images ORDER BY image_index").fetchall()
+    rows = db.execute("SELECT text, seed, file, width, height, meta_json FROM images ORDER BY image_index").fetchall()
     assert len(rows) == 4
+    # truncation per text encoder: CLIP at its 77 tokens, T5 / Gemma at the max_sequence_length used
+    for row in rows:
+        meta = json.loads(row["meta_json"])
+        encoders = meta["encoders"]
+        limits = {name: e["limit"] for name, e in encoders.items()}
+        if "max_sequence_length" in extra:
+            assert extra["max_sequence_length"] in limits.values(), limits
+        assert all(e["truncated"] == (e["tokens"] > e["limit"]) for e in encoders.values())
+        assert meta["truncated"] == any(e["truncated"] for e in encoders.values())
+    long_texts = [json.loads(r["meta_json"])["encoders"] for r in rows]
+    if "max_sequence_length" in extra:  # the prompts are longer than 16 tokens: the T5 side says so
+        assert all(any(e["truncated"] and e["limit"] == 16 for e in enc.values()) for enc in long_texts)
 
     # the manifest records what was used, the pipeline's own default included
     assert settings["guidance_scale"] == own_guidance and settings["steps"] == 2

@@ -261,17 +261,46 @@ class DiffusersGenerator(Generator):
             out = self.pipe(**kwargs)
         flagged = getattr(out, "nsfw_content_detected", None) or [None] * len(prompts)
         images = []
+        encoders = self.text_encoder_limits(kwargs)
         for prompt, seed, image, nsfw in zip(prompts, seeds, out.images, flagged, strict=True):
             tokens = self.token_count(prompt)
             width, height = image.size
-            meta = {"tokens": tokens, "truncated": tokens > self.max_tokens,
+            counts = {name: (tokenizer_length(tokenizer, prompt), limit) for name, tokenizer, limit in encoders}
+            meta = {"tokens": tokens, "truncated": any(n > limit for n, limit in counts.values()),
                     "size": width if width == height else [width, height],
                     "steps": kwargs.get("num_inference_steps"), "guidance": kwargs.get("guidance_scale"),
                     "scheduler": type(self.pipe.scheduler).__name__}
+            if len(encoders) > 1 or self._t5_only(encoders):
+                # every text encoder's own count and limit: CLIP cuts at 77 tokens, T5 at max_sequence_length
+                meta["encoders"] = {name: {"tokens": n, "limit": limit, "truncated": n > limit}
+                                    for name, (n, limit) in counts.items()}
             if nsfw is not None:
                 meta["nsfw_flagged"] = bool(nsfw)
             images.append(GeneratedImage(image.convert("RGB"), seed, meta))
         return images
+
+    def text_encoder_limits(self, kwargs: dict) -> list[tuple[str, object, int]]:
+        """(tokenizer attribute, tokenizer, tokens the pipeline keeps) for each of its text encoders:
+        a CLIP tokenizer keeps its model_max_length (77); a T5 or Gemma one keeps the call's
+        max_sequence_length (the preset's, else the pipeline's default), else its model_max_length."""
+        accepted = inspect.signature(type(self.pipe).__call__).parameters
+        sequence = kwargs.get("max_sequence_length")
+        if sequence is None and "max_sequence_length" in accepted:
+            default = accepted["max_sequence_length"].default
+            sequence = None if default is inspect.Parameter.empty else default
+        found = []
+        for name in ("tokenizer", "tokenizer_2", "tokenizer_3"):
+            tokenizer = getattr(self.pipe, name, None)
+            if tokenizer is None:
+                continue
+            clip = type(tokenizer).__name__.startswith("CLIP")
+            limit = int(tokenizer.model_max_length) if clip or sequence is None else int(sequence)
+            found.append((name, tokenizer, limit))
+        return found
+
+    @staticmethod
+    def _t5_only(encoders) -> bool:
+        return bool(encoders) and not type(encoders[0][1]).__name__.startswith("CLIP")
 
     @property
     def max_tokens(self) -> int:
@@ -285,6 +314,11 @@ class DiffusersGenerator(Generator):
         self.pipe = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+
+
+def tokenizer_length(tokenizer, prompt: str) -> int:
+    """Tokens of ``prompt`` with start/end, before any truncation."""
+    return len(tokenizer(prompt, truncation=False).input_ids)
 
 
 def _pipeline_class(folder: Path) -> str:
