@@ -112,6 +112,18 @@ def _merge(args) -> int:
     return 0 if result.ok else 1
 
 
+def _verify(args) -> int:
+    from .verify import verify_study
+
+    report = verify_study(args.study, sample=None if args.all else args.sample, seed=args.seed,
+                          presets=args.presets, device=args.device, presets_file=args.presets_file,
+                          allow_custom_backends=args.allow_custom_backends, progress=not args.quiet)
+    print(report)
+    if args.output:
+        print(f"wrote one row per image to {report.write(args.output)}")
+    return 0 if report.ok else 1
+
+
 def _status(args) -> int:
     import pandas as pd
 
@@ -228,13 +240,19 @@ def _presets(args) -> int:
 
 
 def _digests(args) -> int:
-    from .generators import create_generator, load_presets
+    from .generators import backend_class, load_presets, preset_settings
 
-    generator = create_generator(args.preset, load_presets(args.presets_file), device="cpu",
-                                 sha256={})  # measure, do not check against old pins
-    print(f"# SHA-256 of the checkpoints preset {args.preset} loads; paste under the preset")
+    settings = preset_settings(args.preset, load_presets(args.presets_file))
+    # a diffusers preset is measured from its files alone: hashing FLUX needs no 48 GB of RAM
+    info = backend_class(settings["backend"]).weight_record(args.preset, {**settings, "device": "cpu"})
+    print(f"# what preset {args.preset} loads: paste under the preset, and a study made later with other "
+          "weights stops before its first image")
+    if info.get("revision"):
+        print(f'revision: "{info["revision"]}"  # the hub commit of these files')
+    elif info["backend"] == "diffusers":
+        print("# no hub commit: a local folder (the digests below pin it)")
     print("sha256:")
-    for name, digest in sorted(generator.describe()["digests"].items()):
+    for name, digest in sorted(info["digests"].items()):
         print(f'  {name}: "{digest}"')
     return 0
 
@@ -291,6 +309,25 @@ def build_parser() -> argparse.ArgumentParser:
     from .submit import add_submit_parser
 
     add_submit_parser(sub)  # probes submit: shard jobs on SLURM (or local processes) through submitit
+
+    p = sub.add_parser("verify", help="regenerate a sample of a study's images and compare them with the stored files")
+    p.add_argument("--study", required=True, help="study folder (only read)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--sample", type=int, default=20,
+                     help="images per preset, at random but spread over the prompts (default 20; all if fewer)")
+    how.add_argument("--all", action="store_true", help="every image of the study")
+    p.add_argument("--seed", type=int, default=0, help="seed of the sampling (default 0), not the study seed")
+    p.add_argument("--presets", help="comma-separated presets (default every preset with images)")
+    p.add_argument("--device", help="regenerate on this device (cpu, cuda, cuda:1) instead of the recorded one")
+    p.add_argument("--presets-file", help="presets YAML saying where the weights are on this machine (model, "
+                                          "cache_dir, checkpoint_dir, checkpoints); other settings come from "
+                                          "the study and may not change")
+    p.add_argument("--allow-custom-backends", action="store_true",
+                   help="import a custom backend (package.module:Class) the study recorded; only for studies "
+                        "whose code you trust")
+    p.add_argument("-o", "--output", help="write one row per image (CSV; .xlsx or .parquet by the suffix)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_verify)
 
     p = sub.add_parser("status", help="where each shard of a sharded run stands, and scores per metric")
     p.add_argument("--study", required=True, help="study folder")

@@ -105,7 +105,9 @@ class Explorer:
         for preset in self.presets.value:
             mine = [r for r in self.results if r[0] == preset]
             label = getattr(self._generators[preset], "label", None) or preset
-            tiles = [w.VBox([w.Image(value=_png(m.image), width=160, height=160),
+            # the browser scales the full-size image into the tile, keeping its shape (FLUX's 1024 x 768)
+            tiles = [w.VBox([w.Image(value=_png(m.image), width=160, height=160,
+                                     layout=w.Layout(object_fit="contain")),
                              w.HTML(f"<small>#{i} seed {m.seed}</small>")]) for _, _, i, m in mine]
             rows.append(w.VBox([w.HTML(f"<b>{label}</b>"), w.HBox(tiles)]))
         self.grid.children = rows

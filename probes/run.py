@@ -30,6 +30,7 @@ from . import catalog as cat
 from .errors import ProbeError
 from .generators import create_generator, load_presets, preset_settings
 from .generators.base import Generator
+from .generators.diffusers_pipeline import is_out_of_memory
 from .seeds import image_seed
 from .store import Study, now
 
@@ -283,19 +284,30 @@ def plan(study: Study, prompts: pd.DataFrame, presets: list[str], images_per_pro
     return panels, skipped
 
 
-def _is_oom(exc: BaseException) -> bool:
-    return isinstance(exc, torch.cuda.OutOfMemoryError) or "out of memory" in str(exc).lower()
+class DoesNotFit(ProbeError):
+    """Even one image at a time runs out of GPU memory: the preset needs another setting."""
 
 
 def _generate_with_retry(generator: Generator, prompts: list[str], seeds: list[int]):
-    """Generate a batch; on out-of-memory, free the cache and retry in halves down to one image."""
+    """Generate a batch; on out-of-memory, free the cache and retry in halves down to one image.
+
+    Each image's manifest meta says the batch it was made in (a GPU image made in a batch of 4
+    and the same image made alone can differ in their last bits: ``probes verify`` reports that
+    drift by batch size). One image that does not fit raises :class:`DoesNotFit`, saying which
+    preset setting to turn on.
+    """
     try:
         return generator.generate(prompts, seeds)
     except Exception as exc:
-        if not _is_oom(exc) or len(prompts) == 1:
+        if not is_out_of_memory(exc):
             raise
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        if len(prompts) == 1:
+            advice = getattr(generator, "does_not_fit", None)
+            raise DoesNotFit(advice("making one image") if advice else
+                             f"preset {generator.preset!r} runs out of GPU memory making one image; "
+                             "it needs a GPU with more memory, or smaller settings") from None
         half = len(prompts) // 2
         return (_generate_with_retry(generator, prompts[:half], seeds[:half])
                 + _generate_with_retry(generator, prompts[half:], seeds[half:]))
@@ -329,7 +341,9 @@ def run_probe(study: str | Path, catalog: str | Path, presets: list[str] | str, 
     known = load_presets(presets_file, study_presets=Path(study) / "presets.yaml",
                          allow_custom_backends=allow_custom_backends)
     for name in presets:
-        preset_settings(name, known)  # unknown names stop before any work
+        if _flag_set(preset_settings(name, known).get("deterministic")):  # unknown names stop here
+            # cuBLAS reads it once, at the process's first CUDA matrix product: before any model
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     prompts = select_prompts(cat.expand(cat.load_catalog(catalog)), styles, topics, detail)
     costs = preset_costs(presets, known)
     params = dict(catalog=str(catalog), presets=presets, images_per_prompt=images_per_prompt, seed=seed,
@@ -373,6 +387,10 @@ def run_probe(study: str | Path, catalog: str | Path, presets: list[str] | str, 
     return result
 
 
+def _flag_set(value) -> bool:
+    return value in (True, 1, "true", "True", "yes")
+
+
 def _run_preset(st: Study, preset: str, panels: list[Panel], seed: int, known: dict, device,
                 run_id: str, result: RunResult, bar, force: bool = False) -> None:
     bar.set_postfix_str(f"loading {preset}")
@@ -382,7 +400,7 @@ def _run_preset(st: Study, preset: str, panels: list[Panel], seed: int, known: d
     settings_hash = st.register_preset(preset, info["backend"], info["settings"])
     label = getattr(generator, "label", None)
     try:
-        for panel in panels:
+        for number, panel in enumerate(panels):
             indices, holder = st.claim_panel(run_id, panel.prompt_id, preset, seed, panel.indices, force)
             if holder is not None:
                 result.elsewhere += len(panel.indices)
@@ -394,10 +412,25 @@ def _run_preset(st: Study, preset: str, panels: list[Panel], seed: int, known: d
                 try:
                     _make_panel(st, generator, info, settings_hash, label, panel, indices, seed, run_id,
                                 result, bar)
+                except DoesNotFit as exc:  # no panel of this preset can be made: say why, go on to the next
+                    _fail_rest(st, exc, panel, indices, panels[number + 1:], seed, run_id, result, bar)
+                    return
                 finally:
                     st.release_panel(run_id, panel.prompt_id, preset, seed)
     finally:
         generator.close()
+
+
+def _fail_rest(st: Study, exc: DoesNotFit, panel: Panel, indices: list[int], rest: list[Panel], seed: int,
+               run_id: str, result: RunResult, bar) -> None:
+    """Record a preset that does not fit as failed for this panel and the ones after it (a rerun with
+    the setting its message names makes them; nothing is claimed for them meanwhile)."""
+    error = f"DoesNotFit: {exc}"
+    for failed, count in [(panel, len(indices))] + [(p, len(p.indices)) for p in rest]:
+        st.add_failure(run_id, failed.prompt_id, failed.preset, seed, None, error, "")
+        result.failed += count
+        bar.update(count)
+    result.failures.insert(0, {"preset": panel.preset, "text": panel.text, "error": error})
 
 
 def _make_panel(st: Study, generator: Generator, info: dict, settings_hash: str, label: str | None,
@@ -407,6 +440,8 @@ def _make_panel(st: Study, generator: Generator, info: dict, settings_hash: str,
     t0 = time.perf_counter()
     try:
         images = _generate_with_retry(generator, [panel.text] * len(seeds), seeds)
+    except DoesNotFit:
+        raise
     except Exception as exc:  # one prompt failing must not end the study
         error = f"{type(exc).__name__}: {exc}"
         st.add_failure(run_id, panel.prompt_id, panel.preset, seed, None, error, traceback.format_exc())

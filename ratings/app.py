@@ -83,6 +83,9 @@ CSS = """
 .mp-unsaved { font-size: 14px; color: #8a6d00; }
 .mp-error { font-size: 14px; color: #b00020; font-weight: 600; }
 .mp-tile img { border: 1px solid #ccc; image-rendering: auto; }
+/* a tile or the enlarged view shows the stored file scaled by the browser, whatever its shape
+   (SDXL's 1024 px, FLUX's 1024 x 768): letterboxed, never cropped or stretched, never re-encoded */
+.mp-app img { object-fit: contain; background: #f2f2f2; }
 .mp-app .widget-toggle-buttons .widget-toggle-button { width: 64px; font-size: 15px; }
 .mp-app .widget-toggle-button.mod-active { background: #3a6ea5; color: #fff; font-weight: 600; }
 </style>

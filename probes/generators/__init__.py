@@ -110,6 +110,14 @@ def backend_class(backend: str) -> type[Generator]:
 
 def create_generator(name: str, presets: dict[str, dict] | None = None, **overrides) -> Generator:
     """Build the generator of a preset; ``overrides`` replace settings (e.g. device="cpu")."""
+    from .base import determinism_state, restore_determinism
+
     settings = preset_settings(name, presets if presets is not None else load_presets())
     settings.update({k: v for k, v in overrides.items() if v is not None})
-    return backend_class(settings["backend"])(name, settings)
+    cls = backend_class(settings["backend"])
+    before = determinism_state()
+    try:
+        return cls(name, settings)
+    except BaseException:  # a deterministic preset that failed to load leaves the process as it was
+        restore_determinism(before)
+        raise

@@ -39,7 +39,10 @@ class Generator:
     defaults: dict = {}
     #: settings every backend accepts
     common = {"backend": None, "description": "", "device": "auto", "dtype": "auto",
-              "sha256": {}, "batch_invariant": "auto"}
+              "sha256": {}, "batch_invariant": "auto", "deterministic": False}
+    #: settings added after studies were made: kept in the recorded settings (and the hash a study
+    #: keeps per preset) only when set, so an older preset's record stays what it was
+    optional = ("deterministic",)
 
     def __init__(self, preset: str, settings: dict):
         self.preset = preset
@@ -53,13 +56,22 @@ class Generator:
         self.settings = {**known, **settings}
         self.device = pick_device(self.settings.get("device", "auto"))
         self.dtype = pick_dtype(self.settings.get("dtype", "auto"), self.device)
+        self.deterministic = _flag(preset, "deterministic", self.settings.get("deterministic"))
         # On CPU, oneDNN convolutions and MKL's GEMM pick different kernels for different batch
         # sizes, and the rounding differences flip 8-bit pixels; so on CPU each image is
         # evaluated alone (it costs nothing there: 13.6 s vs 14.8 s for a full GLIDE panel
-        # forward). On GPUs a panel is one batch.
+        # forward). On GPUs a panel is one batch, unless the preset is deterministic.
         invariant = self.settings.get("batch_invariant", "auto")
-        self.batch_invariant = self.device.type == "cpu" if invariant == "auto" else bool(invariant)
+        self.batch_invariant = (self.device.type == "cpu" or self.deterministic if invariant == "auto"
+                                else bool(invariant))
         self.digests: dict[str, str] = {}
+        self.determinism: dict = {}
+        self._previous_determinism: dict | None = None
+        if self.deterministic:
+            self._previous_determinism, self.determinism = make_deterministic()
+        for key in self.optional:
+            if key in self.settings and not self.settings[key]:
+                self.settings.pop(key)
 
     def generate(self, prompts: list[str], seeds: list[int]) -> list[GeneratedImage]:
         """One image per (prompt, seed), in order; the call is one batch unless batch_invariant."""
@@ -68,7 +80,12 @@ class Generator:
         step = 1 if self.batch_invariant else max(len(prompts), 1)
         images: list[GeneratedImage] = []
         for start in range(0, len(prompts), step):
-            images += self._generate_batch(list(prompts[start:start + step]), list(seeds[start:start + step]))
+            batch = self._generate_batch(list(prompts[start:start + step]), list(seeds[start:start + step]))
+            for made in batch:
+                # what `probes verify` needs to tell drift from damage: on GPU an image made in a
+                # batch of 4 and the same image made alone can differ in their last bits
+                made.meta.update(batch=len(batch), deterministic=self.deterministic, generator_device="cpu")
+            images += batch
         return images
 
     def _generate_batch(self, prompts: list[str], seeds: list[int]) -> list[GeneratedImage]:
@@ -85,15 +102,100 @@ class Generator:
             "dtype": str(self.dtype).replace("torch.", ""),
             "versions": library_versions(),
             "digests": dict(self.digests),
+            "determinism": dict(self.determinism) if self.deterministic else {"deterministic": False},
         }
 
+    @classmethod
+    def weight_record(cls, preset: str, settings: dict) -> dict:
+        """What `python -m probes digests` prints: the weights' revision and digests (here by loading)."""
+        generator = cls(preset, {**settings, "sha256": {}})  # measure, do not check against old pins
+        try:
+            info = generator.describe()
+        finally:
+            generator.close()
+        return {"backend": info["backend"], "revision": info.get("revision"), "digests": info["digests"]}
+
     def close(self) -> None:
-        """Free accelerator memory held by the models."""
+        """Free accelerator memory held by the models, and give back the process's numeric settings.
+
+        Subclasses that override it call ``super().close()``.
+        """
+        if self._previous_determinism is not None:
+            restore_determinism(self._previous_determinism)
+            self._previous_determinism = None
 
     @classmethod
     def weights_status(cls, settings: dict) -> str:
         """One line for `python -m probes presets`: are this preset's weights here?"""
         return "unknown"
+
+
+def _flag(preset: str, key: str, value) -> bool:
+    """A yes/no setting: YAML's true/false (or 1/0); anything else is a typo worth stopping for."""
+    if value in (None, False, 0, "false", "False", "no"):
+        return False
+    if value in (True, 1, "true", "True", "yes"):
+        return True
+    raise PresetError(f"preset {preset!r}: {key} is {value!r}; write true or false")
+
+
+def make_deterministic() -> tuple[dict, dict]:
+    """Switch this process to deterministic kernels; returns (what it was, what it is now).
+
+    As PyTorch's reproducibility notes ask: ``CUBLAS_WORKSPACE_CONFIG=:4096:8`` (cuBLAS reads it
+    when its handle is made, so it is set before the first CUDA matrix product of the process
+    where possible), ``torch.use_deterministic_algorithms(True)`` (an operation without a
+    deterministic kernel then raises instead of varying), TF32 off for matrix products and
+    convolutions (full float32 precision), cuDNN benchmarking off and cuDNN deterministic.
+    Slower on a GPU; bit-identical reruns on the same GPU model, driver and library versions.
+    Across GPU models nothing promises equal bits.
+    """
+    previous = determinism_state()
+    # cuBLAS reads the variable once, at the process's first CUDA matrix product: a run with a
+    # deterministic preset sets it before loading anything (probes.run), and this records whether
+    # it came in time
+    in_time = previous["CUBLAS_WORKSPACE_CONFIG"] in (":4096:8", ":16:8") or not _cuda_started()
+    if previous["CUBLAS_WORKSPACE_CONFIG"] not in (":4096:8", ":16:8"):
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = ":4096:8"
+    torch.use_deterministic_algorithms(True)
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    now = {"deterministic": True, "CUBLAS_WORKSPACE_CONFIG": os.environ["CUBLAS_WORKSPACE_CONFIG"],
+           "use_deterministic_algorithms": True, "matmul_tf32": False, "cudnn_tf32": False,
+           "cudnn_benchmark": False, "cudnn_deterministic": True, "cublas_config_before_cuda": in_time}
+    return previous, now
+
+
+def determinism_state() -> dict:
+    """This process's numeric settings that :func:`make_deterministic` changes."""
+    return {
+        "CUBLAS_WORKSPACE_CONFIG": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "use_deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
+        "matmul_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "cudnn_tf32": torch.backends.cudnn.allow_tf32,
+        "cudnn_benchmark": torch.backends.cudnn.benchmark,
+        "cudnn_deterministic": torch.backends.cudnn.deterministic,
+    }
+
+
+def _cuda_started() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_initialized()
+
+
+def restore_determinism(previous: dict) -> None:
+    """Undo :func:`make_deterministic`, so the next preset of a run gets the process as it was."""
+    if previous["CUBLAS_WORKSPACE_CONFIG"] is None:
+        os.environ.pop("CUBLAS_WORKSPACE_CONFIG", None)
+    else:
+        os.environ["CUBLAS_WORKSPACE_CONFIG"] = previous["CUBLAS_WORKSPACE_CONFIG"]
+    torch.use_deterministic_algorithms(previous["use_deterministic_algorithms"], warn_only=previous["warn_only"])
+    torch.backends.cuda.matmul.allow_tf32 = previous["matmul_tf32"]
+    torch.backends.cudnn.allow_tf32 = previous["cudnn_tf32"]
+    torch.backends.cudnn.benchmark = previous["cudnn_benchmark"]
+    torch.backends.cudnn.deterministic = previous["cudnn_deterministic"]
 
 
 def _check_number(preset: str, key: str, value, default) -> None:
@@ -171,10 +273,15 @@ def library_versions() -> dict[str, str]:
     return versions
 
 
-def seeded_generators(seeds: list[int], device: torch.device) -> list[torch.Generator]:
-    """One generator per image, so an image never depends on its batch neighbours."""
-    gen_device = "cpu" if device.type == "mps" else device  # MPS generators are not reliable
-    return [torch.Generator(device=gen_device).manual_seed(int(s)) for s in seeds]
+def seeded_generators(seeds: list[int], device: torch.device | None = None) -> list[torch.Generator]:
+    """One CPU generator per image, so an image never depends on its batch neighbours.
+
+    On the CPU whatever the run device, as diffusers' reproducibility guide recommends: CUDA's
+    and CPU's random streams differ for the same seed, so CPU generators give an image the same
+    starting noise on a GPU, another GPU model or a laptop (the noise is drawn on the CPU and
+    moved to the device). ``device`` is accepted for callers of older versions and ignored.
+    """
+    return [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
 
 
 def per_image_noise(shape: tuple, generators: list[torch.Generator], device, dtype=torch.float32,

@@ -198,7 +198,7 @@ class GlideGenerator(Generator):
 
     def _generate_batch(self, prompts: list[str], seeds: list[int]) -> list[GeneratedImage]:
         """All images in one batch; image i depends only on prompts[i] and seeds[i]."""
-        generators = seeded_generators(seeds, self.device)
+        generators = seeded_generators(seeds)  # on the CPU: same noise on any device
         # no_grad, not inference_mode: CLIP's cond_fn turns gradients back on for itself
         with torch.no_grad():
             samples = self._sample_base(prompts, generators)
@@ -283,6 +283,7 @@ class GlideGenerator(Generator):
         gc.collect()
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
+        super().close()
 
 
 def _needed(settings: dict) -> list[str]:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from .base import check_digest
+from .base import Generator, check_digest
 from .diffusers_pipeline import DiffusersGenerator
 
 LABEL = "tiny (random weights, not a real model)"
@@ -101,6 +101,8 @@ class TinyGenerator(DiffusersGenerator):
     @classmethod
     def weights_status(cls, settings: dict) -> str:
         return "built in (random weights)"
+
+    weight_record = classmethod(Generator.weight_record.__func__)  # built, not read from files
 
     def _load_pipeline(self):
         pipe = build_tiny_pipeline(int(self.settings["size"]), int(self.settings["weight_seed"]))

@@ -101,6 +101,25 @@ def _sdxl():
                 feature_extractor=None)
 
 
+def _sdxl_refiner():
+    """SDXL's refiner shape: img2img, the second (projected) CLIP encoder only, aesthetic-score time ids."""
+    pipe, unet, vae, sched = _classes("diffusers", "StableDiffusionXLImg2ImgPipeline", "UNet2DConditionModel",
+                                      "AutoencoderKL", "EulerDiscreteScheduler")
+    unet = unet(block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
+                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
+                use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
+                transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=72,  # 5 x 8 + 32
+                cross_attention_dim=32, norm_num_groups=8)
+    vae = vae(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
+              down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=32)
+    scheduler = sched(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+                      timestep_spacing="leading")
+    return pipe(vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=_clip(True),
+                tokenizer_2=_clip_tokenizer(), unet=unet, scheduler=scheduler, requires_aesthetics_score=True,
+                force_zeros_for_empty_prompt=False)
+
+
 def _sd3():
     pipe, transformer, sched = _classes("diffusers", "StableDiffusion3Pipeline", "SD3Transformer2DModel",
                                         "FlowMatchEulerDiscreteScheduler")
@@ -161,7 +180,8 @@ def _sana():
                 scheduler=sched(shift=7.0))
 
 
-BUILDERS = {"sdxl": _sdxl, "sd3": _sd3, "flux": _flux, "pixart-sigma": _pixart_sigma, "sana": _sana}
+#: besides FAMILIES: SDXL's refiner, the second stage of an `sdxl` preset with `refiner:`
+BUILDERS = {"sdxl": _sdxl, "sdxl-refiner": _sdxl_refiner, "sd3": _sd3, "flux": _flux, "pixart-sigma": _pixart_sigma, "sana": _sana}
 
 
 def build(family: str, weight_seed: int = 0):
