@@ -165,7 +165,8 @@ def verify_study(study: Study | str | Path, sample: int | None = 20, seed: int =
                 found, notes[preset] = _verify_preset(st, preset, settings[preset], mine, bar)
                 rows += found
         images = pd.DataFrame(rows, columns=COLUMNS + ["text", "study_seed", "recorded_device",
-                                                       "recorded_dtype", "weights_match", "deterministic"])
+                                                       "recorded_dtype", "weights_match", "deterministic",
+                                                       "generator_device"])
         images["max_diff"] = images["max_diff"].astype("Int64")
         return VerifyReport(st.path, images, available, None if sample is None else int(sample), int(seed),
                             notes, time.perf_counter() - started)
@@ -338,7 +339,8 @@ def _verify_image(st: Study, generator, here: dict, row) -> dict:
               "batch": int(batch) if isinstance(batch, (int, float)) and not isinstance(batch, bool) else UNKNOWN,
               "identical": False, "max_diff": None, "share_differing": None, "text": row.text,
               "study_seed": int(row.study_seed), "recorded_device": row.device, "recorded_dtype": row.dtype,
-              "weights_match": weights_match, "deterministic": meta.get("deterministic")}
+              "weights_match": weights_match, "deterministic": meta.get("deterministic"),
+              "generator_device": meta.get("generator_device")}
     try:
         path = st.resolve(row.file)
         data = path.read_bytes()
@@ -467,6 +469,12 @@ def _batch_notes(rows: pd.DataFrame) -> list[str]:
     if loose:
         notes.append(f"{loose} of the images that differ were made on a GPU without `deterministic: true`: "
                      "its kernels may round differently from run to run")
+    gpu_noise = sum(_device_type(d) not in ("cpu", "mps") and (pd.isna(where) or not where)
+                    for d, where in zip(differ["recorded_device"], differ["generator_device"], strict=True))
+    if gpu_noise:
+        notes.append(f"{gpu_noise} of the images that differ were made on a GPU by a medprobe that drew their "
+                     "starting noise on the GPU (no generator_device recorded); medprobe now draws it on the CPU "
+                     "for every device, so these cannot be remade: their seeds give other noise")
     return notes
 
 

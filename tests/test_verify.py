@@ -177,3 +177,19 @@ def test_images_recorded_with_other_weights_are_not_counted_as_matching(study, c
     assert code == 1
     assert "tiny-fast: 0 of 2 regenerated bit for bit; 2 made with other weights than those loaded here" in out
     assert "the weights loaded here are not the ones 2 of these images were made with" in out
+
+
+def test_gpu_images_from_before_cpu_noise_are_explained(study, capsys):
+    """An image an older medprobe made on a GPU drew its noise there: verify says why it cannot match."""
+    row = manifest(study).iloc[0]
+    path = study / row.file
+    pixels = np.asarray(Image.open(path).convert("RGB")).copy()
+    pixels[0, 0] = 255 - pixels[0, 0]  # stands in for the other noise's image
+    Image.fromarray(pixels).save(path)
+    with sqlite3.connect(study / "study.sqlite") as db:  # recorded as it was made, so the file is not "changed"
+        db.execute("UPDATE images SET sha256 = ?, device = 'cuda:0' WHERE image_id = ?",
+                   (hashlib.sha256(path.read_bytes()).hexdigest(), int(row.image_id)))
+    set_meta(study, "image_id = ?", (int(row.image_id),), generator_device=None, deterministic=False)
+    code, out, _ = verify(capsys, "--study", study, "--all")
+    assert code == 1
+    assert "drew their starting noise on the GPU" in out and "made on cpu float32 / cuda float32" in out
