@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from . import catalog as cat
 from .errors import ProbeError
 from .generators import create_generator, load_presets, preset_settings
-from .generators.base import Generator
+from .generators.base import Generator, _flag
 from .generators.diffusers_pipeline import is_out_of_memory
 from .seeds import image_seed
 from .store import Study, now
@@ -341,7 +341,7 @@ def run_probe(study: str | Path, catalog: str | Path, presets: list[str] | str, 
     known = load_presets(presets_file, study_presets=Path(study) / "presets.yaml",
                          allow_custom_backends=allow_custom_backends)
     for name in presets:
-        if _flag_set(preset_settings(name, known).get("deterministic")):  # unknown names stop here
+        if _flag(name, "deterministic", preset_settings(name, known).get("deterministic")):  # unknown names stop here
             # cuBLAS reads it once, at the process's first CUDA matrix product: before any model
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     prompts = select_prompts(cat.expand(cat.load_catalog(catalog)), styles, topics, detail)
@@ -385,10 +385,6 @@ def run_probe(study: str | Path, catalog: str | Path, presets: list[str] | str, 
             st.finish_run(run_id, status, result.generated, result.skipped, result.failed, result.missing,
                           result.elsewhere)
     return result
-
-
-def _flag_set(value) -> bool:
-    return value in (True, 1, "true", "True", "yes")
 
 
 def _run_preset(st: Study, preset: str, panels: list[Panel], seed: int, known: dict, device,

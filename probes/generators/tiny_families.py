@@ -83,19 +83,27 @@ def _flow_vae(latent_channels: int):
                use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035)
 
 
-def _sdxl():
-    pipe, unet, vae, sched = _classes("diffusers", "StableDiffusionXLPipeline", "UNet2DConditionModel",
-                                      "AutoencoderKL", "EulerDiscreteScheduler")
+def _sdxl_parts(pipeline: str, cross_attention_dim: int, projection_class_embeddings_input_dim: int):
+    """The pipeline class, UNet, VAE and scheduler of SDXL's shape (base or refiner)."""
+    pipe, unet, vae, sched = _classes("diffusers", pipeline, "UNet2DConditionModel", "AutoencoderKL",
+                                      "EulerDiscreteScheduler")
     unet = unet(block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
                 down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
                 up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
                 use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-                transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
-                cross_attention_dim=64, norm_num_groups=8)
+                transformer_layers_per_block=(1, 2),
+                projection_class_embeddings_input_dim=projection_class_embeddings_input_dim,
+                cross_attention_dim=cross_attention_dim, norm_num_groups=8)
     vae = vae(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
               down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=32)
     scheduler = sched(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
                       timestep_spacing="leading")
+    return pipe, unet, vae, scheduler
+
+
+def _sdxl():
+    # time ids: 6 x 8, plus the 32-wide pooled text embedding; both CLIP encoders: 32 + 32 wide
+    pipe, unet, vae, scheduler = _sdxl_parts("StableDiffusionXLPipeline", 64, 80)
     return pipe(vae=vae, text_encoder=_clip(False), tokenizer=_clip_tokenizer(), text_encoder_2=_clip(True),
                 tokenizer_2=_clip_tokenizer(), unet=unet, scheduler=scheduler, image_encoder=None,
                 feature_extractor=None)
@@ -103,18 +111,7 @@ def _sdxl():
 
 def _sdxl_refiner():
     """SDXL's refiner shape: img2img, the second (projected) CLIP encoder only, aesthetic-score time ids."""
-    pipe, unet, vae, sched = _classes("diffusers", "StableDiffusionXLImg2ImgPipeline", "UNet2DConditionModel",
-                                      "AutoencoderKL", "EulerDiscreteScheduler")
-    unet = unet(block_out_channels=(32, 64), layers_per_block=1, sample_size=16, in_channels=4, out_channels=4,
-                down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-                up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-                use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-                transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=72,  # 5 x 8 + 32
-                cross_attention_dim=32, norm_num_groups=8)
-    vae = vae(block_out_channels=(32, 64), in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=8,
-              down_block_types=("DownEncoderBlock2D",) * 2, up_block_types=("UpDecoderBlock2D",) * 2, sample_size=32)
-    scheduler = sched(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
-                      timestep_spacing="leading")
+    pipe, unet, vae, scheduler = _sdxl_parts("StableDiffusionXLImg2ImgPipeline", 32, 72)  # 5 x 8 + 32
     return pipe(vae=vae, text_encoder=None, tokenizer=None, text_encoder_2=_clip(True),
                 tokenizer_2=_clip_tokenizer(), unet=unet, scheduler=scheduler, requires_aesthetics_score=True,
                 force_zeros_for_empty_prompt=False)
