@@ -293,6 +293,26 @@ def per_image_noise(shape: tuple, generators: list[torch.Generator], device, dty
 
 # --- checkpoints -------------------------------------------------------------------------
 
+def offline_default() -> bool:
+    """Whether downloads are off: HF_HUB_OFFLINE=1 or MEDPROBE_OFFLINE=1."""
+    return os.environ.get("HF_HUB_OFFLINE", "0") == "1" or os.environ.get("MEDPROBE_OFFLINE", "0") == "1"
+
+
+def hub_folder(fetch, model: str, offline: bool, who: str, then: str, cache_dir=None) -> Path:
+    """The folder ``fetch()`` finds in the Hugging Face cache (or downloads), else a WeightsError
+    saying what to do: ``who`` names the caller, ``then`` how to point medprobe at a copy."""
+    try:
+        return Path(fetch())
+    except Exception as exc:  # hub errors come in many classes; all mean "not here"
+        how = ("offline mode is on (HF_HUB_OFFLINE / MEDPROBE_OFFLINE / local_files_only)" if offline
+               else f"downloading failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
+        where = cache_dir or os.environ.get("HF_HOME", "~/.cache/huggingface")
+        raise WeightsError(
+            f"{who}: the weights of {model!r} are not in the Hugging Face cache ({where}) and {how}. On a "
+            f"machine with internet run `huggingface-cli download {model}` (accept the model licence on its "
+            f"hub page first) and copy the cache folder over, or {then}.") from None
+
+
 def _digest_cache() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "medprobe" / "digests.json"
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import re
 from pathlib import Path
 
@@ -23,6 +22,8 @@ from .base import (
     _check_number,
     _flag,
     check_digest,
+    hub_folder,
+    offline_default,
     pick_dtype,
     seeded_generators,
     sha256_file,
@@ -60,10 +61,6 @@ NUMBERS = {"steps": 50, "guidance_scale": 7.5, "size": 512, "width": 512, "heigh
 #: pipelines whose text encoder is T5 or Gemma: upstream runs them in bfloat16 (float16 overflows)
 BFLOAT16_PIPELINES = ("FluxPipeline", "StableDiffusion3Pipeline", "PixArtSigmaPipeline", "PixArtAlphaPipeline",
                       "SanaPipeline", "Sana", "Flux", "StableDiffusion3", "PixArt")
-
-
-def offline_default() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") == "1" or os.environ.get("MEDPROBE_OFFLINE", "0") == "1"
 
 
 class DiffusersGenerator(Generator):
@@ -201,19 +198,11 @@ class DiffusersGenerator(Generator):
 
         offline = self.settings["local_files_only"]
         offline = offline_default() if offline is None else bool(offline)
-        try:
-            return Path(DiffusionPipeline.download(
-                model, revision=revision, variant=self.settings["variant"],
-                cache_dir=self.settings["cache_dir"], local_files_only=offline))
-        except Exception as exc:  # hub errors come in many classes; all mean "not here"
-            how = ("offline mode is on (HF_HUB_OFFLINE / MEDPROBE_OFFLINE / local_files_only)" if offline
-                   else f"downloading failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-            raise WeightsError(
-                f"preset {self.preset!r}: the weights of {model!r} are not in the Hugging Face cache "
-                f"({self.settings['cache_dir'] or os.environ.get('HF_HOME', '~/.cache/huggingface')}) and "
-                f"{how}. On a machine with internet run `huggingface-cli download {model}` (accept the "
-                "model licence on its hub page first) and copy the cache folder over, or save the pipeline "
-                "with save_pretrained() and set `model: /path/to/that/folder` in a preset.") from None
+        return hub_folder(lambda: DiffusionPipeline.download(
+            model, revision=revision, variant=self.settings["variant"], cache_dir=self.settings["cache_dir"],
+            local_files_only=offline), model, offline, f"preset {self.preset!r}",
+            "save the pipeline with save_pretrained() and set `model: /path/to/that/folder` in a preset",
+            self.settings["cache_dir"])
 
     @staticmethod
     def _weight_files(folder: Path) -> dict[str, Path]:

@@ -22,6 +22,7 @@ from .base import (
     GeneratedImage,
     Generator,
     check_digest,
+    offline_default,
     per_image_noise,
     seeded_generators,
     sha256_file,
@@ -141,7 +142,7 @@ class GlideGenerator(Generator):
     def _checkpoint_paths(self, download) -> dict[str, Path]:
         offline = self.settings["local_files_only"]
         if offline is None:
-            offline = "1" in (os.environ.get("HF_HUB_OFFLINE"), os.environ.get("MEDPROBE_OFFLINE"))
+            offline = offline_default()
         paths, missing = {}, []
         for name in _needed(self.settings):
             path, url, explicit = _location(name, self.settings, download)

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..errors import WeightsError
+from ..errors import MissingDependencyError, WeightsError
 from ..generators.base import sha256_file
 
 NO_WEIGHTS = "none"
@@ -122,3 +122,22 @@ def check_pin(metric: str, digest: str, pins: dict | None) -> None:
             "not the weights the study was designed with (corrupt, tampered or another release); no "
             "scores were written. Restore the original files, or update the pin if you changed the "
             "scorer on purpose.")
+
+
+def import_optional(module: str, scorer: str, install_hint: str):
+    """An optional package a scorer needs, or a MissingDependencyError that says how to install it."""
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ModuleNotFoundError as exc:
+        if exc.name and exc.name.split(".")[0] == module:
+            raise MissingDependencyError(f"scorer {scorer!r} needs {module}, which is not installed; "
+                                         f"install it with {install_hint}") from None
+        raise MissingDependencyError(f"scorer {scorer!r}: {module} is installed but a package it needs is not "
+                                     f"({exc.name}); install it with {install_hint}") from None
+    except Exception as exc:  # e.g. a torchvision that does not match torch
+        raise MissingDependencyError(
+            f"scorer {scorer!r}: {module} failed to import ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); it needs a torchvision built for this torch. "
+            f"Reinstall with {install_hint}") from None

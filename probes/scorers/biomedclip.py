@@ -43,10 +43,10 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..errors import MissingDependencyError, WeightsError
-from ..generators.base import pick_device
-from .base import ImageItem, Score, Scorer, weights_digest
-from .clip import OPENAI_MEAN, OPENAI_STD, offline_default
+from ..errors import WeightsError
+from ..generators.base import offline_default, pick_device
+from .base import ImageItem, Score, Scorer, import_optional, weights_digest
+from .clip import OPENAI_MEAN, OPENAI_STD
 
 DEFAULT_MODEL = "hf-hub:microsoft/BiomedCLIP-PubMedBERT_256-vit_base_patch16_224"
 INSTALL_HINT = 'pip install "medprobe[scorers]" (or: pip install open_clip_torch)'
@@ -59,20 +59,7 @@ ACRONYMS = {"mri", "ct", "pet", "ap", "pa"}
 
 def import_open_clip():
     """open_clip, or a MissingDependencyError that says how to install it."""
-    try:
-        import open_clip
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] == "open_clip":
-            raise MissingDependencyError(f"scorer 'biomedclip' needs open_clip, which is not installed; "
-                                         f"install it with {INSTALL_HINT}") from None
-        raise MissingDependencyError(f"scorer 'biomedclip': open_clip is installed but a package it needs is not "
-                                     f"({exc.name}); install it with {INSTALL_HINT}") from None
-    except Exception as exc:  # e.g. a torchvision that does not match torch
-        raise MissingDependencyError(
-            f"scorer 'biomedclip': open_clip failed to import ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); it needs a torchvision built for this torch. "
-            f"Reinstall with {INSTALL_HINT}") from None
-    return open_clip
+    return import_optional("open_clip", "biomedclip", INSTALL_HINT)
 
 
 # --- which prompt an image came from ---------------------------------------------------------

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +28,7 @@ import torch
 from PIL import Image
 
 from ..errors import WeightsError
-from ..generators.base import pick_device
+from ..generators.base import hub_folder, offline_default, pick_device
 from .base import ImageItem, Score, Scorer, weights_digest
 
 DEFAULT_MODEL = "openai/clip-vit-large-patch14"
@@ -38,8 +37,6 @@ OPENAI_MEAN = [0.48145466, 0.4578275, 0.40821073]
 OPENAI_STD = [0.26862954, 0.26130258, 0.27577711]
 
 
-def offline_default() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "0") == "1" or os.environ.get("MEDPROBE_OFFLINE", "0") == "1"
 
 
 class ClipScorer(Scorer):
@@ -111,16 +108,11 @@ class ClipScorer(Scorer):
 
         offline = self.settings["local_files_only"]
         offline = offline_default() if offline is None else bool(offline)
-        try:
-            return Path(snapshot_download(model, revision=self.settings["revision"], allow_patterns=HUB_FILES,
-                                          cache_dir=self.settings["cache_dir"], local_files_only=offline))
-        except Exception as exc:  # hub errors come in many classes; all mean "not here"
-            how = ("offline mode is on (HF_HUB_OFFLINE / MEDPROBE_OFFLINE)" if offline
-                   else f"downloading failed: {type(exc).__name__}: {str(exc).splitlines()[0][:200]}")
-            raise WeightsError(
-                f"scorer 'clip': the weights of {model!r} are not in the Hugging Face cache and {how}. On a "
-                f"machine with internet run `huggingface-cli download {model}` and copy the cache over, or "
-                "save the model with save_pretrained() and pass --clip-model /path/to/that/folder.") from None
+        return hub_folder(lambda: snapshot_download(
+            model, revision=self.settings["revision"], allow_patterns=HUB_FILES, cache_dir=self.settings["cache_dir"],
+            local_files_only=offline), model, offline, "scorer 'clip'",
+            "save the model with save_pretrained() and pass --clip-model /path/to/that/folder",
+            self.settings["cache_dir"])
 
     @staticmethod
     def _weight_files(folder: Path) -> dict[str, Path]:

@@ -43,11 +43,10 @@ import pandas as pd
 import torch
 from PIL import Image
 
-from ..errors import MissingDependencyError, WeightsError
-from ..generators.base import pick_device
-from .base import ImageItem, Score, Scorer, weights_digest
+from ..errors import WeightsError
+from ..generators.base import offline_default, pick_device
+from .base import ImageItem, Score, Scorer, import_optional, weights_digest
 from .biomedclip import PromptInfo, PromptLookup, load_into, load_state_dict
-from .clip import offline_default
 
 DEFAULT_MODEL = "densenet121-res224-all"
 INSTALL_HINT = 'pip install "medprobe[scorers]" (or: pip install torchxrayvision)'
@@ -81,20 +80,7 @@ FINDINGS = {
 
 def import_xrv():
     """torchxrayvision, or a MissingDependencyError that says how to install it."""
-    try:
-        import torchxrayvision
-    except ModuleNotFoundError as exc:
-        if exc.name and exc.name.split(".")[0] == "torchxrayvision":
-            raise MissingDependencyError(f"scorer 'xrv' needs torchxrayvision, which is not installed; "
-                                         f"install it with {INSTALL_HINT}") from None
-        raise MissingDependencyError(f"scorer 'xrv': torchxrayvision is installed but a package it needs is not "
-                                     f"({exc.name}); install it with {INSTALL_HINT}") from None
-    except Exception as exc:  # e.g. a torchvision that does not match torch
-        raise MissingDependencyError(
-            f"scorer 'xrv': torchxrayvision failed to import ({type(exc).__name__}: "
-            f"{str(exc).splitlines()[0][:200] if str(exc) else ''}); it needs a torchvision built for this torch. "
-            f"Reinstall with {INSTALL_HINT}") from None
-    return torchxrayvision
+    return import_optional("torchxrayvision", "xrv", INSTALL_HINT)
 
 
 def topic_finding(topic: str | None, topic_group: str | None = None) -> tuple[str | None, str | None]:
