@@ -8,16 +8,26 @@ BIN    := $(VENV)/bin
 TORCH  ?= torch==2.13.0
 STUDY  ?= demo-study
 
-.PHONY: demo test lint venv clean rate bench
+.PHONY: demo test lint venv lock clean rate bench
+
+# The tested environment: exact versions of every dependency (pip constraints), written by
+# `make lock`. `make venv` installs from it, so a fresh clone gets what the suite passed with;
+# `make venv LOCK=` installs the newest releases pyproject's ranges allow instead.
+LOCK   ?= requirements/lock-py311.txt
+PIP    := $(BIN)/pip install --quiet --disable-pip-version-check $(if $(LOCK),-c $(LOCK))
 
 $(BIN)/python:
+	@echo "make: creating $(VENV) with $(PYTHON)"
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet --disable-pip-version-check --upgrade pip
 
-$(VENV)/.installed: $(BIN)/python pyproject.toml
-	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[dev]"
+$(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
+	@echo "make: installing $(TORCH) into $(VENV) (skipped when it has a torch)"
+	@$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) "$(TORCH)"
+	@echo "make: installing medprobe and its dependencies$(if $(LOCK), at the versions in $(LOCK),) (a few minutes the first time)"
+	$(PIP) -e ".[dev]"
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
+	@echo "make: $(VENV) is ready"
 	touch $@
 
 venv: $(VENV)/.installed
@@ -52,7 +62,16 @@ lint: venv
 	$(BIN)/ruff check .
 
 test: venv lint
-	$(BIN)/python -m pytest
+	MEDPROBE_LOCK=$(LOCK) $(BIN)/python -m pytest
+
+# Refresh the lock: a new venv with the newest releases pyproject's ranges allow (torch as TORCH),
+# the whole suite run in it, and the lock written only when the suite passed.
+LOCK_VENV ?= .venv-lock
+lock:
+	rm -rf $(LOCK_VENV)
+	$(MAKE) venv VENV=$(LOCK_VENV) LOCK=
+	$(MAKE) test VENV=$(LOCK_VENV) LOCK=
+	requirements/freeze.sh $(LOCK_VENV) $(or $(LOCK),requirements/lock-py311.txt)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info

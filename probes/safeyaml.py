@@ -48,7 +48,7 @@ class _Refused(yaml.YAMLError):
         self.problem_mark, self.problem, self.expected = mark, problem, expected
 
 
-def _check_events(text: str) -> None:
+def _check_events(text: str, loader=_LOADER) -> None:
     """Walk the parser's events before anything is built, counting what aliases would expand to.
 
     Each anchor remembers the size and depth of its value; an alias adds them where it is used,
@@ -72,7 +72,7 @@ def _check_events(text: str) -> None:
             stack[-1][1] += count
             stack[-1][2] = max(stack[-1][2], levels)
 
-    for event in yaml.parse(text, Loader=_LOADER):
+    for event in yaml.parse(text, Loader=loader):
         if isinstance(event, AliasEvent):
             if event.anchor not in sizes:  # an alias inside its own anchor, or before it
                 raise _Refused(event.start_mark, f"alias *{event.anchor} refers to no finished anchor",
@@ -129,7 +129,18 @@ def load_yaml(path: str | Path, what: str = "YAML file", max_bytes: int = MAX_BY
 def loads_yaml(text: str, path: str | Path = "<yaml>", what: str = "YAML file"):
     """:func:`load_yaml` for text already in memory; ``path`` only names it in messages."""
     try:
-        _check_events(text)
+        try:
+            _check_events(text)
+        except _Refused:
+            raise
+        except yaml.YAMLError:
+            if _LOADER is yaml.SafeLoader:
+                raise
+            # libyaml has limits of its own (newer releases refuse deep nesting while scanning ahead,
+            # before an event reaches the check): the pure-Python parser walks the same text so that
+            # a refusal reads the same, at the same place, whichever PyYAML build is installed
+            _check_events(text, loader=yaml.SafeLoader)
+            raise
         return yaml.load(text, Loader=_LOADER)  # a SafeLoader (C or Python), checked above
     except _Refused as exc:
         mark = exc.problem_mark

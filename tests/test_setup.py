@@ -35,3 +35,57 @@ def test_ci_runs_the_readme_test_command():
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     readme = (ROOT / "README.md").read_text()
     assert "make test" in readme and "make demo" in readme
+
+
+def _lock() -> dict[str, str]:
+    pins = {}
+    for line in (ROOT / "requirements" / "lock-py311.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            name, version = line.split("==")
+            pins[_name(name)] = version.strip()
+    return pins
+
+
+def _declared() -> list:
+    from packaging.requirements import Requirement
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    return [Requirement(d) for d in project["dependencies"] + project["optional-dependencies"]["dev"]]
+
+
+def test_the_lock_pins_every_dependency_within_pyprojects_ranges():
+    pins = _lock()
+    for requirement in _declared():
+        name = _name(requirement.name)
+        assert name in pins, f"{name} is a dependency in pyproject.toml but not pinned in the lock (make lock)"
+        assert requirement.specifier.contains(pins[name], prereleases=True), (
+            f"the lock pins {name}=={pins[name]}, outside pyproject's range {requirement.specifier}")
+
+
+def test_the_makefile_installs_from_the_lock():
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.search(r"^LOCK\s*\?=\s*requirements/lock-py311\.txt", makefile, re.M)
+    assert re.search(r"pip install .*-c \$\(LOCK\)", makefile), "make venv must install with the lock as constraints"
+    assert re.search(r"^lock:", makefile, re.M)
+
+
+def test_this_environment_is_the_locked_one():
+    """The suite runs in what the lock says (CI's new venv); `make lock` runs it on newer releases."""
+    import os
+    from importlib.metadata import PackageNotFoundError, version
+
+    import pytest
+
+    if os.environ.get("MEDPROBE_LOCK", "requirements/lock-py311.txt") != "requirements/lock-py311.txt":
+        pytest.skip("running under `make lock` or LOCK=: the newest releases, not the lock")
+    pins, drift = _lock(), []
+    for requirement in _declared():
+        name = _name(requirement.name)
+        try:
+            installed = version(requirement.name)
+        except PackageNotFoundError:
+            drift.append(f"{name} not installed")
+            continue
+        if installed.split("+")[0] != pins[name]:
+            drift.append(f"{name} {installed} (lock: {pins[name]})")
+    assert not drift, "this venv differs from the lock (run `make venv`): " + ", ".join(drift)
