@@ -41,19 +41,20 @@ def _run(args) -> int:
     import uuid
 
     from . import execute, shards
-    from .generators import load_presets, preset_settings
-    from .run import as_list, run_notes, shard_from_env
+    from .generators import load_presets
+    from .run import as_list, check_request, run_notes, shard_from_env
     from .store import Study
 
     args.shard_index, args.num_shards = shard_from_env(args.shard_index, args.num_shards)
     if args.device is None and "LOCAL_RANK" in os.environ and args.num_shards > 1:
         args.device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per process under accelerate/torchrun
     study = Path(args.study).expanduser().resolve()
-    cat.load_catalog(args.catalog)  # a missing or broken catalog fails here, before a kernel starts
+    # every mistake in the command stops here, before anything is created and before a kernel starts
+    # (15 s): presets (unknown, or a refused custom backend), catalog, styles, topics, detail, images
     known = load_presets(args.presets_file, study_presets=study / "presets.yaml",
                          allow_custom_backends=args.allow_custom_backends)
-    for name in as_list(args.presets) or []:
-        preset_settings(name, known)  # and an unknown preset, or a refused custom backend
+    check_request(args.catalog, args.presets, known, args.images_per_prompt, args.styles, args.topics,
+                  args.detail)
     catalog = str(cat.resolve_catalog(args.catalog).resolve())
     sharded_run = attempt_id = None
     if args.num_shards > 1:

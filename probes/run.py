@@ -27,7 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 from . import catalog as cat
-from .errors import ProbeError
+from .errors import PresetError, ProbeError
+from .execute import ProgressFile
 from .generators import create_generator, load_presets, preset_settings
 from .generators.base import Generator, _flag
 from .generators.diffusers_pipeline import is_out_of_memory
@@ -101,18 +102,65 @@ def as_list(value) -> list | None:
     return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
 
 
+_FLAGS = {"style": "--styles", "topic": "--topics", "detail": "--detail"}
+
+
 def select_prompts(table: pd.DataFrame, styles=None, topics=None, detail=None) -> pd.DataFrame:
-    """Filter a prompt table; unknown names are an error, not an empty run."""
+    """Filter a prompt table; unknown names are an error, not an empty run.
+
+    The error names each unknown value, the close matches (a typo: "brian" -> "brain"), and
+    every value the catalog has, so the command can be corrected without opening the catalog.
+    """
+    import difflib
+
     for column, wanted in (("style", styles), ("topic", topics), ("detail", detail)):
         if not wanted:
             continue
         wanted = [wanted] if isinstance(wanted, str) else list(wanted)
-        unknown = sorted(set(wanted) - set(table[column]))
+        valid = list(dict.fromkeys(table[column]))
+        unknown = [w for w in dict.fromkeys(wanted) if w not in set(valid)]
         if unknown:
-            raise ProbeError(f"unknown {column} {', '.join(map(repr, unknown))}; the catalog has "
-                             f"{', '.join(dict.fromkeys(table[column]))}")
+            named = []
+            for value in unknown:
+                close = difflib.get_close_matches(str(value), valid, n=3, cutoff=0.6)
+                named.append(f"{value!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
+            catalog = f"catalog {table['catalog'].iloc[0]}" if "catalog" in table and len(table) else "the catalog"
+            raise ProbeError(f"{_FLAGS[column]}: unknown {column} {', '.join(named)}; {catalog} has the "
+                             f"{column}{'s' if column != 'detail' else ' levels'} {', '.join(valid)}. Give "
+                             f"{'levels' if column == 'detail' else column + ' ids'} from that list, "
+                             f"comma-separated, or leave {_FLAGS[column]} out for all of them")
         table = table[table[column].isin(wanted)]
     return table
+
+
+def check_request(catalog, presets, known: dict, images_per_prompt, styles=None, topics=None,
+                  detail=None) -> pd.DataFrame:
+    """Every check of a run's inputs that needs no study folder and no model; the selected prompts.
+
+    ``probes run`` calls it before it creates anything or starts a kernel, so a mistake in a
+    command (an unknown preset, style, topic or detail level, images per prompt below 1, a
+    missing or broken catalog) is one message and leaves nothing behind; :func:`run_probe`
+    calls it again for users of the Python API.
+    """
+    names = as_list(presets) or []
+    if not names:
+        raise ProbeError("no presets given; name at least one with --presets (python -m probes presets "
+                         "lists them)")
+    if isinstance(images_per_prompt, bool) or not isinstance(images_per_prompt, int) or images_per_prompt < 1:
+        raise ProbeError(f"--images-per-prompt {images_per_prompt!r}: give a whole number of images per "
+                         "prompt, at least 1 (the default is 4)")
+    for name in names:
+        try:
+            preset_settings(name, known)  # an unknown preset names the known ones
+        except PresetError as exc:
+            import difflib
+
+            close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
+            if not close:
+                raise
+            raise PresetError(f"--presets: {exc} Did you mean {' or '.join(map(repr, close))}?") from None
+    table = cat.expand(cat.load_catalog(catalog))  # a missing or broken catalog names the file and line
+    return select_prompts(table, as_list(styles), as_list(topics), as_list(detail))
 
 
 def shard_from_env(shard_index: int | None, num_shards: int | None, env=None) -> tuple[int, int]:
@@ -318,7 +366,7 @@ def run_probe(study: str | Path, catalog: str | Path, presets: list[str] | str, 
               num_shards: int = 1, force: bool = False, presets_file: str | Path | None = None,
               device: str | None = None, run_id: str | None = None, notebook: str | None = None,
               progress: bool = True, allow_custom_backends: bool = False,
-              attempt_id: str | None = None) -> RunResult:
+              attempt_id: str | None = None, progress_file: str | Path | None = None) -> RunResult:
     """Generate every missing image of (catalog prompts x presets) into a study folder.
 
     With ``num_shards`` above 1 this process makes one shard of the work and writes it to a
@@ -330,6 +378,10 @@ def run_probe(study: str | Path, catalog: str | Path, presets: list[str] | str, 
 
     ``allow_custom_backends`` lets the study folder's own presets.yaml name Python backends
     ("package.module:Class"); without it they are refused before anything is imported.
+
+    ``progress_file`` is the side channel of ``probes run``: images done and planned, and what
+    is being made, are written there (see :class:`probes.execute.ProgressFile`) for the parent process to show
+    as its own progress bar while this runs in a notebook's kernel.
     """
     from . import shards
 
@@ -340,11 +392,11 @@ def run_probe(study: str | Path, catalog: str | Path, presets: list[str] | str, 
     check_shard(shard_index, num_shards)  # a shard that does not exist stops before any work
     known = load_presets(presets_file, study_presets=Path(study) / "presets.yaml",
                          allow_custom_backends=allow_custom_backends)
+    prompts = check_request(catalog, presets, known, images_per_prompt, styles, topics, detail)
     for name in presets:
-        if _flag(name, "deterministic", preset_settings(name, known).get("deterministic")):  # unknown names stop here
+        if _flag(name, "deterministic", preset_settings(name, known).get("deterministic")):
             # cuBLAS reads it once, at the process's first CUDA matrix product: before any model
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-    prompts = select_prompts(cat.expand(cat.load_catalog(catalog)), styles, topics, detail)
     costs = preset_costs(presets, known)
     params = dict(catalog=str(catalog), presets=presets, images_per_prompt=images_per_prompt, seed=seed,
                   styles=styles, topics=topics, detail=detail, shard_index=shard_index,
@@ -372,6 +424,8 @@ def run_probe(study: str | Path, catalog: str | Path, presets: list[str] | str, 
                            shard_run_id=sharded_run)
         result.interrupted = st.start_run(run_id, {**params, "planned_images": result.planned_images}, notebook)
         bar = tqdm(total=result.planned_images - skipped, unit="img", desc="generating", disable=not progress)
+        if progress_file:
+            bar = ProgressFile(bar, progress_file)  # what `probes run` shows in the terminal
         status = "error"
         try:
             for preset in presets:
