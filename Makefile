@@ -7,6 +7,7 @@ BIN    := $(VENV)/bin
 # (environment.yml). Installed first, so pyproject's `torch>=2.1` never pulls a second build.
 TORCH  ?= torch==2.13.0
 STUDY  ?= demo-study
+SIMULATED ?= $(STUDY)-simulated
 
 .PHONY: demo test lint venv lock clean rate bench
 
@@ -38,12 +39,13 @@ demo: venv
 		--topics brain,lung_cancer --detail short --images-per-prompt 4
 	$(BIN)/python -m probes score --study $(STUDY) --metrics diversity
 	$(BIN)/python -m ratings build --study $(STUDY) --raters A,B,C --repeats 0.1
-	# SIMULATED raters (sim-1..3) rate this study's own panels, following its diversity score
-	$(BIN)/python -m ratings simulate --study $(STUDY) --follow diversity
-	$(BIN)/python -m ratings analyze --study $(STUDY) --out $(STUDY)/reports/simulated-study-analysis
+	# SIMULATED raters (sim-1..3) rate a copy of it, following its diversity score: the study that
+	# `make rate` serves to clinicians never holds a simulated answer
+	$(BIN)/python -m ratings simulate --study $(STUDY) --into $(SIMULATED) --follow diversity
+	$(BIN)/python -m ratings analyze --study $(SIMULATED) --out $(SIMULATED)/reports/analysis
 	# and a SIMULATED study of the whole oncology catalog (the published design)
-	$(BIN)/python -m ratings simulate -o $(STUDY)/simulated-ratings.csv
-	$(BIN)/python -m ratings analyze --table $(STUDY)/simulated-ratings.csv --out $(STUDY)/reports/simulated-analysis
+	$(BIN)/python -m ratings simulate -o $(SIMULATED)/catalog-ratings.csv
+	$(BIN)/python -m ratings analyze --table $(SIMULATED)/catalog-ratings.csv --out $(SIMULATED)/reports/catalog-analysis
 
 # The rating app for clinicians: Voila serves notebooks/20_rate.ipynb with the code hidden, its token
 # login on (JUPYTER_TOKEN, else Voila prints one), idle kernels culled, tracebacks hidden

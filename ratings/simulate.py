@@ -360,6 +360,91 @@ def rate_study(study: str | Path, raters=STUDY_RATERS, follow: str | None = None
             "unscored": unscored}
 
 
+COPY_MARK = "simulated_copy_of"  # rating_config key: this folder is a simulated copy, made from that study
+
+
+def simulate_copy(source: str | Path, dest: str | Path, raters=STUDY_RATERS, **rate_kwargs) -> dict:
+    """SIMULATED raters rate a copy of a study, so the study served to clinicians never holds them.
+
+    ``dest`` becomes a study of its own: the source's database (copied with SQLite's backup,
+    consistent while raters work; the source is only read), its images linked (or copied where
+    links cannot be made), every real rater's link revoked in the copy, and the simulated
+    answers of :func:`rate_study`. A ``dest`` that is already a simulated copy made here is
+    replaced; any other existing path is refused. The copy is made in a hidden folder beside
+    ``dest`` and moved into place only when complete, so a failure leaves nothing behind.
+    Returns :func:`rate_study`'s summary with ``copy`` (the new folder) added.
+    """
+    import os
+    import shutil
+    import sqlite3
+
+    from probes.store import connect, now, transaction
+
+    from . import db
+
+    source, dest = Path(source).expanduser().resolve(), Path(dest).expanduser().resolve()
+    if not (source / db.DB_NAME).is_file():
+        raise RatingError(f"{source}: not a study folder (no {db.DB_NAME}); generate images first "
+                          "(python -m probes run) or check the path")
+    if dest == source or source in dest.parents:
+        raise RatingError(f"--into {dest}: a simulated copy goes beside the study, not into it; choose "
+                          f"another folder, for example {source}-simulated")
+    if dest.is_symlink() or (dest.exists() and not _is_simulated_copy(dest, source)):
+        raise RatingError(f"--into {dest}: the folder exists and is not a simulated copy of {source}; nothing "
+                          "was written. Choose a new folder (an older simulated copy is replaced).")
+    if not dest.parent.is_dir():
+        raise RatingError(f"--into {dest}: the folder {dest.parent} does not exist; create it first")
+    work = dest.parent / f".{dest.name}.partial-{os.getpid()}"
+    shutil.rmtree(work, ignore_errors=True)
+    (work / "images").mkdir(parents=True)
+    try:
+        origin = connect(source / db.DB_NAME, readonly=True)
+        target = sqlite3.connect(work / db.DB_NAME)
+        try:
+            origin.backup(target)
+        finally:
+            target.close()
+            origin.close()
+        for entry in os.scandir(source / "images"):
+            if entry.is_file(follow_symlinks=False) and entry.name.endswith(".png"):
+                try:
+                    os.link(entry.path, work / "images" / entry.name)
+                except OSError:
+                    shutil.copy2(entry.path, work / "images" / entry.name)
+        conn = db.open_db(work)
+        try:
+            with transaction(conn):
+                # a real rater's link must not open the copy: it holds no clinician's answers
+                conn.execute("UPDATE rater_keys SET revoked_at = ?, revoked_by = 'simulated copy' "
+                             "WHERE revoked_at IS NULL", (now(),))
+            db.set_config(conn, COPY_MARK, str(source))
+        finally:
+            conn.close()
+        summary = rate_study(work, raters=raters, **rate_kwargs)
+        if dest.exists():
+            shutil.rmtree(dest)
+        os.replace(work, dest)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    return {**summary, "copy": dest}
+
+
+def _is_simulated_copy(folder: Path, source: Path) -> bool:
+    from . import db
+
+    if not (folder / db.DB_NAME).is_file():
+        return False
+    try:
+        conn = db.open_db(folder, readonly=True)
+    except Exception:
+        return False
+    try:
+        return db.get_config(conn, COPY_MARK) == str(source)
+    finally:
+        conn.close()
+
+
 def _followed(study, panels: pd.DataFrame, follow: str | None, panel_scores) -> tuple[np.ndarray, int]:
     """The followed metric per panel, standardised (mean 0, SD 1; 0 where a panel has none)."""
     if not follow:

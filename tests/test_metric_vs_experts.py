@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from scipy import stats as ss
 
-from ratings import metrics
+from ratings import db, metrics
 from ratings.errors import AnalysisError, RatingError
 from ratings.metrics import (
     bootstrap_weights,
@@ -346,3 +346,39 @@ def test_a_study_with_distances_to_real_images_reports_them(study, tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     distances = pd.read_csv(out / "distances.csv")
     assert distances[["preset", "style", "metric", "value"]].values.tolist() == [["tiny-fast", "xray", "fid", 12.5]]
+
+
+def test_simulated_raters_rate_a_copy_and_the_served_study_stays_clean(study, tmp_path):
+    from ratings import access
+    from ratings.io import tidy_table
+    from ratings.session import build_sessions
+
+    build_sessions(study, "A,B")
+    links = access.invite(study, "A")
+    copy = tmp_path / "sim-copy"
+    for attempt in range(2):  # the demo runs again and again: an older simulated copy is replaced
+        done = cli("simulate", "--study", study, "--into", copy, "--seed", str(attempt))
+        assert done.returncode == 0, done.stderr
+        assert "SIMULATED" in done.stdout and "holds no simulated answer" in done.stdout
+    conn = sqlite3.connect(study / "study.sqlite")
+    assert conn.execute("SELECT COUNT(*) FROM ratings").fetchone()[0] == 0  # the served study: untouched
+    conn.close()
+    simulated = tidy_table(copy)
+    assert sorted(simulated["rater"].unique()) == ["sim-1", "sim-2", "sim-3"] and len(simulated) == 3 * 6
+    assert len(list((copy / "images").glob("*.png"))) == len(list((study / "images").glob("*.png")))
+    assert not list(tmp_path.glob(".sim-copy.partial-*"))
+    key = links[0].key
+    conn = db.open_db(copy, readonly=True)
+    assert access.check_key(conn, key).reason == "revoked"  # a clinician's link does not open the copy
+    conn.close()
+    conn = db.open_db(study, readonly=True)
+    assert access.check_key(conn, key).reason == "admitted"
+    conn.close()
+
+    other = tmp_path / "someone-elses"
+    other.mkdir()
+    (other / "notes.txt").write_text("keep me")
+    refused = cli("simulate", "--study", study, "--into", other)
+    assert refused.returncode == 2 and "is not a simulated copy" in refused.stderr
+    assert (other / "notes.txt").read_text() == "keep me" and sorted(p.name for p in other.iterdir()) == ["notes.txt"]
+    assert cli("simulate", "--study", study, "--into", study / "inside").returncode == 2
