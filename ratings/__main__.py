@@ -98,21 +98,10 @@ def _export(args) -> int:
 def _analyze(args) -> int:
     from probes.execute import execute_notebook
 
-    from .report import load_ratings, notebook_to_html
+    from .report import notebook_to_html
 
     if (args.study is None) == (args.table is None):
         raise ProbeError("give --study DIR or --table FILE (an exported tidy table)")
-    # every check before anything is written: a refused command leaves no folder behind
-    if args.study and not Path(args.study).expanduser().is_dir():
-        raise ProbeError(f"{args.study}: no such study folder; give the folder that holds study.sqlite")
-    if args.n_perm < 0 or args.n_boot < 0:
-        raise ProbeError("--n-perm and --n-boot count resamples: give 0 or more")
-    if not 0 < args.alpha < 1:
-        raise ProbeError(f"--alpha {args.alpha}: give a level between 0 and 1, e.g. 0.05")
-    if args.table and not Path(args.table).exists():
-        raise ProbeError(f"{args.table}: file not found; export one with `python -m ratings export`")
-    # refuses simulated answers beside people's unless chosen, before the notebook's kernel starts
-    load_ratings(study=args.study, table=args.table, raters=args.raters, include_simulated=args.include_simulated)
     out = Path(args.out).expanduser().resolve()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -120,9 +109,14 @@ def _analyze(args) -> int:
         raise ProbeError(f"{out}: cannot create the output folder ({exc.strerror}); choose another --out") from None
     parameters = dict(study=str(Path(args.study).resolve()) if args.study else None,
                       table=str(Path(args.table).resolve()) if args.table else None,
-                      raters=args.raters, include_simulated=args.include_simulated,
                       aggregate=args.aggregate, nonsensical=args.nonsensical, correction=args.correction,
                       alpha=args.alpha, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, out=str(out))
+    if args.n_perm < 0 or args.n_boot < 0:
+        raise ProbeError("--n-perm and --n-boot count resamples: give 0 or more")
+    if not 0 < args.alpha < 1:
+        raise ProbeError(f"--alpha {args.alpha}: give a level between 0 and 1, e.g. 0.05")
+    if args.table and not Path(args.table).exists():
+        raise ProbeError(f"{args.table}: file not found; export one with `python -m ratings export`")
     if args.scores:
         parameters["scores"] = _panel_scores_file(args.scores, out)
     if args.study:
@@ -285,8 +279,6 @@ def _simulate(args) -> int:
 
     if args.study:
         return _simulate_study(args)
-    if args.into:
-        raise ProbeError("--into copies a study before simulated raters rate it: give --study DIR as well")
     if args.follow:
         raise ProbeError("--follow makes simulated raters follow a metric of a study's scores: give --study DIR")
     out = Path(args.output).expanduser().resolve()
@@ -314,19 +306,17 @@ def _simulate(args) -> int:
 
 @_study_errors(writes=True)
 def _simulate_study(args) -> int:
-    from .simulate import STUDY_RATERS, rate_study, simulate_copy
+    from .simulate import STUDY_RATERS, rate_study
 
-    kwargs = dict(raters=tuple(args.raters.split(",")) if args.raters else STUDY_RATERS, follow=args.follow,
-                  slope=args.slope, style_means={} if args.no_effect else None, seed=args.seed)
-    summary = simulate_copy(args.study, args.into, **kwargs) if args.into else rate_study(args.study, **kwargs)
-    where = summary.get("copy", args.study)
+    summary = rate_study(args.study, raters=tuple(args.raters.split(",")) if args.raters else STUDY_RATERS,
+                         follow=args.follow, slope=args.slope, style_means={} if args.no_effect else None,
+                         seed=args.seed)
     follows = (f", each panel's rating following {summary['follow']} ({args.slope:+g} scale points per SD of it"
                + (f"; {summary['unscored']} panels without it at its mean" if summary["unscored"] else "") + ")"
                if summary["follow"] else "")
-    copied = f" (a copy of {args.study}, which holds no simulated answer)" if args.into else ""
     print(f"SIMULATED: wrote {summary['ratings']} SIMULATED ratings of {summary['panels']} panels by simulated "
-          f"raters {', '.join(summary['raters'])} into {where}{copied}{follows}. They are not clinicians' "
-          "ratings; every report made from them says SIMULATED.")
+          f"raters {', '.join(summary['raters'])} into {args.study}{follows}. They are not clinicians' ratings; "
+          "every report made from them says SIMULATED.")
     return 0
 
 
@@ -385,10 +375,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="study folder")
     p.add_argument("--table", help="or an exported tidy table (CSV or parquet)")
     p.add_argument("--out", required=True, help="output folder")
-    p.add_argument("--raters", help="only these raters' answers, comma-separated (e.g. A,B)")
-    p.add_argument("--include-simulated", action="store_true",
-                   help="analyse simulated raters' answers (sim-1, ...) beside people's; the report, every table "
-                        "and figure then say SIMULATED with the counts (without it such a study is refused)")
     p.add_argument("--aggregate", choices=["median", "none"], default="median",
                    help="rank tests: panel medians (the published study) or per-rater scores; the primary "
                         "ordinal model always uses per-rater scores")
@@ -450,9 +436,6 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("-o", "--output", help="write a tidy table of a simulated catalog study: CSV or parquet file")
     target.add_argument("--study", help="a study folder with built panels (python -m ratings build): simulated "
                                         "raters rate them, written into its database")
-    p.add_argument("--into", metavar="DIR",
-                   help="--study only: simulate into a new copy of the study at DIR (an older simulated copy "
-                        "there is replaced), so the study served to clinicians holds no simulated answer")
     p.add_argument("--catalog", default="oncology", help="-o only")
     p.add_argument("--presets", default="glide-cfg,glide-clip", help="-o only")
     p.add_argument("--raters", help="comma-separated; sim- is put in front (default: R1,R2,R3 with -o, "
