@@ -19,6 +19,8 @@ from .stats import (
     AGGREGATES,
     CORRECTIONS,
     EXACT_MAX,
+    FEW_CLUSTERS,
+    MIN_CLUSTERS,
     PAIRWISE_COLUMNS,
     POLICIES,
     RADIOLOGY_COLUMNS,
@@ -88,8 +90,12 @@ def sensitivity(tidy: pd.DataFrame, alpha: float = 0.05, correction: str = "holm
             except AnalysisError as error:
                 skipped.append(f"{dimension}, ordinal, nonsensical={policy}: {error}")
                 continue
-            runs.append(radiology_contrasts(table, _radiology(data), alpha)
-                        .assign(dimension=dimension, analysis="ordinal", aggregate="none", nonsensical=policy))
+            claims = radiology_contrasts(table, _radiology(data), alpha)
+            untestable = claims.loc[claims["claim"] == "conjunction", "note"].fillna("").astype(str)
+            if untestable.str.len().gt(0).any():  # a claim the design cannot test is no path's verdict
+                skipped.append(f"{dimension}, ordinal, nonsensical={policy}: {untestable.iloc[0]}")
+                continue
+            runs.append(claims.assign(dimension=dimension, analysis="ordinal", aggregate="none", nonsensical=policy))
     if not runs:
         out = pd.DataFrame(columns=["dimension", "a", "b", "analysis", "aggregate", "nonsensical", "correction",
                                     "test", "p", "p_adj", "effect", "significant", "holds_under_all",
@@ -115,11 +121,21 @@ def ordinal_contrasts(data: pd.DataFrame, correction: str = "holm", factor: str 
     from .ordinal import ordinal_model
 
     fit = ordinal_model(data, factor=factor) if fit is None else fit
-    table = fit.contrasts()
-    table["p_adj"] = _adjusted(table["p"].to_numpy(float), correction)
-    return table.assign(test="ordinal (cumulative logit, clustered t)", correction=correction,
-                        family=f"{len(table)} {factor} pairs", effect=table["log_or"],
-                        effect_name="log cumulative odds ratio", unit="topic")
+    return _adjusted_contrasts(fit.contrasts(), correction, factor)
+
+
+def _adjusted_contrasts(table, correction, factor):
+    """p_adj over the pairs that have a p-value: a pair the design cannot support is not tested,
+    so it cannot be falsely rejected and is left out of the family (and named in ``family``)."""
+    p = table["p"].to_numpy(float)
+    tested = np.isfinite(p)
+    adjusted = np.full(len(p), np.nan)
+    adjusted[tested] = _adjusted(p[tested], correction)
+    family = (f"{len(table)} {factor} pairs" if tested.all()
+              else f"{int(tested.sum())} estimable of {len(table)} {factor} pairs")
+    return table.assign(p_adj=adjusted, test="ordinal (cumulative logit, clustered t)", correction=correction,
+                        family=family, effect=table["log_or"], effect_name="log cumulative odds ratio",
+                        unit="topic")
 
 
 def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "panel-zero",
@@ -159,19 +175,22 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
              "agreement")
     parts: dict[str, list] = {k: [] for k in names}
     notes = []
+    unfitted: dict[str, str] = {}
     for dimension in _dimensions(tidy):
         data = prepare(tidy, dimension, aggregate, nonsensical)
         per_rater = data if aggregate == "none" else prepare(tidy, dimension, "none", nonsensical)
         radiology = _radiology(data)
         try:
             model, ordinal_rows = _ordinal_tables(per_rater, correction, n_perm, seed)
-            parts["ordinal"].append(ordinal_rows.assign(dimension=dimension))
-            if radiology:
-                contrasts = ordinal_rows[ordinal_rows["kind"] == "contrast"]
-                parts["radiology"].append(radiology_contrasts(contrasts, radiology, alpha).assign(
-                    dimension=dimension, analysis="ordinal (primary)"))
         except AnalysisError as error:
             notes.append(f"{dimension}: the ordinal model could not be fitted ({error})")
+            unfitted[dimension] = str(error)
+            ordinal_rows = _unfitted_contrasts(per_rater, str(error), correction)
+        parts["ordinal"].append(ordinal_rows.assign(dimension=dimension))
+        if radiology:
+            contrasts = ordinal_rows[ordinal_rows["kind"] == "contrast"]
+            parts["radiology"].append(radiology_contrasts(contrasts, radiology, alpha).assign(
+                dimension=dimension, analysis="ordinal (primary)"))
         ranks = pairwise(data, "style", correction=correction, **boot)
         parts["pairwise"].append(ranks.assign(dimension=dimension))
         if radiology:
@@ -201,6 +220,13 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
         lead = [c for c in first.get(name, ["dimension"]) if c in frame.columns]
         out[name] = frame[lead + [c for c in frame.columns if c not in lead]]
     out["radiology"] = out["radiology"].reindex(columns=RADIOLOGY_COLUMNS)
+    for name in ("ordinal", "radiology", "flags"):  # rows of tests that need no marking read as estimable
+        frame = out[name]
+        if "estimable" in frame:
+            frame["note"] = frame["note"].fillna("").astype(str)
+            frame["estimable"] = frame["estimable"].astype("boolean").fillna(True).astype(bool)
+            if "kind" in frame and name == "ordinal":  # predicted rows carry no inference
+                frame.loc[frame["kind"] == "predicted", "estimable"] = True
     out["sensitivity"] = sensitivity(tidy, alpha, correction)
     notes += [f"sensitivity path left out: {s}" for s in out["sensitivity"].attrs.get("skipped", [])]
     simulated = bool(tidy.attrs.get("simulated")) or bool(
@@ -212,9 +238,81 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
         for frame in metrics.values():
             frame.attrs["simulated"] = simulated
         out["metrics"] = metrics
+    out["notices"] = notices(tidy, out, unfitted)
     out["methods"] = methods_text(tidy, out, aggregate=aggregate, nonsensical=nonsensical, correction=correction,
                                   alpha=alpha, n_boot=n_boot, n_perm=n_perm, notes=notes)
     return out
+
+
+def notices(tidy: pd.DataFrame, results: dict, unfitted: dict | None = None) -> list[str]:
+    """Plain sentences for the opening of a report: what the design cannot support, and why.
+
+    First a small-study notice where the study has fewer than :data:`FEW_CLUSTERS` topics (the
+    clusters of every test) or fewer than 3 raters: how many of each, what clustered inference
+    can and cannot say with that many topics (below :data:`MIN_CLUSTERS` it is not reported),
+    and the smallest p-value the exact Wilcoxon test can reach on that many topics. Then one
+    sentence per dimension whose ordinal model has rows that are not estimable (separation,
+    no fit), and one for the flag model's. Empty for a well-posed study.
+    """
+    first = _first_showings(tidy)
+    topics, raters = int(first["topic"].nunique()), int(first["rater"].nunique())
+    out = []
+    if topics < FEW_CLUSTERS or raters < 3:
+        smallest = min(1.0, 2.0 ** (1 - topics))
+        head = (f"Small study: {topics} topic{'s' if topics != 1 else ''} (the clusters of every test) and "
+                f"{raters} rater{'s' if raters != 1 else ''}.")
+        if topics < 2:
+            inference = "With one topic there is no clustered test at all: every p-value and interval is left out."
+        elif topics < MIN_CLUSTERS:
+            inference = (f"Clustered inference needs at least {MIN_CLUSTERS} topics (with {topics} the t reference "
+                         f"has {topics - 1} degree{'s' if topics != 2 else ''} of freedom and the sandwich standard "
+                         f"error rests on {topics} cluster sums), so the ordinal model's odds ratios are shown "
+                         "without p-values or confidence intervals: they read \"not estimable\".")
+        else:
+            inference = (f"Clustered p-values use t with {topics - 1} degrees of freedom; with fewer than "
+                         f"{FEW_CLUSTERS} topics the sandwich standard error is itself noisy, so p-values near "
+                         "the threshold are fragile (topic-respecting permutation p-values, --n-perm, do not rely "
+                         "on it).")
+        ranks = (f"With {topics} topic{'s' if topics != 1 else ''} the exact Wilcoxon test cannot give a p-value "
+                 f"below {smallest:.2g}" + (", so no style difference can reach significance." if smallest >= 0.05
+                                            else "."))
+        people = (f" With {raters} rater{'s' if raters != 1 else ''}, agreement between raters "
+                  f"{'cannot be measured' if raters < 2 else 'rests on one pair'}." if raters < 3 else "")
+        verdict = (" Read the results as a check of the workflow, not as evidence about the styles."
+                   if topics < MIN_CLUSTERS or smallest >= 0.05 else "")
+        out.append(f"{head} {inference} {ranks}{people}{verdict}")
+    ordinal = results.get("ordinal", pd.DataFrame())
+    for dimension, reason in (unfitted or {}).items():
+        out.append(f"{dimension.capitalize()}: the ordinal model could not be fitted, so none of its odds ratios "
+                   f"is estimable ({reason}).")
+    if "estimable" in ordinal and "kind" in ordinal:
+        contrasts = ordinal[ordinal["kind"] == "contrast"]
+        for dimension, rows in contrasts.groupby("dimension", sort=False):
+            if dimension in (unfitted or {}):
+                continue
+            separated = rows[rows["note"].fillna("").str.contains("separation")]
+            if len(separated):
+                terms = ordinal[(ordinal["kind"] == "coefficient") & (ordinal["dimension"] == dimension)]
+                levels = _separated_names(terms[terms["note"].fillna("").str.contains("separation")])
+                which = (f" (involving {', '.join(levels)}, whose ratings are all in the lowest or the highest "
+                         "score, or do not overlap the other styles' ratings)") if levels else ""
+                out.append(f"{str(dimension).capitalize()}: {len(separated)} of {len(rows)} style comparisons of "
+                           f"the ordinal model are not estimable because of separation{which}; their odds ratios "
+                           "are infinite, so the tables give the reason instead of a number and the figures leave "
+                           "them out.")
+    flags = results.get("flags", pd.DataFrame())
+    if "note" in flags and "kind" in flags:
+        odds = flags[(flags["kind"] == "odds ratio") & flags["note"].fillna("").str.contains("not estimable")]
+        if len(odds):
+            out.append(f"Nonsensical flag: {len(odds)} of {int((flags['kind'] == 'odds ratio').sum())} styles' odds "
+                       "ratios are not estimable (no flag, or only flags, for a style; or too few topics).")
+    return out
+
+
+def _separated_names(terms) -> list[str]:
+    """The styles of the coefficient rows ``style[x]`` given."""
+    names = [t[len("style["):-1] for t in terms["term"].astype(str) if t.startswith("style[") and t.endswith("]")]
+    return list(dict.fromkeys(names))
 
 
 def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical: str, correction: str,
@@ -260,10 +358,14 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
         "(statsmodels OrderedModel). Because a topic's prompts, styles and raters' answers are correlated, "
         f"standard errors were clustered by topic ({topics} clusters; sandwich estimator with the small-sample "
         f"factor G/(G-1)·(N-1)/(N-K)) and tests and 95% confidence intervals used the t distribution with "
-        f"{topics - 1} degrees of freedom. Style differences are reported as cumulative odds ratios (odds of a "
+        f"{topics - 1} degree{'s' if topics != 2 else ''} of freedom"
+        f"{' (not reported here: see Estimability)' if topics < MIN_CLUSTERS else ''}. Style differences are "
+        "reported as cumulative odds ratios (odds of a "
         "higher rating) with 95% CIs, and as model-predicted probabilities of each score per style"
         + (f"; topic-respecting permutation p-values ({n_perm} permutations of style labels of whole panels "
            "within topic x detail x preset) are reported beside them" if n_perm else "") + ".",
+        "",
+        _estimability_text(results, topics),
         "",
         f"**Multiplicity.** All {pairs} pairwise style comparisons of one rating dimension form one family, "
         f"adjusted by {method} at alpha = {alpha}; each comparison has one adjusted p-value, the same in every "
@@ -330,6 +432,40 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
     return "\n".join(lines) + "\n"
 
 
+def _estimability_text(results: dict, topics: int) -> str:
+    """The rules by which an estimate is reported as not estimable, and what they did here."""
+    from .ordinal import SEPARATION_LOG_OR, SEPARATION_SE
+
+    text = (
+        "**Estimability.** An estimate the design cannot support is reported as \"not estimable\" with its "
+        "reason instead of a number, and left out of the figures. Clustered inference (standard errors, t, "
+        f"p-values and confidence intervals) was reported only with at least {MIN_CLUSTERS} topics: with fewer, "
+        f"the sandwich estimator rests on fewer than {MIN_CLUSTERS} cluster sums, has rank at most G - 1 (below "
+        "the number of model terms, so some contrasts get a standard error of nearly zero) and the t reference "
+        f"has at most {MIN_CLUSTERS - 2} degrees of freedom; only the point estimates are then shown. With "
+        f"{MIN_CLUSTERS} to {FEW_CLUSTERS - 1} topics the results carry a small-study notice. A style whose every "
+        "rating lies in the lowest or the highest category of the data is completely separated (its odds ratio "
+        "is infinite): it was left out of the ordinal model, which was refitted without it. A fitted log odds "
+        f"ratio beyond ±{SEPARATION_LOG_OR:g} (an odds ratio above {np.exp(SEPARATION_LOG_OR):,.0f}) or a "
+        f"model-based standard error above {SEPARATION_SE:g} on the log-odds scale was taken as quasi-complete "
+        "separation (a likelihood without a finite maximum) and not reported; a model that did not converge "
+        "is reported as not estimable throughout. Comparisons without a p-value were left out of the "
+        "multiplicity family (a hypothesis not tested cannot be falsely rejected), and the radiology claim was "
+        "tested only where every one of its pairs has a p-value. In the flag model a style with no flag, or "
+        "only flags, is perfectly separated and left out; shares of a style with fewer than "
+        f"{MIN_CLUSTERS} topics have Wilson intervals (not clustered)."
+    )
+    ordinal = results.get("ordinal", pd.DataFrame())
+    if "estimable" in ordinal and "kind" in ordinal:
+        contrasts = ordinal[ordinal["kind"] == "contrast"]
+        counts = [f"{int((~rows['estimable'].astype(bool)).sum())} of {len(rows)} ({dimension})"
+                  for dimension, rows in contrasts.groupby("dimension", sort=False)]
+        if counts:
+            text += (f" In this study {topics} topic{'s' if topics != 1 else ''} were rated; style comparisons "
+                     f"of the ordinal model not estimable: {', '.join(counts)}.")
+    return text
+
+
 def _metric_tables(tidy, panel_scores, study, nonsensical, n_boot, seed, notes):
     """metric_vs_experts' tables where automated scores exist and match rated panels, else None."""
     from .metrics import metric_vs_experts, read_panel_scores
@@ -366,6 +502,19 @@ def _ordinal_tables(per_rater, correction, n_perm, seed):
             "or_ci_high", "p", "p_adj", "correction", "family"]
     lead = [c for c in lead if c in table.columns]
     return fit, table[lead + [c for c in table.columns if c not in lead]]
+
+
+def _unfitted_contrasts(per_rater, reason, correction):
+    """Every style pair, not estimable, where the ordinal model cannot be fitted at all."""
+    from .ordinal import CONTRAST_COLUMNS
+
+    styles = _levels(per_rater["style"])
+    clusters = int(per_rater["topic"].nunique())
+    table = pd.DataFrame([{"factor": "style", "a": a, "b": b, "n_clusters": clusters, "df": clusters - 1,
+                           "estimable": False, "note": f"not estimable: {reason}"}
+                          for a, b in itertools.combinations(styles, 2)]).reindex(columns=CONTRAST_COLUMNS)
+    table = _adjusted_contrasts(table, correction, "style").assign(kind="contrast")
+    return table
 
 
 def _flag_table(tidy, notes):

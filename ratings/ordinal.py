@@ -24,11 +24,20 @@ from scipy import stats as ss
 from tqdm.auto import trange
 
 from .errors import AnalysisError
+from .stats import MIN_CLUSTERS
 
 COEFFICIENT_COLUMNS = ["term", "log_or", "se_cluster", "se_naive", "t", "p", "p_naive", "odds_ratio",
-                       "or_ci_low", "or_ci_high", "n_clusters", "df", "n"]
+                       "or_ci_low", "or_ci_high", "n_clusters", "df", "n", "estimable", "note"]
 CONTRAST_COLUMNS = ["factor", "a", "b", "log_or", "se_cluster", "se_naive", "t", "p", "p_naive",
-                    "odds_ratio", "or_ci_low", "or_ci_high", "n_clusters", "df"]
+                    "odds_ratio", "or_ci_low", "or_ci_high", "n_clusters", "df", "estimable", "note"]
+# A fitted log odds ratio beyond this (an odds ratio above 22,000) or a model-based SE beyond
+# SEPARATION_SE (a 95% interval wider than a factor of e^39) is no estimate: the likelihood keeps
+# rising toward an infinite coefficient (quasi-complete separation) and the optimiser stopped
+# somewhere on the way. No rating study has a real effect of that size.
+SEPARATION_LOG_OR = 10.0
+SEPARATION_SE = 10.0
+INFERENCE = ("se_cluster", "t", "p", "p_naive", "or_ci_low", "or_ci_high")
+ESTIMATES = ("log_or", "se_naive", "odds_ratio")
 
 
 # --- ordinal model ---------------------------------------------------------------------------
@@ -48,6 +57,10 @@ class OrdinalFit:
         The fitted cut points on the latent scale.
     factor, reference, levels, categories, covariates, n_clusters, df, distr, result
         What was fitted; ``result`` is the statsmodels results object (clustered covariance).
+    excluded : dict
+        Levels of ``factor`` left out of the fit because every rating of theirs is in the
+        lowest or the highest category (complete separation: an infinite odds ratio), level ->
+        reason; ``all_levels`` keeps every level in its order.
     """
 
     coefficients: pd.DataFrame
@@ -65,32 +78,49 @@ class OrdinalFit:
     result: object = field(repr=False)
     cov_cluster: pd.DataFrame = field(repr=False)
     cov_naive: pd.DataFrame = field(repr=False)
+    excluded: dict = field(default_factory=dict)
+    all_levels: list = field(default_factory=list)
 
-    def contrasts(self, pairs=None) -> pd.DataFrame:
+    def contrasts(self, pairs=None, raw: bool = False) -> pd.DataFrame:
         """Log odds ratio of level ``a`` over level ``b`` for each pair (default: every pair).
 
         Positive ``log_or``: ``a`` is rated higher. SEs come from the clustered (and, for
-        comparison, the naive) covariance of the two coefficients; t has G - 1 df.
+        comparison, the naive) covariance of the two coefficients; t has G - 1 df. A pair the
+        design cannot support has ``estimable`` False, its numbers left empty and the reason
+        in ``note`` (:func:`estimability`): a level left out for separation, a diverging
+        estimate, or fewer than :data:`ratings.stats.MIN_CLUSTERS` topics (the point estimate
+        is kept, the clustered SE, t, p and CI are not). ``raw`` keeps every number (the
+        permutation test's statistic).
         """
-        pairs = list(itertools.combinations(self.levels, 2)) if pairs is None else [tuple(p) for p in pairs]
-        unknown = sorted({str(x) for p in pairs for x in p if x not in self.levels})
+        known = self.all_levels or [*self.levels, *self.excluded]
+        pairs = list(itertools.combinations(known, 2)) if pairs is None else [tuple(p) for p in pairs]
+        unknown = sorted({str(x) for p in pairs for x in p if x not in known})
         if unknown:
             raise AnalysisError(f"no {self.factor} level {', '.join(map(repr, unknown))} in the model "
-                                f"(levels: {', '.join(map(str, self.levels))})")
-        names = list(self.cov_cluster.index)
+                                f"(levels: {', '.join(map(str, known))})")
         rows = []
         for a, b in pairs:
-            c = np.zeros(len(names))
-            for level, sign in ((a, 1.0), (b, -1.0)):
-                if level != self.reference:
-                    c[names.index(_term(self.factor, level))] += sign
-            est = float(c @ self.result.params.reindex(names).to_numpy())
-            se_c = float(np.sqrt(c @ self.cov_cluster.to_numpy() @ c))
-            se_n = float(np.sqrt(c @ self.cov_naive.to_numpy() @ c))
-            rows.append({"factor": self.factor, "a": a, "b": b,
-                         **_inference(est, se_c, se_n, self.df, self.ci), "n_clusters": self.n_clusters,
-                         "df": self.df})
-        return pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
+            left_out = [self.excluded[x] for x in (a, b) if x in self.excluded]
+            if left_out:
+                rows.append({"factor": self.factor, "a": a, "b": b, **dict.fromkeys(INFERENCE + ESTIMATES, np.nan),
+                             "n_clusters": self.n_clusters, "df": self.df, "estimable": False,
+                             "note": "not estimable: " + "; ".join(left_out)})
+                continue
+            rows.append({"factor": self.factor, "a": a, "b": b, **self._contrast(a, b),
+                         "n_clusters": self.n_clusters, "df": self.df, "estimable": True, "note": ""})
+        table = pd.DataFrame(rows, columns=CONTRAST_COLUMNS)
+        return table if raw else estimability(table)
+
+    def _contrast(self, a, b) -> dict:
+        names = list(self.cov_cluster.index)
+        c = np.zeros(len(names))
+        for level, sign in ((a, 1.0), (b, -1.0)):
+            if level != self.reference:
+                c[names.index(_term(self.factor, level))] += sign
+        est = float(c @ self.result.params.reindex(names).to_numpy())
+        se_c = float(np.sqrt(c @ self.cov_cluster.to_numpy() @ c))
+        se_n = float(np.sqrt(c @ self.cov_naive.to_numpy() @ c))
+        return _inference(est, se_c, se_n, self.df, self.ci)
 
 
 def ordinal_model(data: pd.DataFrame, factor: str = "style", covariates=("detail", "preset", "rater"),
@@ -149,13 +179,26 @@ def ordinal_model(data: pd.DataFrame, factor: str = "style", covariates=("detail
     return _ordinal(data, factor, covariates, cluster, reference, distr, ci)
 
 
-def _ordinal(data, factor, covariates, cluster, reference, distr, ci, predict=True, start_params=None):
+def _ordinal(data, factor, covariates, cluster, reference, distr, ci, predict=True, start_params=None,
+             separation=True):
     if distr not in ("logit", "probit"):
         raise AnalysisError(f"unknown distr {distr!r}; use one of: logit, probit")
     covariates = [covariates] if isinstance(covariates, str) else list(covariates)
     _need(data, ["value", factor, cluster])
     frame = data.dropna(subset=["value", factor, cluster]).reset_index(drop=True)
-    levels, reference = _levels(frame, factor, reference)
+    all_levels, chosen = _levels(frame, factor, reference)
+    excluded = _separated_levels(frame, factor, all_levels) if separation else {}
+    levels = [lv for lv in all_levels if lv not in excluded]
+    if len(levels) < 2:
+        raise AnalysisError(f"not estimable: fewer than two {factor}s are left to compare once the "
+                            f"separated ones are set aside ({'; '.join(excluded.values())})")
+    if chosen in excluded:
+        if reference is not None:
+            raise AnalysisError(f"reference {factor} {reference!r} is not estimable ({excluded[reference]}); "
+                                f"choose a reference among: {', '.join(map(str, levels))}")
+        chosen = levels[0]
+    reference = chosen
+    frame = frame[frame[factor].isin(levels)].reset_index(drop=True)
     used = [c for c in covariates if c in frame.columns and c not in (factor, cluster)
             and frame[c].nunique(dropna=True) > 1]
     frame = frame.dropna(subset=used).reset_index(drop=True)
@@ -172,12 +215,21 @@ def _ordinal(data, factor, covariates, cluster, reference, distr, ci, predict=Tr
     cov_c = pd.DataFrame(np.asarray(result.cov_params()), index=params.index, columns=params.index)
     cov_n = pd.DataFrame(cov_naive, index=params.index, columns=params.index)
     rows = []
+    for level in all_levels:  # factor terms in level order, a separated level in its place
+        if level in excluded:
+            rows.append({"term": _term(factor, level), **dict.fromkeys(INFERENCE + ESTIMATES, np.nan),
+                         "n_clusters": n_clusters, "df": df, "n": len(frame), "estimable": False,
+                         "note": f"not estimable: {excluded[level]}"})
     for name in names:
         est = float(params[name])
         rows.append({"term": name, **_inference(est, float(np.sqrt(cov_c.loc[name, name])),
                                                  float(np.sqrt(cov_n.loc[name, name])), df, ci),
-                     "n_clusters": n_clusters, "df": df, "n": len(frame)})
+                     "n_clusters": n_clusters, "df": df, "n": len(frame), "estimable": True, "note": ""})
+    order = {_term(factor, lv): i for i, lv in enumerate(all_levels)}
+    rows.sort(key=lambda r: order.get(r["term"], len(order)))  # stable: covariate terms keep their order
     coefficients = pd.DataFrame(rows, columns=COEFFICIENT_COLUMNS)
+    if separation:
+        coefficients = estimability(coefficients)
     predicted = _predicted(result, exog, factor, levels, reference, categories) if predict else None
     labels = [_label(c) for c in categories]
     return OrdinalFit(coefficients=coefficients, predicted=predicted,
@@ -185,7 +237,89 @@ def _ordinal(data, factor, covariates, cluster, reference, distr, ci, predict=Tr
                                            index=[f"{a}|{b}" for a, b in zip(labels[:-1], labels[1:], strict=True)]),
                       factor=factor, reference=reference, levels=levels, categories=[float(c) for c in categories],
                       covariates=used, n_clusters=n_clusters, df=df, distr=distr, ci=ci, result=result,
-                      cov_cluster=cov_c.loc[names, names], cov_naive=cov_n.loc[names, names])
+                      cov_cluster=cov_c.loc[names, names], cov_naive=cov_n.loc[names, names], excluded=excluded,
+                      all_levels=all_levels)
+
+
+def estimability(table: pd.DataFrame, n_clusters: int | None = None) -> pd.DataFrame:
+    """Mark the rows of a coefficient or contrast table that the design cannot support.
+
+    A row stays estimable (``estimable`` True, ``note`` empty) unless
+
+    * its log odds ratio is beyond :data:`SEPARATION_LOG_OR` in absolute value or its
+      model-based SE beyond :data:`SEPARATION_SE`, or either is not finite: quasi-complete
+      separation (or no convergence in that direction). Every number is left empty.
+    * the table has fewer than :data:`ratings.stats.MIN_CLUSTERS` clusters (``n_clusters``,
+      else the table's column): the point estimate (log OR, OR, model-based SE) is kept, the
+      clustered SE, t, p and CI, and the naive p, are left empty. With so few topics the
+      sandwich rests on that many cluster sums and has rank G - 1 at most, so some contrasts
+      get an SE of nearly 0 and others one of nearly any size.
+
+    Rows already marked not estimable keep their note.
+    """
+    table = table.copy()
+    if "estimable" not in table:
+        table["estimable"] = True
+    if "note" not in table:
+        table["note"] = ""
+    table["note"] = table["note"].fillna("").astype(str)
+    table["estimable"] = table["estimable"].fillna(True).astype(bool)
+    est = pd.to_numeric(table["log_or"], errors="coerce").to_numpy(float)
+    se = pd.to_numeric(table.get("se_naive", pd.Series(np.nan, index=table.index)), errors="coerce").to_numpy(float)
+    se_missing = "se_naive" not in table
+    with np.errstate(invalid="ignore"):
+        diverged = ~np.isfinite(est) | (np.abs(est) > SEPARATION_LOG_OR)
+        if not se_missing:
+            diverged |= ~np.isfinite(se) | (se > SEPARATION_SE)
+    fresh = table["estimable"].to_numpy(dtype=bool) & diverged
+    for i in np.flatnonzero(fresh):
+        what = (f"log odds ratio {est[i]:+.1f}" if np.isfinite(est[i]) else "no finite log odds ratio")
+        if not se_missing and np.isfinite(se[i]):
+            what += f", model-based SE {se[i]:.1f}"
+        table.iloc[i, table.columns.get_loc("note")] = (
+            f"not estimable: {what}: quasi-complete separation (the likelihood rises toward an infinite "
+            f"odds ratio; |log OR| > {SEPARATION_LOG_OR:g} or SE > {SEPARATION_SE:g} is no estimate)")
+    numbers = [c for c in (*INFERENCE, *ESTIMATES, "se") if c in table]
+    table.loc[fresh, numbers] = np.nan
+    table.loc[fresh, "estimable"] = False
+    clusters = (n_clusters if n_clusters is not None
+                else int(pd.to_numeric(table["n_clusters"]).max()) if "n_clusters" in table and len(table) else None)
+    if clusters is not None and clusters < MIN_CLUSTERS:
+        few = table["estimable"].to_numpy(dtype=bool).copy()  # a view would change with the column
+        table.loc[few, [c for c in INFERENCE if c in table]] = np.nan
+        table.loc[few, "estimable"] = False
+        table.loc[few, "note"] = (f"p-value and CI not estimable: {clusters} topic cluster{'s' if clusters != 1 else ''}; "
+                                  f"clustered inference needs at least {MIN_CLUSTERS} (the estimate is shown, "
+                                  "without inference)")
+    return table
+
+
+def _separated_levels(frame, factor, levels) -> dict:
+    """Levels whose every rating is in the lowest or the highest category of the data (an
+    infinite cumulative odds ratio), found again on what is left until none is."""
+    values = pd.to_numeric(frame["value"])
+    keep = np.ones(len(frame), dtype=bool)
+    excluded = {}
+    while True:
+        rest = values[keep]
+        if rest.nunique() < 2:
+            break
+        low, high = rest.min(), rest.max()
+        new = {}
+        for level in levels:
+            if level in excluded:
+                continue
+            mine = values[keep & (frame[factor] == level).to_numpy()]
+            if len(mine) and mine.nunique() == 1 and mine.iloc[0] in (low, high):
+                side = "lowest" if mine.iloc[0] == low else "highest"
+                new[level] = (f"every rating of {factor} {level!r} ({len(mine)}) is {mine.iloc[0]:g}, the {side} "
+                              "category: its odds ratio is infinite (complete separation), so it was left out "
+                              "of the model")
+        if not new:
+            break
+        excluded.update(new)
+        keep &= ~frame[factor].isin(list(new)).to_numpy()
+    return excluded
 
 
 def permutation_pvalue(data: pd.DataFrame, factor: str = "style", pairs=None, unit: str = "panel",
@@ -235,10 +369,15 @@ def permutation_pvalue(data: pd.DataFrame, factor: str = "style", pairs=None, un
     _need(data, [unit, factor])
     settings = {"covariates": ("detail", "preset", "rater"), "cluster": "topic", "reference": None,
                 "distr": "logit", **model_kw}
-    observed = ordinal_model(data, factor=factor, **settings)
+    reported = ordinal_model(data, factor=factor, **settings)
+    # The statistic is the clustered t of the model with every level (a shuffle can separate any
+    # level), the same in the observed and every permuted fit; the p-value is reported only
+    # for the contrasts that the reported model can estimate.
+    observed = _ordinal(data, factor, settings["covariates"], settings["cluster"], reported.reference,
+                        settings["distr"], reported.ci, predict=False, separation=False)
     settings["reference"] = observed.reference  # a shuffle must not change the reference level
     start = observed.result.params.to_numpy()  # the same parameters, so the refits start near the optimum
-    table = observed.contrasts(pairs)
+    table = observed.contrasts(pairs, raw=True)
     units = data[[unit, factor, *blocks]].drop_duplicates(unit)
     if units.groupby(unit)[factor].nunique().max() > 1:
         raise AnalysisError(f"a {unit} has more than one {factor}; pass unit= a column that fixes it")
@@ -261,11 +400,13 @@ def permutation_pvalue(data: pd.DataFrame, factor: str = "style", pairs=None, un
             permuted = data.assign(**{factor: pd.Categorical(data[unit].map(mapping).to_numpy(),
                                                              categories=observed.levels)})
             refit = _ordinal(permuted, factor, settings["covariates"], settings["cluster"], settings["reference"],
-                             settings["distr"], observed.ci, predict=False, start_params=start)
-            t_star = refit.contrasts(pairs)["t"].to_numpy()
+                             settings["distr"], observed.ci, predict=False, start_params=start, separation=False)
+            t_star = refit.contrasts(pairs, raw=True)["t"].to_numpy()
             exceed += np.abs(t_star) >= np.abs(table["t"].to_numpy()) - 1e-12
-    return table[["factor", "a", "b", "log_or", "t", "p"]].assign(
-        p_perm=(1 + exceed) / (n_perm + 1), n_perm=n_perm)
+    shown = reported.contrasts(pairs)
+    separated = shown["note"].str.contains("separation").to_numpy()
+    p_perm = np.where(separated | ~np.isfinite(table["t"].to_numpy(float)), np.nan, (1 + exceed) / (n_perm + 1))
+    return shown[["factor", "a", "b", "log_or", "t", "p"]].assign(p_perm=p_perm, n_perm=n_perm)
 
 
 # --- nonsensical flag ------------------------------------------------------------------------
@@ -357,21 +498,29 @@ def flag_model(tidy: pd.DataFrame, factor: str = "style", cluster: str = "topic"
             warnings.simplefilter("ignore")
             res = sm.GLM(y[keep], X, family=sm.families.Binomial()).fit(
                 cov_type="cluster", cov_kwds={"groups": g_sub}, use_t=True)
+        naive = pd.DataFrame(np.asarray(res.normalized_cov_params), index=X.columns, columns=X.columns)
         for level in estimable:
             if level == reference:
                 continue
             name = _term(factor, level)
             est, se = float(res.params[name]), float(np.sqrt(res.cov_params().loc[name, name]))
-            inf = _inference(est, se, np.nan, df, ci)
-            rows.append({"level": level, "log_or": est, "se": se, "t": inf["t"], "p": inf["p"],
-                         "odds_ratio": inf["odds_ratio"], "or_ci_low": inf["or_ci_low"],
-                         "or_ci_high": inf["or_ci_high"], "note": ""})
+            inf = _inference(est, se, float(np.sqrt(naive.loc[name, name])), df, ci)
+            rows.append({"level": level, "log_or": est, "se": se, "se_naive": inf["se_naive"], "t": inf["t"],
+                         "p": inf["p"], "odds_ratio": inf["odds_ratio"], "or_ci_low": inf["or_ci_low"],
+                         "or_ci_high": inf["or_ci_high"], "estimable": True, "note": ""})
+    fitted = estimability(pd.DataFrame(rows, columns=["level", "log_or", "se", "se_naive", "t", "p", "odds_ratio",
+                                                      "or_ci_low", "or_ci_high", "estimable", "note"]),
+                          n_clusters=n_clusters)
+    fitted.loc[fitted["note"].str.startswith("p-value"), "se"] = np.nan  # se is the clustered SE here
+    rows = fitted.drop(columns="se_naive").to_dict("records")
     rows.insert(0, {"level": reference, "log_or": 0.0, "se": np.nan, "t": np.nan, "p": np.nan,
-                    "odds_ratio": 1.0, "or_ci_low": np.nan, "or_ci_high": np.nan, "note": "reference"})
+                    "odds_ratio": 1.0, "or_ci_low": np.nan, "or_ci_high": np.nan, "estimable": True,
+                    "note": "reference"})
     for level in separated:
         rows.append({"level": level, "log_or": np.nan, "se": np.nan, "t": np.nan, "p": np.nan,
-                     "odds_ratio": np.nan, "or_ci_low": np.nan, "or_ci_high": np.nan,
-                     "note": "perfect separation: not estimable"})
+                     "odds_ratio": np.nan, "or_ci_low": np.nan, "or_ci_high": np.nan, "estimable": False,
+                     "note": "not estimable: perfect separation (no rating, or every rating, of this "
+                             f"{factor} flagged)"})
     odds = pd.DataFrame(rows).set_index("level").loc[levels].reset_index()
     return {"shares": shares, "odds_ratios": odds, "notes": notes, "n_clusters": n_clusters, "df": df,
             "reference": reference}

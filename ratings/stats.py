@@ -39,6 +39,12 @@ POLICIES = ("zero", "panel-zero", "exclude", "lowest")
 FLAG_VALUE = -1.0
 CORRECTIONS = ("holm", "fdr_bh", "bonferroni", "none")
 EXACT_MAX = 50  # Wilcoxon: exact sign-flip distribution up to this many non-zero differences
+# Clustered inference (sandwich SEs, t with G - 1 df) is reported from MIN_CLUSTERS topics on: below,
+# the sandwich rests on fewer than 5 cluster sums, has rank G - 1 at most (below the number of
+# model terms), and t with 1-3 df makes intervals span many orders of magnitude. Below FEW_CLUSTERS
+# it is reported with a small-study notice (Cameron & Miller 2015: a few dozen clusters is "few").
+MIN_CLUSTERS = 5
+FEW_CLUSTERS = 10
 WILCOXON_OPTIONS = {"zero_method": "wilcox", "alternative": "two-sided"}  # read by ratings.simulate
 DESIGN = ["panel", "prompt_id", "style", "style_group", "topic", "topic_group", "detail", "preset"]
 RATING_ONLY = {"rater", "text", "nonsensical", "comment", "rated_at", "seconds", "repeat", "value"}
@@ -54,7 +60,7 @@ IUT = "intersection-union"
 RADIOLOGY_COLUMNS = ["dimension", "analysis", "claim", "a", "b", "test", "method", "effect", "effect_name",
                      "odds_ratio", "or_ci_low", "or_ci_high", "n_clusters", "n_pairs", "n_nonzero", "n_a_higher",
                      "n_b_higher", "n_tied", "share_a_higher", "share_ci_low", "share_ci_high", "p", "p_adj",
-                     "correction", "family", "holds"]
+                     "correction", "family", "holds", "estimable", "note"]
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -138,8 +144,9 @@ def at_least(data: pd.DataFrame, by: str = "style", cluster: str = "topic", ci: 
     scale; 0 too when flags are the category -1), the share of values >= k. Its interval is
     cluster-robust by ``cluster`` (the ratio estimator's sandwich, t with G - 1 degrees of
     freedom, G the number of clusters of that level, clipped to [0, 1]); a share of 0 or 1 has
-    a zero sandwich and gets the Wilson interval instead (values taken as independent: too
-    narrow when they are not, which the ``note`` says).
+    a zero sandwich, and fewer than :data:`MIN_CLUSTERS` clusters no usable one, so these get
+    the Wilson interval instead (values taken as independent: too narrow when they are not,
+    which the ``note`` says).
 
     Returns
     -------
@@ -167,7 +174,8 @@ def at_least(data: pd.DataFrame, by: str = "style", cluster: str = "topic", ci: 
 
 
 def clustered_share(hits, clusters, ci: float = 0.95) -> dict:
-    """A share with a cluster-robust interval (Wilson where it is 0 or 1): see :func:`at_least`."""
+    """A share with a cluster-robust interval (Wilson where it is 0 or 1, or where there are fewer
+    than :data:`MIN_CLUSTERS` clusters): see :func:`at_least`."""
     from statsmodels.stats.proportion import proportion_confint
 
     hits = np.asarray(hits, float)
@@ -175,10 +183,12 @@ def clustered_share(hits, clusters, ci: float = 0.95) -> dict:
     share = k / n
     codes = pd.factorize(clusters)[0]
     g = int(codes.max()) + 1
-    if k in (0, n) or g < 2:
+    if k in (0, n) or g < MIN_CLUSTERS:
         low, high = proportion_confint(k, n, alpha=1 - ci, method="wilson")
         low, high = min(low, share) if k else 0.0, max(high, share) if k < n else 1.0  # rounding: 3e-17 > 0
-        note = "Wilson interval (not clustered): " + ("every value on one side" if k in (0, n) else "one cluster")
+        note = "Wilson interval (not clustered): " + (
+            "every value on one side" if k in (0, n) else
+            f"{g} cluster{'s' if g != 1 else ''}, a clustered interval needs at least {MIN_CLUSTERS}")
     else:
         sums = np.bincount(codes, weights=hits - share, minlength=g)
         se = np.sqrt(g / (g - 1) * np.sum(sums ** 2)) / n
@@ -339,7 +349,10 @@ def radiology_contrasts(pairwise_table: pd.DataFrame, radiology, alpha: float = 
     table's own family unchanged, and adds one row for the conjunction, read as an
     intersection-union test: the claim holds when every pair rejects at ``alpha`` (raw p)
     with radiology lower. Its p is the largest raw p when every effect is negative (1
-    otherwise) and needs no multiplicity adjustment (Berger 1982).
+    otherwise) and needs no multiplicity adjustment (Berger 1982). Where a pair has no p-value
+    (an ordinal contrast the design cannot support: ``estimable`` False), the claim cannot be
+    tested: its p is left empty, it does not hold, and its ``note`` says how many pairs are
+    not estimable and why.
 
     Returns
     -------
@@ -376,18 +389,41 @@ def radiology_contrasts(pairwise_table: pd.DataFrame, radiology, alpha: float = 
     order = {s: i for i, s in enumerate(radiology)}
     rows = rows.assign(_r=rows["a"].map(order)).sort_values("_r", kind="stable").drop(columns="_r")
     rows["claim"] = "pair"
+    missing = rows[p].isna().to_numpy().copy()
+    if "estimable" in rows:
+        missing |= ~rows["estimable"].fillna(True).astype(bool).to_numpy()
     lower = (rows[effect] < 0).all()
     p_claim = float(rows[p].max()) if lower else 1.0
+    note = ""
+    if missing.any():
+        reasons = rows.loc[missing, "note"].fillna("").astype(str) if "note" in rows else pd.Series([""])
+        reason = reasons.map(reason_kind).value_counts().index[0] if len(reasons) else ""
+        note = (f"not estimable: {int(missing.sum())} of {len(rows)} (radiology, other) pairs have no p-value"
+                f"{f' ({reason})' if reason else ''}, so the claim cannot be tested")
+        p_claim, lower = np.nan, False
     holds = bool(lower and p_claim < alpha)
     claim = {"factor": "style_group", "a": "radiology", "b": "every other style", "test": IUT, "p": p_claim,
              "p_adj": p_claim, "correction": "none (intersection-union)",
              "family": f"all {len(rows)} (radiology, other) pairs must reject", "claim": "conjunction",
-             effect: float(rows[effect].max()), "holds": holds}
+             effect: float(rows[effect].max()) if not missing.any() else np.nan, "holds": holds}
+    if "estimable" in rows or note:
+        claim.update(estimable=not note, note=note)
     for column in ("unit", "dimension", "analysis"):
         if column in rows and rows[column].nunique() == 1:
             claim[column] = rows[column].iloc[0]
     rows["holds"] = (rows[p] < alpha) & (rows[effect] < 0)
     return pd.concat([rows, pd.DataFrame([claim])], ignore_index=True)
+
+
+def reason_kind(note: str) -> str:
+    """The reason of a "not estimable: ..." note without its numbers, to count alike ones."""
+    text = str(note)
+    text = text.split(": ", 1)[1] if text.startswith(("not estimable: ", "p-value and CI not estimable: ")) else text
+    if "separation" in text:
+        return "separation: an infinite odds ratio"
+    if "cluster" in text:
+        return text.split(" (")[0]
+    return text
 
 
 def preset_contrast(data: pd.DataFrame, a: str, b: str, correction: str = "holm", **kw) -> pd.DataFrame:

@@ -490,7 +490,8 @@ def test_analyze_returns_every_table_with_its_columns():
     repeats = table[table["rater"] == "R1"].head(20).assign(repeat=1)
     out = analysis.analyze(pd.concat([table, repeats], ignore_index=True), n_boot=100)
     assert set(out) == {"ordinal", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise", "presets",
-                        "detail", "agreement", "sensitivity", "methods"}
+                        "detail", "agreement", "sensitivity", "methods", "notices"}
+    assert out["notices"] == []  # 17 topics, 3 raters: a well-posed study has nothing to warn about
     ordinal = out["ordinal"]
     assert set(ordinal["kind"]) == {"contrast", "coefficient", "predicted"}
     contrasts = ordinal[ordinal["kind"] == "contrast"]
@@ -510,7 +511,7 @@ def test_analyze_returns_every_table_with_its_columns():
     assert measures == {"krippendorff alpha (ordinal)", "quadratic-weighted kappa", "intra-rater kappa"}
     assert {"conclusion", "hinges_on", "holds_under_all"} <= set(out["sensitivity"].columns)
     for name, frame in out.items():
-        assert name in ("sensitivity", "methods", "flags") or frame.columns[0] == "dimension"
+        assert name in ("sensitivity", "methods", "flags", "notices") or frame.columns[0] == "dimension"
     methods = out["methods"]
     for words in ("cumulative-logit", "clustered by topic (17 clusters", "t distribution with 16 degrees",
                   "All 28 pairwise style comparisons", "Holm", "intersection-union", "exact", "Sensitivity"):
