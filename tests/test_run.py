@@ -43,10 +43,15 @@ def test_probe_cli_runs_the_notebook_end_to_end(tmp_path, presets_file):
     done = subprocess.run(
         [sys.executable, "-m", "probes", "run", "--study", str(study), "--catalog", "oncology",
          "--presets", "tiny-fast", "--presets-file", str(presets_file), "--styles", "xray,photo",
-         "--topics", "heart", "--detail", "short", "--images-per-prompt", "2", "--quiet"],
+         "--topics", "heart", "--detail", "short", "--images-per-prompt", "2"],
         capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "4 images generated, 0 already there, 0 failed" in done.stdout
+    # the terminal shows a bar of images made (not of notebook cells), and nothing alarming
+    shown = done.stderr.replace("\r", "\n")
+    assert "images: 100%" in shown and "4/4" in shown and "img/s" in shown, shown[-2000:]
+    assert "cell/s" not in shown and "Executing" not in shown
+    assert "without encryption" not in shown and "KeyboardInterrupt" not in shown, shown[-2000:]
     runs = list((study / "runs").glob("*.ipynb"))
     assert len(runs) == 1
     executed = json.loads(runs[0].read_text())
@@ -76,6 +81,7 @@ def test_probe_cli_runs_the_notebook_end_to_end(tmp_path, presets_file):
          "--topics", "heart", "--detail", "short", "--images-per-prompt", "2", "--quiet"],
         capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr[-3000:]
+    assert "img/s" not in again.stderr and "cell/s" not in again.stderr  # --quiet: no bar
     assert "1 images generated, 3 already there" in again.stdout
     assert "1 image was missing from images/ and was regenerated" in again.stdout
     assert deleted.read_bytes() == original
