@@ -98,10 +98,21 @@ def _export(args) -> int:
 def _analyze(args) -> int:
     from probes.execute import execute_notebook
 
-    from .report import notebook_to_html
+    from .report import load_ratings, notebook_to_html
 
     if (args.study is None) == (args.table is None):
         raise ProbeError("give --study DIR or --table FILE (an exported tidy table)")
+    # every check before anything is written: a refused command leaves no folder behind
+    if args.study and not Path(args.study).expanduser().is_dir():
+        raise ProbeError(f"{args.study}: no such study folder; give the folder that holds study.sqlite")
+    if args.n_perm < 0 or args.n_boot < 0:
+        raise ProbeError("--n-perm and --n-boot count resamples: give 0 or more")
+    if not 0 < args.alpha < 1:
+        raise ProbeError(f"--alpha {args.alpha}: give a level between 0 and 1, e.g. 0.05")
+    if args.table and not Path(args.table).exists():
+        raise ProbeError(f"{args.table}: file not found; export one with `python -m ratings export`")
+    # refuses simulated answers beside people's unless chosen, before the notebook's kernel starts
+    load_ratings(study=args.study, table=args.table, raters=args.raters, include_simulated=args.include_simulated)
     out = Path(args.out).expanduser().resolve()
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -109,14 +120,9 @@ def _analyze(args) -> int:
         raise ProbeError(f"{out}: cannot create the output folder ({exc.strerror}); choose another --out") from None
     parameters = dict(study=str(Path(args.study).resolve()) if args.study else None,
                       table=str(Path(args.table).resolve()) if args.table else None,
+                      raters=args.raters, include_simulated=args.include_simulated,
                       aggregate=args.aggregate, nonsensical=args.nonsensical, correction=args.correction,
                       alpha=args.alpha, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, out=str(out))
-    if args.n_perm < 0 or args.n_boot < 0:
-        raise ProbeError("--n-perm and --n-boot count resamples: give 0 or more")
-    if not 0 < args.alpha < 1:
-        raise ProbeError(f"--alpha {args.alpha}: give a level between 0 and 1, e.g. 0.05")
-    if args.table and not Path(args.table).exists():
-        raise ProbeError(f"{args.table}: file not found; export one with `python -m ratings export`")
     if args.scores:
         parameters["scores"] = _panel_scores_file(args.scores, out)
     if args.study:
@@ -375,6 +381,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--study", help="study folder")
     p.add_argument("--table", help="or an exported tidy table (CSV or parquet)")
     p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--raters", help="only these raters' answers, comma-separated (e.g. A,B)")
+    p.add_argument("--include-simulated", action="store_true",
+                   help="analyse simulated raters' answers (sim-1, ...) beside people's; the report, every table "
+                        "and figure then say SIMULATED with the counts (without it such a study is refused)")
     p.add_argument("--aggregate", choices=["median", "none"], default="median",
                    help="rank tests: panel medians (the published study) or per-rater scores; the primary "
                         "ordinal model always uses per-rater scores")

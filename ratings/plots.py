@@ -842,13 +842,14 @@ def _p_text(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
 
 
-def _simulated(df: pd.DataFrame) -> bool:
+def _simulated(df: pd.DataFrame) -> bool | str:
+    """The table's SIMULATED note with its counts (``attrs["simulated"]``), True for ``sim-`` raters, or False."""
     if df.attrs.get("simulated"):
-        return True
+        return df.attrs["simulated"] if isinstance(df.attrs["simulated"], str) else True
     for column in ("rater", "rater_a"):
         if column in df and len(df):
             raters = df[column].astype(str)
-            return bool(raters[raters != "all"].str.startswith("sim-").all())
+            return bool(raters[raters != "all"].str.startswith("sim-").any())
     return False
 
 
@@ -857,13 +858,17 @@ def _title(fig: Figure, title: str, simulated: bool) -> None:
     _mark(fig, simulated)
 
 
-def _mark(fig: Figure, simulated: bool) -> None:
-    """A watermark across the figure and a note under the title, so a copy cannot pass as real."""
+def _mark(fig: Figure, simulated: bool | str) -> None:
+    """A watermark across the figure and a note under the title, so a copy cannot pass as real.
+
+    ``simulated`` may be the note itself ("SIMULATED: 48 of 54 ratings from simulated raters").
+    """
     if not simulated:
         return
+    note = simulated if isinstance(simulated, str) else SIMULATED_NOTE
     title = fig._suptitle.get_text() if fig._suptitle is not None else ""
-    if SIMULATED_NOTE not in title:
-        fig.suptitle((title + "\n" if title else "") + SIMULATED_NOTE, x=0.01, ha="left", fontsize=11,
+    if note not in title:
+        fig.suptitle((title + "\n" if title else "") + note, x=0.01, ha="left", fontsize=11,
                      fontweight="bold", color="black" if title else (0.7, 0.1, 0.1))
     size = 14 * min(fig.get_size_inches())  # about a third of the figure's height
     fig.text(0.5, 0.5, "SIMULATED", transform=fig.transFigure, rotation=25, ha="center", va="center",

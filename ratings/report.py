@@ -5,9 +5,16 @@
 copy into ``report.html``. Simulated ratings are labelled as such in every output.
 
 Preset, style and topic names come from whoever made the study, and the report is an HTML
-page someone opens in a browser: every label reaches it as escaped text (pandas escapes
-tables; the sentences below escape theirs), and :func:`notebook_to_html` sanitises the page
-as a second line of defence.
+page someone opens in a browser: every label reaches it as escaped text (:func:`table_html`
+and the sentences below escape theirs, :func:`markdown_html` escapes raw HTML in markdown), and
+:func:`notebook_to_html` writes a page whose Content-Security-Policy runs no script and fetches
+nothing, as a second line of defence. The page is self-contained: figures embedded, no MathJax
+or require.js from a CDN, so it opens on a hospital network that is offline.
+
+A study that holds answers of simulated raters (``sim-1``, ...) and of people is refused by
+:func:`load_ratings` unless the user chooses raters or ``include_simulated``; any simulated
+answer in an analysis puts :func:`simulated_note` (with the counts) on the report, every
+table (a ``simulated`` column in the CSV, the LaTeX caption) and every figure.
 """
 
 from __future__ import annotations
@@ -15,9 +22,11 @@ from __future__ import annotations
 from html import escape
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from .errors import AnalysisError
+from .simulate import SIM_PREFIX
 
 TABLES = ("ordinal", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise", "presets", "detail",
           "agreement", "sensitivity")
@@ -26,11 +35,15 @@ METRIC_TABLES = {"overall": "metric_vs_experts", "by_group": "metric_vs_experts_
                  "rankings": "metric_rankings"}
 
 
-def load_ratings(study: str | Path | None = None, table: str | Path | None = None) -> pd.DataFrame:
+def load_ratings(study: str | Path | None = None, table: str | Path | None = None, raters=None,
+                 include_simulated: bool = False) -> pd.DataFrame:
     """The tidy table of a study folder, or of an exported CSV/parquet file.
 
     An exported CSV's texts are read as the study holds them: the ``'`` that the export puts
     before a text starting with = + - @, a tab or a carriage return is taken off again.
+    ``raters`` (a list, or a comma-separated string) keeps only those raters' answers. Answers
+    of simulated raters and of people together are refused unless ``include_simulated``
+    (see :func:`select_raters`); ``attrs["simulated"]`` holds :func:`simulated_note` ("" if none).
     """
     if (study is None) == (table is None):
         raise AnalysisError("give either a study folder or an exported table, not both or neither")
@@ -57,16 +70,66 @@ def load_ratings(study: str | Path | None = None, table: str | Path | None = Non
             tidy["repeat"] = 0
     if tidy.empty:
         raise AnalysisError("there are no ratings to analyse yet")
+    tidy = select_raters(tidy, raters, include_simulated, source=study if study is not None else table)
     from .plots import order_styles
 
     # catalog order, not the shuffled order raters saw panels in; stats and plots follow it
     tidy["style"] = pd.Categorical(tidy["style"], categories=order_styles(tidy["style"].astype(str)))
-    tidy.attrs["simulated"] = is_simulated(tidy)
+    tidy.attrs["simulated"] = simulated_note(tidy)
     return tidy
 
 
+def _simulated_rows(tidy: pd.DataFrame) -> pd.Series:
+    return tidy["rater"].astype(str).str.startswith(SIM_PREFIX)
+
+
 def is_simulated(tidy: pd.DataFrame) -> bool:
-    return bool(tidy.attrs.get("simulated")) or bool(len(tidy)) and tidy["rater"].astype(str).str.startswith("sim-").all()
+    """True where any answer in the table comes from a simulated rater (``sim-1``, ...)."""
+    return bool(tidy.attrs.get("simulated")) or bool(len(tidy)) and bool(_simulated_rows(tidy).any())
+
+
+def simulated_note(tidy: pd.DataFrame) -> str:
+    """"SIMULATED: 48 of 54 ratings from simulated raters", or "" where no answer is simulated.
+
+    Counts first showings, as the report's summary does.
+    """
+    if not len(tidy):
+        return ""
+    first = tidy[tidy["repeat"] == 0] if "repeat" in tidy else tidy
+    simulated = int(_simulated_rows(first).sum())
+    if not simulated:
+        return ""
+    if simulated == len(first):
+        return f"SIMULATED: all {len(first)} ratings from simulated raters, none from clinicians"
+    return f"SIMULATED: {simulated} of {len(first)} ratings from simulated raters"
+
+
+def select_raters(tidy: pd.DataFrame, raters=None, include_simulated: bool = False, source=None) -> pd.DataFrame:
+    """The answers of ``raters`` (all where None); simulated answers beside people's only on request.
+
+    A study where ``make demo`` or ``python -m ratings simulate --study`` let simulated raters
+    answer beside clinicians would otherwise be analysed as if clinicians gave every answer.
+    """
+    where = f"{source}: " if source is not None else ""
+    if raters is not None:
+        wanted = [r.strip() for r in (raters.split(",") if isinstance(raters, str) else raters) if str(r).strip()]
+        known = list(dict.fromkeys(tidy["rater"].astype(str)))
+        unknown = [r for r in wanted if r not in known]
+        if not wanted or unknown:
+            raise AnalysisError(f"{where}no answers from rater {', '.join(unknown) or '(none given)'}; raters "
+                                f"who answered: {', '.join(known)}. Give --raters as a comma-separated list "
+                                "of those.")
+        tidy = tidy[tidy["rater"].astype(str).isin(wanted)].copy()
+    simulated = _simulated_rows(tidy)
+    if simulated.any() and not simulated.all() and not include_simulated:
+        people = list(dict.fromkeys(tidy.loc[~simulated, "rater"].astype(str)))
+        sims = list(dict.fromkeys(tidy.loc[simulated, "rater"].astype(str)))
+        raise AnalysisError(
+            f"{where}{int(simulated.sum())} answers come from simulated raters ({', '.join(sims)}) and "
+            f"{int((~simulated).sum())} from people ({', '.join(people)}); they are not analysed together "
+            f"unless you choose. Nothing was written. Give --raters {','.join(people)} for the people's answers "
+            "only, or --include-simulated to analyse both (the report then says SIMULATED with the counts).")
+    return tidy
 
 
 def _group_scores(study) -> pd.DataFrame | None:
@@ -105,7 +168,7 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
                             alpha=alpha, n_boot=n_boot, seed=seed, n_perm=n_perm, panel_scores=panel_scores,
                             study=study)
     methods = results.pop("methods")
-    note = "SIMULATED RATINGS, not from clinicians" if is_simulated(tidy) else ""
+    note = tidy.attrs.get("simulated") if isinstance(tidy.attrs.get("simulated"), str) else simulated_note(tidy)
     (out / "methods.md").write_text((f"> {note}\n\n" if note else "") + methods, encoding="utf-8")
     metrics = results.get("metrics")
     written = {**results, **{file: metrics[key] for key, file in METRIC_TABLES.items()}} if metrics else results
@@ -115,8 +178,9 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
     for name, frame in written.items():
         if frame is None or not isinstance(frame, pd.DataFrame):
             continue
-        frame.attrs["simulated"] = bool(note)
-        frame.to_csv(out / f"{name}.csv", index=False)
+        frame.attrs["simulated"] = note
+        # a copy of a CSV says SIMULATED on every row, not only in a caption it may lose
+        (frame.assign(simulated=note) if note else frame).to_csv(out / f"{name}.csv", index=False)
         # escape: a label such as "glide_cfg" or "\\input{...}" is text in the paper, not LaTeX
         latex = frame.to_latex(index=False, float_format="%.3g", na_rep="", escape=True,
                                caption=f"{name}{' (' + note + ')' if note else ''}", label=f"tab:{name}")
@@ -131,10 +195,11 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
     contrasts = ordinal[ordinal["kind"] == "contrast"] if "kind" in ordinal else ordinal.iloc[:0]
     for dimension in stats._dimensions(tidy):
         prepared = stats.prepare(tidy, dimension, aggregate=aggregate, nonsensical=nonsensical)
-        prepared.attrs["simulated"] = bool(note)
+        prepared.attrs["simulated"] = note
         if (contrasts["dimension"] == dimension).any():
             save(f"odds-ratios-{dimension}", plots.ordinal_forest(contrasts, dimension, alpha))
-            save(f"pvalues-ordinal-{dimension}", plots.pvalue_heatmap(contrasts, dimension, alpha))
+            if contrasts.loc[contrasts["dimension"] == dimension, "p"].notna().any():  # else an empty grid
+                save(f"pvalues-ordinal-{dimension}", plots.pvalue_heatmap(contrasts, dimension, alpha))
         save(f"shares-{dimension}", plots.share_at_least(results["at_least"], dimension,
                                                           unit="rating" if aggregate == "none" else "panel"))
         save(f"scores-{dimension}", plots.score_boxstrip(prepared, dimension))
@@ -142,10 +207,10 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
         save(f"medians-{dimension}", plots.medians_iqr(results["descriptives"], dimension))
         save(f"distribution-{dimension}", plots.distribution_bars(tidy, dimension))
         per_rater = stats.prepare(tidy, dimension, aggregate="none", nonsensical=nonsensical)
-        per_rater.attrs["simulated"] = bool(note)
+        per_rater.attrs["simulated"] = note
         presets = list(dict.fromkeys(per_rater["preset"]))
         if {"glide-clip", "glide-cfg"} <= set(presets) or len(presets) == 2:
-            a, b = ("glide-clip", "glide-cfg") if "glide-clip" in presets else presets[:2]
+            a, b = ("glide-clip", "glide-cfg") if {"glide-clip", "glide-cfg"} <= set(presets) else presets[:2]
             save(f"guidance-{dimension}", plots.paired_slopes(per_rater, "preset", a, b, ["prompt_id", "rater"],
                                                               dimension=dimension))
         if {"short", "detailed"} <= set(per_rater["detail"]):
@@ -154,6 +219,7 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
     if results.get("agreement") is not None and len(results["agreement"]):
         save("agreement", plots.agreement_heatmap(results["agreement"]))
     if metrics and len(metrics["panels"]):
+        metrics["panels"].attrs["simulated"] = note
         save("metrics-vs-experts", plots.metric_vs_experts(metrics["panels"], metrics["overall"]))
     return {"tables": results, "figures": figures, "methods": methods}
 
@@ -179,6 +245,12 @@ def radiology_html(radiology: pd.DataFrame, alpha: float) -> str:
         lower = int(((pairs["p"] < alpha) & (pairs["effect"] < 0)).sum())
         adjusted = int(((pairs["p_adj"] < alpha) & (pairs["effect"] < 0)).sum())
         verdict = "<b>holds</b>" if claim["holds"] else "<b>does not hold</b>"
+        if pd.isna(claim["p"]):
+            reason = next((str(n) for n in rows.get("note", pd.Series(dtype=object)).dropna() if str(n).strip()),
+                          "the pairs have no p-value in this design")
+            lines.append(f"<p><b>{escape(str(dimension))}</b>, {escape(str(analysis))}: radiology lower than every "
+                         f"other style <b>cannot be tested</b> ({escape(reason)}).</p>")
+            continue
         lines.append(
             f"<p><b>{escape(str(dimension))}</b>, {escape(str(analysis))}: radiology lower than every other style "
             f"{verdict} (intersection-union test: {lower} of {len(pairs)} radiology-vs-other pairs reject at "
@@ -211,18 +283,239 @@ def metrics_html(metrics: dict | None) -> str:
     return "\n".join(lines)
 
 
-def notebook_to_html(notebook: str | Path, html_path: str | Path) -> Path:
+# --- the HTML report's parts: every label escaped here, where it enters HTML ----------------
+
+MISSING = "\u2013"  # what a missing value shows as; its reason is under the table
+P_COLUMNS = {"p", "p_adj", "p_naive", "p_clustered", "p_perm"}
+
+
+def _cell(value, column: str) -> str:
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, (int, np.integer)):
+        return str(int(value))
+    if isinstance(value, (float, np.floating)):
+        if column in P_COLUMNS:
+            return "&lt;0.001" if value < 0.001 else f"{value:.3f}"
+        if float(value).is_integer() and abs(value) < 1e6:
+            return str(int(value))
+        return f"{value:.3g}"
+    return escape(str(value))
+
+
+def table_html(frame: pd.DataFrame | None, name: str, columns=None, max_rows: int = 60, reasons: dict | None = None,
+               caption: str | None = None, csv: str | None = None) -> str:
+    """A table as a reader sees it: its header, its rows (the first ``max_rows`` and a link to the
+    CSV beside the report), a missing value as a dash with the reason under the table.
+
+    ``reasons`` maps a column to why it can be empty (key None: any other column); a row's own
+    ``note``, where it has one, is the reason for that row. Columns empty in every row are left
+    out. A table marked simulated (``attrs["simulated"]``) says so in its caption.
+    """
+    if frame is None or not len(frame):
+        return f"<p>No rows in <i>{escape(name)}</i> for this study.</p>"
+    simulated = frame.attrs.get("simulated")
+    shown = frame[[c for c in (columns or frame.columns) if c in frame.columns]]
+    if columns is None:  # a column empty in every row says nothing; one asked for by name shows its dashes
+        shown = shown[[c for c in shown.columns if shown[c].notna().any()]]
+    notes = frame["note"] if "note" in frame else None
+    reasons = reasons or {}
+    missing: dict[str, list[str]] = {}
+    rows = []
+    for i, (index, row) in enumerate(shown.iterrows()):
+        if i == max_rows:
+            break
+        cells = []
+        for column, value in row.items():
+            if column == "note" and pd.isna(value):
+                cells.append("<td></td>")  # a row without a note has nothing to explain
+            elif pd.isna(value) if not isinstance(value, (list, tuple, np.ndarray)) else False:
+                note = notes.loc[index] if notes is not None else None
+                reason = (str(note) if note is not None and pd.notna(note) and str(note).strip()
+                          else reasons.get(column, reasons.get(None, "does not apply to this row")))
+                missing.setdefault(reason, [])
+                if column not in missing[reason]:
+                    missing[reason].append(column)
+                cells.append(f'<td class="mp-missing" title="{escape(reason)}">{MISSING}</td>')
+            else:
+                cells.append(f"<td>{_cell(value, column)}</td>")
+        rows.append("<tr>" + "".join(cells) + "</tr>")
+    head = "".join(f'<th scope="col">{escape(str(c))}</th>' for c in shown.columns)
+    title = escape(caption or name) + (f' <span class="mp-simulated">{escape(simulated)}</span>'
+                                       if isinstance(simulated, str) and simulated else "")
+    parts = [f'<div class="mp-table"><table><caption>{title}</caption><thead><tr>{head}</tr></thead>'
+             f'<tbody>{"".join(rows)}</tbody></table>']
+    link = escape(csv or f"{name}.csv")
+    if len(shown) > max_rows:
+        parts.append(f'<p class="mp-more">The first {max_rows} of {len(shown)} rows; all of them in '
+                     f'<a href="{link}">{link}</a> beside this report.</p>')
+    for reason, where in missing.items():
+        parts.append(f'<p class="mp-note">{MISSING} in {escape(", ".join(map(str, where)))}: {escape(reason)}.</p>')
+    return "".join(parts) + "</div>"
+
+
+def markdown_html(text: str) -> str:
+    """Markdown as HTML, any raw HTML in it (a label, say) shown as text."""
+    import mistune
+
+    return mistune.create_markdown(escape=True, plugins=["table"])(text)
+
+
+def banner_html(tidy: pd.DataFrame) -> str:
+    """The SIMULATED banner with the counts, or "" where every answer is a person's."""
+    note = tidy.attrs.get("simulated") if isinstance(tidy.attrs.get("simulated"), str) else simulated_note(tidy)
+    if not note:
+        return ""
+    raters = sorted(set(tidy.loc[_simulated_rows(tidy), "rater"].astype(str)))
+    return (f'<div class="mp-banner" role="alert"><p><b>{escape(note)}</b></p><p>Simulated raters '
+            f"({escape(', '.join(raters))}, from <code>python -m ratings simulate</code>) are not clinicians. "
+            "Their answers show how the report reads and how much power the design has; they say nothing "
+            "about any generator. Every table and figure below carries this label.</p></div>")
+
+
+def notices_html(notices) -> str:
+    """What the analysis could not support (small study, estimates that are not estimable), as text."""
+    notices = [str(n) for n in (notices or []) if str(n).strip()]
+    if not notices:
+        return ""
+    items = "".join(f"<li>{escape(n)}</li>" for n in notices)
+    return f'<div class="mp-notices" role="note"><p><b>Read this first</b></p><ul>{items}</ul></div>'
+
+
+def _label(dimension: str) -> str:
+    return escape(str(dimension).replace("_", " ").capitalize())
+
+
+def _p_phrase(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
+def _style(style) -> str:
+    from .plots import style_label
+
+    return escape(style_label(str(style)))
+
+
+def conclusions_html(tables: dict, tidy: pd.DataFrame, alpha: float) -> str:
+    """The report's opening: what holds, and what a verdict depends on, in a clinician's words."""
+    radiology = tables.get("radiology")
+    sensitivity = tables.get("sensitivity")
+    lines = []
+    if radiology is not None and len(radiology) and "claim" in radiology and (radiology["claim"] == "conjunction").any():
+        for dimension, rows in radiology.groupby("dimension", sort=False):
+            claims = rows[rows["claim"] == "conjunction"]
+            primary = claims[claims["analysis"].astype(str).str.contains("primary")]
+            claim = primary.iloc[0] if len(primary) else claims.iloc[0]
+            pairs = rows[(rows["claim"] == "pair") & (rows["analysis"] == claim["analysis"])]
+            lower = int(((pairs["p_adj"] < alpha) & (pairs["effect"] < 0)).sum())
+            others = claims[claims["analysis"] != claim["analysis"]]
+            if pd.isna(claim["p"]):
+                verdict = ("<b>cannot be tested</b> in the primary analysis (ordinal model): its odds ratios have no "
+                           "p-value in this design (see the notices above)")
+            elif claim["holds"]:
+                verdict = (f"<b>holds</b>: in the primary analysis (ordinal model) radiology is lower in every one "
+                           f"of the {len(pairs)} radiology-versus-other pairs (largest {_p_phrase(claim['p'])})")
+            else:
+                verdict = (f"<b>does not hold</b>: in the primary analysis (ordinal model) radiology is significantly "
+                           f"lower in {lower} of {len(pairs)} radiology-versus-other pairs after adjustment")
+            agree = [("the published study's rank tests" if "wilcoxon" in str(o["analysis"]) else escape(str(o["analysis"])))
+                     + (" agree" if o["holds"] == claim["holds"] else " disagree") for _, o in others.iterrows()]
+            robust = ""
+            if sensitivity is not None and len(sensitivity) and "conclusion" in sensitivity:
+                row = sensitivity[(sensitivity["dimension"] == dimension) & (sensitivity["a"] == "radiology")]
+                if len(row):
+                    robust = f"; across the other ways of analysing it: {escape(str(row['conclusion'].iloc[0]))}"
+            lines.append(f"<li><b>{_label(dimension)}</b>: &ldquo;radiology images (x-ray, MRI, CT) are rated lower "
+                         f"than every other style&rdquo; {verdict}" + (f" ({'; '.join(agree)})" if agree else "")
+                         + f"{robust}.</li>")
+    else:
+        lines.append("<li>There is no radiology claim to test: the study does not have radiology and other "
+                     "styles side by side.</li>")
+    descriptives = tables.get("descriptives")
+    if descriptives is not None and len(descriptives) and {"style", "mean"} <= set(descriptives.columns):
+        styles = descriptives[descriptives["style"].notna()]
+        for dimension, rows in styles.groupby("dimension", sort=False):
+            rows = rows.dropna(subset=["mean"]).sort_values("mean")
+            if len(rows) > 1:
+                top, bottom = rows.iloc[-1], rows.iloc[0]
+                lines.append(f"<li><b>{_label(dimension)}</b>, highest rated style: {_style(top['style'])} "
+                             f"(mean {top['mean']:.1f} of 4); lowest: {_style(bottom['style'])} "
+                             f"(mean {bottom['mean']:.1f}).</li>")
+    first = tidy[tidy["repeat"] == 0] if "repeat" in tidy else tidy
+    topics, raters = first["topic"].nunique(), first["rater"].nunique()
+    depends = [f"{topics} topics are the independent units (clusters): each p-value treats a topic's prompts "
+               f"as one piece of evidence, so the verdicts rest on {topics} topics, not on "
+               f"{len(first)} ratings" + (" &mdash; with this few, p-values are rough and wide" if topics < 10
+                                           else "") + ".",
+               f"{raters} rater{'s' if raters != 1 else ''} answered; a verdict is about these raters' judgement "
+               "of these prompts."]
+    agreement = tables.get("agreement")
+    if agreement is not None and len(agreement) and "measure" in agreement:
+        alphas = agreement[agreement["measure"].astype(str).str.startswith("krippendorff")]
+        if len(alphas):
+            values = ", ".join(f"{escape(str(r.dimension))} {r.value:.2f}" for r in alphas.itertuples() if pd.notna(r.value))
+            if values:
+                depends.append(f"How much the raters agree (Krippendorff's alpha, 1 = perfect, 0 = chance): {values}.")
+    depends.append(f"Significance is at alpha = {escape(str(alpha))}, adjusted over all style pairs of a dimension.")
+    if is_simulated(tidy):
+        depends.append("These ratings are SIMULATED: they show what the report looks like, not what clinicians think.")
+    items = "".join(f"<li>{d}</li>" for d in depends)
+    return (f'<div class="mp-conclusions"><h2 id="conclusions">Conclusions</h2><ul>{"".join(lines)}</ul>'
+            f"<p><b>What these verdicts depend on</b></p><ul>{items}</ul></div>")
+
+
+# The lab template without anything fetched from a network: no require.js, MathJax or mermaid
+# from a CDN (a hospital network is often offline), and a Content-Security-Policy that runs no
+# script and loads nothing but the page's own styles and embedded (data:) images.
+REPORT_CSP = ("default-src 'none'; img-src data:; style-src 'unsafe-inline'; font-src data:; "
+              "script-src 'none'; base-uri 'none'; form-action 'none'")
+REPORT_CSS = """
+.mp-banner { border: 3px solid #a51d1d; background: #fdecea; padding: 0.4em 1em; margin: 0.5em 0 1em; }
+.mp-banner b, .mp-simulated { color: #a51d1d; }
+.mp-simulated { font-weight: bold; margin-left: 0.5em; }
+.mp-notices { border-left: 4px solid #b26a00; background: #fff6e5; padding: 0.2em 1em; margin: 0.5em 0 1em; }
+.mp-conclusions { font-size: 1.05em; max-width: 60em; }
+.mp-conclusions li { margin: 0.3em 0; }
+.mp-table { overflow-x: auto; margin: 0.5em 0 1.5em; }
+.mp-table caption { caption-side: top; text-align: left; font-weight: bold; padding: 0.3em 0; }
+.mp-table table { font-size: 12px; }
+.mp-table th { position: sticky; top: 0; background: #f0f0f0; }
+.mp-table td.mp-missing { color: #777; text-align: center; }
+.mp-note, .mp-more { font-size: 12px; color: #444; margin: 0.2em 0; }
+.jp-RenderedImage img { max-width: min(100%, 1100px); height: auto; }
+main { max-width: 1200px; margin: 0 auto; padding: 0 1em; }
+"""
+REPORT_TEMPLATE = """{%- extends 'index.html.j2' -%}
+{%- block html_head -%}
+<meta http-equiv="Content-Security-Policy" content="{{ resources.report_csp }}">
+{{ super() }}
+<style type="text/css">{{ resources.report_css }}</style>
+{%- endblock html_head -%}
+{%- block html_head_js_requirejs -%}{%- endblock html_head_js_requirejs -%}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
+def notebook_to_html(notebook: str | Path, html_path: str | Path, title: str = "Analysis report") -> Path:
     """The executed notebook as a self-contained HTML report, code cells hidden.
 
-    Outputs are sanitised (nbconvert's ``sanitize_html``: no scripts, event handlers or
-    javascript: links from cell outputs), in case a label ever reaches one unescaped.
+    Nothing in it is fetched: figures are embedded, no script is loaded from a CDN, and its
+    Content-Security-Policy (:data:`REPORT_CSP`) runs no script at all. Outputs are not passed
+    through nbconvert's ``sanitize_html``, which in nbconvert 7.17 with bleach 6.4 shows every
+    heading and paragraph as literal tags and drops table header rows: the labels in them are
+    escaped where they enter HTML (:func:`table_html`, :func:`markdown_html`, the sentences above).
     """
+    import jinja2
     import nbformat
     from nbconvert import HTMLExporter
 
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
-                            sanitize_html=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4))
+    exporter = HTMLExporter(template_name="lab", template_file="medprobe_report.html.j2",
+                            extra_loaders=[jinja2.DictLoader({"medprobe_report.html.j2": REPORT_TEMPLATE})],
+                            exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
+                            exclude_anchor_links=True, embed_images=True, sanitize_html=False)
+    resources = {"metadata": {"name": title}, "report_csp": REPORT_CSP, "report_css": REPORT_CSS}
+    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4), resources=resources)
     html_path = Path(html_path)
     html_path.write_text(body, encoding="utf-8")
     return html_path

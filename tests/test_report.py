@@ -63,7 +63,7 @@ def test_the_report_leads_with_the_primary_model_and_writes_its_methods(simulate
     predicted = ordinal[ordinal["kind"] == "predicted"]
     assert np.allclose(predicted.groupby(["dimension", "level"])["probability"].sum(), 1)
     methods = (simulated_report / "methods.md").read_text()
-    assert methods.startswith("> SIMULATED RATINGS")
+    assert methods.startswith("> SIMULATED: all ") and "ratings from simulated raters" in methods.splitlines()[0]
     for words in ("cumulative-logit (proportional-odds) model", "clustered by topic", "one family",
                   "intersection-union", "exact", "Sensitivity analyses"):
         assert words in methods, words
@@ -79,7 +79,7 @@ def test_the_html_report_opens_with_every_figure_and_says_simulated(simulated_re
     assert len(figures) >= 10 and len(list((simulated_report / "figures").glob("*.svg"))) == len(figures)
     embedded = re.findall(r"<img[^>]+src=\"data:image/png;base64", html)
     assert len(embedded) >= 10
-    assert "SIMULATED RATINGS" in html
+    assert "SIMULATED: all " in html
     assert "def " not in html and "write_report(" not in html  # code cells hidden
     assert "Traceback" not in html
 
@@ -108,6 +108,10 @@ def test_analyze_a_study_folder_and_bad_inputs(tmp_path, presets_file):
     assert "SIMULATED" not in html and "fdr_bh" in html
     missing = cli("analyze", "--table", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o2"))
     assert missing.returncode == 2 and "nope.csv: file not found" in missing.stderr
+    nowhere = cli("analyze", "--study", str(tmp_path / "no-such-study"), "--out", str(tmp_path / "o4"))
+    assert nowhere.returncode == 2 and "no-such-study: no such study folder" in nowhere.stderr
+    assert len(nowhere.stderr.strip().splitlines()) == 1 and "Traceback" not in nowhere.stderr
+    assert not (tmp_path / "o4").exists() and not (tmp_path / "no-such-study").exists()
     both = cli("analyze", "--out", str(tmp_path / "o3"))
     assert both.returncode == 2 and "give --study DIR or --table FILE" in both.stderr
     with pytest.raises(AnalysisError, match="either a study folder or an exported table"):
@@ -168,3 +172,57 @@ def test_labels_from_the_data_reach_the_report_as_text_never_as_html(tmp_path):
     assert r"cost \$\textbackslash frac\{ preset\$" in (tmp_path / "out" / "tables" / "presets.tex").read_text()
     figures = {p.name for p in (tmp_path / "out" / "figures").glob("guidance-*.png")}
     assert figures == {"guidance-style.png", "guidance-content.png"}  # titles with $ drew
+
+
+def _mixed_table(path):
+    """Simulated raters sim-1, sim-2 beside a person, Dr A: what `make demo` then `make rate` once left."""
+    from ratings.simulate import simulate_ratings
+
+    table = pd.concat([simulate_ratings(raters=("1", "2"), seed=5),
+                       simulate_ratings(raters=("3",), seed=6).assign(rater="Dr A")], ignore_index=True)
+    table.to_csv(path, index=False)
+    return table
+
+
+def test_simulated_and_real_answers_are_not_analysed_together_unless_chosen(tmp_path):
+    table = _mixed_table(tmp_path / "mixed.csv")
+    refused = cli("analyze", "--table", str(tmp_path / "mixed.csv"), "--out", str(tmp_path / "out"))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert "simulated raters (sim-1, sim-2)" in refused.stderr and "people (Dr A)" in refused.stderr
+    assert "--raters Dr A" in refused.stderr and "--include-simulated" in refused.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+    with pytest.raises(AnalysisError, match="not analysed together unless you choose"):
+        load_ratings(table=tmp_path / "mixed.csv")
+    people = load_ratings(table=tmp_path / "mixed.csv", raters="Dr A")
+    assert set(people["rater"]) == {"Dr A"} and people.attrs["simulated"] == ""
+    both = load_ratings(table=tmp_path / "mixed.csv", include_simulated=True)
+    first = table[table["repeat"] == 0]
+    simulated = int(first["rater"].str.startswith("sim-").sum())
+    assert both.attrs["simulated"] == f"SIMULATED: {simulated} of {len(first)} ratings from simulated raters"
+    with pytest.raises(AnalysisError, match="no answers from rater Dr B; raters who answered: sim-1, sim-2, Dr A"):
+        load_ratings(table=tmp_path / "mixed.csv", raters="Dr A,Dr B")
+
+
+def test_figures_of_a_mixed_analysis_carry_the_counts(tmp_path):
+    from ratings import plots
+
+    _mixed_table(tmp_path / "mixed.csv")
+    tidy = load_ratings(table=tmp_path / "mixed.csv", include_simulated=True)
+    figure = plots.distribution_bars(tidy, "style")
+    texts = [t.get_text() for t in figure.texts] + [figure._suptitle.get_text()]
+    assert any(tidy.attrs["simulated"] in t for t in texts) and "SIMULATED" in texts
+
+
+def test_a_table_shows_its_header_every_row_or_a_link_and_a_dash_with_its_reason():
+    from ratings.report import table_html
+
+    frame = pd.DataFrame({"a": ["x<y", "b"], "p": [0.0001, np.nan], "note": [None, "too few topics"],
+                          "empty": [np.nan, np.nan]})
+    html = table_html(frame, "demo", reasons={None: "unused"})
+    parser = _LiveTags()
+    parser.feed(html)
+    assert [attrs for tag, attrs in parser.tags if tag == "th"] and "x&lt;y" in html
+    assert "NaN" not in html and "empty" not in html  # a column empty in every row is left out
+    assert "\u2013 in p: too few topics." in html and "&lt;0.001" in html
+    long = table_html(pd.DataFrame({"n": range(100)}), "long", max_rows=10)
+    assert long.count("<tr>") == 11 and 'The first 10 of 100 rows; all of them in <a href="long.csv">' in long
