@@ -36,7 +36,8 @@ from tqdm.auto import tqdm
 
 from . import leases
 from .errors import ProbeError, StoreError
-from .store import DB_NAME, NON_IMAGE_SETTINGS, Study, _fsync_folder, now, transaction
+from .safepath import NotInside, open_folder, read_regular, real_entries
+from .store import DB_NAME, NON_IMAGE_SETTINGS, Study, now, transaction
 
 SHARDS = "shards"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -299,48 +300,120 @@ class _Refused(Exception):
 
 
 def shard_folders(study: Path) -> list[Path]:
+    """The shard stores under ``<study>/shards/``: real folders only, never a symbolic link."""
+    return [study / SHARDS / name for name in _shard_names(study)[0]]
+
+
+def _shard_names(study: Path) -> tuple[list[str], list[str]]:
+    """(real shard folders, other entries: links, files) in ``<study>/shards/``, hidden ones left out."""
     base = study / SHARDS
-    return sorted(p for p in base.iterdir() if p.is_dir() and not p.name.startswith(".")) if base.is_dir() else []
+    if not base.exists() and not base.is_symlink():
+        return [], []
+    try:
+        fd = open_folder(study, SHARDS)
+    except NotInside:
+        raise StoreError(f"{base}: is a symbolic link or not a folder; a study's shards live in a real "
+                         "folder inside it, so nothing there was read. Replace the link by the folder itself.") from None
+    try:
+        folders, files, other = real_entries(fd)
+    finally:
+        os.close(fd)
+    return [f for f in folders if not f.startswith(".")], [o for o in other if not o.startswith(".")]
 
 
 def merge(study: str | Path, progress: bool = True) -> MergeResult:
     """Fold every shard store under ``<study>/shards/`` into the study's manifest.
 
     One transaction per shard (``BEGIN IMMEDIATE`` on the study): merging twice, or two
-    merges at once on one host, give the same study. Each new image's file is read, its
-    SHA-256 checked against its row and its name, and written into the study's images/
-    (folder synced) before its row commits; the shard's copy is removed only after the
-    commit, so a crash leaves at worst an extra copy, never a row without its file. A shard
-    still running is skipped; an interrupted one gives what it finished and can be resumed
-    and merged again. A shard whose prompts or presets disagree with the study's is refused.
+    merges at once on one host, give the same study. Only real folders inside ``shards/`` are
+    read: every folder and file is opened relative to its parent without following symbolic
+    links, so a link planted in a shard cannot make the merge read or delete anything outside
+    it. Each new image's bytes are read once, their SHA-256 checked against the row and the
+    file name, the medprobe text chunks inside the PNG checked against the row (prompt,
+    preset, seed), and the study gets a hard link to that very file (or a copy of the verified
+    bytes) before its row commits. After the commit, the shard's name for a file is removed
+    only where it is a second name of the study's own file, so nothing is lost. A prompt row
+    whose text does not give its prompt id (the catalog's hash) is refused whichever shard
+    comes first. A shard still running is skipped; an interrupted one gives what it finished
+    and can be resumed and merged again. A shard whose prompts or presets disagree with the
+    study's is refused.
     """
     started = time.perf_counter()
     study = Path(study).expanduser().resolve()
     if not study.is_dir():
         raise StoreError(f"{study}: no such study folder; check --study")
     result = MergeResult(study)
-    folders = shard_folders(study)
-    if not folders:
+    names, others = _shard_names(study)
+    for name in others:
+        result.skipped[name] = ("a symbolic link or not a folder, so not a shard store: not read (a merge reads "
+                                "only real folders inside shards/)")
+    if not names:
         return result
     with Study(study) as main:
         main.db.execute("PRAGMA busy_timeout=600000")  # another merge may hold a big shard's transaction
-        for folder in tqdm(folders, desc="merging", unit="shard", disable=not progress):
-            try:
-                _merge_shard(main, folder, result)
-            except _Refused as exc:
-                result.skipped[folder.name] = str(exc)
-            except StoreError as exc:
-                result.skipped[folder.name] = f"not merged: {exc}"
+        shards_fd, images_fd = open_folder(study, SHARDS), open_folder(study, "images")
+        try:
+            for name in tqdm(names, desc="merging", unit="shard", disable=not progress):
+                try:
+                    _merge_shard(main, shards_fd, images_fd, name, result)
+                except _Refused as exc:
+                    result.skipped[name] = str(exc)
+                except StoreError as exc:
+                    result.skipped[name] = f"not merged: {exc}"
+        finally:
+            os.close(shards_fd)
+            os.close(images_fd)
     result.seconds = time.perf_counter() - started
     return result
 
 
-def _merge_shard(main: Study, folder: Path, result: MergeResult) -> None:
-    name = folder.name
-    if not (folder / DB_NAME).exists():
-        result.skipped[name] = "has no study.sqlite yet (the shard never started generating)"
+def _merge_shard(main: Study, shards_fd: int, study_images: int, name: str, result: MergeResult) -> None:
+    folder = main.path / SHARDS / name
+    try:
+        shard_fd = open_folder(shards_fd, name)
+    except (NotInside, FileNotFoundError):
+        result.skipped[name] = "a symbolic link or not a folder, so not a shard store: not read"
         return
-    info = _read_json(folder / "shard.json") or {}
+    try:
+        try:
+            database = os.stat(DB_NAME, dir_fd=shard_fd, follow_symlinks=False)
+        except FileNotFoundError:
+            result.skipped[name] = "has no study.sqlite yet (the shard never started generating)"
+            return
+        for extra in ("", "-wal", "-shm"):
+            try:
+                mode = database.st_mode if not extra else os.stat(DB_NAME + extra, dir_fd=shard_fd,
+                                                                  follow_symlinks=False).st_mode
+            except FileNotFoundError:
+                continue
+            if not stat.S_ISREG(mode):
+                result.skipped[name] = f"{DB_NAME}{extra} is a symbolic link or not a regular file; not read"
+                return
+        try:
+            images_fd = open_folder(shard_fd, "images")
+        except FileNotFoundError:
+            images_fd = None
+        except NotInside:
+            result.skipped[name] = ("its images/ is a symbolic link or not a folder; not read (a shard keeps its "
+                                    "images inside it)")
+            return
+        try:
+            _merge_store(main, folder, shard_fd, images_fd, study_images, result)
+        finally:
+            if images_fd is not None:
+                os.close(images_fd)
+    finally:
+        os.close(shard_fd)
+
+
+def _merge_store(main: Study, folder: Path, shard_fd: int, images_fd: int | None, study_images: int,
+                 result: MergeResult) -> None:
+    name = folder.name
+    try:
+        info = json.loads(read_regular(shard_fd, "shard.json", 1_000_000)[0])
+    except (OSError, ValueError):
+        info = {}
+    info = info if isinstance(info, dict) else {}
     with Study(folder, readonly=True, require_current=False) as shard:  # its schema is verified here
         running = shard.db.execute(leases._RUNNING).fetchall()
         live = [row for row in running if leases.run_alive(row)]
@@ -352,23 +425,11 @@ def _merge_shard(main: Study, folder: Path, result: MergeResult) -> None:
         dead = {row["run_id"] for row in running}
         rows = {table: [dict(r) for r in shard.db.execute(f"SELECT * FROM {table}")]
                 for table in ("prompts", "presets", "images", "failures", "runs")}
-        sources = {}
-        own = str(folder.resolve() / "images") + os.sep
-        for image in rows["images"]:
-            file = str(image["file"])
-            if _SHA256.fullmatch(file[len("images/"):-len(".png")]) and file.startswith("images/") \
-                    and file.endswith(".png"):
-                sources[image["image_id"]] = Path(own + file[len("images/"):])  # inside by its name
-                continue
-            try:
-                sources[image["image_id"]] = shard.resolve(file)
-            except StoreError:
-                sources[image["image_id"]] = None
     counts = {"images": 0, "refused": 0}
-    remove: list[Path] = []
+    remove: list[tuple[str, str]] = []
     with transaction(main.db):
         _merge_prompts_and_presets(main, name, rows)
-        _merge_images(main, name, rows["images"], sources, result, counts, remove)
+        _merge_images(main, folder, images_fd, study_images, rows["images"], result, counts, remove)
         failures = 0
         for f in rows["failures"]:
             cols = ["run_id", "prompt_id", "preset", "study_seed", "image_index", "error", "traceback", "at"]
@@ -389,8 +450,15 @@ def _merge_shard(main: Study, folder: Path, result: MergeResult) -> None:
                         (name, str(info.get("run_id", name.rpartition("-")[0])), _int(info.get("shard_index")),
                          _int(info.get("num_shards")), now(), counts["images"], len(rows["failures"]),
                          counts["refused"]))
-    for path in remove:  # only now that the rows are committed: a crash before leaves an extra copy
-        path.unlink(missing_ok=True)
+    # only now that the rows are committed, and only a second name of the study's own file
+    for shard_name_, study_name in remove:
+        try:
+            mine = os.stat(shard_name_, dir_fd=images_fd, follow_symlinks=False)
+            theirs = os.stat(study_name, dir_fd=study_images, follow_symlinks=False)
+        except OSError:
+            continue
+        if stat.S_ISREG(mine.st_mode) and (mine.st_ino, mine.st_dev) == (theirs.st_ino, theirs.st_dev):
+            os.unlink(shard_name_, dir_fd=images_fd)
     result.merged.append(name)
     result.failures += failures
     result.runs += len(rows["runs"])
@@ -404,8 +472,14 @@ def _int(value) -> int | None:
 
 
 def _merge_prompts_and_presets(main: Study, name: str, rows: dict) -> None:
+    from .catalog import prompt_id
+
     conflicts = []
     for p in rows["prompts"]:
+        if prompt_id(str(p["text"])) != p["prompt_id"]:  # the catalog's own id of the text decides, not order
+            conflicts.append(f"prompt {p['prompt_id']} reads {p['text']!r} in shard {name}, a text whose prompt id "
+                             f"is {prompt_id(str(p['text']))}: the shard's prompt table was changed after it ran")
+            continue
         found = main.db.execute("SELECT text FROM prompts WHERE prompt_id = ?", (p["prompt_id"],)).fetchone()
         if found is not None and found["text"] != p["text"]:
             conflicts.append(f"prompt {p['prompt_id']} reads {found['text']!r} in the study but {p['text']!r} "
@@ -440,10 +514,10 @@ def _merge_prompts_and_presets(main: Study, name: str, rows: dict) -> None:
                                                                   "settings_hash", "first_used")])
 
 
-def _merge_images(main: Study, name: str, images: list[dict], sources: dict, result: MergeResult,
-                  counts: dict, remove: list[Path]) -> None:
+def _merge_images(main: Study, folder: Path, images_fd: int | None, study_images: int, images: list[dict],
+                  result: MergeResult, counts: dict, remove: list[tuple[str, str]]) -> None:
+    name = folder.name
     key_cols = ("prompt_id", "preset", "study_seed", "image_index")
-    study_images = f"{main.path}/images"
     cursor = main.db.cursor()
     cursor.row_factory = None
     have = {row[:4]: row[4:] for row in cursor.execute(
@@ -458,31 +532,35 @@ def _merge_images(main: Study, name: str, images: list[dict], sources: dict, res
     for row in images:
         key = tuple(row[c] for c in key_cols)
         label = f"{row['preset']} / {row['prompt_id']} #{row['image_index']}"
-        src, sha = sources.get(row["image_id"]), str(row["sha256"])
-        if src is None:
-            refuse(f"shard {name}: image {label} is recorded at {row['file']!r}, outside the shard folder; not merged")
+        sha, file = str(row["sha256"]), str(row["file"])
+        if not (file.startswith("images/") and _SHA256.fullmatch(file[len("images/"):-len(".png")] or "")
+                and file.endswith(".png")):
+            refuse(f"shard {name}: image {label} is recorded at {file!r}, outside the shard folder's images/; "
+                   "not merged")
             continue
-        if not _SHA256.fullmatch(sha) or row["file"] != f"images/{sha}.png":
+        src = folder / file
+        if not _SHA256.fullmatch(sha) or file != f"images/{sha}.png":
             refuse(f"{src}: file name does not match the image's recorded SHA-256 {sha!r} ({label}); not merged")
             continue
+        own = f"{sha}.png"
         if key in have:
             if have[key][0] != sha:
                 refuse(f"{src}: image {label} is in the study already as another image (sha256 {have[key][0][:12]}..., "
                        f"this one {sha[:12]}...); the study's is kept, this one not merged")
                 continue
-            if not os.path.exists(f"{study_images}/{sha}.png"):  # the study's copy was deleted: this one puts it back
-                if not _copy_checked(main, src, sha, label, refuse, name):
+            if not _exists(own, study_images):  # the study's copy was deleted: this one puts it back
+                if not _copy_checked(main, src, images_fd, study_images, row, label, refuse, name):
                     continue
                 wrote = True
             counts["images"] += 1
             result.already += 1
-            remove.append(src)
+            remove.append((own, own))
             continue
         if row["settings_hash"] is not None and hashes.get(row["preset"]) not in (None, row["settings_hash"]):
             refuse(f"{src}: image {label} was made with settings {row['settings_hash']} of preset "
                    f"{row['preset']!r}, the study has {hashes.get(row['preset'])}; not merged")
             continue
-        if not _copy_checked(main, src, sha, label, refuse, name):
+        if not _copy_checked(main, src, images_fd, study_images, row, label, refuse, name):
             continue
         wrote = True
         cols = [c for c in row if c != "image_id"]
@@ -495,48 +573,86 @@ def _merge_images(main: Study, name: str, images: list[dict], sources: dict, res
         have[key] = (sha, row["file"])
         counts["images"] += 1
         result.added += 1
-        remove.append(src)
+        remove.append((own, own))
     if wrote:
-        _fsync_folder(main.path / "images")  # every new name is on disk before the rows commit
+        os.fsync(study_images)  # every new name is on disk before the rows commit
 
 
-def _copy_checked(main: Study, src: Path, sha: str, label: str, refuse, shard: str) -> bool:
-    """Put a shard's PNG into the study if its bytes hash to ``sha``; refuse it otherwise.
-
-    The file is opened without following a symbolic link and must be a regular file. Its
-    bytes are hashed; the study then gets a hard link to that same file (already synced on
-    this disk when the shard wrote it: no copy and no fsync per image; the caller syncs the
-    folder once). Should the name meanwhile point to another file, or links not work here,
-    the very bytes that were hashed are written instead, so a changed file cannot slip in.
-    """
+def _exists(name: str, folder_fd: int) -> bool:
     try:
-        fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+        os.stat(name, dir_fd=folder_fd, follow_symlinks=False)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+MAX_IMAGE_BYTES = 512 * 2**20  # a 4096 x 4096 RGB PNG stored raw is 48 MB; far more is not an image of ours
+# the text chunks every image of a run carries (probes.run), checked against the shard's row
+_PNG_SAYS = {"medprobe:prompt_id": "prompt_id", "medprobe:preset": "preset", "medprobe:seed": "seed"}
+
+
+def _png_disagrees(data: bytes, row: dict) -> str | None:
+    """What the PNG's own medprobe text chunks say that the row does not (None when they agree)."""
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as image:  # reads the chunks before the pixels, decodes nothing
+            said = {k: image.info.get(k) for k in _PNG_SAYS}
+    except Exception:
+        return "it is not a PNG file that can be read"
+    if all(v is None for v in said.values()):
+        return "it carries no medprobe metadata (prompt, preset, seed)"
+    wrong = [f"{column} {said[chunk]!r} in the PNG, {str(row.get(column))!r} in the shard's row"
+             for chunk, column in _PNG_SAYS.items() if str(said[chunk]) != str(row.get(column))]
+    return "; ".join(wrong) or None
+
+
+def _copy_checked(main: Study, src: Path, images_fd: int | None, study_images: int, row: dict, label: str,
+                  refuse, shard: str) -> bool:
+    """Put a shard's PNG into the study if its bytes hash to the row's SHA-256 and its own
+    metadata names the row's prompt, preset and seed; refuse it otherwise.
+
+    The file is opened inside the shard's images/ without following a symbolic link, and
+    must be a regular file. Its bytes are hashed; the study then gets a hard link to that same
+    file (already synced on this disk when the shard wrote it: no copy and no fsync per image;
+    the caller syncs the folder once). Should the name meanwhile point to another file, or
+    links not work here, the very bytes that were checked are written instead, so a changed
+    file cannot slip in.
+    """
+    sha, own = str(row["sha256"]), f"{row['sha256']}.png"
+    try:
+        if images_fd is None:
+            raise FileNotFoundError(own)
+        data, before = read_regular(images_fd, own, MAX_IMAGE_BYTES)
     except FileNotFoundError:
         refuse(f"{src}: missing, so image {label} of shard {shard} was not merged (resume the shard to "
                "make it again, then merge)")
         return False
+    except NotInside as exc:
+        refuse(f"{src}: {exc}, not a regular file of the shard; image {label} not merged")
+        return False
     except OSError as exc:
         refuse(f"{src}: cannot be read ({exc.strerror}); image {label} not merged")
-        return False
-    with os.fdopen(fd, "rb") as f:
-        before = os.fstat(f.fileno())
-        data = f.read() if stat.S_ISREG(before.st_mode) else None
-    if data is None:
-        refuse(f"{src}: not a regular file; image {label} not merged")
         return False
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha:
         refuse(f"{src}: its content has SHA-256 {actual[:12]}..., not the {sha[:12]}... recorded for image "
                f"{label}: the file was changed or damaged after it was made; not merged")
         return False
-    dest = f"{main.path}/images/{sha}.png"
+    disagreement = _png_disagrees(data, row)
+    if disagreement:
+        refuse(f"{src}: image {label} is not what its row says ({disagreement}): the shard's rows were changed "
+               "after it ran; not merged")
+        return False
     try:
-        os.link(src, dest, follow_symlinks=False)
-        after = os.stat(dest, follow_symlinks=False)
+        os.link(own, own, src_dir_fd=images_fd, dst_dir_fd=study_images, follow_symlinks=False)
+        after = os.stat(own, dir_fd=study_images, follow_symlinks=False)
         if (after.st_ino, after.st_dev, after.st_size, after.st_mtime_ns) == (
                 before.st_ino, before.st_dev, before.st_size, before.st_mtime_ns):
             return True
-        os.unlink(dest)
+        os.unlink(own, dir_fd=study_images)
     except FileExistsError:
         return True  # content-addressed: the study has these bytes already
     except OSError:
