@@ -10,6 +10,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import nbformat
 import pytest
+from browser_support import CHROMIUM, CHROMIUM_ARGS, NO_CHROMIUM
 from conftest import ratings_cli
 from PIL import Image
 
@@ -172,12 +173,19 @@ def test_a_wrong_folder_is_one_sentence_and_creates_nothing(case, generated, tmp
     assert (folder_state(folder) if folder.exists() else None) == before
 
 
-def test_the_notebook_runs_on_the_study_and_shows_the_figure(midway, tmp_path):
-    study, _, _ = midway
+@pytest.fixture(scope="module")
+def executed(midway, tmp_path_factory):
+    """notebooks/40_progress run by papermill on the midway study, and the study's files around it."""
+    study = midway[0]
     before = folder_state(study)
-    executed = execute_notebook("40_progress.ipynb", tmp_path / "40_progress.ipynb", {"study": str(study)},
-                                progress=False)
-    assert folder_state(study) == before
+    notebook = execute_notebook("40_progress.ipynb", tmp_path_factory.mktemp("nb") / "40_progress.ipynb",
+                                {"study": str(study)}, progress=False)
+    return notebook, before, folder_state(study)
+
+
+def test_the_notebook_runs_on_the_study_and_shows_the_figure(executed, tmp_path):
+    executed, before, after = executed
+    assert after == before
     outputs = [o for cell in nbformat.read(executed, 4).cells for o in cell.get("outputs", [])]
     assert not [o for o in outputs if o.output_type == "error"]
     text = "".join(o.get("text", "") for o in outputs)
@@ -201,3 +209,40 @@ def test_a_connection_left_open_by_the_app_is_no_obstacle(midway, tmp_path):
         db.save_answer(app_conn, "D", 0, {"style": 2, "content": 3}, seconds=12)
         row = progress_table(study).set_index("rater").loc["D"]
         assert (row.answered, row.left, row.median_s) == (1, 8, 12.0)
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason=NO_CHROMIUM)
+def test_the_executed_notebook_reads_cleanly_in_chromium(executed, tmp_path):
+    """The lead's page as a reader sees it: heading, the table with its header and a row per
+    rater, the figure loaded; rendered with nbconvert and opened from disk, nothing fetched."""
+    from nbconvert import HTMLExporter
+    from playwright.sync_api import sync_playwright
+
+    body, _ = HTMLExporter(template_name="lab").from_notebook_node(nbformat.read(executed[0], 4))
+    page_file = tmp_path / "40_progress.html"
+    page_file.write_text(body, encoding="utf-8")
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+        try:
+            page = browser.new_page(viewport={"width": 1366, "height": 768})
+            # the page is read offline: nbconvert's template asks for require.js and MathJax from a CDN
+            page.route("**/*", lambda route: route.continue_() if route.request.url.startswith(("file:", "data:"))
+                       else route.abort())
+            page.goto(page_file.as_uri())
+            assert page.locator("h1").first.inner_text().startswith("40 · Rating progress")
+            table = page.locator("table").filter(has_text="answered").first
+            headers = [h.strip() for h in table.locator("thead th").all_inner_texts()]
+            assert headers[:4] == ["rater", "assigned", "answered", "left"] and "link" in headers
+            rows = [r.locator("td").all_inner_texts() for r in table.locator("tbody tr").all()]
+            assert [(r[0], r[2], r[3]) for r in rows] == [("A", "5", "4"), ("B", "3", "6"), ("C", "1", "8"),
+                                                          ("D", "0", "9")]
+            figure = page.locator("img").last
+            figure.scroll_into_view_if_needed()
+            assert figure.is_visible()
+            assert page.evaluate("img => img.naturalWidth", figure.element_handle()) > 600
+            text = page.locator("body").inner_text()
+            assert "<h" not in text and "</" not in text and "Traceback" not in text
+            page.screenshot(path=str(tmp_path / "progress-1366x768.png"))
+            page.screenshot(path=str(tmp_path / "progress-full.png"), full_page=True)
+        finally:
+            browser.close()
