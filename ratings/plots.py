@@ -127,15 +127,24 @@ def pvalue_heatmap(pairwise: pd.DataFrame, dimension: str | None = None, alpha: 
                                  "(ratings.analysis.ordinal_contrasts)")
     column = "p_adj" if "p_adj" in rows and rows["p_adj"].notna().any() else "p"
     ordinal = _is_ordinal(rows)
-    styles = order_styles(pd.concat([rows["a"], rows["b"]]))
+    tested = (_estimable(rows) & np.isfinite(rows[column].astype(float))).to_numpy()
+    lead = f"{dimension.capitalize()}: " if dimension else ""
+    if not tested.any():
+        return _message_figure(f"{lead}{_test_text(rows, ordinal)}: no p-value to show",
+                               _omitted_text(rows, len(rows), where=""), _simulated(pairwise))
+    everyone = order_styles(pd.concat([rows["a"], rows["b"]]))
+    kept = set(rows.loc[tested, "a"]) | set(rows.loc[tested, "b"])
+    dropped = [style_label(s) for s in everyone if s not in kept]
+    left_out = _omitted_text(rows[~tested], len(rows), where="blank cells")
+    if dropped:
+        left_out += f"; left out, with no estimable comparison: {', '.join(dropped)}"
+    styles = [s for s in everyone if s in kept]
     labels = [style_label(s) for s in styles]
     signed = pd.DataFrame(np.nan, index=styles, columns=styles)
     text = pd.DataFrame("", index=styles, columns=styles)
     symbols = set()
-    for r in rows.itertuples(index=False):
+    for r in rows[tested].itertuples(index=False):
         p = float(getattr(r, column))
-        if not np.isfinite(p):
-            continue
         direction = _direction(r, ordinal)
         strength = -np.log10(min(1.0, max(p, 1e-300)))
         signed.loc[r.a, r.b], signed.loc[r.b, r.a] = direction * strength, -direction * strength
@@ -150,10 +159,13 @@ def pvalue_heatmap(pairwise: pd.DataFrame, dimension: str | None = None, alpha: 
     vmax = float(min(HEATMAP_CAP, max(np.ceil(strongest), np.ceil(line) + 1)))
     adjusted = "adjusted " if column == "p_adj" else ""
     with mpl.rc_context(THEME):
-        fig = Figure(figsize=(1.05 * len(styles) + 3.0, 0.85 * len(styles) + 2.2), layout="constrained")
+        # at least the width of the cell legend above the map, however few styles are left
+        fig = Figure(figsize=(max(1.05 * len(styles) + 3.0, 10.5), max(0.85 * len(styles) + 2.2, 5.0)),
+                     layout="constrained")
         ax = fig.subplots()
         sns.heatmap(signed.clip(-vmax, vmax), ax=ax, mask=signed.isna(), cmap=HEATMAP_CMAP, vmin=-vmax, vmax=vmax,
-                    annot=text.to_numpy(), fmt="", square=True, linewidths=1, linecolor="white",
+                    # with few styles the cells widen, so the cell legend above fits over the map
+                    annot=text.to_numpy(), fmt="", square=len(styles) >= 5, linewidths=1, linecolor="white",
                     xticklabels=labels, yticklabels=labels, annot_kws={"fontsize": 7.5},
                     cbar_kws={"label": f"signed −log10({adjusted}p)\n> 0: row style rated higher, < 0: lower",
                               "extend": "both" if strongest > vmax else "neither", "shrink": 0.8})
@@ -172,9 +184,9 @@ def pvalue_heatmap(pairwise: pd.DataFrame, dimension: str | None = None, alpha: 
         effects = "; ".join(EFFECT_LEGEND[s] for s in sorted(symbols) if s in EFFECT_LEGEND)
         ax.set_title(f"Cell: {adjusted}p (* < {one:g}, ** < {two:g}, *** < {three:g}; dashed on the colour bar: "
                      f"{one:g}) and the effect of the row style over the column style\n({effects}); "
-                     "radiology styles in bold", loc="left", fontsize=8, fontweight="normal")
-        head = f"{dimension.capitalize()}: " if dimension else ""
-        title = f"{head}{_test_text(rows, ordinal)}, {_family_text(rows, column)}"
+                     "radiology styles in bold" + (f"\n{_wrap(left_out, fig, 8, share=0.8)}" if left_out else ""),
+                     loc="left", fontsize=8, fontweight="normal")
+        title = f"{lead}{_test_text(rows, ordinal)}, {_family_text(rows, column)}"
         _title(fig, _wrap(title, fig), _simulated(pairwise))
     return fig
 
@@ -191,7 +203,9 @@ def ordinal_forest(ordinal: pd.DataFrame, dimension: str | None = None, alpha: f
     radiology first (odds ratio < 1: the radiology style rated lower; a row with the radiology
     style second is inverted: 1/OR, CI (1/high, 1/low)). The right column gives OR [CI] and
     the adjusted p, which keeps the table's family (Holm over every style pair) whatever
-    ``pairs`` shows.
+    ``pairs`` shows. A contrast the table marks not estimable (``estimable`` False: separation,
+    too few topics for a clustered interval, no fit) is left out, and the figure says how many
+    and why; where none is left, the figure is that sentence.
     """
     rows, dimension = _style_contrasts(ordinal, dimension, "ordinal")
     what = "ordinal contrasts (analyze(...)['ordinal'] or ratings.analysis.ordinal_contrasts)"
@@ -199,17 +213,28 @@ def ordinal_forest(ordinal: pd.DataFrame, dimension: str | None = None, alpha: f
     column = "p_adj" if "p_adj" in rows and rows["p_adj"].notna().any() else "p"
     table = rows.assign(_p=rows[column].astype(float), _or=rows["odds_ratio"].astype(float),
                         _low=rows["or_ci_low"].astype(float), _high=rows["or_ci_high"].astype(float))
-    table = table[np.isfinite(table["_or"]) & (table["_or"] > 0)]
+    drawable = (_estimable(table) & np.isfinite(table["_or"]) & (table["_or"] > 0)).to_numpy()
+    omitted, table = table[~drawable], table[drawable]
     if pairs is not None:
         wanted = {frozenset(pair) for pair in pairs}
-        table = table[[frozenset((a, b)) in wanted for a, b in zip(table["a"], table["b"], strict=True)]]
-        shown = {frozenset((a, b)) for a, b in zip(table["a"], table["b"], strict=True)}
-        missing = [" vs ".join(map(str, p)) for p in pairs if frozenset(p) not in shown]
+
+        def picked(frame):
+            return frame[np.array([frozenset((a, b)) in wanted for a, b in zip(frame["a"], frame["b"], strict=True)],
+                                  dtype=bool)]
+
+        table, omitted = picked(table), picked(omitted)
+        known = {frozenset((a, b)) for frame in (table, omitted) for a, b in zip(frame["a"], frame["b"], strict=True)}
+        missing = [" vs ".join(map(str, p)) for p in pairs if frozenset(p) not in known]
         if missing:
             raise AnalysisError(f"no contrast {', '.join(missing)} in the ordinal table; its pairs: "
                                 f"{', '.join(f'{a} vs {b}' for a, b in zip(rows['a'], rows['b'], strict=True))}")
+    left_out = _omitted_text(omitted, len(table) + len(omitted))
+    head = f"{dimension.capitalize()}: " if dimension else ""
     if table.empty:
-        raise AnalysisError(f"nothing to plot: no contrast with a finite odds ratio; pass {what}")
+        if omitted.empty:
+            raise AnalysisError(f"nothing to plot: no contrast with a finite odds ratio; pass {what}")
+        return _message_figure(f"{head}cumulative odds ratios (ordinal model): none can be shown",
+                               _omitted_text(omitted, len(omitted), where=""), _simulated(ordinal))
     radiology = [table["a"].map(lambda s: style_group(s) == "radiology"),
                  table["b"].map(lambda s: style_group(s) == "radiology")]
     flip = (radiology[1] & ~radiology[0]).to_numpy()
@@ -273,10 +298,11 @@ def ordinal_forest(ordinal: pd.DataFrame, dimension: str | None = None, alpha: f
                                     markeredgecolor="0.25"),
                    mpl.lines.Line2D([], [], linestyle="", marker="o", markersize=6, markerfacecolor="white",
                                     markeredgecolor="0.25")]
+        legend = "OR < 1: the first style of the row rated lower (radiology first where in the pair)"
+        if left_out:
+            legend += "\n" + _wrap(left_out, fig, 8)
         fig.legend(handles, [f"{adjusted}p < {alpha:g}", f"{adjusted}p ≥ {alpha:g}"], loc="outside lower center",
-                   ncol=2, fontsize=8, title_fontsize=8,
-                   title="OR < 1: the first style of the row rated lower (radiology first where in the pair)")
-        head = f"{dimension.capitalize()}: " if dimension else ""
+                   ncol=2, fontsize=8, title_fontsize=8, title=legend)
         title = (f"{head}cumulative odds ratios (ordinal model, clustered by {unit}; "
                  f"{_family_text(rows, column)})")
         _title(fig, _wrap(title, fig), _simulated(ordinal))
@@ -840,6 +866,37 @@ def _stars(p: float, alpha: float) -> str:
 
 def _p_text(p: float) -> str:
     return "<0.001" if p < 0.001 else f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
+
+
+def _estimable(rows: pd.DataFrame) -> pd.Series:
+    """True where a row of a result table is estimable (tables without the column: every row)."""
+    if "estimable" not in rows:
+        return pd.Series(True, index=rows.index)
+    return rows["estimable"].astype("boolean").fillna(True).astype(bool)
+
+
+def _omitted_text(omitted: pd.DataFrame, total: int, what: str = "comparisons", where: str = "left out") -> str:
+    """"Not estimable, left out: 15 of 28 comparisons (separation: an infinite odds ratio)", or ""."""
+    if omitted.empty:
+        return ""
+    from .stats import reason_kind
+
+    notes = omitted["note"] if "note" in omitted else pd.Series("", index=omitted.index)
+    kinds = notes.fillna("").astype(str).map(reason_kind).replace("", "no finite estimate")
+    counts = kinds.value_counts(sort=False)
+    reasons = "; ".join(f"{reason}: {n}" if len(counts) > 1 else reason for reason, n in counts.items())
+    return f"Not estimable{f' ({where})' if where else ''}: {len(omitted)} of {total} {what} ({reasons})"
+
+
+def _message_figure(title: str, message: str, simulated) -> Figure:
+    """A figure that says in words why there is nothing to draw, in place of an empty plot."""
+    with mpl.rc_context(THEME):
+        fig = Figure(figsize=(8.6, 2.4), layout="constrained")
+        message += (". The table's note column gives each reason; the report's opening says what the design "
+                    "can and cannot support.")
+        fig.text(0.02, 0.45, _wrap(message, fig, 10), ha="left", va="center", fontsize=10, color="0.15")
+        _title(fig, _wrap(title, fig), simulated)
+    return fig
 
 
 def _simulated(df: pd.DataFrame) -> bool | str:
