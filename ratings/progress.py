@@ -3,9 +3,9 @@
 :func:`progress_table` gives one row per rater (panels assigned, answered, left, repeats,
 flagged, time per panel, first and last answer, the state of their personal link);
 :func:`answers_over_time` gives the moments panels were answered, for the cumulative curve;
-:func:`progress_figure` draws both. Everything here only reads: the study is opened read-only
-(SQLite ``mode=ro``), in one snapshot, so it runs beside raters answering in the app (WAL
-readers never block the writer) and leaves the study's files as they were.
+:func:`progress_figure` draws both. Everything here only reads, in one snapshot: beside a running rating app as a
+read-only WAL reader (readers never block the writer), and while nobody has the study open as
+an immutable read-only file, so that no -wal or -shm file is left in the study folder either.
 
 A panel counts as answered when its latest answer is complete (every question scored, or the
 prompt flagged nonsensical), as the rating app counts it; a panel with a saved but incomplete
@@ -83,18 +83,16 @@ def progress_table(study: str | Path) -> pd.DataFrame:
         return (scale, pd.read_sql_query("SELECT rater FROM raters ORDER BY created_at, rowid", conn),
                 pd.read_sql_query("SELECT a.rater, a.seq, a.repeat FROM assignments a JOIN panels p "
                                   "ON p.panel = a.panel WHERE p.kind != 'imported'", conn),
-                _latest(conn),
+                _latest(conn, scale),
                 pd.read_sql_query("SELECT rater, key_id, created_at, revoked_at FROM rater_keys", conn),
                 pd.read_sql_query("SELECT rater, at, detail FROM audit WHERE event = 'login'", conn),
                 pd.read_sql_query("SELECT rater, MIN(rated_at) AS first_answer, MAX(rated_at) AS last_answer "
                                   "FROM ratings GROUP BY rater", conn))
 
     scale, raters, shown, latest, keys, logins, times = _snapshot(study, read)
-    latest["complete"] = [_complete(scores, flag, scale) for scores, flag in
-                          zip(latest["scores"], latest["nonsensical"], strict=True)]
     rows = shown.merge(latest, on=["rater", "seq"], how="left")
-    rows["answered"] = rows["complete"].eq(True)
-    rows["incomplete"] = rows["complete"].eq(False)
+    rows["answered"] = rows["complete"].eq(1)
+    rows["incomplete"] = rows["complete"].eq(0)
     rows["flagged"] = rows["answered"] & rows["nonsensical"].eq(1)
     rows["repeat_done"] = rows["answered"] & rows["repeat"].eq(1)
     rows["seconds"] = rows["seconds"].where(rows["answered"])
@@ -123,35 +121,35 @@ def answers_over_time(study: str | Path) -> pd.DataFrame:
 
 
 def _answers_over_time(conn, scale: dict) -> pd.DataFrame:
-    rows = pd.read_sql_query(
-        "SELECT r.rater, r.seq, r.scores, r.nonsensical, r.rated_at FROM ratings r "
+    # a panel counts from its first complete answer, if its latest answer is complete too
+    where, args = _complete_sql(scale, "r")
+    latest_where, latest_args = _complete_sql(scale, "z")
+    first = pd.read_sql_query(
+        "SELECT r.rater, MIN(r.rated_at) AS rated_at FROM ratings r "
         "JOIN assignments a ON a.rater = r.rater AND a.seq = r.seq JOIN panels p ON p.panel = a.panel "
-        "WHERE p.kind != 'imported' ORDER BY r.rating_id", conn)
-    latest = _latest(conn)
-    done = {(r, s) for r, s, scores, flag in zip(latest["rater"], latest["seq"], latest["scores"],
-                                                 latest["nonsensical"], strict=True)
-            if _complete(scores, flag, scale)}
-    rows = rows[[(r, s) in done and _complete(scores, flag, scale) for r, s, scores, flag in
-                 zip(rows["rater"], rows["seq"], rows["scores"], rows["nonsensical"], strict=True)]]
-    first = rows.groupby(["rater", "seq"], sort=False)["rated_at"].min().reset_index()
+        "JOIN (SELECT rater, seq, MAX(rating_id) AS last FROM ratings GROUP BY rater, seq) l "
+        "ON l.rater = r.rater AND l.seq = r.seq JOIN ratings z ON z.rating_id = l.last "
+        f"WHERE p.kind != 'imported' AND {where} AND {latest_where} GROUP BY r.rater, r.seq",
+        conn, params=[*args, *latest_args])
     first["answered_at"] = pd.to_datetime(first["rated_at"], utc=True, format="ISO8601")
     first = first.sort_values("answered_at", kind="stable", ignore_index=True)
     first["answered"] = first.groupby("rater").cumcount() + 1
     return first[["rater", "answered_at", "answered"]]
 
 
-def _latest(conn) -> pd.DataFrame:
+def _latest(conn, scale: dict) -> pd.DataFrame:
+    """Each showing's latest answer: rater, seq, complete (1/0), nonsensical, seconds, rated_at."""
+    complete, args = _complete_sql(scale, "r")
     return pd.read_sql_query(
-        "SELECT r.rater, r.seq, r.scores, r.nonsensical, r.seconds, r.rated_at FROM ratings r "
-        "JOIN (SELECT MAX(rating_id) AS last FROM ratings GROUP BY rater, seq) l ON r.rating_id = l.last", conn)
+        f"SELECT r.rater, r.seq, {complete} AS complete, r.nonsensical, r.seconds, r.rated_at FROM ratings r "
+        "JOIN (SELECT MAX(rating_id) AS last FROM ratings GROUP BY rater, seq) l ON r.rating_id = l.last",
+        conn, params=args)
 
 
-def _complete(scores: str, nonsensical, scale: dict) -> bool:
-    """:func:`ratings.db.is_complete` on a stored row."""
-    if nonsensical:
-        return True
-    values = json.loads(scores)
-    return all(values.get(d["id"]) is not None for d in scale["dimensions"])
+def _complete_sql(scale: dict, alias: str) -> tuple[str, list[str]]:
+    """:func:`ratings.db.is_complete` as SQL on a rating row: flagged, or every question scored."""
+    scored = " AND ".join(f"json_extract({alias}.scores, ?) IS NOT NULL" for _ in scale["dimensions"])
+    return f"({alias}.nonsensical = 1 OR ({scored}))", [f'$."{d["id"]}"' for d in scale["dimensions"]]
 
 
 def _links(raters: pd.Series, keys: pd.DataFrame, logins: pd.DataFrame) -> pd.DataFrame:
