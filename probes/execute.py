@@ -13,8 +13,9 @@ to this process over IPC (Unix sockets in a private temporary folder) rather tha
 localhost: no other user or program on the machine can listen in, and ipykernel has no
 "running over TCP without encryption" warning to print. A kernel that finished its notebook
 is shut down with a shutdown request alone, not interrupted first (jupyter_client's default),
-so ipykernel does not log "KeyboardInterrupt caught in kernel" at the end of every run; a
-kernel that does not stop is still terminated, then killed.
+so ipykernel does not log "KeyboardInterrupt caught in kernel" at the end of a run; a kernel
+stopped mid-cell (Ctrl-C) is still interrupted first, and one that does not stop is
+terminated, then killed.
 """
 
 from __future__ import annotations
@@ -132,8 +133,13 @@ class _SideBar:
         self.bar.close()
 
 
-def _kernel_manager_class(folder: str):
-    """A kernel manager that talks IPC in ``folder`` and shuts a kernel down without interrupting it."""
+def _kernel_manager_class(folder: str, busy=lambda: False):
+    """A kernel manager that talks IPC in ``folder`` and shuts an idle kernel down without an interrupt.
+
+    ``busy()`` says whether a cell is running (see :func:`execute_notebook`): a kernel stopped
+    mid-cell (Ctrl-C in the terminal) is still interrupted first, so the cell's own clean-up runs
+    (a probe run marks itself interrupted and releases its panels).
+    """
     from jupyter_client import AsyncKernelManager
 
     # a Unix socket path has at most ~100 bytes; Windows has no IPC transport: TCP there
@@ -147,11 +153,11 @@ def _kernel_manager_class(folder: str):
             super().__init__(**kwargs)
 
         async def _async_interrupt_kernel(self) -> None:
-            # jupyter_client interrupts before every shutdown; the notebook is done (or failed) by
-            # then and the kernel idle, so the interrupt only makes ipykernel log an alarming
-            # "KeyboardInterrupt caught in kernel". A kernel that ignores the shutdown request is
-            # still terminated, then killed, by the manager.
-            if self.shutting_down:
+            # jupyter_client interrupts before every shutdown; after the notebook is done (or a cell
+            # failed) the kernel is idle, and the interrupt would only make ipykernel log an
+            # alarming "KeyboardInterrupt caught in kernel". A kernel that ignores the shutdown
+            # request is still terminated, then killed, by the manager.
+            if self.shutting_down and not busy():
                 return
             await super()._async_interrupt_kernel()
 
@@ -194,14 +200,16 @@ def execute_notebook(name: str, output: str | Path, parameters: dict, progress: 
     side = progress and "progress_file" not in parameters and _declares(source, "progress_file")
     with tempfile.TemporaryDirectory(prefix="medprobe-kernel-") as empty, \
             tempfile.TemporaryDirectory(prefix="medprobe-k-", dir=_short_tmp()) as private:
-        bar = None
+        bar, running = None, []  # running: the cell the kernel is executing now, if any
         if side:
             parameters = {**parameters, "progress_file": os.path.join(private, "progress.json")}
             bar = _SideBar(Path(parameters["progress_file"]))
         try:
             pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name="python3",
                                 progress_bar=progress and not side, cwd=empty,
-                                kernel_manager_class=_kernel_manager_class(private))
+                                kernel_manager_class=_kernel_manager_class(private, lambda: bool(running)),
+                                on_cell_execute=lambda **_: running.append(True),
+                                on_cell_executed=lambda **_: running.clear())
         except pm.PapermillExecutionError as exc:
             if _is_dead_kernel(exc):
                 raise KernelDiedError(name, output) from None

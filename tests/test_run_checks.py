@@ -154,3 +154,15 @@ def test_a_finished_kernel_is_shut_down_without_an_interrupt(tmp_path):
         assert not asyncio.run(_shutdown_seen_by_a_child(ours, tmp_path / "b"))
     finally:
         shutil.rmtree(sockets, ignore_errors=True)
+
+
+def test_a_kernel_stopped_mid_cell_is_still_interrupted(tmp_path):
+    """Ctrl-C during a run: the cell's own clean-up runs (a probe run marks itself interrupted)."""
+    import asyncio
+
+    sockets = tempfile.mkdtemp(prefix="mpk-", dir="/tmp")
+    try:
+        busy = execute._kernel_manager_class(sockets, busy=lambda: True)
+        assert asyncio.run(_shutdown_seen_by_a_child(busy, tmp_path))
+    finally:
+        shutil.rmtree(sockets, ignore_errors=True)
