@@ -268,19 +268,21 @@ def notices(tidy: pd.DataFrame, results: dict, unfitted: dict | None = None) -> 
                          f"has {topics - 1} degree{'s' if topics != 2 else ''} of freedom and the sandwich standard "
                          f"error rests on {topics} cluster sums), so the ordinal model's odds ratios are shown "
                          "without p-values or confidence intervals: they read \"not estimable\".")
-        else:
+        elif topics < FEW_CLUSTERS:
             inference = (f"Clustered p-values use t with {topics - 1} degrees of freedom; with fewer than "
                          f"{FEW_CLUSTERS} topics the sandwich standard error is itself noisy, so p-values near "
                          "the threshold are fragile (topic-respecting permutation p-values, --n-perm, do not rely "
                          "on it).")
-        ranks = (f"With {topics} topic{'s' if topics != 1 else ''} the exact Wilcoxon test cannot give a p-value "
+        else:
+            inference = ""
+        ranks = "" if topics >= FEW_CLUSTERS else (f"With {topics} topic{'s' if topics != 1 else ''} the exact Wilcoxon test cannot give a p-value "
                  f"below {smallest:.2g}" + (", so no style difference can reach significance." if smallest >= 0.05
                                             else "."))
         people = (f" With {raters} rater{'s' if raters != 1 else ''}, agreement between raters "
                   f"{'cannot be measured' if raters < 2 else 'rests on one pair'}." if raters < 3 else "")
         verdict = (" Read the results as a check of the workflow, not as evidence about the styles."
                    if topics < MIN_CLUSTERS or smallest >= 0.05 else "")
-        out.append(f"{head} {inference} {ranks}{people}{verdict}")
+        out.append(" ".join(part for part in (head, inference, ranks) if part) + people + verdict)
     ordinal = results.get("ordinal", pd.DataFrame())
     for dimension, reason in (unfitted or {}).items():
         out.append(f"{dimension.capitalize()}: the ordinal model could not be fitted, so none of its odds ratios "
@@ -511,7 +513,8 @@ def _unfitted_contrasts(per_rater, reason, correction):
     styles = _levels(per_rater["style"])
     clusters = int(per_rater["topic"].nunique())
     table = pd.DataFrame([{"factor": "style", "a": a, "b": b, "n_clusters": clusters, "df": clusters - 1,
-                           "estimable": False, "note": f"not estimable: {reason}"}
+                           "estimable": False,
+                           "note": reason if reason.startswith("not estimable") else f"not estimable: {reason}"}
                           for a, b in itertools.combinations(styles, 2)]).reindex(columns=CONTRAST_COLUMNS)
     table = _adjusted_contrasts(table, correction, "style").assign(kind="contrast")
     return table

@@ -380,13 +380,21 @@ def share_at_least(at_least: pd.DataFrame, dimension: str | None = None, thresho
         if "n_clusters" in rows and rows["n_clusters"].notna().any():
             counts = sorted(pd.unique(rows["n_clusters"].dropna().astype(int)))
             clusters = f" ({'/'.join(map(str, counts))} topics)"
-        note = "; † Wilson interval, not clustered (share 0 or 1)" if daggers else ""
+        from .stats import MIN_CLUSTERS
+
+        notes = rows["note"].fillna("").astype(str) if "note" in rows else pd.Series(dtype=str)
+        few = notes.str.contains("clustered interval needs").any()
+        unclustered = bool(len(notes)) and notes.str.len().gt(0).all()
+        why = f"share 0 or 1, or fewer than {MIN_CLUSTERS} topics" if few else "share 0 or 1"
+        note = f"; † Wilson interval, not clustered ({why})" if daggers else ""
+        kind = "95% CI" if unclustered else "topic-clustered 95% CI"
         fig.legend(_group_handles(styles), [f"{g} styles" for g in _groups_present(styles)],
                    loc="outside lower center", ncol=3, fontsize=8,
-                   title=f"error bars: topic-clustered 95% CI{clusters}{note}", title_fontsize=8)
+                   title=f"error bars: {kind}{clusters}{note}", title_fontsize=8)
         head = f"{dimension.capitalize()}: share" if dimension else "Share"
         which = f"≥ {thresholds[0]:g}" if len(thresholds) == 1 else "at or above each score"
-        title = f"{head} of {units} scoring {which}, topic-clustered 95% CI"
+        title = f"{head} of {units} scoring {which}, " + (
+            "95% CI (Wilson: too few topics to cluster)" if few and unclustered else kind)
         _title(fig, _wrap(title, fig), _simulated(at_least))
     return fig
 
