@@ -25,6 +25,7 @@ rejects at alpha with radiology lower, which needs no further adjustment (Berger
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pandas as pd
@@ -420,9 +421,10 @@ def reason_kind(note: str) -> str:
     text = str(note)
     text = text.split(": ", 1)[1] if text.startswith(("not estimable: ", "p-value and CI not estimable: ")) else text
     if "separation" in text:
-        return "separation: an infinite odds ratio"
-    if "cluster" in text:
-        return text.split(" (")[0]
+        return "separation, an infinite odds ratio"
+    clusters = re.match(r"(\d+) topic clusters?; clustered inference needs at least (\d+)", text)
+    if clusters:
+        return f"only {clusters[1]} topics, clustered inference needs at least {clusters[2]}"
     return text
 
 
