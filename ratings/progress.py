@@ -349,14 +349,21 @@ def progress_figure(table: pd.DataFrame, timeline: pd.DataFrame):
         bars.set_xlabel("panels (repeats included)")
         bars.set_xlim(0, max(int(table["assigned"].max()) if len(table) else 1, 1) * 1.18)
         bars.set_title("Panels per rater", loc="left")
-        bars.legend(loc="upper center", bbox_to_anchor=(0.5, -0.2), ncol=3, fontsize=8)
-        colors = dict(zip(table["rater"], (PALETTE[i % len(PALETTE)] for i in range(len(table))), strict=True))
+        below = mpl.transforms.offset_copy(bars.transAxes, fig=fig, y=-34, units="points")  # under the x label
+        bars.legend(loc="upper left", bbox_to_anchor=(0, 0), bbox_transform=below, ncol=3, fontsize=8,
+                    borderaxespad=0)
+        # past ten raters the colours come round again, with another line style
+        looks = {rater: (PALETTE[i % len(PALETTE)], ("-", "--", ":")[i // len(PALETTE) % 3])
+                 for i, rater in enumerate(table["rater"])}
         if timeline is not None and len(timeline):
-            for rater, rows in timeline.groupby("rater", sort=False):
+            for rater, (color, line) in looks.items():
+                rows = timeline[timeline["rater"] == rater]
+                if rows.empty:
+                    continue
                 times = rows["answered_at"].dt.tz_convert(None)
-                curve.step(times, rows["answered"], where="post", color=colors.get(rater), marker="o",
-                           markersize=3, label=f"{rater} (SIMULATED)" if rater.startswith(SIM_PREFIX) else rater)
-            curve.legend(fontsize=8, loc="upper left")
+                curve.step(times, rows["answered"], where="post", color=color, linestyle=line,
+                           marker="o" if len(rows) <= 40 else None, markersize=3, label=f"{rater} (SIMULATED)" if rater.startswith(SIM_PREFIX) else rater)
+            curve.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), ncol=1 + len(looks) // 16)
             locator = mpl.dates.AutoDateLocator(maxticks=6)
             curve.xaxis.set_major_locator(locator)
             curve.xaxis.set_major_formatter(mpl.dates.ConciseDateFormatter(locator))
