@@ -15,6 +15,9 @@ Every problem raises :class:`YamlFileError`, which names the file, where, and wh
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 from pathlib import Path
 
 import yaml
@@ -95,25 +98,45 @@ def _check_events(text: str, loader=_LOADER) -> None:
                 sizes[anchor] = (count + 1, levels + 1)
 
 
-def load_yaml(path: str | Path, what: str = "YAML file", max_bytes: int = MAX_BYTES):
+def load_yaml(path: str | Path, what: str = "YAML file", max_bytes: int = MAX_BYTES, follow_links: bool = True):
     """Parse one YAML file safely; ``what`` ("catalog", "presets file") names it in messages.
 
-    Returns the parsed data (``None`` for an empty file). Raises :class:`YamlFileError`.
+    Only a regular file is read, opened non-blocking (a FIFO or a device such as /dev/zero put
+    in its place is refused, not waited on or read without end), and never more than
+    ``max_bytes``. ``follow_links=False`` (a file inside a study folder, which may come from
+    someone else) also refuses a symbolic link. Returns the parsed data (``None`` for an empty
+    file). Raises :class:`YamlFileError`.
     """
     path = Path(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
+    if not follow_links:
+        flags |= getattr(os, "O_NOFOLLOW", 0)
     try:
-        size = path.stat().st_size
-        if size > max_bytes:
-            raise YamlFileError(path, "", f"is {size / 1e6:.1f} MB, larger than a {what} may be "
-                                f"({max_bytes / 1e6:g} MB)", f"a {what} under {max_bytes / 1e6:g} MB; "
-                                "split it, or check that this is the file you meant")
-        raw = path.read_bytes()
+        fd = os.open(path, flags)
     except FileNotFoundError:
         raise YamlFileError(path, "", "file not found", f"a {what} (YAML)") from None
-    except IsADirectoryError:
-        raise YamlFileError(path, "", "is a folder, not a file", f"a {what} (YAML)") from None
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise YamlFileError(path, "", "is a symbolic link, which a study folder's files may not be",
+                                f"the {what} itself in the study folder, not a link to it") from None
+        raise YamlFileError(path, "", f"cannot be read ({exc.strerror})", "a readable file") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise YamlFileError(path, "", "is a folder, not a file", f"a {what} (YAML)")
+        if not stat.S_ISREG(info.st_mode):
+            raise YamlFileError(path, "", "is not a regular file (a pipe, a device or a socket)",
+                                f"a {what} saved as an ordinary file")
+        if info.st_size > max_bytes:
+            raise YamlFileError(path, "", f"is {info.st_size / 1e6:.1f} MB, larger than a {what} may be "
+                                f"({max_bytes / 1e6:g} MB)", f"a {what} under {max_bytes / 1e6:g} MB; "
+                                "split it, or check that this is the file you meant")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            raw = f.read(max_bytes + 1)
     except OSError as exc:
         raise YamlFileError(path, "", f"cannot be read ({exc.strerror})", "a readable file") from None
+    finally:
+        os.close(fd)
     if len(raw) > max_bytes:  # grew between stat and read
         raise YamlFileError(path, "", f"is larger than a {what} may be ({max_bytes / 1e6:g} MB)",
                             f"a {what} under {max_bytes / 1e6:g} MB")

@@ -27,6 +27,7 @@ import io
 import json
 import os
 import sqlite3
+import stat
 import sys
 import tempfile
 import time
@@ -41,6 +42,8 @@ from . import fsguard, leases
 from .errors import StoreError
 
 DB_NAME = "study.sqlite"
+# what a study folder holds of its own: never a link to elsewhere
+OWN_ENTRIES = (DB_NAME, f"{DB_NAME}-wal", f"{DB_NAME}-shm", "images", "shards", "runs", "reports")
 NON_IMAGE_SETTINGS = {"description", "safety_checker_reason", "sha256", "local_files_only", "cache_dir",
                       "checkpoint_dir"}
 
@@ -364,6 +367,22 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
+def refuse_links(folder: Path) -> None:
+    """A study keeps its own files: its database and folders are never links to elsewhere.
+
+    Raises :class:`StoreError` naming the entry, before anything is opened or written.
+    """
+    for name in OWN_ENTRIES:
+        entry = folder / name
+        if entry.is_symlink():
+            raise StoreError(f"{entry}: is a symbolic link (to {os.readlink(entry)}); a study folder keeps its own "
+                             f"{name}, so the study was not opened and nothing was written. Replace the link by a "
+                             "copy of what it points to, then open the study again.")
+        if name in ("images", "shards", "runs", "reports") and entry.exists() and not entry.is_dir():
+            raise StoreError(f"{entry}: is not a folder; a study's {name} is a folder inside it. Move the file "
+                             "away, then open the study again.")
+
+
 class Study:
     """A study folder. Create or open with ``Study(path)``.
 
@@ -378,10 +397,12 @@ class Study:
         if (readonly or not create) and not (self.path / DB_NAME).exists():
             raise StoreError(f"{self.path}: not a study folder (no {DB_NAME}); run a probe first "
                              "or check the path")
+        refuse_links(self.path)
         if not readonly:
             try:
                 for sub in ("images", "runs", "reports"):
                     (self.path / sub).mkdir(parents=True, exist_ok=True)
+                refuse_links(self.path)  # made by someone else between the check and mkdir
                 probe = self.path / f".write-test-{os.getpid()}"
                 probe.write_bytes(b"")
                 probe.unlink()
@@ -453,12 +474,26 @@ class Study:
         return sha, relative
 
     def _sweep_temporary_files(self) -> None:
-        for tmp in (self.path / "images").glob(".tmp-*"):
-            try:
-                if time.time() - tmp.stat().st_mtime > 3600:  # a live writer's file is younger
-                    tmp.unlink()
-            except OSError:
-                pass
+        """Remove this store's own leftover temporary PNGs (a killed writer's), inside images/ only."""
+        from .safepath import open_folder
+
+        try:
+            folder = open_folder(self.path, "images")
+        except OSError:
+            return
+        try:
+            with os.scandir(folder) as entries:
+                for entry in entries:
+                    if not (entry.name.startswith(".tmp-") and entry.name.endswith(".png")):
+                        continue
+                    info = entry.stat(follow_symlinks=False)
+                    if stat.S_ISREG(info.st_mode) and time.time() - info.st_mtime > 3600:  # a live writer's is younger
+                        try:
+                            os.unlink(entry.name, dir_fd=folder)
+                        except OSError:
+                            pass
+        finally:
+            os.close(folder)
 
     # --- tables ------------------------------------------------------------------------
 

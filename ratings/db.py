@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from probes.store import DB_NAME, connect, database_file, migrate, now, transaction
+from probes.store import DB_NAME, connect, database_file, migrate, now, refuse_links, transaction
 
 from .errors import RatingError
 
@@ -175,6 +175,7 @@ def open_db(study: str | Path, must_exist: bool = True, readonly: bool = False) 
     a study this process cannot write to otherwise raises :class:`ReadOnlyStudyError`.
     """
     path = Path(study).expanduser().resolve() / DB_NAME
+    refuse_links(path.parent)
     if (must_exist or readonly) and not path.exists():
         raise RatingError(f"{path.parent}: not a study folder (no {DB_NAME}); generate images "
                           "first (python -m probes run) or check the path")

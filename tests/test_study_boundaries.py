@@ -120,3 +120,82 @@ def test_an_edited_prompt_text_is_refused_whichever_shard_comes_first(trees, tam
     assert "the shard's prompt table was changed after it ran" in result.skipped[tampered]
     with Study(study, create=False) as st:
         assert "A photograph of nothing at all" not in set(st.db.execute("SELECT text FROM prompts").fetchall())
+
+
+def probes_cli(*args, timeout=120):
+    return subprocess.run([sys.executable, "-m", "probes", *map(str, args)], capture_output=True, text=True,
+                          cwd=ROOT, timeout=timeout)
+
+
+@pytest.mark.parametrize("entry", ["images", "runs", "reports", "shards"])
+def test_a_received_study_whose_folder_is_a_link_is_refused_and_nothing_is_written_there(made, tmp_path, entry):
+    study = tmp_path / "received"
+    shutil.copytree(made / "other", study)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    old = elsewhere / ".tmp-old.png"  # looks like a stale temporary file of the store
+    old.write_bytes(b"someone's file")
+    os.utime(old, (1, 1))
+    if (study / entry).exists():
+        for item in (study / entry).iterdir():
+            shutil.move(str(item), elsewhere / item.name)
+        (study / entry).rmdir()
+    os.symlink(elsewhere, study / entry)
+    before = sorted(p.name for p in elsewhere.iterdir())
+    done = probes_cli("run", "--study", study, "--catalog", "oncology", "--presets", "tiny-fast", "--presets-file",
+                      made / "presets.yaml", "--styles", "poster", "--topics", "brain", "--detail", "short",
+                      "--images-per-prompt", "1")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert f"{entry}: is a symbolic link" in done.stderr and "nothing was written" in done.stderr
+    assert sorted(p.name for p in elsewhere.iterdir()) == before and old.read_bytes() == b"someone's file"
+    from ratings import db
+    from ratings.errors import RatingError
+
+    with pytest.raises((RatingError, Exception), match="is a symbolic link"):
+        db.open_db(study)
+
+
+def test_the_sweep_of_temporary_files_never_leaves_images(made, tmp_path):
+    study = tmp_path / "s"
+    shutil.copytree(made / "other", study)
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(b"keep")
+    os.utime(outside, (1, 1))
+    os.symlink(outside, study / "images" / ".tmp-planted.png")
+    stale = study / "images" / ".tmp-stale.png"
+    stale.write_bytes(b"")
+    os.utime(stale, (1, 1))
+    Study(study).close()
+    assert outside.read_bytes() == b"keep" and not stale.exists()
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev-zero", "link-to-file"])
+def test_a_planted_presets_file_that_is_not_a_regular_file_is_refused_at_once(made, tmp_path, kind):
+    study = tmp_path / "s"
+    shutil.copytree(made / "other", study)
+    planted = study / "presets.yaml"
+    if kind == "fifo":
+        os.mkfifo(planted)
+    elif kind == "dev-zero":
+        os.symlink("/dev/zero", planted)
+    else:
+        secret = tmp_path / "secret.yaml"
+        secret.write_text("tiny-fast: {backend: tiny, steps: 2, size: 32}\n")
+        os.symlink(secret, planted)
+    done = probes_cli("run", "--study", study, "--catalog", "oncology", "--presets", "tiny-fast", "--presets-file",
+                      made / "presets.yaml", "--styles", "poster", "--topics", "malaria", "--detail", "short",
+                      "--images-per-prompt", "1", timeout=60)  # a FIFO read would hang past this
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "presets.yaml" in done.stderr
+    assert ("not a regular file" if kind == "fifo" else "is a symbolic link") in done.stderr
+
+
+def test_a_yaml_file_given_by_the_user_may_be_a_link_but_not_a_device(tmp_path):
+    from probes.safeyaml import YamlFileError, load_yaml
+
+    real = tmp_path / "real.yaml"
+    real.write_text("a: 1\n")
+    os.symlink(real, tmp_path / "link.yaml")
+    assert load_yaml(tmp_path / "link.yaml") == {"a": 1}
+    with pytest.raises(YamlFileError, match="not a regular file"):
+        load_yaml("/dev/zero")

@@ -27,9 +27,9 @@ __all__ = ["BACKENDS", "GeneratedImage", "Generator", "backend_class", "create_g
            "load_presets", "preset_settings"]
 
 
-def _read_preset_file(path: Path) -> dict:
+def _read_preset_file(path: Path, follow_links: bool = True) -> dict:
     try:
-        data = load_yaml(path, "presets file", max_bytes=MAX_PRESETS_BYTES) or {}
+        data = load_yaml(path, "presets file", max_bytes=MAX_PRESETS_BYTES, follow_links=follow_links) or {}
     except YamlFileError as exc:
         raise PresetError(str(exc)) from None
     if not isinstance(data, dict):
@@ -66,8 +66,8 @@ def load_presets(*extra_files: str | Path | None, study_presets: str | Path | No
         if path:
             user_files.append(_read_preset_file(Path(path)))
     trusted = {_custom_module(s["backend"]) for data in user_files for s in data.values()}
-    if study_presets and Path(study_presets).exists():
-        study_data = _read_preset_file(Path(study_presets))
+    if study_presets and (Path(study_presets).exists() or Path(study_presets).is_symlink()):
+        study_data = _read_preset_file(Path(study_presets), follow_links=False)  # a study's file, never a link
         for name, settings in study_data.items():
             module = _custom_module(settings["backend"])
             if module and not allow_custom_backends and module not in trusted:
