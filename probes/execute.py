@@ -126,10 +126,12 @@ class _SideBar:
             self.postfix = postfix
             self.bar.set_postfix_str(postfix)
 
-    def close(self) -> None:
+    def close(self, finished: bool = True) -> None:
         self.stopping.set()
         self.thread.join()
         self._show()
+        if not finished:  # a failed cell, a dead kernel, Ctrl-C: the caller says what happened
+            self.bar.set_postfix_str("stopped")
         self.bar.close()
 
 
@@ -200,7 +202,7 @@ def execute_notebook(name: str, output: str | Path, parameters: dict, progress: 
     side = progress and "progress_file" not in parameters and _declares(source, "progress_file")
     with tempfile.TemporaryDirectory(prefix="medprobe-kernel-") as empty, \
             tempfile.TemporaryDirectory(prefix="medprobe-k-", dir=_short_tmp()) as private:
-        bar, running = None, []  # running: the cell the kernel is executing now, if any
+        bar, running, finished = None, [], False  # running: the cell the kernel is executing now
         if side:
             parameters = {**parameters, "progress_file": os.path.join(private, "progress.json")}
             bar = _SideBar(Path(parameters["progress_file"]))
@@ -210,6 +212,7 @@ def execute_notebook(name: str, output: str | Path, parameters: dict, progress: 
                                 kernel_manager_class=_kernel_manager_class(private, lambda: bool(running)),
                                 on_cell_execute=lambda **_: running.append(True),
                                 on_cell_executed=lambda **_: running.clear())
+            finished = True
         except pm.PapermillExecutionError as exc:
             if _is_dead_kernel(exc):
                 raise KernelDiedError(name, output) from None
@@ -221,7 +224,7 @@ def execute_notebook(name: str, output: str | Path, parameters: dict, progress: 
             raise
         finally:
             if bar is not None:
-                bar.close()
+                bar.close(finished)
     return output
 
 
