@@ -306,8 +306,12 @@ def notices(tidy: pd.DataFrame, results: dict, unfitted: dict | None = None) -> 
     if "note" in flags and "kind" in flags:
         odds = flags[(flags["kind"] == "odds ratio") & flags["note"].fillna("").str.contains("not estimable")]
         if len(odds):
+            from .stats import reason_kind
+
+            kinds = odds["note"].map(reason_kind).value_counts(sort=False)
+            why = "; ".join(f"{kind}: {n}" if len(kinds) > 1 else kind for kind, n in kinds.items())
             out.append(f"Nonsensical flag: {len(odds)} of {int((flags['kind'] == 'odds ratio').sum())} styles' odds "
-                       "ratios are not estimable (no flag, or only flags, for a style; or too few topics).")
+                       f"ratios are not estimable ({why}).")
     return out
 
 

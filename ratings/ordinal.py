@@ -461,7 +461,7 @@ def flag_model(tidy: pd.DataFrame, factor: str = "style", cluster: str = "topic"
         share = clustered_share(y[m], groups[m], ci)  # sandwich by cluster; Wilson at 0 or every flag
         n, k = share["n"], share["k"]
         note = (f"{'no' if k == 0 else 'every'} rating flagged: Wilson interval (not clustered); "
-                "odds ratio not estimable") if k in (0, n) else ""
+                "odds ratio not estimable") if k in (0, n) else share["note"]
         shares.append({"level": level, "n": n, "flagged": k, "share": share["share"], "ci_low": share["ci_low"],
                        "ci_high": share["ci_high"], "note": note})
     shares = pd.DataFrame(shares)

@@ -421,7 +421,7 @@ def reason_kind(note: str) -> str:
     text = str(note)
     text = text.split(": ", 1)[1] if text.startswith(("not estimable: ", "p-value and CI not estimable: ")) else text
     if "separation" in text:
-        return "separation, an infinite odds ratio"
+        return "separation, an infinite odds ratio" if "flagged" not in text else "separation: no flag, or only flags"
     clusters = re.match(r"(\d+) topic clusters?; clustered inference needs at least (\d+)", text)
     if clusters:
         return f"only {clusters[1]} topics, clustered inference needs at least {clusters[2]}"

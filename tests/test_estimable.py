@@ -208,3 +208,18 @@ def test_a_well_posed_study_still_gives_estimates():
                                                           fit=fit).assign(dimension="style"))
     assert len(fig.axes[0].get_yticklabels()) == 28
     assert "Not estimable" not in fig.legends[0].get_title().get_text()
+
+
+def test_the_flag_model_with_too_few_topics_keeps_the_shares_and_leaves_out_the_inference():
+    from ratings.ordinal import flag_model
+
+    prompts = PROMPTS[PROMPTS["topic"].isin(["brain", "lung_cancer", "breast_cancer"])]
+    tidy = simulate_ratings(prompts, presets=("a", "b"), raters=("1", "2", "3"), seed=0, nonsensical_rate=0.2)
+    flags = flag_model(tidy)
+    odds = flags["odds_ratios"].set_index("level")
+    others = odds.drop(index=flags["reference"])
+    assert not others["estimable"].any() and others[["p", "se", "or_ci_low", "or_ci_high"]].isna().all().all()
+    assert others["note"].str.startswith("p-value and CI not estimable: 3 topic clusters").all()
+    shares = flags["shares"]
+    assert shares["share"].between(0, 1).all() and (shares["ci_low"] <= shares["share"]).all()
+    assert shares["note"].str.contains("Wilson interval (not clustered): 3 clusters", regex=False).all()
