@@ -625,8 +625,10 @@ def _write_xlsx(table: pd.DataFrame, path: str) -> None:
     def cell(value):
         if isinstance(value, np.generic):
             value = value.item()
-        if value is None or (isinstance(value, float) and value != value):
-            return None
+        if value is None or value is pd.NA or value is pd.NaT or (isinstance(value, float) and value != value):
+            return None  # an unanswered score is an empty cell
+        if isinstance(value, str):
+            value = xlsx_text(value)
         c = WriteOnlyCell(sheet, value=spreadsheet_safe(value))
         if isinstance(value, str):
             c.data_type = "s"  # never a formula, whatever the text
@@ -639,6 +641,17 @@ def _write_xlsx(table: pd.DataFrame, path: str) -> None:
 
 
 # --- spreadsheet safety ---------------------------------------------------------------------
+
+_XML_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\ud800-\udfff\ufffe\uffff]")
+
+
+def xlsx_text(text: str) -> str:
+    """``text`` as an XLSX cell can hold it: a control character that XML forbids (all below
+    U+0020 except tab, line feed and carriage return), a lone surrogate or U+FFFE/U+FFFF is
+    written as its escape, e.g. ``\\x0b`` for a vertical tab; every other character is kept."""
+    return _XML_ILLEGAL.sub(lambda m: f"\\x{ord(m.group()):02x}" if ord(m.group()) < 0x100
+                            else f"\\u{ord(m.group()):04x}", text)
+
 
 def spreadsheet_safe(value):
     """``value`` as a spreadsheet cell that cannot run (OWASP's rule against CSV injection).

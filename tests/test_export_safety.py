@@ -17,6 +17,7 @@ import openpyxl
 import pandas as pd
 import pytest
 import yaml
+from conftest import ratings_cli
 from PIL import Image
 
 from ratings import db
@@ -210,3 +211,23 @@ def test_the_table_helper_changes_text_cells_and_names_only():
     pd.testing.assert_frame_equal(safe.iloc[:, 2:], table.iloc[:, 2:])
     assert table["-dr"].iloc[0] == "=1+1"  # the caller's table is not changed
     pd.testing.assert_frame_equal(undo_spreadsheet_safe_table(safe), table)
+
+
+def test_a_tidy_xlsx_export_of_incomplete_answers_and_control_characters_opens_in_a_spreadsheet(study, tmp_path):
+    build_sessions(study, "A")
+    conn = db.open_db(study)
+    try:
+        shown = db.assignments(conn, "A")
+        db.save_answer(conn, "A", shown[0].seq, {"style": 2}, comment="vertical\x0btab")  # content not answered
+        db.save_answer(conn, "A", shown[1].seq, {"style": 1, "content": 0}, comment="nul\x00 and \x1f unit")
+    finally:
+        conn.close()
+    done = ratings_cli("export", "--study", study, "-o", tmp_path / "tidy.xlsx")
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
+    sheet = openpyxl.load_workbook(tmp_path / "tidy.xlsx").active
+    rows = list(sheet.iter_rows(values_only=True))
+    header, body = rows[0], rows[1:]
+    by_comment = {row[header.index("comment")]: row for row in body}
+    assert set(by_comment) == {"vertical\\x0btab", "nul\\x00 and \\x1f unit"}  # escaped, readable, not lost
+    incomplete = by_comment["vertical\\x0btab"]
+    assert incomplete[header.index("content_score")] is None and incomplete[header.index("style_score")] == 2
