@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import json
+import numbers
 import os
 import re
 import time
@@ -146,7 +147,8 @@ def check_request(catalog, presets, known: dict, images_per_prompt, styles=None,
     if not names:
         raise ProbeError("no presets given; name at least one with --presets (python -m probes presets "
                          "lists them)")
-    if isinstance(images_per_prompt, bool) or not isinstance(images_per_prompt, int) or images_per_prompt < 1:
+    if isinstance(images_per_prompt, bool) or not isinstance(images_per_prompt, numbers.Integral) \
+            or images_per_prompt < 1:
         raise ProbeError(f"--images-per-prompt {images_per_prompt!r}: give a whole number of images per "
                          "prompt, at least 1 (the default is 4)")
     for name in names:
