@@ -62,7 +62,7 @@ def progress_table(study: str | Path) -> pd.DataFrame:
         ``repeats_done`` (the repeated showings for intra-rater agreement); ``flagged``
         (answered as nonsensical); ``median_s`` and ``total_s`` (seconds per answered panel,
         from showing the panel to its latest save); ``first_answer`` and ``last_answer``
-        (UTC); ``link`` (none, issued, used or revoked: see :data:`LINK_STATES`),
+        (UTC, like every time here, held without a zone, which XLSX cannot store); ``link`` (none, issued, used or revoked: see :data:`LINK_STATES`),
         ``link_issued`` (the newest link's issue time) and ``last_login`` (UTC). Raters
         stand in the order they were added.
 
@@ -108,7 +108,7 @@ def progress_table(study: str | Path) -> pd.DataFrame:
     table["simulated"] = table["rater"].str.startswith(SIM_PREFIX)
     table = table.join(_links(table["rater"], keys, logins), on="rater")
     for column in ("first_answer", "last_answer", "link_issued", "last_login"):
-        table[column] = pd.to_datetime(table[column], utc=True, format="ISO8601")
+        table[column] = _utc(table[column])
     return table[PROGRESS_COLUMNS].reset_index(drop=True)
 
 
@@ -131,10 +131,16 @@ def _answers_over_time(conn, scale: dict) -> pd.DataFrame:
         "ON l.rater = r.rater AND l.seq = r.seq JOIN ratings z ON z.rating_id = l.last "
         f"WHERE p.kind != 'imported' AND {where} AND {latest_where} GROUP BY r.rater, r.seq",
         conn, params=[*args, *latest_args])
-    first["answered_at"] = pd.to_datetime(first["rated_at"], utc=True, format="ISO8601")
+    first["answered_at"] = _utc(first["rated_at"])
     first = first.sort_values("answered_at", kind="stable", ignore_index=True)
     first["answered"] = first.groupby("rater").cumcount() + 1
     return first[["rater", "answered_at", "answered"]]
+
+
+def _utc(stamps: pd.Series) -> pd.Series:
+    """Stored ISO stamps as datetimes in UTC without a zone attached: spreadsheets (XLSX) take no
+    zone, and the columns say UTC."""
+    return pd.to_datetime(stamps, utc=True, format="ISO8601").dt.tz_convert(None)
 
 
 def _latest(conn, scale: dict) -> pd.DataFrame:
@@ -360,7 +366,7 @@ def progress_figure(table: pd.DataFrame, timeline: pd.DataFrame):
                 rows = timeline[timeline["rater"] == rater]
                 if rows.empty:
                     continue
-                times = rows["answered_at"].dt.tz_convert(None)
+                times = rows["answered_at"]
                 curve.step(times, rows["answered"], where="post", color=color, linestyle=line,
                            marker="o" if len(rows) <= 40 else None, markersize=3, label=f"{rater} (SIMULATED)" if rater.startswith(SIM_PREFIX) else rater)
             curve.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1), ncol=1 + len(looks) // 16)

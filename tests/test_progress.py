@@ -6,9 +6,11 @@ import csv
 import hashlib
 import shutil
 from contextlib import closing
+from datetime import datetime
 from urllib.parse import parse_qs, urlsplit
 
 import nbformat
+import openpyxl
 import pytest
 from browser_support import CHROMIUM, CHROMIUM_ARGS, NO_CHROMIUM
 from conftest import ratings_cli
@@ -83,8 +85,8 @@ def test_counts_per_rater_are_exact(midway):
     assert (d.assigned, d.answered, d.left) == (9, 0, 9)
     assert d[["median_s", "total_s", "first_answer", "last_answer"]].isna().all()
     first, last = table.loc["A", "first_answer"], table.loc["A", "last_answer"]
-    assert first.isoformat(timespec="milliseconds").replace("+00:00", "Z") == stamps["A first"]
-    assert last.isoformat(timespec="milliseconds").replace("+00:00", "Z") == stamps["A last"]
+    assert first.isoformat(timespec="milliseconds") + "Z" == stamps["A first"]  # UTC
+    assert last.isoformat(timespec="milliseconds") + "Z" == stamps["A last"]
     assert not table["simulated"].any()
 
 
@@ -127,6 +129,14 @@ def test_the_command_prints_a_table_and_leaves_the_study_as_it_was(midway, tmp_p
     assert list(table[0]) == PROGRESS_COLUMNS
     assert [(r["rater"], r["answered"], r["left"], r["link"]) for r in table] == [
         ("A", "5", "4", "used"), ("B", "3", "6", "issued"), ("C", "1", "8", "revoked"), ("D", "0", "9", "none")]
+    sheet = ratings_cli("progress", "--study", study, "-o", tmp_path / "progress.xlsx")
+    assert sheet.returncode == 0, sheet.stderr
+    rows = list(openpyxl.load_workbook(tmp_path / "progress.xlsx").active.iter_rows(values_only=True))
+    assert list(rows[0]) == PROGRESS_COLUMNS
+    a = dict(zip(rows[0], rows[1], strict=True))
+    assert (a["rater"], a["answered"], a["left"], a["link"]) == ("A", 5, 4, "used")
+    assert isinstance(a["first_answer"], datetime) and a["first_answer"] <= a["last_answer"]  # real dates
+    assert folder_state(study) == before
 
 
 def test_progress_reads_beside_a_rater_who_is_saving(midway, tmp_path):
