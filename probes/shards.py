@@ -677,6 +677,10 @@ def status(study: str | Path) -> pd.DataFrame:
     the rest, failed those of panels that failed and are not made yet, merged those in the study.
     """
     study = Path(study).expanduser().resolve()
+    if not study.is_dir():
+        raise StoreError(f"{study}: no such study folder; give the folder that holds study.sqlite (and shards/)")
+    if not (study / DB_NAME).is_file() and not (study / SHARDS).is_dir():
+        raise StoreError(f"{study}: not a study folder (no {DB_NAME} and no shards/); check --study")
     base = study / SHARDS
     in_study: set = set()
     if (study / DB_NAME).exists():
@@ -692,13 +696,17 @@ def status(study: str | Path) -> pd.DataFrame:
             folder = base / str(entry.get("shard"))
             seen.add(folder.name)
             rows.append(_shard_status(folder, plan, entry, in_study))
-    for folder in shard_folders(study):
-        if folder.name not in seen:
-            rows.append(_shard_status(folder, None, None, in_study))
+    real, others = _shard_names(study)
+    for name in real + others:  # a link is listed as not read
+        if name not in seen:
+            rows.append(_shard_status(base / name, None, None, in_study))
     return pd.DataFrame(rows, columns=STATUS_COLUMNS)
 
 
 def _shard_status(folder: Path, plan: dict | None, entry: dict | None, in_study: set) -> dict:
+    if folder.is_symlink() or not folder.is_dir() or folder.name in ("", ".", "..") or folder.parent.name != SHARDS:
+        return dict(zip(STATUS_COLUMNS, [plan.get("run_id") if plan else None, folder.name, None, None,
+                                         "not read: a symbolic link or not a shard folder"] + [None] * 7))
     info = _read_json(folder / "shard.json") or {}
     plan = plan or {}
     seed, per_panel = _int(plan.get("seed", info.get("parameters", {}).get("seed"))), _int(plan.get("images_per_prompt"))

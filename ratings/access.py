@@ -317,6 +317,21 @@ def _ago(seconds: float) -> str:
 AUDIT_COLUMNS = ["at", "event", "rater", "session", "user_agent", "client", "actor", "detail"]
 
 
+def utc_stamp(text: str) -> str:
+    """A date or time the user typed (UTC), as the audit trail writes times: "2026-11-23" is
+    "2026-11-23T00:00:00.000Z". Anything that is not a date raises :class:`RatingError`."""
+    from datetime import datetime, timezone
+
+    try:
+        moment = datetime.fromisoformat(str(text).strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise RatingError(f"--since {text!r} is not a date or time; give a UTC date such as 2026-11-23, or a "
+                          "time such as 2026-11-23T14:00") from None
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(timezone.utc).replace(tzinfo=None)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
 def audit_table(study: str | Path, rater: str | None = None, since: str | None = None,
                 answers: bool = False) -> pd.DataFrame:
     """The audit trail, oldest first; with ``answers``, one row per saved answer too (event
@@ -329,7 +344,7 @@ def audit_table(study: str | Path, rater: str | None = None, since: str | None =
             args.append(rater)
         if since:
             where.append("at >= ?")
-            args.append(str(since).strip().replace(" ", "T"))
+            args.append(utc_stamp(since))
         clause = f"WHERE {' AND '.join(where)} " if where else ""
         table = pd.read_sql_query(f"SELECT {', '.join(AUDIT_COLUMNS)} FROM audit {clause}ORDER BY audit_id",
                                   conn, params=args)

@@ -199,3 +199,28 @@ def test_a_yaml_file_given_by_the_user_may_be_a_link_but_not_a_device(tmp_path):
     assert load_yaml(tmp_path / "link.yaml") == {"a": 1}
     with pytest.raises(YamlFileError, match="not a regular file"):
         load_yaml("/dev/zero")
+
+
+def test_status_of_a_path_that_is_no_study_says_so(tmp_path):
+    for path in ("/etc/passwd", tmp_path):
+        done = probes_cli("status", "--study", path)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert ("no such study folder" if path == "/etc/passwd" else "not a study folder") in done.stderr
+
+
+def test_status_does_not_read_a_shard_that_is_a_link(trees):
+    study, other = trees
+    os.symlink(other, study / "shards" / "evil")
+    table = shards.status(study)
+    assert table.set_index("shard").loc["evil", "state"].startswith("not read: a symbolic link")
+
+
+def test_the_audit_trail_refuses_a_since_that_is_no_date(study):
+    from conftest import ratings_cli
+    from ratings.session import build_sessions
+
+    build_sessions(study, "A")
+    done = ratings_cli("audit", "--study", study, "--since", "notadate")
+    assert done.returncode == 2 and "'notadate' is not a date or time" in done.stderr
+    assert "no audit events" not in done.stdout
+    assert ratings_cli("audit", "--study", study, "--since", "2000-01-01").returncode == 0
