@@ -435,6 +435,9 @@ def run_probe(study: str | Path, catalog: str | Path, presets: list[str] | str, 
                 if mine:
                     _run_preset(st, preset, mine, seed, known, device, run_id, result, bar, force)
             status = "ok" if result.ok else "failures"
+        except KeyboardInterrupt:  # Ctrl-C, or the kernel interrupted by `probes run`: resumable, not an error
+            status = "interrupted"
+            raise
         finally:
             bar.close()
             result.seconds = time.perf_counter() - started

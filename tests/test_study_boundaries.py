@@ -224,3 +224,16 @@ def test_the_audit_trail_refuses_a_since_that_is_no_date(study):
     assert done.returncode == 2 and "'notadate' is not a date or time" in done.stderr
     assert "no audit events" not in done.stdout
     assert ratings_cli("audit", "--study", study, "--since", "2000-01-01").returncode == 0
+
+
+def test_a_run_stopped_by_ctrl_c_is_recorded_as_interrupted(made, tmp_path, monkeypatch):
+    from probes import run as run_module
+
+    def stopped(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_module, "_run_preset", stopped)
+    with pytest.raises(KeyboardInterrupt):
+        run_probe(tmp_path / "s", presets_file=made / "presets.yaml", **SMALL)
+    with Study(tmp_path / "s", create=False) as st:
+        assert [r[0] for r in st.db.execute("SELECT status FROM runs")] == ["interrupted"]
