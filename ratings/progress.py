@@ -86,8 +86,9 @@ def progress_table(study: str | Path) -> pd.DataFrame:
                 _latest(conn, scale),
                 pd.read_sql_query("SELECT rater, key_id, created_at, revoked_at FROM rater_keys", conn),
                 pd.read_sql_query("SELECT rater, at, detail FROM audit WHERE event = 'login'", conn),
-                pd.read_sql_query("SELECT rater, MIN(rated_at) AS first_answer, MAX(rated_at) AS last_answer "
-                                  "FROM ratings GROUP BY rater", conn))
+                pd.read_sql_query("SELECT r.rater, MIN(r.rated_at) AS first_answer, MAX(r.rated_at) AS "
+                                  "last_answer FROM ratings r JOIN panels p ON p.panel = r.panel "
+                                  "WHERE p.kind != 'imported' GROUP BY r.rater", conn))
 
     scale, raters, shown, latest, keys, logins, times = _snapshot(study, read)
     rows = shown.merge(latest, on=["rater", "seq"], how="left")

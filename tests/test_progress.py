@@ -256,3 +256,22 @@ def test_the_executed_notebook_reads_cleanly_in_chromium(executed, tmp_path):
             page.screenshot(path=str(tmp_path / "progress-full.png"), full_page=True)
         finally:
             browser.close()
+
+
+def test_ratings_imported_from_another_study_are_not_progress(midway, tmp_path):
+    """Imported panels have no images and are never shown in the app: they are left out, and so
+    is a rater who only has imported ratings."""
+    study = tmp_path / "study"
+    shutil.copytree(midway[0], study)
+    wide = tmp_path / "wide.csv"
+    with open(wide, "w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([["Prompt", "Style_X", "Content_X", "Style_A", "Content_A"],
+                                 ["An x-ray image of the brain", "3", "2", "4", "4"],
+                                 ["A photo of the heart", "1", "1", "2", "2"]])
+    done = ratings_cli("import-wide", wide, "--catalog", "oncology", "--study", study)
+    assert done.returncode == 0, done.stderr
+    before = progress_table(midway[0]).set_index("rater")
+    table = progress_table(study).set_index("rater")
+    assert list(table.index) == RATERS
+    assert tuple(table.loc["A", ["assigned", "answered", "left"]]) == (9, 5, 4)
+    assert table.loc["A", "last_answer"] == before.loc["A", "last_answer"]  # the import is no answer of A's
