@@ -303,7 +303,7 @@ def _cell(value, column: str) -> str:
     return escape(str(value))
 
 
-def table_html(frame: pd.DataFrame | None, name: str, columns=None, max_rows: int = 60, reasons: dict | None = None,
+def table_html(frame: pd.DataFrame | None, name: str, columns=None, max_rows: int = 80, reasons: dict | None = None,
                caption: str | None = None, csv: str | None = None) -> str:
     """A table as a reader sees it: its header, its rows (the first ``max_rows`` and a link to the
     CSV beside the report), a missing value as a dash with the reason under the table.
@@ -338,7 +338,8 @@ def table_html(frame: pd.DataFrame | None, name: str, columns=None, max_rows: in
                     missing[reason].append(column)
                 cells.append(f'<td class="mp-missing" title="{escape(reason)}">{MISSING}</td>')
             else:
-                cells.append(f"<td>{_cell(value, column)}</td>")
+                text = _cell(value, column)
+                cells.append(f'<td class="mp-long">{text}</td>' if len(text) > 40 else f"<td>{text}</td>")
         rows.append("<tr>" + "".join(cells) + "</tr>")
     head = "".join(f'<th scope="col">{escape(str(c))}</th>' for c in shown.columns)
     title = escape(caption or name) + (f' <span class="mp-simulated">{escape(simulated)}</span>'
@@ -480,6 +481,8 @@ REPORT_CSS = """
 .mp-table caption { caption-side: top; text-align: left; font-weight: bold; padding: 0.3em 0; }
 .mp-table table { font-size: 12px; }
 .mp-table th { position: sticky; top: 0; background: #f0f0f0; }
+.mp-table td, .mp-table th { white-space: nowrap; }
+.mp-table td.mp-long { white-space: normal; min-width: 18em; text-align: left; }
 .mp-table td.mp-missing { color: #777; text-align: center; }
 .mp-note, .mp-more { font-size: 12px; color: #444; margin: 0.2em 0; }
 .jp-RenderedImage img { max-width: min(100%, 1100px); height: auto; }
