@@ -419,8 +419,16 @@ def conclusions_html(tables: dict, tidy: pd.DataFrame, alpha: float) -> str:
             else:
                 verdict = (f"<b>does not hold</b>: in the primary analysis (ordinal model) radiology is significantly "
                            f"lower in {lower} of {len(pairs)} radiology-versus-other pairs after adjustment")
-            agree = [("the published study's rank tests" if "wilcoxon" in str(o["analysis"]) else escape(str(o["analysis"])))
-                     + (" agree" if o["holds"] == claim["holds"] else " disagree") for _, o in others.iterrows()]
+            agree = []
+            for _, other in others.iterrows():
+                name = ("the published study's rank tests" if "wilcoxon" in str(other["analysis"])
+                        else escape(str(other["analysis"])))
+                if pd.isna(claim["p"]) or pd.isna(other["p"]):  # nothing to agree with: say each verdict
+                    said = ("cannot test it" if pd.isna(other["p"]) else "find it holds" if other["holds"]
+                            else "find it does not hold")
+                    agree.append(f"{name} {said}")
+                else:
+                    agree.append(f"{name} {'agree' if other['holds'] == claim['holds'] else 'disagree'}")
             robust = ""
             if sensitivity is not None and len(sensitivity) and "conclusion" in sensitivity:
                 row = sensitivity[(sensitivity["dimension"] == dimension) & (sensitivity["a"] == "radiology")]

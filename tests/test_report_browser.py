@@ -101,6 +101,7 @@ def test_the_report_reads_as_a_page_offline_with_every_table_and_figure(reports,
     assert seen["h1"] == ["30 · Analysis report"]
     assert "Conclusions" in seen["h2"] and "Primary analysis: the radiology claim" in seen["h2"]
     assert "<h" not in seen["text"] and "</p>" not in seen["text"] and "<td" not in seen["text"]
+    assert "Traceback" not in seen["text"] and "Warning:" not in seen["text"]  # no stderr on the page
     assert not [cell for cell in seen["cells"] if "NaN" in cell or "nan" == cell]  # a dash with its reason
     assert seen["conclusions_first"]  # the words a clinician reads come before the tables
     assert "radiology images (x-ray, MRI, CT) are rated lower than every other style" in seen["text"]
