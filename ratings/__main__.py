@@ -285,6 +285,8 @@ def _simulate(args) -> int:
 
     if args.study:
         return _simulate_study(args)
+    if args.into:
+        raise ProbeError("--into copies a study before simulated raters rate it: give --study DIR as well")
     if args.follow:
         raise ProbeError("--follow makes simulated raters follow a metric of a study's scores: give --study DIR")
     out = Path(args.output).expanduser().resolve()
@@ -312,17 +314,19 @@ def _simulate(args) -> int:
 
 @_study_errors(writes=True)
 def _simulate_study(args) -> int:
-    from .simulate import STUDY_RATERS, rate_study
+    from .simulate import STUDY_RATERS, rate_study, simulate_copy
 
-    summary = rate_study(args.study, raters=tuple(args.raters.split(",")) if args.raters else STUDY_RATERS,
-                         follow=args.follow, slope=args.slope, style_means={} if args.no_effect else None,
-                         seed=args.seed)
+    kwargs = dict(raters=tuple(args.raters.split(",")) if args.raters else STUDY_RATERS, follow=args.follow,
+                  slope=args.slope, style_means={} if args.no_effect else None, seed=args.seed)
+    summary = simulate_copy(args.study, args.into, **kwargs) if args.into else rate_study(args.study, **kwargs)
+    where = summary.get("copy", args.study)
     follows = (f", each panel's rating following {summary['follow']} ({args.slope:+g} scale points per SD of it"
                + (f"; {summary['unscored']} panels without it at its mean" if summary["unscored"] else "") + ")"
                if summary["follow"] else "")
+    copied = f" (a copy of {args.study}, which holds no simulated answer)" if args.into else ""
     print(f"SIMULATED: wrote {summary['ratings']} SIMULATED ratings of {summary['panels']} panels by simulated "
-          f"raters {', '.join(summary['raters'])} into {args.study}{follows}. They are not clinicians' ratings; "
-          "every report made from them says SIMULATED.")
+          f"raters {', '.join(summary['raters'])} into {where}{copied}{follows}. They are not clinicians' "
+          "ratings; every report made from them says SIMULATED.")
     return 0
 
 
@@ -446,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("-o", "--output", help="write a tidy table of a simulated catalog study: CSV or parquet file")
     target.add_argument("--study", help="a study folder with built panels (python -m ratings build): simulated "
                                         "raters rate them, written into its database")
+    p.add_argument("--into", metavar="DIR",
+                   help="--study only: simulate into a new copy of the study at DIR (an older simulated copy "
+                        "there is replaced), so the study served to clinicians holds no simulated answer")
     p.add_argument("--catalog", default="oncology", help="-o only")
     p.add_argument("--presets", default="glide-cfg,glide-clip", help="-o only")
     p.add_argument("--raters", help="comma-separated; sim- is put in front (default: R1,R2,R3 with -o, "
