@@ -49,6 +49,7 @@ from probes.store import now
 
 from . import access, db
 from .errors import RatingError
+from .session import too_many_pixels
 
 logger = logging.getLogger(__name__)
 LOG_FILE = Path("logs") / "rating-app.log"  # in the study folder: the study team's record of problems
@@ -139,6 +140,9 @@ def _checked_pixels(conn, image_token: str) -> bytes:
         raise ValueError(f"{path}: the file's SHA-256 is not the one in its name: it was changed or damaged")
     pixels = _pixels_only(data)
     with Image.open(io.BytesIO(pixels)) as image:
+        too_large = too_many_pixels(*image.size)  # a decompression bomb is never decoded or sent
+        if too_large:
+            raise ValueError(f"{path}: {too_large}")
         # the bytes medprobe encoded need only their structure checked (0.2 ms; decoding every
         # image costs 2.4 ms at 256 px, ten times the rest of a panel change); others are decoded
         if named_by_hash:

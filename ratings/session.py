@@ -322,11 +322,27 @@ def image_problem(root: Path, relative: str, sha256: str) -> str | None:
     if digest != sha256 or (re.fullmatch(r"[0-9a-f]{64}", stem) and digest != stem):
         return "changed since it was made (its SHA-256 differs from the manifest's)"
     try:
-        with Image.open(io.BytesIO(data)) as image:
-            image.verify()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the size is judged below
+            with Image.open(io.BytesIO(data)) as image:
+                width, height = image.size
+                image.verify()
     except Exception as exc:  # PIL raises many types for a broken file
         return f"does not decode as an image ({type(exc).__name__})"
-    return None
+    return too_many_pixels(width, height)
+
+
+MAX_PANEL_PIXELS = 4096 * 4096  # 16.8 megapixels: a 4K-square image; a 1024 px model image is 1 megapixel
+
+
+def too_many_pixels(width: int, height: int) -> str | None:
+    """Why an image is too large to show a rater (its pixels alone would take
+    ``width x height x 3`` bytes in the browser and the kernel), or None."""
+    if width * height <= MAX_PANEL_PIXELS:
+        return None
+    return (f"is {width} x {height} pixels ({width * height / 1e6:,.0f} megapixels), more than the "
+            f"{MAX_PANEL_PIXELS / 1e6:.1f} megapixels a rating panel shows; downscale it (the stored original "
+            "is not changed by medprobe) or leave its preset out of the build")
 
 
 def _verify_images(root: Path, files: dict[str, str]) -> None:

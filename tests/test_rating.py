@@ -497,3 +497,48 @@ def test_a_read_only_study_says_so_instead_of_a_traceback(study):
         for path in [folder, *folder.rglob("*")]:
             path.chmod(0o755 if path.is_dir() else 0o644)
         shutil.rmtree(folder)
+
+
+def _plant_bomb(study: Path, file: str) -> None:
+    """Replace one stored image by a 12000 x 12000 PNG (144 megapixels in a few kB) and record it."""
+    import hashlib
+
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.new("1", (12000, 12000)).save(buffer, format="PNG")
+    data = buffer.getvalue()
+    sha = hashlib.sha256(data).hexdigest()
+    (study / "images" / f"{sha}.png").write_bytes(data)
+    with closing(sqlite3.connect(study / "study.sqlite")) as conn, conn:
+        conn.execute("UPDATE images SET sha256 = ?, file = ?, width = 12000, height = 12000 WHERE file = ?",
+                     (sha, f"images/{sha}.png", file))
+        if conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'panel_images'").fetchone():
+            conn.execute("UPDATE panel_images SET file = ? WHERE file = ?", (f"images/{sha}.png", file))
+
+
+def test_a_huge_image_is_refused_by_build_and_never_sent_to_the_browser(generated, tmp_path):
+    fresh = tmp_path / "fresh"
+    shutil.copytree(generated, fresh)
+    with Study(fresh, create=False) as st:
+        first = st.manifest().file.iloc[0]
+    _plant_bomb(fresh, first)
+    done = subprocess.run([sys.executable, "-m", "ratings", "build", "--study", str(fresh), "--raters", "A"],
+                          capture_output=True, text=True, cwd=ROOT, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "12000 x 12000 pixels (144 megapixels)" in done.stderr and "downscale it" in done.stderr
+
+
+def test_a_huge_image_planted_after_the_build_shows_as_unavailable(study):
+    conn = db.open_db(study)
+    first = db.assignments(conn, "A")[0]
+    file = conn.execute("SELECT file FROM panel_images WHERE image_token = ?", (first.image_tokens[0],)).fetchone()[0]
+    conn.close()
+    _plant_bomb(study, file)
+    app = RatingApp(study)
+    app.login("A")
+    app.start_button.click()
+    assert app.index == 0 and list(app.page.children) == [app.unavailable_page]  # not a pixel of it was sent
+    assert "Panel 1 cannot be shown" in app.unavailable_html.value
+    assert all(len(image.value) < 1_000_000 for image in app.images)
+    app.close()
