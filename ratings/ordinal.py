@@ -5,7 +5,9 @@ on a factor (style) and the design covariates, its standard errors clustered by 
 short and detailed prompts of one topic, and all styles of one topic, are correlated. With 17
 topics the sandwich is itself noisy, so inference uses t with G - 1 degrees of freedom
 (G = number of topics) and :func:`permutation_pvalue` gives a topic-respecting permutation test.
-The nonsensical flag is modelled as its own outcome by :func:`flag_model`.
+The nonsensical flag is modelled as its own outcome by :func:`flag_model`. Where the design
+cannot support an estimate (separation, fewer than :data:`ratings.stats.MIN_CLUSTERS` topics,
+no convergence), the row says "not estimable" and why (:func:`estimability`), never a number.
 
 Each public function takes a long DataFrame with named columns (the output of
 :func:`ratings.stats.prepare`, or the tidy table for :func:`flag_model`) and returns
@@ -161,12 +163,20 @@ def ordinal_model(data: pd.DataFrame, factor: str = "style", covariates=("detail
     ci : float
         Confidence level of the intervals.
 
+    What the design cannot support is said, not computed: a level of ``factor`` whose every
+    rating is in the lowest or the highest category (complete separation) is left out of the
+    fit (``excluded``, its rows not estimable), and the model is fitted on the rest; a term
+    whose estimate diverges, and the clustered inference of every term where there are fewer
+    than :data:`ratings.stats.MIN_CLUSTERS` clusters, is marked by :func:`estimability`
+    (``estimable`` False, the reason in ``note``). Fewer than two levels left, or no
+    convergence, raise :class:`AnalysisError` with the reason.
+
     Returns
     -------
     OrdinalFit
         ``coefficients``, ``predicted`` (category probabilities per factor level with the
         covariates at their observed mix: predictions averaged over all rows with the factor
-        set to each level), ``contrasts(pairs)``.
+        set to each level; levels in the fit only), ``contrasts(pairs)``.
 
     References
     ----------
@@ -422,7 +432,9 @@ def flag_model(tidy: pd.DataFrame, factor: str = "style", cluster: str = "topic"
     table has several raters and each flagged at least once), a binomial GLM with covariance
     clustered by ``cluster``, t with G - 1 df. A level with no flags (or only flags) is
     perfectly separated: its odds ratio is not estimable, so it is left out of the model and
-    reported with NaN and a note.
+    reported with NaN and a note. With fewer than :data:`ratings.stats.MIN_CLUSTERS` topics the
+    odds ratios keep their estimate without p-value or CI, and the shares get Wilson intervals
+    (``estimable`` and ``note`` say so).
 
     Parameters
     ----------
