@@ -6,6 +6,7 @@ import argparse
 import csv
 import functools
 import os
+import shutil
 import sqlite3
 import sys
 from pathlib import Path
@@ -114,29 +115,53 @@ def _analyze(args) -> int:
     # refuses simulated answers beside people's unless chosen, before the notebook's kernel starts
     load_ratings(study=args.study, table=args.table, raters=args.raters, include_simulated=args.include_simulated)
     out = Path(args.out).expanduser().resolve()
+    if out.exists() and not out.is_dir():
+        raise ProbeError(f"{out}: is a file, not a folder; choose another --out")
+    # the report is made in a hidden folder beside --out and moved into place when whole: an
+    # interrupted or failed analysis leaves no half-written tables behind
+    work = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
-        out.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True)
     except OSError as exc:
         raise ProbeError(f"{out}: cannot create the output folder ({exc.strerror}); choose another --out") from None
-    parameters = dict(study=str(Path(args.study).resolve()) if args.study else None,
-                      table=str(Path(args.table).resolve()) if args.table else None,
-                      raters=args.raters, include_simulated=args.include_simulated,
-                      aggregate=args.aggregate, nonsensical=args.nonsensical, correction=args.correction,
-                      alpha=args.alpha, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, out=str(out))
-    if args.scores:
-        parameters["scores"] = _panel_scores_file(args.scores, out)
+    try:
+        parameters = dict(study=str(Path(args.study).resolve()) if args.study else None,
+                          table=str(Path(args.table).resolve()) if args.table else None,
+                          raters=args.raters, include_simulated=args.include_simulated,
+                          aggregate=args.aggregate, nonsensical=args.nonsensical, correction=args.correction,
+                          alpha=args.alpha, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, out=str(work))
+        if args.scores:
+            parameters["scores"] = _panel_scores_file(args.scores, work)
+        notebook = execute_notebook("30_analyze.ipynb", work / "30_analyze.ipynb", parameters,
+                                    progress=not args.quiet)
+        notebook_to_html(notebook, work / "report.html")
+        _move_into(work, out)
+    except KeyboardInterrupt:
+        print(f"interrupted: the analysis stopped before its report was complete; nothing was written to {out}",
+              file=sys.stderr)
+        return 130
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     if args.study:
         from .access import record_in_study
 
         if not record_in_study(args.study, "analysis", {"out": str(out)}):
             print(f"note: {args.study} is read-only here, so this analysis is not in its audit trail",
                   file=sys.stderr)
-    notebook = execute_notebook("30_analyze.ipynb", out / "30_analyze.ipynb", parameters,
-                                progress=not args.quiet)
-    html = notebook_to_html(notebook, out / "report.html")
-    print(f"report: {html}\nmethods: {out}/methods.md\ntables: {out}/*.csv (primary model: {out}/ordinal.csv; "
-          f"LaTeX in {out}/tables), figures: {out}/figures")
+    print(f"report: {out / 'report.html'}\nmethods: {out}/methods.md\ntables: {out}/*.csv (primary model: "
+          f"{out}/ordinal.csv; LaTeX in {out}/tables), figures: {out}/figures")
     return 0
+
+
+def _move_into(work: Path, out: Path) -> None:
+    """Every file the analysis made, moved from ``work`` to the same place under ``out`` (an older
+    report's files of the same name are replaced; nothing else in ``out`` is touched)."""
+    out.mkdir(parents=True, exist_ok=True)
+    for folder, _, names in os.walk(work):
+        target = out / Path(folder).relative_to(work)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            os.replace(Path(folder) / name, target / name)
 
 
 @_study_errors(writes=False)
@@ -253,7 +278,7 @@ def _serve(args) -> int:
     from .serve import serve
 
     return serve(args.study, port=args.port, host=args.host, token=not args.no_token, cull_idle=args.cull_idle,
-                 base_path=args.base_path)
+                 base_path=args.base_path, trusted_proxies=args.trusted_proxy, max_kernels=args.max_kernels)
 
 
 def _panel_scores_file(source: str, out: Path) -> str:
@@ -442,6 +467,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-token", action="store_true", help="no token login (127.0.0.1 only: one researcher)")
     p.add_argument("--cull-idle", type=int, default=900, help="seconds before a kernel whose page closed stops")
     p.add_argument("--base-path", default="/", help="the path a reverse proxy serves the app under, e.g. /medprobe/")
+    p.add_argument("--trusted-proxy", action="append", default=[], metavar="ADDRESS",
+                   help="address (or network) of the reverse proxy whose X-Forwarded-For / X-Real-IP is believed "
+                        "(repeatable); without it the client address is the connection's own")
+    p.add_argument("--max-kernels", type=int, default=40, help="open pages (kernels, ~180 MB each) the server holds")
     p.set_defaults(func=_serve)
 
     p = sub.add_parser("simulate", help="SIMULATED ratings (for demos and power): a tidy table (-o FILE), or "

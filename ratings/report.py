@@ -19,6 +19,7 @@ table (a ``simulated`` column in the CSV, the LaTeX caption) and every figure.
 
 from __future__ import annotations
 
+import re
 from html import escape
 from pathlib import Path
 
@@ -169,7 +170,7 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
                             study=study)
     methods = results.pop("methods")
     note = tidy.attrs.get("simulated") if isinstance(tidy.attrs.get("simulated"), str) else simulated_note(tidy)
-    (out / "methods.md").write_text((f"> {note}\n\n" if note else "") + methods, encoding="utf-8")
+    (out / "methods.md").write_text(markdown_safe((f"> {note}\n\n" if note else "") + methods), encoding="utf-8")
     metrics = results.get("metrics")
     written = {**results, **{file: metrics[key] for key, file in METRIC_TABLES.items()}} if metrics else results
     distances = _group_scores(study)
@@ -180,7 +181,11 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
             continue
         frame.attrs["simulated"] = note
         # a copy of a CSV says SIMULATED on every row, not only in a caption it may lose
-        (frame.assign(simulated=note) if note else frame).to_csv(out / f"{name}.csv", index=False)
+        # opened in spreadsheets like the exports: a label "=1+2" is text there, not a formula
+        from .io import spreadsheet_safe_table
+
+        spreadsheet_safe_table(frame.assign(simulated=note) if note else frame).to_csv(
+            out / f"{name}.csv", index=False, lineterminator="\r\n")
         # escape: a label such as "glide_cfg" or "\\input{...}" is text in the paper, not LaTeX
         latex = frame.to_latex(index=False, float_format="%.3g", na_rep="", escape=True,
                                caption=f"{name}{' (' + note + ')' if note else ''}", label=f"tab:{name}")
@@ -222,6 +227,16 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
         metrics["panels"].attrs["simulated"] = note
         save("metrics-vs-experts", plots.metric_vs_experts(metrics["panels"], metrics["overall"]))
     return {"tables": results, "figures": figures, "methods": methods}
+
+
+_TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
+
+
+def markdown_safe(text: str) -> str:
+    """Markdown whose labels cannot become markup where it is rendered: a ``<`` that would open a
+    tag (``<script>``, ``</p>``, ``<!--``) is written ``&lt;``, which every renderer shows as ``<``;
+    ``p < 0.05`` and the rest of the text are left as written."""
+    return _TAG_START.sub("&lt;", text)
 
 
 def summary_html(tidy: pd.DataFrame, aggregate: str, nonsensical: str, correction: str, alpha: float) -> str:

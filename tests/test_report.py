@@ -151,7 +151,7 @@ def test_labels_from_the_data_reach_the_report_as_text_never_as_html(tmp_path):
 
     table = simulate_ratings(raters=("R1", "R2"), seed=2)
     table["preset"] = table["preset"].map({"glide-cfg": HOSTILE_PRESET, "glide-clip": DOLLAR_PRESET})
-    table["style"] = table["style"].replace({"photo": HOSTILE_STYLE})
+    table["style"] = table["style"].replace({"photo": HOSTILE_STYLE, "poster": "=SUM(1)"})
     table["topic"] = table["topic"].replace({"heart": HOSTILE_TOPIC})
     table.to_csv(tmp_path / "hostile.csv", index=False)
     done = cli("analyze", "--table", str(tmp_path / "hostile.csv"), "--out", str(tmp_path / "out"),
@@ -172,6 +172,15 @@ def test_labels_from_the_data_reach_the_report_as_text_never_as_html(tmp_path):
     assert r"cost \$\textbackslash frac\{ preset\$" in (tmp_path / "out" / "tables" / "presets.tex").read_text()
     figures = {p.name for p in (tmp_path / "out" / "figures").glob("guidance-*.png")}
     assert figures == {"guidance-style.png", "guidance-content.png"}  # titles with $ drew
+    # the tables open in spreadsheets as the exports do: a label is text there, never a formula
+    import csv
+
+    cells = [cell for path in (tmp_path / "out").glob("*.csv")
+             for row in csv.reader(open(path, newline="", encoding="utf-8")) for cell in row]
+    assert "'=SUM(1)" in cells and not [c for c in cells if c[:1] in ("=", "+", "@")]
+    # and methods.md, read in a markdown viewer, holds no tag a label brought in
+    methods = (tmp_path / "out" / "methods.md").read_text()
+    assert "<script" not in methods and "<img" not in methods
 
 
 def _mixed_table(path):
