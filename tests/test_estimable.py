@@ -223,3 +223,15 @@ def test_the_flag_model_with_too_few_topics_keeps_the_shares_and_leaves_out_the_
     shares = flags["shares"]
     assert shares["share"].between(0, 1).all() and (shares["ci_low"] <= shares["share"]).all()
     assert shares["note"].str.contains("Wilson interval (not clustered): 3 clusters", regex=False).all()
+
+
+def test_the_small_study_notice_follows_the_number_of_topics():
+    topics = sorted(SHORT["topic"].unique())
+    for n, expected in [(6, "Clustered p-values use t with 5 degrees of freedom"), (1, "With one topic")]:
+        tidy = simulate_ratings(SHORT[SHORT["topic"].isin(topics[:n])], presets=("tiny",), raters=("1", "2", "3"))
+        notice = analysis.notices(tidy, {})
+        assert len(notice) == 1 and notice[0].startswith(f"Small study: {n} topic")
+        assert expected in notice[0]
+    six = analysis.notices(simulate_ratings(SHORT[SHORT["topic"].isin(topics[:6])], presets=("tiny",)), {})[0]
+    assert "cannot give a p-value below 0.031." in six and "not as evidence" not in six
+    assert analysis.notices(simulate_ratings(SHORT, presets=("tiny",)), {}) == []
