@@ -48,6 +48,7 @@ from probes.errors import ProbeError
 from probes.store import now
 
 from . import access, db
+from . import widgets as pw
 from .errors import RatingError
 from .session import too_many_pixels
 
@@ -70,6 +71,11 @@ LOCAL_NOTE = ("This study has no personal rater links, so whoever opens this pag
 USER_AGENT_CHARS = 400  # kept in the audit trail
 CANNOT_OPEN_TEXT = ("The rating app cannot open this study. Please tell the study team; the details are in "
                     "the rating server's log.")
+COMMENT_CHARS = 5_000  # the longest comment kept; said under the comment box
+COMMENT_NOTE = f"Comments can be up to {COMMENT_CHARS:,} characters."
+TOO_LONG_TEXT = ("⚠ Not saved: your comment is {length:,} characters long, and a comment can be at most "
+                 f"{COMMENT_CHARS:,}. Please shorten it.")
+CONNECTION_LOST_TEXT = pw.CONNECTION_LOST_TEXT
 
 TILE_PX = 256
 ENLARGED_PX = 640
@@ -89,6 +95,11 @@ CSS = """
 .mp-app img { object-fit: contain; background: #f2f2f2; }
 .mp-app .widget-toggle-buttons .widget-toggle-button { width: 64px; font-size: 15px; }
 .mp-app .widget-toggle-button.mod-active { background: #3a6ea5; color: #fff; font-weight: 600; }
+/* the kernel is gone (ratings.widgets.connection_watch): no saved state is shown, one sentence is */
+.mp-app.mp-lost .mp-saved, .mp-app.mp-lost .mp-unsaved { display: none; }
+.mp-lost-banner { position: sticky; top: 0; z-index: 10; background: #fff4f4; border: 2px solid #b00020;
+                  border-radius: 4px; padding: 10px 14px; margin: 0 0 10px 0; }
+.mp-lost-here { margin-top: 4px; }
 </style>
 """
 
@@ -157,7 +168,7 @@ class UnavailableApp:
 
     def __init__(self, text: str):
         self.message = text
-        self.widget = w.VBox([w.HTML(CSS), w.HTML(f"<h2>Image rating study</h2><div class='mp-error'>"
+        self.widget = pw.VBox([pw.HTML(CSS), pw.HTML(f"<h2>Image rating study</h2><div class='mp-error'>"
                                                   f"{html.escape(text)}</div>")], layout=w.Layout(padding="8px"))
         self.widget.add_class("mp-app")
 
@@ -167,21 +178,28 @@ class UnavailableApp:
 
 def _log_to_server_console() -> None:
     """Send the app's log to the terminal running Voilà: in a kernel, sys.stderr is the page."""
-    if not any(getattr(h, "medprobe_console", False) for h in logger.handlers):
+    handler = next((h for h in logger.handlers if getattr(h, "medprobe_console", False)), None)
+    if handler is None:
         handler = logging.StreamHandler(sys.__stderr__)
         handler.setFormatter(logging.Formatter("%(asctime)s %(name)s %(levelname)s: %(message)s"))
         handler.medprobe_console = True
         logger.addHandler(handler)
+    pw.quiet_comm_errors(handler)  # a message the kernel could not handle: its traceback stays here too
 
 
 def client_from_environment() -> access.Client:
-    """The browser's User-Agent, and the client address a reverse proxy reports (X-Real-IP, else
-    the last X-Forwarded-For hop, the one the proxy itself added), from Voilà's HTTP_* variables."""
+    """The browser's User-Agent, and the client's address as the rating server found it
+    (``ratings.gate``: the connection's, or what a trusted proxy reported), from Voilà's HTTP_*
+    variables. Headers as the browser sent them (X-Forwarded-For, X-Real-IP) are never read;
+    anything that is not an IP address is dropped."""
+    import ipaddress
+
     agent = os.environ.get("HTTP_USER_AGENT") or None
-    address = os.environ.get("HTTP_X_REAL_IP") or None
-    if not address and os.environ.get("HTTP_X_FORWARDED_FOR"):
-        address = os.environ["HTTP_X_FORWARDED_FOR"].split(",")[-1].strip() or None
-    return access.Client(agent[:USER_AGENT_CHARS] if agent else None, address[:100] if address else None)
+    try:
+        address = str(ipaddress.ip_address(os.environ.get("HTTP_X_MEDPROBE_CLIENT", "").strip()))
+    except ValueError:
+        address = None
+    return access.Client(agent[:USER_AGENT_CHARS] if agent else None, address)
 
 
 class RatingApp:
@@ -226,7 +244,7 @@ class RatingApp:
         self._reported: set[str] = set()  # panels already in the study team's log this session
         self._shown_at = time.monotonic()
         self._build_widgets()
-        self.widget = w.VBox([w.HTML(CSS), self.page], layout=w.Layout(padding="8px"))
+        self.widget = pw.VBox([pw.HTML(CSS), self.page], layout=w.Layout(padding="8px"))
         self.widget.add_class("mp-app")
         if self.invited:
             if rater is not None:
@@ -261,90 +279,95 @@ class RatingApp:
         except ProbeError as exc:
             logger.error("%s", exc)
             return UnavailableApp(CANNOT_OPEN_TEXT)
+        except Exception:  # a full disk, a damaged database, anything: the rater gets one sentence
+            logger.error("the rating app cannot open the study %s", study, exc_info=True)
+            return UnavailableApp(CANNOT_OPEN_TEXT)
 
     # --- widgets ----------------------------------------------------------------------
 
     def _build_widgets(self) -> None:
-        self.page = w.VBox()
-        self.login_message = w.HTML()
+        self.page = pw.VBox()
+        self.login_message = pw.HTML()
         if self.invited:  # the key box; no widget ever holds the study's rater ids
-            self.key_text = w.Password(placeholder="the key from your link", description="Key")
-            self.key_button = w.Button(description="Continue", button_style="primary")
+            self.key_text = pw.Password(placeholder="the key from your link", description="Key")
+            self.key_button = pw.Button(description="Continue", button_style="primary")
             self.key_button.on_click(lambda _: self._key_typed())
-            self.refused_html = w.HTML()
+            self.refused_html = pw.HTML()
         else:  # a study without links: choose or type a rater id
-            self.rater_pick = w.Dropdown(options=[""] + db.raters(self.conn), description="Your rater id")
-            self.rater_text = w.Text(placeholder="or type it here", description="")
-            self.login_button = w.Button(description="Continue", button_style="primary")
+            self.rater_pick = pw.Dropdown(options=[""] + db.raters(self.conn), description="Your rater id")
+            self.rater_text = pw.Text(placeholder="or type it here", description="")
+            self.login_button = pw.Button(description="Continue", button_style="primary")
             self.login_button.on_click(lambda _: self.login(self.rater_text.value.strip() or self.rater_pick.value))
-        self.welcome_html = w.HTML()
+        self.welcome_html = pw.HTML()
         # instructions
-        self.start_button = w.Button(description="Start rating", button_style="primary", icon="play")
+        self.start_button = pw.Button(description="Start rating", button_style="primary", icon="play")
         self.start_button.on_click(lambda _: self.go_to(self.first_unrated()))
         # panel
-        self.progress_label = w.HTML()
-        self.progress_bar = w.IntProgress(min=0, max=1, layout=w.Layout(width="240px"))
-        self.prompt_html = w.HTML()
-        self.images = [w.Image(format="png", width=TILE_PX, height=TILE_PX) for _ in range(4)]
-        self.enlarge_buttons = [w.Button(description=f"Enlarge {i + 1}", icon="search-plus",
+        self.progress_label = pw.HTML()
+        self.progress_bar = pw.IntProgress(min=0, max=1, layout=w.Layout(width="240px"))
+        self.prompt_html = pw.HTML()
+        self.images = [pw.Image(format="png", width=TILE_PX, height=TILE_PX) for _ in range(4)]
+        self.enlarge_buttons = [pw.Button(description=f"Enlarge {i + 1}", icon="search-plus",
                                          layout=w.Layout(width=f"{TILE_PX}px")) for i in range(4)]
         for i, button in enumerate(self.enlarge_buttons):
             button.on_click(lambda _, i=i: self.enlarge(i))
         tiles = []
         for image, button in zip(self.images, self.enlarge_buttons, strict=True):
-            tile = w.VBox([image, button])
+            tile = pw.VBox([image, button])
             tile.add_class("mp-tile")
             tiles.append(tile)
-        self.grid = w.GridBox(tiles, layout=w.Layout(grid_template_columns=f"repeat(2, {TILE_PX + 8}px)",
+        self.grid = pw.GridBox(tiles, layout=w.Layout(grid_template_columns=f"repeat(2, {TILE_PX + 8}px)",
                                                      grid_gap="8px"))
-        self.big_image = w.Image(format="png", width=ENLARGED_PX, height=ENLARGED_PX)
-        self.back_button = w.Button(description="Back to the four images", icon="th-large")
+        self.big_image = pw.Image(format="png", width=ENLARGED_PX, height=ENLARGED_PX)
+        self.back_button = pw.Button(description="Back to the four images", icon="th-large")
         self.back_button.on_click(lambda _: self.close_enlarged())
-        self.viewer = w.VBox([self.grid])
+        self.viewer = pw.VBox([self.grid])
 
         self.scores: dict[str, w.ToggleButtons] = {}
         scale_rows = []
         for dim in self.scale["dimensions"]:
-            buttons = w.ToggleButtons(options=[(str(v), v) for v, _ in dim["anchors"]], value=None,
+            buttons = pw.ToggleButtons(options=[(str(v), v) for v, _ in dim["anchors"]], value=None,
                                       tooltips=[f"{v} = {label}" for v, label in dim["anchors"]])
             buttons.observe(self._on_change, names="value")
             self.scores[dim["id"]] = buttons
             anchors = " &nbsp;·&nbsp; ".join(f"<b>{v}</b> {html.escape(label)}" for v, label in dim["anchors"])
-            scale_rows += [w.HTML(f"<div class='mp-question'>{html.escape(dim['question'])}</div>"),
-                           buttons, w.HTML(f"<div class='mp-anchors'>{anchors}</div>")]
-        self.nonsensical = w.Checkbox(description=self.scale.get("nonsensical", "The prompt is nonsensical"),
+            scale_rows += [pw.HTML(f"<div class='mp-question'>{html.escape(dim['question'])}</div>"),
+                           buttons, pw.HTML(f"<div class='mp-anchors'>{anchors}</div>")]
+        self.nonsensical = pw.Checkbox(description=self.scale.get("nonsensical", "The prompt is nonsensical"),
                                       indent=False)
         self.nonsensical.observe(self._on_change, names="value")
-        self.comment = w.Textarea(placeholder=self.scale.get("comment", "Comment (optional)"),
+        self.comment = pw.Textarea(placeholder=self.scale.get("comment", "Comment (optional)"),
                                   continuous_update=False, layout=w.Layout(width="520px", height="3.5em"))
         self.comment.observe(self._on_change, names="value")
-        self.saved = w.HTML()
-        self.prev_button = w.Button(description="Previous", icon="arrow-left")
-        self.next_button = w.Button(description="Next", icon="arrow-right", button_style="primary")
-        self.unrated_button = w.Button(description="First unrated", icon="fast-forward")
+        self.comment_note = pw.HTML(f"<div class='mp-anchors'>{html.escape(COMMENT_NOTE)}</div>")
+        self.saved = pw.HTML()
+        self.saved.add_class("mp-saved-slot")  # where the page says so if its kernel is gone
+        self.prev_button = pw.Button(description="Previous", icon="arrow-left")
+        self.next_button = pw.Button(description="Next", icon="arrow-right", button_style="primary")
+        self.unrated_button = pw.Button(description="First unrated", icon="fast-forward")
         self.prev_button.on_click(lambda _: self.go_to(self.index - 1))
         self.next_button.on_click(lambda _: self.go_to(self.index + 1))
         self.unrated_button.on_click(lambda _: self.go_to(self.first_unrated()))
-        progress = w.HBox([self.progress_label, self.progress_bar], layout=w.Layout(align_items="center",
+        progress = pw.HBox([self.progress_label, self.progress_bar], layout=w.Layout(align_items="center",
                                                                                     grid_gap="12px"))
-        navigation = w.HBox([self.prev_button, self.next_button, self.unrated_button])
-        self.panel_page = w.VBox([progress, self.prompt_html, self.viewer, *scale_rows, self.nonsensical,
-                                  self.comment, self.saved, navigation])
+        navigation = pw.HBox([self.prev_button, self.next_button, self.unrated_button])
+        self.panel_page = pw.VBox([progress, self.prompt_html, self.viewer, *scale_rows, self.nonsensical,
+                                  self.comment, self.comment_note, self.saved, navigation])
         # a panel that cannot be shown: no scores to give, but the way on
-        self.unavailable_html = w.HTML()
-        self.unavailable_page = w.VBox([progress, self.unavailable_html, navigation])
+        self.unavailable_html = pw.HTML()
+        self.unavailable_page = pw.VBox([progress, self.unavailable_html, navigation])
         # finish
-        self.finish_html = w.HTML()
-        self.review_button = w.Button(description="Back to the panels", icon="arrow-left")
+        self.finish_html = pw.HTML()
+        self.review_button = pw.Button(description="Back to the panels", icon="arrow-left")
         self.review_button.on_click(lambda _: self.go_to(len(self.assignments) - 1))
-        self.finish_unrated_button = w.Button(description="Go to first unrated", button_style="warning")
+        self.finish_unrated_button = pw.Button(description="Go to first unrated", button_style="warning")
         self.finish_unrated_button.on_click(lambda _: self.go_to(self.first_unrated()))
 
     # --- pages ------------------------------------------------------------------------
 
     def _show_login(self, message: str = "") -> None:
         self.login_message.value = f"<div class='mp-error'>{html.escape(message)}</div>" if message else ""
-        self.page.children = [w.HTML("<h2>Image rating study</h2><p>Please choose or type the rater id you were "
+        self.page.children = [pw.HTML("<h2>Image rating study</h2><p>Please choose or type the rater id you were "
                                      "given, then press Continue.</p>"
                                      f"<p class='mp-anchors'>{html.escape(LOCAL_NOTE)}</p>"),
                               self.rater_pick, self.rater_text, self.login_button, self.login_message]
@@ -380,15 +403,17 @@ class RatingApp:
     def login_with_key(self, key: str | None) -> None:
         """Admit the rater whose working key this is; anything else gets :data:`REFUSED_TEXT`.
 
-        After MAX_FAILURES refused keys from this session (or from the client address a proxy
-        reports) within the window, keys are not even checked until it has passed.
+        After MAX_FAILURES refused keys from this session (or from this client address) within
+        the window, a wrong key is refused as rate limited; a working key still comes in (the
+        limit slows guessing, it must not lock out raters who share an address).
         """
         if not self.invited:
             return self._show_login()
-        if access.recent_failures(self.conn, self.session, self.client.address) >= access.MAX_FAILURES:
-            self._audit("rate_limited")
-            return self._show_refused(RATE_LIMITED_TEXT)
+        limited = access.recent_failures(self.conn, self.session, self.client.address) >= access.MAX_FAILURES
         verdict = access.check_key(self.conn, key)
+        if verdict.admitted is None and limited:
+            self._audit("rate_limited", reason=verdict.reason, key_id=verdict.key_id)
+            return self._show_refused(RATE_LIMITED_TEXT)
         if verdict.admitted is None:
             self._audit("login_refused", verdict.owner, reason=verdict.reason, key_id=verdict.key_id)
             return self._show_refused(REFUSED_TEXT)
@@ -470,7 +495,7 @@ class RatingApp:
                     "You can close this window.</p>")
             buttons = [self.review_button]
         self.finish_html.value = text
-        self.page.children = [self.finish_html, w.HBox(buttons)]
+        self.page.children = [self.finish_html, pw.HBox(buttons)]
 
     # --- navigation -------------------------------------------------------------------
 
@@ -561,7 +586,7 @@ class RatingApp:
         if not self._still_admitted():
             return
         self.big_image.value = self.images[position].value
-        self.viewer.children = [w.HTML(f"<b>Image {position + 1} of 4</b>"), self.big_image, self.back_button]
+        self.viewer.children = [pw.HTML(f"<b>Image {position + 1} of 4</b>"), self.big_image, self.back_button]
 
     def close_enlarged(self) -> None:
         self.viewer.children = [self.grid]
@@ -609,6 +634,11 @@ class RatingApp:
         assignment = self.assignments[self._shown]
         previous = self.answers.get(assignment.seq)
         scores, nonsensical, comment = self._given()
+        if len(comment) > COMMENT_CHARS:
+            logger.warning("answer not saved: rater %s, seq %s: a comment of %d characters", self.rater,
+                           assignment.seq, len(comment))
+            self.saved.value = f"<span class='mp-error'>{html.escape(TOO_LONG_TEXT.format(length=len(comment)))}</span>"
+            return False
         seconds = round(time.monotonic() - self._shown_at, 3)
         try:
             answer = db.save_answer(self.conn, self.rater, assignment.seq, scores, nonsensical, comment, seconds,
@@ -624,10 +654,10 @@ class RatingApp:
             self.saved.value = (f"<span class='mp-error'>⚠ Not saved: {reason}. Please tell the study team; "
                                 "your earlier answers are saved.</span>")
             return False
-        except Exception as exc:  # the rater must see that an answer did not reach the database
-            self.saved.value = (f"<span class='mp-error'>⚠ Not saved ({html.escape(type(exc).__name__)}). "
-                                "Please tell the study team.</span>")
-            raise
+        except Exception:  # the rater must see that an answer did not reach the database; the team, why
+            logger.error("answer not saved: rater %s, seq %s", self.rater, assignment.seq, exc_info=True)
+            self.saved.value = "<span class='mp-error'>⚠ Not saved. Please tell the study team.</span>"
+            return False
         self.answers[assignment.seq] = answer
         self._show_saved_state(answer)
         self._update_progress()
