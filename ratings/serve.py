@@ -8,8 +8,13 @@ The one place the server's settings live (``make rate`` and the browser tests us
 - Kernels whose page was closed are shut down after ``cull_idle`` seconds (an open page keeps
   its kernel: a clinician looking at a panel for a long time is not cut off).
 - Tracebacks never reach the page (the study team reads them in the server's log).
-- The browser's User-Agent, and the client address a reverse proxy reports, are handed to the
-  app for the audit trail (``python -m ratings audit``).
+- The browser's User-Agent, and the client's address, are handed to the app for the audit
+  trail (``python -m ratings audit``): the TCP peer's address, or the one a proxy named with
+  ``--trusted-proxy`` reports (checked as an IP address).
+- It runs :mod:`ratings.gate` (Voilà with a gate in front): a kernel only for a working rater
+  link, at most a few per link and ``max_kernels`` in all, kernels whose page never connected
+  shut down after a minute, a key limit that slows guessing without locking out a working
+  link, and kernel WebSockets in the v1 protocol only, their messages capped.
 """
 
 from __future__ import annotations
@@ -19,21 +24,30 @@ import sys
 from pathlib import Path
 
 NOTEBOOK = Path(__file__).resolve().parent.parent / "notebooks" / "20_rate.ipynb"
-# headers handed to the kernel as HTTP_* variables (Voilà's http_header_envs): recorded in the audit
-AUDIT_HEADERS = ["User-Agent", "X-Forwarded-For", "X-Real-IP"]
+SERVER_MODULE = "ratings.gate"  # `python -m ratings.gate ARGS`: Voilà behind medprobe's gate
+# headers handed to the kernel as HTTP_* variables (Voilà's http_header_envs): recorded in the audit.
+# X-Medprobe-Client is set by the gate alone (what a browser sends under that name is dropped)
+AUDIT_HEADERS = ["User-Agent", "X-Medprobe-Client"]
+MAX_KERNELS = 40  # open pages the server holds at most (~180 MB each)
 CULL_IDLE_S = 900  # a kernel whose page is gone is shut down after 15 minutes
 CULL_INTERVAL_S = 60
 
 
 def voila_args(notebook: str | Path = NOTEBOOK, port: int = 8866, host: str = "127.0.0.1",
                cull_idle: int = CULL_IDLE_S, cull_interval: int = CULL_INTERVAL_S, token: bool = True,
-               tracebacks: bool = False, base_path: str = "/") -> list[str]:
-    """The arguments after ``python -m voila`` that serve the rating app.
+               tracebacks: bool = False, base_path: str = "/", trusted_proxies=(),
+               max_kernels: int = MAX_KERNELS) -> list[str]:
+    """The arguments after ``python -m ratings.gate`` (:data:`SERVER_MODULE`; the same as
+    ``python -m voila`` takes, and the gate's own) that serve the rating app.
 
     ``token=False`` is only for a researcher alone on their own machine; ``tracebacks=True`` only
     for tests, whose failures should say why. ``base_path``: the path the reverse proxy serves
-    the app under (``/medprobe/`` for https://host/medprobe/).
+    the app under (``/medprobe/`` for https://host/medprobe/). ``trusted_proxies``: addresses
+    or networks of the reverse proxy whose X-Forwarded-For / X-Real-IP are believed.
     """
+    from .gate import parse_networks
+
+    networks = parse_networks(trusted_proxies)
     if not base_path.startswith("/"):
         base_path = "/" + base_path
     if not base_path.endswith("/"):
@@ -44,15 +58,19 @@ def voila_args(notebook: str | Path = NOTEBOOK, port: int = 8866, host: str = "1
             f"--MappingKernelManager.cull_idle_timeout={int(cull_idle)}",
             f"--MappingKernelManager.cull_interval={int(cull_interval)}",
             "--MappingKernelManager.cull_connected=False",
-            *(f"--VoilaConfiguration.http_header_envs={header}" for header in AUDIT_HEADERS)]
+            *(f"--VoilaConfiguration.http_header_envs={header}" for header in AUDIT_HEADERS),
+            f"--RatingServer.max_kernels={int(max_kernels)}",
+            *(f"--RatingServer.trusted_proxies={net}" for net in networks)]
     if token:
         args.append("--token")
     return args
 
 
 def serve(study: str | Path, port: int = 8866, host: str = "127.0.0.1", token: bool = True,
-          cull_idle: int = CULL_IDLE_S, base_path: str = "/") -> int:
-    """Run Voilà in the foreground (replaces this process) on ``study``."""
+          cull_idle: int = CULL_IDLE_S, base_path: str = "/", trusted_proxies=(),
+          max_kernels: int = MAX_KERNELS) -> int:
+    """Run the rating server (Voilà behind :mod:`ratings.gate`) in the foreground, replacing
+    this process, on ``study``."""
     from .errors import RatingError
 
     study = Path(study).expanduser().resolve()
@@ -66,7 +84,11 @@ def serve(study: str | Path, port: int = 8866, host: str = "127.0.0.1", token: b
     if token and not (env.get("JUPYTER_TOKEN") or env.get("JUPYTER_TOKEN_FILE")):
         print("No JUPYTER_TOKEN set: Voilà makes a token and prints the URL that carries it. Send raters the "
               "token and their personal link separately (README: Rating with clinicians).", file=sys.stderr)
-    argv = [sys.executable, "-m", "voila", *voila_args(port=port, host=host, token=token, cull_idle=cull_idle,
-                                                             base_path=base_path)]
+    try:
+        args = voila_args(port=port, host=host, token=token, cull_idle=cull_idle, base_path=base_path,
+                          trusted_proxies=trusted_proxies, max_kernels=max_kernels)
+    except ValueError as exc:
+        raise RatingError(str(exc)) from None
+    argv = [sys.executable, "-m", SERVER_MODULE, *args]
     os.execvpe(argv[0], argv, env)
     return 0  # not reached

@@ -21,6 +21,7 @@ from conftest import ROOT, chromium_path
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect, sync_playwright
 
+from ratings.serve import SERVER_MODULE
 from ratings.session import DEFAULT_SCALE
 
 CHROMIUM = chromium_path()
@@ -46,7 +47,8 @@ class Voila:
 
     Without ``args``: PLAIN_ARGS on a free port. With ``args`` (e.g. from
     ``ratings.serve.voila_args(port=...)``), exactly those, on ``port``, which they must name.
-    ``extra_env`` adds to the server's environment (JUPYTER_TOKEN, say); the Jupyter and IPython
+    With ``args``, the server is the one `ratings serve` runs (``ratings.serve.SERVER_MODULE``:
+    Voilà behind medprobe's gate), else plain Voilà. ``extra_env`` adds to the server's environment (JUPYTER_TOKEN, say); the Jupyter and IPython
     folders are always the test's own, never the user's.
     """
 
@@ -58,6 +60,7 @@ class Voila:
         if args is None:
             args = [*PLAIN_ARGS, f"--port={self.port}"]
         self.args = list(args)
+        self.module = "voila" if args is None else SERVER_MODULE
         self.url = f"http://127.0.0.1:{self.port}/"
         self.log = folder / "voila.log"
         jupyter = folder / "jupyter"  # keep the user's ~/.jupyter and ~/.local/share/jupyter out of it
@@ -67,7 +70,7 @@ class Voila:
                "HF_HUB_OFFLINE": "1", "MEDPROBE_OFFLINE": "1", **(extra_env or {})}
         with open(self.log, "wb") as log:
             self.proc = subprocess.Popen(
-                [sys.executable, "-m", "voila", *self.args],
+                [sys.executable, "-m", self.module, *self.args],
                 cwd=ROOT, env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)  # its own process group: the kernels it starts go with it
 
