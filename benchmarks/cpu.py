@@ -805,35 +805,50 @@ def row_cluster_shards(quick: bool) -> dict:
             raise RuntimeError(f"merge of {merge_rows} rows gave: {result}")
         parts.append(part("7b", f"merge of 4 shard stores, {merge_rows:,} manifest rows", fmt_s(seconds),
                           "< 10 s", seconds < 10,
-                          f"every file's SHA-256 checked and copied into the study; {merge_rows / seconds:,.0f} "
-                          f"rows/s; 1 run (building the shards: {fmt_s(build)})"))
+                          f"every folder and file opened without following links, each file's SHA-256 and its "
+                          f"PNG's own prompt/preset/seed checked, then hard-linked into the study; "
+                          f"{merge_rows / seconds:,.0f} rows/s; 1 run, load average now {load()} (building the "
+                          f"shards: {fmt_s(build)})"))
     return combine(7, "cluster shards", parts)
 
 
 def _shard_store(folder: Path, k: int, n: int, num_shards: int) -> None:
-    """A finished shard store with n manifest rows and their files (bytes whose SHA-256 is recorded)."""
+    """A finished shard store with n manifest rows and their files: small real PNGs carrying the
+    text chunks a probe run writes (prompt, preset, seed), prompts whose ids are their texts' hashes,
+    so the merge runs every check it runs on a real shard."""
     import hashlib
+    import io
 
     import pandas as pd
+    from PIL import Image, PngImagePlugin
 
+    from probes.catalog import prompt_id
     from probes.store import Study, now, transaction
 
-    prompts = pd.DataFrame({"prompt_id": [f"s{k}p{i:06d}" for i in range(n // PANEL)]})
-    prompts["text"] = "a chest x-ray of a patient with " + prompts["prompt_id"]
+    texts = [f"a chest x-ray of a patient with finding s{k}p{i:06d}" for i in range(n // PANEL)]
+    prompts = pd.DataFrame({"prompt_id": [prompt_id(t) for t in texts], "text": texts})
     for column, value in (("style", "xray"), ("style_group", "radiology"), ("topic", "lung_cancer"),
                           ("topic_group", "thorax"), ("detail", "short"), ("catalog", "bench")):
         prompts[column] = value
     stamp = now()
+    pixels = Image.new("RGB", (8, 8), (k * 40, 80, 120))
     with Study(folder) as st:
         st.add_prompts(prompts)
         digest = st.register_preset("tiny-bench", "tiny", {"steps": 8, "size": 64})
         rows = []
         for i, (pid, text) in enumerate(zip(prompts["prompt_id"], prompts["text"], strict=True)):
             for index in range(PANEL):
-                data = f"\x89PNG bench image {k} {i} {index}".encode() + bytes(200)
+                seed = 1000 * i + index
+                info = PngImagePlugin.PngInfo()
+                for key, value in (("Software", "medprobe"), ("medprobe:prompt_id", pid),
+                                   ("medprobe:preset", "tiny-bench"), ("medprobe:seed", seed)):
+                    info.add_text(key, str(value))
+                buffer = io.BytesIO()
+                pixels.save(buffer, format="PNG", pnginfo=info, compress_level=1)
+                data = buffer.getvalue()
                 sha = hashlib.sha256(data).hexdigest()
                 (folder / "images" / f"{sha}.png").write_bytes(data)
-                rows.append((pid, text, "tiny-bench", 0, index, 1000 * i + index, sha, f"images/{sha}.png", 64, 64,
+                rows.append((pid, text, "tiny-bench", 0, index, seed, sha, f"images/{sha}.png", 64, 64,
                              "8", "3.0", "cpu", "float32", 0, 0.8, digest, "{}", "{}", "{}", "bench", stamp))
         with transaction(st.db):
             st.db.executemany(

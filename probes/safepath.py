@@ -60,13 +60,22 @@ def read_regular(folder_fd: int, name: str, max_bytes: int) -> tuple[bytes, os.s
         if exc.errno == errno.ELOOP:
             raise NotInside(f"{name} is a symbolic link") from None
         raise
-    with os.fdopen(fd, "rb") as f:
-        info = os.fstat(f.fileno())
+    try:
+        info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
             raise NotInside(f"{name} is not a regular file")
         if info.st_size > max_bytes:
             raise NotInside(f"{name} is {info.st_size:,} bytes, more than the {max_bytes:,} allowed")
-        data = f.read(max_bytes + 1)
+        chunks, left = [], max_bytes + 1
+        while left > 0:
+            chunk = os.read(fd, min(left, max(info.st_size + 1, 65536)))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        data = b"".join(chunks)
+    finally:
+        os.close(fd)
     if len(data) > max_bytes:
         raise NotInside(f"{name} is more than the {max_bytes:,} bytes allowed")
     return data, info

@@ -28,6 +28,7 @@ import sqlite3
 import stat
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,7 +38,7 @@ from tqdm.auto import tqdm
 from . import leases
 from .errors import ProbeError, StoreError
 from .safepath import NotInside, open_folder, read_regular, real_entries
-from .store import DB_NAME, NON_IMAGE_SETTINGS, Study, now, transaction
+from .store import DB_NAME, NON_IMAGE_SETTINGS, Study, now, png_text_chunks, transaction
 
 SHARDS = "shards"
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
@@ -426,7 +427,7 @@ def _merge_store(main: Study, folder: Path, shard_fd: int, images_fd: int | None
         rows = {table: [dict(r) for r in shard.db.execute(f"SELECT * FROM {table}")]
                 for table in ("prompts", "presets", "images", "failures", "runs")}
     counts = {"images": 0, "refused": 0}
-    remove: list[tuple[str, str]] = []
+    remove: list[tuple[str, tuple | None]] = []  # (file name, the study's inode it must be) to remove
     with transaction(main.db):
         _merge_prompts_and_presets(main, name, rows)
         _merge_images(main, folder, images_fd, study_images, rows["images"], result, counts, remove)
@@ -451,14 +452,16 @@ def _merge_store(main: Study, folder: Path, shard_fd: int, images_fd: int | None
                          _int(info.get("num_shards")), now(), counts["images"], len(rows["failures"]),
                          counts["refused"]))
     # only now that the rows are committed, and only a second name of the study's own file
-    for shard_name_, study_name in remove:
+    for own, inode in remove:
         try:
-            mine = os.stat(shard_name_, dir_fd=images_fd, follow_symlinks=False)
-            theirs = os.stat(study_name, dir_fd=study_images, follow_symlinks=False)
+            mine = os.stat(own, dir_fd=images_fd, follow_symlinks=False)
+            if inode is None:  # in the study before this merge: compare with the study's file
+                theirs = os.stat(own, dir_fd=study_images, follow_symlinks=False)
+                inode = (theirs.st_ino, theirs.st_dev)
         except OSError:
             continue
-        if stat.S_ISREG(mine.st_mode) and (mine.st_ino, mine.st_dev) == (theirs.st_ino, theirs.st_dev):
-            os.unlink(shard_name_, dir_fd=images_fd)
+        if stat.S_ISREG(mine.st_mode) and (mine.st_ino, mine.st_dev) == inode:
+            os.unlink(own, dir_fd=images_fd)
     result.merged.append(name)
     result.failures += failures
     result.runs += len(rows["runs"])
@@ -515,7 +518,14 @@ def _merge_prompts_and_presets(main: Study, name: str, rows: dict) -> None:
 
 
 def _merge_images(main: Study, folder: Path, images_fd: int | None, study_images: int, images: list[dict],
-                  result: MergeResult, counts: dict, remove: list[tuple[str, str]]) -> None:
+                  result: MergeResult, counts: dict, remove: list) -> None:
+    """Check every image row of a shard, bring the good ones' files into the study, insert their rows.
+
+    The rows are judged first (names, digests, keys, settings); the files of the rows that pass
+    are then read, hashed, checked against their PNG's own chunks and linked by a few threads
+    (system calls and hashing release the GIL: the work is waiting on the disk), and the rows of
+    the files that passed are inserted in one statement.
+    """
     name = folder.name
     key_cols = ("prompt_id", "preset", "study_seed", "image_index")
     cursor = main.db.cursor()
@@ -523,59 +533,92 @@ def _merge_images(main: Study, folder: Path, images_fd: int | None, study_images
     have = {row[:4]: row[4:] for row in cursor.execute(
         "SELECT prompt_id, preset, study_seed, image_index, sha256, file FROM images")}
     hashes = dict(cursor.execute("SELECT preset, settings_hash FROM presets").fetchall())
-    wrote = False
 
     def refuse(message: str) -> None:
         counts["refused"] += 1
         result.refused.append(message)
 
+    def label(row: dict) -> str:
+        return f"{row['preset']} / {row['prompt_id']} #{row['image_index']}"
+
+    to_copy: list[tuple[dict, bool]] = []  # (row, whether it is new to the study)
     for row in images:
         key = tuple(row[c] for c in key_cols)
-        label = f"{row['preset']} / {row['prompt_id']} #{row['image_index']}"
         sha, file = str(row["sha256"]), str(row["file"])
         if not (file.startswith("images/") and _SHA256.fullmatch(file[len("images/"):-len(".png")] or "")
                 and file.endswith(".png")):
-            refuse(f"shard {name}: image {label} is recorded at {file!r}, outside the shard folder's images/; "
+            refuse(f"shard {name}: image {label(row)} is recorded at {file!r}, outside the shard folder's "
+                   "images/; not merged")
+            continue
+        if not _SHA256.fullmatch(sha) or file != f"images/{sha}.png":
+            refuse(f"{folder}/{file}: file name does not match the image's recorded SHA-256 {sha!r} ({label(row)}); "
                    "not merged")
             continue
-        src = folder / file
-        if not _SHA256.fullmatch(sha) or file != f"images/{sha}.png":
-            refuse(f"{src}: file name does not match the image's recorded SHA-256 {sha!r} ({label}); not merged")
-            continue
-        own = f"{sha}.png"
         if key in have:
             if have[key][0] != sha:
-                refuse(f"{src}: image {label} is in the study already as another image (sha256 {have[key][0][:12]}..., "
-                       f"this one {sha[:12]}...); the study's is kept, this one not merged")
-                continue
-            if not _exists(own, study_images):  # the study's copy was deleted: this one puts it back
-                if not _copy_checked(main, src, images_fd, study_images, row, label, refuse, name):
-                    continue
-                wrote = True
-            counts["images"] += 1
-            result.already += 1
-            remove.append((own, own))
+                refuse(f"{folder}/{file}: image {label(row)} is in the study already as another image (sha256 "
+                       f"{have[key][0][:12]}..., this one {sha[:12]}...); the study's is kept, this one not merged")
+            elif _exists(f"{sha}.png", study_images):
+                remove.append((f"{sha}.png", None))
+                counts["images"] += 1
+                result.already += 1
+            else:  # the study's copy was deleted: this one puts it back
+                to_copy.append((row, False))
             continue
         if row["settings_hash"] is not None and hashes.get(row["preset"]) not in (None, row["settings_hash"]):
-            refuse(f"{src}: image {label} was made with settings {row['settings_hash']} of preset "
+            refuse(f"{folder}/{file}: image {label(row)} was made with settings {row['settings_hash']} of preset "
                    f"{row['preset']!r}, the study has {hashes.get(row['preset'])}; not merged")
             continue
-        if not _copy_checked(main, src, images_fd, study_images, row, label, refuse, name):
+        have[key] = (sha, file)
+        to_copy.append((row, True))
+
+    def bring(item):
+        return _copy_checked(main, f"{folder}/{item[0]['file']}", images_fd, study_images, item[0],
+                             label(item[0]), name)
+
+    with ThreadPoolExecutor(max_workers=COPY_THREADS) as pool:
+        outcomes = list(pool.map(bring, to_copy))
+    new_rows = []
+    for (row, new), (problem, linked) in zip(to_copy, outcomes, strict=True):
+        if problem:
+            refuse(problem)
             continue
-        wrote = True
-        cols = [c for c in row if c != "image_id"]
-        try:
-            main.db.execute(f"INSERT INTO images ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})",
-                            [row[c] for c in cols])
-        except sqlite3.IntegrityError as exc:
-            refuse(f"{src}: image {label} cannot be recorded ({exc}); not merged")
-            continue
-        have[key] = (sha, row["file"])
+        remove.extend(linked)
         counts["images"] += 1
-        result.added += 1
-        remove.append((own, own))
-    if wrote:
+        if new:
+            new_rows.append(row)
+        else:
+            result.already += 1
+    if to_copy:
         os.fsync(study_images)  # every new name is on disk before the rows commit
+    _insert_images(main, folder, new_rows, result, counts, refuse, label)
+
+
+COPY_THREADS = 4
+
+
+def _insert_images(main: Study, folder: Path, rows: list[dict], result: MergeResult, counts: dict, refuse,
+                   label) -> None:
+    if not rows:
+        return
+    cols = [c for c in rows[0] if c != "image_id"]
+    sql = f"INSERT INTO images ({', '.join(cols)}) VALUES ({', '.join('?' * len(cols))})"
+    main.db.execute("SAVEPOINT merge_rows")
+    try:
+        main.db.executemany(sql, [[row[c] for c in cols] for row in rows])
+        main.db.execute("RELEASE merge_rows")
+        result.added += len(rows)
+        return
+    except sqlite3.IntegrityError:
+        main.db.execute("ROLLBACK TO merge_rows")
+        main.db.execute("RELEASE merge_rows")
+    for row in rows:  # one of them cannot be recorded: find which, keep the others
+        try:
+            main.db.execute(sql, [row[c] for c in cols])
+            result.added += 1
+        except sqlite3.IntegrityError as exc:
+            counts["images"] -= 1
+            refuse(f"{folder}/{row['file']}: image {label(row)} cannot be recorded ({exc}); not merged")
 
 
 def _exists(name: str, folder_fd: int) -> bool:
@@ -593,15 +636,10 @@ _PNG_SAYS = {"medprobe:prompt_id": "prompt_id", "medprobe:preset": "preset", "me
 
 def _png_disagrees(data: bytes, row: dict) -> str | None:
     """What the PNG's own medprobe text chunks say that the row does not (None when they agree)."""
-    import io
-
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as image:  # reads the chunks before the pixels, decodes nothing
-            said = {k: image.info.get(k) for k in _PNG_SAYS}
-    except Exception:
-        return "it is not a PNG file that can be read"
+    said = png_text_chunks(data)
+    if said is None:
+        return "it is not a PNG file"
+    said = {k: said.get(k) for k in _PNG_SAYS}
     if all(v is None for v in said.values()):
         return "it carries no medprobe metadata (prompt, preset, seed)"
     wrong = [f"{column} {said[chunk]!r} in the PNG, {str(row.get(column))!r} in the shard's row"
@@ -609,17 +647,20 @@ def _png_disagrees(data: bytes, row: dict) -> str | None:
     return "; ".join(wrong) or None
 
 
-def _copy_checked(main: Study, src: Path, images_fd: int | None, study_images: int, row: dict, label: str,
-                  refuse, shard: str) -> bool:
+def _copy_checked(main: Study, src: str, images_fd: int | None, study_images: int, row: dict, label: str,
+                  shard: str) -> tuple[str | None, list]:
     """Put a shard's PNG into the study if its bytes hash to the row's SHA-256 and its own
-    metadata names the row's prompt, preset and seed; refuse it otherwise.
+    metadata names the row's prompt, preset and seed: ``(None, to_remove)``, or
+    ``(why it was refused, [])``.
 
     The file is opened inside the shard's images/ without following a symbolic link, and
     must be a regular file. Its bytes are hashed; the study then gets a hard link to that same
     file (already synced on this disk when the shard wrote it: no copy and no fsync per image;
     the caller syncs the folder once). Should the name meanwhile point to another file, or
     links not work here, the very bytes that were checked are written instead, so a changed
-    file cannot slip in.
+    file cannot slip in. A file linked into the study comes back in ``to_remove`` with its
+    inode: its name in the shard is a second name of the study's file, removed after the commit.
+    Safe to call from several threads at once.
     """
     sha, own = str(row["sha256"]), f"{row['sha256']}.png"
     try:
@@ -627,38 +668,33 @@ def _copy_checked(main: Study, src: Path, images_fd: int | None, study_images: i
             raise FileNotFoundError(own)
         data, before = read_regular(images_fd, own, MAX_IMAGE_BYTES)
     except FileNotFoundError:
-        refuse(f"{src}: missing, so image {label} of shard {shard} was not merged (resume the shard to "
-               "make it again, then merge)")
-        return False
+        return (f"{src}: missing, so image {label} of shard {shard} was not merged (resume the shard to "
+                "make it again, then merge)"), []
     except NotInside as exc:
-        refuse(f"{src}: {exc}, not a regular file of the shard; image {label} not merged")
-        return False
+        return f"{src}: {exc}, not a regular file of the shard; image {label} not merged", []
     except OSError as exc:
-        refuse(f"{src}: cannot be read ({exc.strerror}); image {label} not merged")
-        return False
+        return f"{src}: cannot be read ({exc.strerror}); image {label} not merged", []
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha:
-        refuse(f"{src}: its content has SHA-256 {actual[:12]}..., not the {sha[:12]}... recorded for image "
-               f"{label}: the file was changed or damaged after it was made; not merged")
-        return False
+        return (f"{src}: its content has SHA-256 {actual[:12]}..., not the {sha[:12]}... recorded for image "
+                f"{label}: the file was changed or damaged after it was made; not merged"), []
     disagreement = _png_disagrees(data, row)
     if disagreement:
-        refuse(f"{src}: image {label} is not what its row says ({disagreement}): the shard's rows were changed "
-               "after it ran; not merged")
-        return False
+        return (f"{src}: image {label} is not what its row says ({disagreement}): the shard's rows were changed "
+                "after it ran; not merged"), []
     try:
         os.link(own, own, src_dir_fd=images_fd, dst_dir_fd=study_images, follow_symlinks=False)
         after = os.stat(own, dir_fd=study_images, follow_symlinks=False)
         if (after.st_ino, after.st_dev, after.st_size, after.st_mtime_ns) == (
                 before.st_ino, before.st_dev, before.st_size, before.st_mtime_ns):
-            return True
+            return None, [(own, (before.st_ino, before.st_dev))]
         os.unlink(own, dir_fd=study_images)
     except FileExistsError:
-        return True  # content-addressed: the study has these bytes already
+        return None, [(own, None)]  # content-addressed: the study has these bytes already
     except OSError:
         pass
     main.write_png_bytes(data, sync_folder=False)
-    return True
+    return None, []
 
 
 # --- status -------------------------------------------------------------------------------
@@ -704,9 +740,11 @@ def status(study: str | Path) -> pd.DataFrame:
 
 
 def _shard_status(folder: Path, plan: dict | None, entry: dict | None, in_study: set) -> dict:
-    if folder.is_symlink() or not folder.is_dir() or folder.name in ("", ".", "..") or folder.parent.name != SHARDS:
+    if folder.is_symlink() or (folder.exists() and not folder.is_dir()) or folder.name in ("", ".", "..") \
+            or folder.parent.name != SHARDS:
         return dict(zip(STATUS_COLUMNS, [plan.get("run_id") if plan else None, folder.name, None, None,
-                                         "not read: a symbolic link or not a shard folder"] + [None] * 7))
+                                         "not read: a symbolic link or not a shard folder"] + [None] * 7,
+                        strict=True))
     info = _read_json(folder / "shard.json") or {}
     plan = plan or {}
     seed, per_panel = _int(plan.get("seed", info.get("parameters", {}).get("seed"))), _int(plan.get("images_per_prompt"))

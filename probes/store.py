@@ -367,6 +367,27 @@ def _statements(script: str) -> list[str]:
     return statements
 
 
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_text_chunks(data: bytes) -> dict[str, str] | None:
+    """The tEXt chunks before a PNG's pixels (where :meth:`Study.write_image` puts medprobe's),
+    read from the bytes without decoding anything; None if ``data`` is not a PNG's structure."""
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    found, pos, end = {}, len(PNG_SIGNATURE), len(data)
+    while pos + 8 <= end:
+        length = int.from_bytes(data[pos:pos + 4], "big")
+        kind = data[pos + 4:pos + 8]
+        if kind in (b"IDAT", b"IEND") or pos + 12 + length > end:
+            break
+        if kind == b"tEXt":
+            key, _, value = data[pos + 8:pos + 8 + length].partition(b"\x00")
+            found[key.decode("latin-1")] = value.decode("latin-1")
+        pos += 12 + length  # length, type, data, CRC
+    return found
+
+
 def refuse_links(folder: Path) -> None:
     """A study keeps its own files: its database and folders are never links to elsewhere.
 
