@@ -54,7 +54,8 @@ PORT   ?= 8866
 HOST   ?= 127.0.0.1
 BASE_PATH ?= /
 rate: venv
-	$(BIN)/python -m ratings serve --study "$(STUDY)" --port=$(PORT) --host=$(HOST) --base-path=$(BASE_PATH)
+	$(BIN)/python -m ratings serve --study "$(STUDY)" --port=$(PORT) --host=$(HOST) --base-path=$(BASE_PATH) \
+		$(if $(TRUSTED_PROXY),--trusted-proxy=$(TRUSTED_PROXY))
 
 # CPU benchmark table (issue 6); the GPU figures are `python -m probes.bench --full-size` on a GPU.
 bench: venv

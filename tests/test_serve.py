@@ -41,3 +41,26 @@ def test_serve_refuses_what_would_open_the_page_to_the_network(tmp_path):
     (tmp_path / "study.sqlite").write_bytes(b"")
     open_page = ratings_cli("serve", "--study", str(tmp_path), "--no-token", "--host", "0.0.0.0")
     assert open_page.returncode != 0 and "without the token anyone" in open_page.stderr
+
+
+def test_serve_runs_voila_behind_the_gate_with_the_proxy_it_trusts(tmp_path, monkeypatch):
+    import ratings.serve as serve_module
+
+    (tmp_path / "study.sqlite").write_bytes(b"")
+    ran = {}
+    monkeypatch.setattr(serve_module.os, "execvpe", lambda path, argv, env: ran.update(argv=argv, env=env))
+    monkeypatch.setenv("JUPYTER_TOKEN", "t")
+    serve_module.serve(tmp_path, trusted_proxies=["127.0.0.1", "10.0.0.0/24"], max_kernels=12)
+    argv = ran["argv"]
+    assert argv[1:3] == ["-m", serve_module.SERVER_MODULE] and serve_module.SERVER_MODULE == "ratings.gate"
+    assert "--RatingServer.trusted_proxies=127.0.0.1/32" in argv and "--RatingServer.trusted_proxies=10.0.0.0/24" in argv
+    assert "--RatingServer.max_kernels=12" in argv and ran["env"]["MEDPROBE_STUDY"] == str(tmp_path.resolve())
+    # the kernel gets the address the gate found, never the proxy headers as the browser sent them
+    assert "X-Forwarded-For" not in AUDIT_HEADERS and "X-Real-IP" not in AUDIT_HEADERS
+    assert not any(a.startswith("--RatingServer.trusted_proxies") for a in voila_args())
+
+
+def test_make_rate_passes_the_trusted_proxy():
+    dry = subprocess.run(["make", "-n", "-o", ".venv/.installed", "rate", "STUDY=s", "TRUSTED_PROXY=127.0.0.1"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert dry.returncode == 0 and "--trusted-proxy=127.0.0.1" in dry.stdout, dry.stderr
