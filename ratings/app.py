@@ -169,7 +169,7 @@ class UnavailableApp:
     def __init__(self, text: str):
         self.message = text
         self.widget = pw.VBox([pw.HTML(CSS), pw.HTML(f"<h2>Image rating study</h2><div class='mp-error'>"
-                                                  f"{html.escape(text)}</div>")], layout=w.Layout(padding="8px"))
+                                                  f"{html.escape(text)}</div>")], layout=pw.Layout(padding="8px"))
         self.widget.add_class("mp-app")
 
     def close(self) -> None:
@@ -244,7 +244,7 @@ class RatingApp:
         self._reported: set[str] = set()  # panels already in the study team's log this session
         self._shown_at = time.monotonic()
         self._build_widgets()
-        self.widget = pw.VBox([pw.HTML(CSS), self.page], layout=w.Layout(padding="8px"))
+        self.widget = pw.VBox([pw.HTML(CSS), self.page], layout=pw.Layout(padding="8px"))
         self.widget.add_class("mp-app")
         if self.invited:
             if rater is not None:
@@ -304,11 +304,11 @@ class RatingApp:
         self.start_button.on_click(lambda _: self.go_to(self.first_unrated()))
         # panel
         self.progress_label = pw.HTML()
-        self.progress_bar = pw.IntProgress(min=0, max=1, layout=w.Layout(width="240px"))
+        self.progress_bar = pw.IntProgress(min=0, max=1, layout=pw.Layout(width="240px"))
         self.prompt_html = pw.HTML()
         self.images = [pw.Image(format="png", width=TILE_PX, height=TILE_PX) for _ in range(4)]
         self.enlarge_buttons = [pw.Button(description=f"Enlarge {i + 1}", icon="search-plus",
-                                         layout=w.Layout(width=f"{TILE_PX}px")) for i in range(4)]
+                                         layout=pw.Layout(width=f"{TILE_PX}px")) for i in range(4)]
         for i, button in enumerate(self.enlarge_buttons):
             button.on_click(lambda _, i=i: self.enlarge(i))
         tiles = []
@@ -316,7 +316,7 @@ class RatingApp:
             tile = pw.VBox([image, button])
             tile.add_class("mp-tile")
             tiles.append(tile)
-        self.grid = pw.GridBox(tiles, layout=w.Layout(grid_template_columns=f"repeat(2, {TILE_PX + 8}px)",
+        self.grid = pw.GridBox(tiles, layout=pw.Layout(grid_template_columns=f"repeat(2, {TILE_PX + 8}px)",
                                                      grid_gap="8px"))
         self.big_image = pw.Image(format="png", width=ENLARGED_PX, height=ENLARGED_PX)
         self.back_button = pw.Button(description="Back to the four images", icon="th-large")
@@ -337,7 +337,7 @@ class RatingApp:
                                       indent=False)
         self.nonsensical.observe(self._on_change, names="value")
         self.comment = pw.Textarea(placeholder=self.scale.get("comment", "Comment (optional)"),
-                                  continuous_update=False, layout=w.Layout(width="520px", height="3.5em"))
+                                  continuous_update=False, layout=pw.Layout(width="520px", height="3.5em"))
         self.comment.observe(self._on_change, names="value")
         self.comment_note = pw.HTML(f"<div class='mp-anchors'>{html.escape(COMMENT_NOTE)}</div>")
         self.saved = pw.HTML()
@@ -348,7 +348,7 @@ class RatingApp:
         self.prev_button.on_click(lambda _: self.go_to(self.index - 1))
         self.next_button.on_click(lambda _: self.go_to(self.index + 1))
         self.unrated_button.on_click(lambda _: self.go_to(self.first_unrated()))
-        progress = pw.HBox([self.progress_label, self.progress_bar], layout=w.Layout(align_items="center",
+        progress = pw.HBox([self.progress_label, self.progress_bar], layout=pw.Layout(align_items="center",
                                                                                     grid_gap="12px"))
         navigation = pw.HBox([self.prev_button, self.next_button, self.unrated_button])
         self.panel_page = pw.VBox([progress, self.prompt_html, self.viewer, *scale_rows, self.nonsensical,

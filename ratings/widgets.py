@@ -17,8 +17,10 @@ from __future__ import annotations
 import logging
 
 import ipywidgets as w
+from ipywidgets.widgets.trait_types import InstanceDict
+from ipywidgets.widgets.widget import widget_serialization
 
-__all__ = ["Button", "Checkbox", "Dropdown", "GridBox", "HBox", "HTML", "Image", "IntProgress", "Password",
+__all__ = ["Button", "Checkbox", "Dropdown", "GridBox", "HBox", "HTML", "Image", "IntProgress", "Layout", "Password",
            "Text", "Textarea", "ToggleButtons", "VBox", "CONNECTION_LOST_TEXT", "connection_watch",
            "quiet_comm_errors"]
 
@@ -66,7 +68,7 @@ class _FromPage:
         try:
             problem = self._page_problem(msg)
             if problem is None:
-                return super()._handle_msg(msg)
+                return self._take(msg["content"]["data"], msg.get("buffers") or [])
         except Exception as exc:  # the app's own handling failed: the study team gets the traceback
             logger.error("a message from the page to %s could not be handled", type(self).__name__, exc_info=True)
             problem = f"{type(exc).__name__} while handling it"
@@ -75,6 +77,18 @@ class _FromPage:
             self.send_state()
         except Exception:
             logger.error("could not send %s's state back to the page", type(self).__name__, exc_info=True)
+
+    def _take(self, data: dict, buffers) -> None:
+        """ipywidgets' own dispatch (Widget._handle_msg), without its wrapper and callback
+        dispatchers, which send any exception to the page as a traceback: here it reaches
+        _handle_msg, and the log."""
+        if data["method"] == "update":
+            self.set_state(data["state"])
+        elif data["method"] == "request_state":
+            self.send_state()
+        else:  # not through self._msg_callbacks, whose dispatcher also shows failures on the page
+            for callback in list(self._msg_callbacks.callbacks):
+                callback(self, data["content"], buffers)
 
     def _page_problem(self, msg) -> str | None:
         content = msg.get("content") if isinstance(msg, dict) else None
@@ -102,18 +116,42 @@ class _FromPage:
         return None
 
 
-def _from_page(base, values: dict | None = None, events: tuple = ()):
-    return type(base.__name__, (_FromPage, base), {"_page_values": dict(values or {}), "_page_events": list(events),
-                                                   "__module__": __name__})
+_PARTS: dict = {}  # ipywidgets' Layout and Style classes -> their checked versions
 
 
-ToggleButtons = _from_page(w.ToggleButtons, {"index": _index})
+class _Clicks:
+    """A button's click handlers, called so that what fails in one reaches ``_handle_msg`` (and
+    the log): ipywidgets' own dispatcher shows it on the page as a traceback."""
+
+    def _handle_button_msg(self, _, content, buffers):
+        if content == CLICK:
+            for callback in list(self._click_handlers.callbacks):
+                callback(self)
+
+
+def _from_page(base, values: dict | None = None, events: tuple = (), extra: tuple = ()):
+    namespace = {"_page_values": dict(values or {}), "_page_events": list(events), "__module__": __name__}
+    # a widget's layout and style are widgets of their own, with their own channel from the page
+    for name in ("layout", "style"):
+        trait = base.class_traits().get(name)
+        if isinstance(trait, InstanceDict) and isinstance(trait.klass, type):
+            if trait.klass not in _PARTS:
+                _PARTS[trait.klass] = _from_page(trait.klass)
+            namespace[name] = InstanceDict(_PARTS[trait.klass]).tag(sync=True, **widget_serialization)
+    return type(base.__name__, (_FromPage, *extra, base), namespace)
+
+
+Layout = _from_page(w.Layout)
+_PARTS[w.Layout] = Layout
+
+
+ToggleButtons = _from_page(w.ToggleButtons, {"index": _index}, events=(CLICK,))  # it sends a click too
 Dropdown = _from_page(w.Dropdown, {"index": _index})
 Checkbox = _from_page(w.Checkbox, {"value": _flag})
 Textarea = _from_page(w.Textarea, {"value": _text})
 Text = _from_page(w.Text, {"value": _text})
 Password = _from_page(w.Password, {"value": _text})
-Button = _from_page(w.Button, events=(CLICK,))
+Button = _from_page(w.Button, events=(CLICK,), extra=(_Clicks,))
 # what the page only shows: it sets nothing
 HTML = _from_page(w.HTML)
 Image = _from_page(w.Image)
