@@ -28,7 +28,6 @@ import sqlite3
 import stat
 import time
 import uuid
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -522,9 +521,8 @@ def _merge_images(main: Study, folder: Path, images_fd: int | None, study_images
     """Check every image row of a shard, bring the good ones' files into the study, insert their rows.
 
     The rows are judged first (names, digests, keys, settings); the files of the rows that pass
-    are then read, hashed, checked against their PNG's own chunks and linked by a few threads
-    (system calls and hashing release the GIL: the work is waiting on the disk), and the rows of
-    the files that passed are inserted in one statement.
+    are then read, hashed, checked against their PNG's own chunks and linked, and the rows of the
+    files that passed are inserted in one statement.
     """
     name = folder.name
     key_cols = ("prompt_id", "preset", "study_seed", "image_index")
@@ -572,12 +570,8 @@ def _merge_images(main: Study, folder: Path, images_fd: int | None, study_images
         have[key] = (sha, file)
         to_copy.append((row, True))
 
-    def bring(item):
-        return _copy_checked(main, f"{folder}/{item[0]['file']}", images_fd, study_images, item[0],
-                             label(item[0]), name)
-
-    with ThreadPoolExecutor(max_workers=COPY_THREADS) as pool:
-        outcomes = list(pool.map(bring, to_copy))
+    outcomes = [_copy_checked(main, f"{folder}/{row['file']}", images_fd, study_images, row, label(row), name)
+                for row, _ in to_copy]
     new_rows = []
     for (row, new), (problem, linked) in zip(to_copy, outcomes, strict=True):
         if problem:
@@ -592,9 +586,6 @@ def _merge_images(main: Study, folder: Path, images_fd: int | None, study_images
     if to_copy:
         os.fsync(study_images)  # every new name is on disk before the rows commit
     _insert_images(main, folder, new_rows, result, counts, refuse, label)
-
-
-COPY_THREADS = 4
 
 
 def _insert_images(main: Study, folder: Path, rows: list[dict], result: MergeResult, counts: dict, refuse,
@@ -660,7 +651,6 @@ def _copy_checked(main: Study, src: str, images_fd: int | None, study_images: in
     links not work here, the very bytes that were checked are written instead, so a changed
     file cannot slip in. A file linked into the study comes back in ``to_remove`` with its
     inode: its name in the shard is a second name of the study's file, removed after the commit.
-    Safe to call from several threads at once.
     """
     sha, own = str(row["sha256"]), f"{row['sha256']}.png"
     try:
