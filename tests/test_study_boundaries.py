@@ -217,6 +217,7 @@ def test_status_does_not_read_a_shard_that_is_a_link(trees):
 
 def test_the_audit_trail_refuses_a_since_that_is_no_date(study):
     from conftest import ratings_cli
+
     from ratings.session import build_sessions
 
     build_sessions(study, "A")
