@@ -248,6 +248,27 @@ def access_text(limited: bool) -> str:
     return RATE_LIMITED_TEXT if limited else REFUSED_TEXT
 
 
+def v1_header(frame: bytes) -> dict | None:
+    """The header of a v1 kernel WebSocket frame (offset count, offsets, channel, header, ...),
+    or None for a frame that is not one: the offset count is checked against the frame's length
+    before any offset is read."""
+    import json
+
+    if len(frame) < 8:
+        return None
+    count = int.from_bytes(frame[:8], "little")
+    if count < 3 or 8 * (count + 1) > len(frame):
+        return None
+    offsets = [int.from_bytes(frame[8 * (i + 1):8 * (i + 2)], "little") for i in range(3)]
+    if not offsets[1] <= offsets[2] <= len(frame):
+        return None
+    try:
+        header = json.loads(frame[offsets[1]:offsets[2]].decode("utf-8"))
+    except ValueError:
+        return None
+    return header if isinstance(header, dict) else None
+
+
 class V1KernelWebsocketHandler(VoilaKernelWebsocketHandler):
     """The kernel's WebSocket, for the v1 subprotocol only (see the module's docstring)."""
 
@@ -263,6 +284,16 @@ class V1KernelWebsocketHandler(VoilaKernelWebsocketHandler):
 
     def select_subprotocol(self, subprotocols):
         return V1_PROTOCOL if V1_PROTOCOL in subprotocols else None
+
+    def write_message(self, message, binary=False):
+        # Voilà's write_message reads every binary frame's header as v1 without a bound on its
+        # offset count; read it here with one, and drop execute_input as Voilà does
+        header = message.get("header") if isinstance(message, dict) else None
+        if isinstance(message, bytes):
+            header = v1_header(message)
+        if header and header.get("msg_type") == "execute_input":
+            return None
+        return super(VoilaKernelWebsocketHandler, self).write_message(message, binary)
 
     async def open(self, kernel_id):
         server: RatingServer = self.settings["medprobe_server"]

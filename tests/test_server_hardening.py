@@ -86,6 +86,24 @@ def test_serve_refuses_a_proxy_that_is_not_an_address(tmp_path):
     assert "Traceback" not in bad.stderr
 
 
+def test_the_servers_frame_reader_stops_at_a_legacy_frame_at_once():
+    from jupyter_server.services.kernels.connection.base import (
+        serialize_binary_message,
+        serialize_msg_to_ws_v1,
+    )
+
+    from ratings.gate import v1_header
+
+    header = {"msg_id": "m", "msg_type": "comm_msg"}
+    msg = {"header": header, "parent_header": {}, "metadata": {}, "content": {}, "buffers": [b"\0" * 64]}
+    legacy = serialize_binary_message(msg)  # what a legacy channel is sent: Voilà 0.5.13 loops on it
+    started = time.monotonic()
+    assert v1_header(legacy) is None and v1_header(b"\xff" * 16) is None and v1_header(b"") is None
+    assert time.monotonic() - started < 0.1
+    packed = [json.dumps(part).encode() for part in (header, {}, {}, {})]
+    assert v1_header(serialize_msg_to_ws_v1(packed, "iopub")) == header
+
+
 # --- a served study ---------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
@@ -184,7 +202,8 @@ def legacy_request_states(kernel_id: str) -> list[str]:
     def message(msg_type, content):
         return json.dumps({"header": {"msg_id": secrets.token_hex(8), "msg_type": msg_type, "session": "legacy",
                                       "username": "", "version": "5.3", "date": ""},
-                           "parent_header": {}, "metadata": {}, "content": content, "channel": "shell",
+                           "parent_header": {}, "metadata": {"version": "1.0.0"}, "content": content,
+                           "channel": "shell",
                            "buffers": []})
     comm = secrets.token_hex(8)
     return [message("comm_open", {"comm_id": comm, "target_name": "jupyter.widget.control", "data": {}}),
