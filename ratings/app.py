@@ -97,7 +97,7 @@ CSS = """
 .mp-app .widget-toggle-button.mod-active { background: #3a6ea5; color: #fff; font-weight: 600; }
 /* the kernel is gone (ratings.widgets.connection_watch): no saved state is shown, one sentence is */
 .mp-app.mp-lost .mp-saved, .mp-app.mp-lost .mp-unsaved { display: none; }
-.mp-lost-banner { position: sticky; top: 0; z-index: 10; background: #fff4f4; border: 2px solid #b00020;
+.mp-lost-banner { position: fixed; top: 0; left: 0; right: 0; z-index: 1000; background: #fff4f4; border: 2px solid #b00020;
                   border-radius: 4px; padding: 10px 14px; margin: 0 0 10px 0; }
 .mp-lost-here { margin-top: 4px; }
 </style>
