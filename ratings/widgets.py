@@ -197,13 +197,13 @@ _WATCH_JS = """
     if (lost) { return; }
     lost = true;
     console.warn("medprobe: the rating app's kernel is gone (" + why + ")");
-    document.querySelectorAll(".mp-app").forEach(function (app) {
-      app.classList.add("mp-lost");
-      var banner = document.createElement("div");
-      banner.className = "mp-lost-banner";
-      app.insertBefore(banner, app.firstChild);
-      say(banner, "mp-lost-top");
-    });
+    document.querySelectorAll(".mp-app").forEach(function (app) { app.classList.add("mp-lost"); });
+    // on the page's body: inside the app, Lumino's panels (CSS contain: strict) would pin a fixed
+    // banner to the panel, scrolled out of sight, instead of to the window
+    var banner = document.createElement("div");
+    banner.className = "mp-lost-banner";
+    document.body.appendChild(banner);
+    say(banner, "mp-lost-top");
     document.querySelectorAll(".mp-saved-slot").forEach(function (slot) { say(slot, "mp-lost-here"); });
   }
   function check(kernel) {

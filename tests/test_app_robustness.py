@@ -295,6 +295,7 @@ def test_after_the_kernel_is_killed_the_page_says_the_answer_was_not_saved(page,
     score_buttons(page, "style").get_by_role("button", name="4", exact=True).click()  # the rater answers again
     lost = page.get_by_role("alert").filter(has_text=CONNECTION_LOST_TEXT)
     expect(lost.first).to_be_visible()
+    expect(page.locator(".mp-lost-top")).to_be_in_viewport()  # where the rater is looking, whatever the scroll
     expect(saved).to_be_hidden()
     page.screenshot(path=str(tmp_path / "connection-lost.png"))
     assert _rows(browser_study) == stored  # the database holds the answer before the kill
