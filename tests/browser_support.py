@@ -169,3 +169,34 @@ def score_buttons(page, dim: str):
 
 def progress(page):
     return page.locator(".widget-html-content").filter(has_text=re.compile(r"^Panel \d+ of \d+"))
+
+
+def rating_study(tmp_path_factory, name: str):
+    """4 prompts x 4 images from one fast preset, panels for raters A and B (no personal links):
+    the study the browser tests rate, built once per module."""
+    import yaml
+    from conftest import FAST_PRESETS
+
+    from probes.run import run_probe
+    from ratings.session import build_sessions
+
+    base = tmp_path_factory.mktemp(name)
+    presets = base / "presets.yaml"
+    presets.write_text(yaml.safe_dump({"tiny-fast": FAST_PRESETS["tiny-fast"]}))
+    with pytest.MonkeyPatch.context() as mp:  # as conftest does, for the module-scoped build
+        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
+        run_probe(base / "study", catalog="oncology", presets=["tiny-fast"], presets_file=presets,
+                  styles=["xray", "histopathology", "poster", "mri"], topics=["malaria"], detail=["short"],
+                  progress=False)
+    build_sessions(base / "study", "A,B", seed=3)
+    return base / "study"
+
+
+def serving(study, tmp_path_factory):
+    """Voilà serving ``study`` until the generator is closed (the body of a ``voila`` fixture)."""
+    server = Voila(study, tmp_path_factory.mktemp("voila"))
+    try:
+        server.wait_until_serving()
+        yield server
+    finally:
+        server.stop()

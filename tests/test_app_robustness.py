@@ -18,20 +18,19 @@ import time
 from contextlib import closing
 
 import pytest
-import yaml
 from browser_support import (  # noqa: F401  (browser_fixture, page_fixture: the fixtures browser, page)
     CHROMIUM,
     NO_CHROMIUM,
-    Voila,
     browser_fixture,
     page_fixture,
+    rating_study,
     score_buttons,
+    serving,
     wait_for_app,
 )
-from conftest import FAST_PRESETS, ROOT
+from conftest import ROOT
 from playwright.sync_api import expect
 
-from probes.run import run_probe
 from ratings import app as app_module
 from ratings.app import (
     CANNOT_OPEN_TEXT,
@@ -202,26 +201,12 @@ def test_a_5_mb_comment_is_not_stored_and_the_page_says_how_long_a_comment_may_b
 @pytest.fixture(scope="module")
 def browser_study(tmp_path_factory):
     """4 prompts x 4 images from one fast preset; panels for raters A and B (no personal links)."""
-    base = tmp_path_factory.mktemp("robust-browser")
-    presets = base / "presets.yaml"
-    presets.write_text(yaml.safe_dump({"tiny-fast": FAST_PRESETS["tiny-fast"]}))
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
-        run_probe(base / "study", catalog="oncology", presets=["tiny-fast"], presets_file=presets,
-                  styles=["xray", "histopathology", "poster", "mri"], topics=["malaria"], detail=["short"],
-                  progress=False)
-    build_sessions(base / "study", "A,B", seed=3)
-    return base / "study"
+    return rating_study(tmp_path_factory, "robust-browser")
 
 
 @pytest.fixture(scope="module")
 def voila(browser_study, tmp_path_factory):
-    server = Voila(browser_study, tmp_path_factory.mktemp("voila"))
-    try:
-        server.wait_until_serving()
-        yield server
-    finally:
-        server.stop()
+    yield from serving(browser_study, tmp_path_factory)
 
 
 def _open_panel(page, voila, rater):

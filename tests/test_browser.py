@@ -11,24 +11,21 @@ import sqlite3
 from contextlib import closing
 
 import pytest
-import yaml
 from browser_support import (  # noqa: F401  (browser_fixture, page_fixture: the fixtures browser, page)
     CHROMIUM,
     NO_CHROMIUM,
     QUESTIONS,
-    Voila,
     browser_fixture,
     page_fixture,
     progress,
+    rating_study,
     score_buttons,
+    serving,
     wait_for_app,
 )
-from conftest import FAST_PRESETS
 from playwright.sync_api import expect
 
-from probes.run import run_probe
 from ratings import db
-from ratings.session import build_sessions
 
 pytestmark = [
     pytest.mark.browser,
@@ -41,26 +38,12 @@ COMMENT = "the lesion is blurred"
 @pytest.fixture(scope="module")
 def study(tmp_path_factory):
     """4 prompts x 4 images from one fast preset; panels for raters A and B."""
-    base = tmp_path_factory.mktemp("browser")
-    presets = base / "presets.yaml"
-    presets.write_text(yaml.safe_dump({"tiny-fast": FAST_PRESETS["tiny-fast"]}))
-    with pytest.MonkeyPatch.context() as mp:  # as conftest does, for the module-scoped build
-        mp.setenv("XDG_CACHE_HOME", str(tmp_path_factory.getbasetemp() / "cache"))
-        run_probe(base / "study", catalog="oncology", presets=["tiny-fast"], presets_file=presets,
-                  styles=["xray", "histopathology", "poster", "mri"], topics=["malaria"], detail=["short"],
-                  progress=False)
-    build_sessions(base / "study", "A,B", seed=3)
-    return base / "study"
+    return rating_study(tmp_path_factory, "browser")
 
 
 @pytest.fixture(scope="module")
 def voila(study, tmp_path_factory):
-    server = Voila(study, tmp_path_factory.mktemp("voila"))
-    try:
-        server.wait_until_serving()
-        yield server
-    finally:
-        server.stop()
+    yield from serving(study, tmp_path_factory)
 
 
 def last_rating_id(study) -> int:
