@@ -167,7 +167,7 @@ class _Replay(_Borrowed):
 def row_generation_overhead(quick: bool) -> dict:
     """A tiny-preset panel: medprobe's per-panel path vs the bare StableDiffusionPipeline call.
 
-    medprobe side: ``probes.run._run_preset`` (what ``run_probe`` runs per preset) on one panel
+    medprobe side: ``probes.run.run_preset`` (what ``run_probe`` runs per preset) on one panel
     of four images into a fresh study: generate, then per image the PNG (hash, temp file,
     fsync, rename) and its manifest row (one committed transaction each), plus the per-preset
     describe/register. Its generator is built once beforehand and lent to it, so model
@@ -224,7 +224,7 @@ def row_generation_overhead(quick: bool) -> dict:
                 run.create_generator = lambda *a, **k: _Borrowed(generator)
                 try:
                     start = time.perf_counter()
-                    run._run_preset(st, "tiny", [run.Panel(prompt_id, text, "tiny", list(range(PANEL)))],
+                    run.run_preset(st, "tiny", [run.Panel(prompt_id, text, "tiny", list(range(PANEL)))],
                                     r, known, "cpu", "bench", result, bar)
                     seconds = time.perf_counter() - start
                 finally:

@@ -579,9 +579,9 @@ class GlideBench:
     setup_seconds = 30
 
     def __init__(self, name: str, device: torch.device, work: Path, args, dtypes: list[str]):
-        from .generators.glide import _import_glide
+        from .generators.glide import import_glide
 
-        _, self.creation, self.clip_creation = _import_glide()
+        _, self.creation, self.clip_creation = import_glide()
         self.preset, self.device = MODELS[name], device
         self.settings = load_presets()[self.preset]
         self.guidance = self.settings["guidance"]
@@ -934,8 +934,8 @@ def run(args, argv) -> int:
                          "would take hours here. For a smoke run pass --steps 2 --size 64; for "
                          "GPU figures run on a CUDA machine.")
     if any(m.startswith("glide") for m in args.models):
-        from .generators.glide import _import_glide
-        _import_glide()  # stops here, with the install hint, when glide-text2im is absent
+        from .generators.glide import import_glide
+        import_glide()  # stops here, with the install hint, when glide-text2im is absent
     plans = {name: model_dtypes(name, args, device) for name in args.models}
     rows, blocks = [], {}
     bar = tqdm(total=sum(2 * len(d) for d in plans.values()), desc="benchmark", unit="row")

@@ -34,6 +34,10 @@ class StoreError(ProbeError):
     """A study folder that cannot be created, written or read."""
 
 
+class TableError(ProbeError):
+    """A table that cannot be written where it was asked for."""
+
+
 class MissingDependencyError(ProbeError):
     """An optional package (glide-text2im) is not installed."""
 

@@ -433,7 +433,7 @@ def run_probe(study: str | Path, catalog: str | Path, presets: list[str] | str, 
             for preset in presets:
                 mine = [p for p in panels if p.preset == preset]
                 if mine:
-                    _run_preset(st, preset, mine, seed, known, device, run_id, result, bar, force)
+                    run_preset(st, preset, mine, seed, known, device, run_id, result, bar, force)
             status = "ok" if result.ok else "failures"
         except KeyboardInterrupt:  # Ctrl-C, or the kernel interrupted by `probes run`: resumable, not an error
             status = "interrupted"
@@ -446,8 +446,13 @@ def run_probe(study: str | Path, catalog: str | Path, presets: list[str] | str, 
     return result
 
 
-def _run_preset(st: Study, preset: str, panels: list[Panel], seed: int, known: dict, device,
-                run_id: str, result: RunResult, bar, force: bool = False) -> None:
+def run_preset(st: Study, preset: str, panels: list[Panel], seed: int, known: dict, device,
+               run_id: str, result: RunResult, bar, force: bool = False) -> None:
+    """Make ``panels`` of one preset into an open study: load the generator once, generate each
+    panel's missing images (batches halved when out of memory), record them and any failures.
+
+    What :func:`run_probe` does per preset; benchmarks call it to time generation as a run does.
+    """
     bar.set_postfix_str(f"loading {preset}")
     # a bad preset, missing or tampered weights raise here and stop the run: nothing of it can be trusted
     generator = create_generator(preset, known, device=device)

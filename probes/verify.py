@@ -107,7 +107,7 @@ class VerifyReport:
 
     def write(self, output: str | Path) -> Path:
         """One row per image as CSV (XLSX or parquet by the suffix), spreadsheet-safe."""
-        from ratings.io import write_table
+        from .tables import write_table
 
         return write_table(self.images[COLUMNS], output)
 

@@ -233,7 +233,7 @@ def test_a_run_stopped_by_ctrl_c_is_recorded_as_interrupted(made, tmp_path, monk
     def stopped(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(run_module, "_run_preset", stopped)
+    monkeypatch.setattr(run_module, "run_preset", stopped)
     with pytest.raises(KeyboardInterrupt):
         run_probe(tmp_path / "s", presets_file=made / "presets.yaml", **SMALL)
     with Study(tmp_path / "s", create=False) as st:

@@ -37,7 +37,9 @@ CHECKPOINT_NAMES = ("base", "upsample", "clip/image-enc", "clip/text-enc")
 MANAGED_OPTIONS = ("use_fp16", "timestep_respacing")
 
 
-def _import_glide():
+def import_glide():
+    """glide-text2im's ``download``, ``model_creation`` and ``clip.model_creation`` modules, or a
+    MissingDependencyError saying how to install the package."""
     try:
         from glide_text2im import download, model_creation
         from glide_text2im.clip import model_creation as clip_creation
@@ -88,7 +90,7 @@ class GlideGenerator(Generator):
             if unknown:
                 raise PresetError(f"preset {preset!r}: {key} names unknown checkpoint "
                                   f"{unknown[0]!r}; known: {', '.join(CHECKPOINT_NAMES)}")
-        download, creation, clip_creation = _import_glide()
+        download, creation, clip_creation = import_glide()
         # glide-text2im's CLIP builds its attention masks with np.bool, absent in NumPy 1.24-1.26
         if s["guidance"] == "clip" and not hasattr(np, "bool"):
             raise MissingDependencyError(f"preset {preset!r}: GLIDE's CLIP needs np.bool, which "
@@ -128,7 +130,7 @@ class GlideGenerator(Generator):
     def weights_status(cls, settings: dict) -> str:
         """Whether this preset's checkpoints are on disk (never downloads)."""
         try:
-            download = _import_glide()[0]
+            download = import_glide()[0]
         except MissingDependencyError:
             return "glide-text2im not installed"
         paths = [_location(name, settings, download)[0] for name in _needed(settings)]
