@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from . import catalog as cat
-from .errors import ProbeError, run_command
+from .cli import run_command
+from .errors import ProbeError
 
 
 def _catalog_validate(args) -> int:

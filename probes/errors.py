@@ -40,18 +40,3 @@ class TableError(ProbeError):
 
 class MissingDependencyError(ProbeError):
     """An optional package (glide-text2im) is not installed."""
-
-
-def run_command(parser, argv=None) -> int:
-    """Run a CLI's chosen subcommand: a user's mistake is one `error:` line and exit 2, never a traceback."""
-    import sys
-
-    args = parser.parse_args(argv)
-    try:
-        return args.func(args)
-    except ProbeError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130

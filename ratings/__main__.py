@@ -11,7 +11,8 @@ import sqlite3
 import sys
 from pathlib import Path
 
-from probes.errors import ProbeError, run_command
+from probes.cli import run_command
+from probes.errors import ProbeError
 
 SCALE_MAX_BYTES = 100_000  # a scale is a few questions and their anchor labels
 
@@ -499,7 +500,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    return run_command(build_parser(), argv)
+    from .errors import RatingError
+
+    return run_command(build_parser(), argv, errors=(ProbeError, RatingError))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ import pytest
 submitit = pytest.importorskip("submitit")
 
 from probes import submit as sub  # noqa: E402
-from probes.errors import MissingDependencyError, ProbeError, run_command  # noqa: E402
+from probes.cli import run_command  # noqa: E402
+from probes.errors import MissingDependencyError, ProbeError  # noqa: E402
 from probes.run import run_probe  # noqa: E402
 from probes.store import Study  # noqa: E402
 
