@@ -57,7 +57,8 @@ rate: venv
 	$(BIN)/python -m ratings serve --study "$(STUDY)" --port=$(PORT) --host=$(HOST) --base-path=$(BASE_PATH) \
 		$(if $(TRUSTED_PROXY),--trusted-proxy=$(TRUSTED_PROXY))
 
-# CPU benchmark table (issue 6); the GPU figures are `python -m probes.bench --full-size` on a GPU.
+# CPU benchmark table (issue 6); the GPU figures are `python -m benchmarks.gpu --full-size` on a GPU
+# (docs/benchmarks.md), run from the repository root: benchmarks/ is not an installed package.
 bench: venv
 	$(BIN)/python benchmarks/cpu.py --markdown docs/benchmarks.md
 

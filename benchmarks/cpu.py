@@ -578,7 +578,7 @@ def _rating_study(folder: Path, raters: list[str], n_panels: int, revisions: flo
 
     from probes.store import Study, now, transaction
     from ratings import db
-    from ratings.session import DEFAULT_SCALE
+    from ratings.scale import DEFAULT_SCALE
 
     Study(folder).close()
     conn = db.open_db(folder)
@@ -619,10 +619,10 @@ def row_analysis(quick: bool) -> dict:
     pairwise style contrast, the radiology, preset and detail contrasts with bootstrap effect
     CIs; agreement (Krippendorff's alpha and kappas with bootstrap CIs). sensitivity() (the
     12-path multiverse, no bootstrap) is timed on its own, with no target. 5d: the primary
-    model, ``ratings.ordinal.ordinal_model``, on the largest table (see :func:`_ordinal_part`).
+    model, ``ratings.analysis.ordinal.ordinal_model``, on the largest table (see :func:`_ordinal_part`).
     """
-    from ratings import analysis
-    from ratings.simulate import simulate_ratings
+    from ratings.analysis import protocol
+    from ratings.analysis.simulate import simulate_ratings
 
     sizes = [1, 3] if quick else [1, 61, 613]
     repeats = {1: 1 if quick else 5, 3: 1, 61: 3, 613: 1}
@@ -633,8 +633,8 @@ def row_analysis(quick: bool) -> dict:
         tidy = simulate_ratings(replicate=k)
         full, sens = [], []
         for _ in range(repeats[k]):  # the two sides of nothing: just medians of repeats
-            full.append(timed(_analyze_without_sensitivity, analysis, tidy, n_boot))
-            sens.append(timed(analysis.sensitivity, tidy))
+            full.append(timed(_analyze_without_sensitivity, protocol, tidy, n_boot))
+            sens.append(timed(protocol.sensitivity, tidy))
         figures[k] = (len(tidy), med(full), med(sens), repeats[k])
         if k == sizes[-1]:
             ordinal = _ordinal_part(tidy, f"replicate={k}", repeats=1 if quick else 3)
@@ -658,18 +658,18 @@ def row_analysis(quick: bool) -> dict:
 
 
 def _ordinal_part(tidy, label: str, repeats: int = 1) -> dict:
-    """5d: ``ratings.ordinal.ordinal_model`` (cumulative logit of the style score on style + detail
+    """5d: ``ratings.analysis.ordinal.ordinal_model`` (cumulative logit of the style score on style + detail
     + preset + rater, SEs clustered by topic) on the per-rater table of ``tidy``.
 
-    The table is ``ratings.stats.prepare(tidy, aggregate="none")``, one row per rater and panel
+    The table is ``ratings.analysis.stats.prepare(tidy, aggregate="none")``, one row per rater and panel
     (1,000,416 rows for replicate=613: 8 styles, 10,421 topics, 2 presets, 3 raters, values
     0-4); building it is not timed. The figure is the whole call: design matrix, BFGS fit with
     the analytic score, analytic Hessian, cluster sandwich, predicted probabilities per style.
     numpy's BLAS threads and the load average go in the note: on a busy machine a multithreaded
     BLAS waits for its threads, so both matter.
     """
-    from ratings import stats
-    from ratings.ordinal import ordinal_model
+    from ratings.analysis import stats
+    from ratings.analysis.ordinal import ordinal_model
 
     data = stats.prepare(tidy, aggregate="none")
     before = load()
@@ -699,15 +699,16 @@ def blas_threads() -> str:
     return f"default ({usable}, the usable cores)"
 
 
-def _analyze_without_sensitivity(analysis, tidy, n_boot):
+def _analyze_without_sensitivity(protocol, tidy, n_boot):
+    """``analyze`` with ``sensitivity`` replaced in the module that calls it (ratings.analysis.protocol)."""
     import pandas as pd
 
-    original = analysis.sensitivity
-    analysis.sensitivity = lambda *a, **k: pd.DataFrame()  # timed on its own; analyze() reads its .attrs
+    original = protocol.sensitivity
+    protocol.sensitivity = lambda *a, **k: pd.DataFrame()  # timed on its own; analyze() reads its .attrs
     try:
-        return analysis.analyze(tidy, n_boot=n_boot)
+        return protocol.analyze(tidy, n_boot=n_boot)
     finally:
-        analysis.sensitivity = original
+        protocol.sensitivity = original
 
 
 # --- row 6: app latency (written separately) ----------------------------------------------
@@ -737,16 +738,17 @@ def row_cluster_shards(quick: bool) -> dict:
 
     7a: ``probes.submit.submit(..., executor="local", wait=True)`` on a fresh folder per repeat,
     with ``num_shards=1`` (one job writing the study) against ``num_shards=2`` (two jobs, each
-    into its own shard store, then ``probes.shards.merge``): wall time from the call to the
+    into its own shard store, then ``probes.merge.merge``): wall time from the call to the
     merged study, job start-up (Python, torch, building the generator), the wait's polling
     and the merge included. Every process gets 1 torch thread, as a cluster gives each shard
     the hardware the single job had (and equal thread counts give equal bytes, checked).
-    7b: ``probes.shards.merge`` of 4 shard stores holding 100,000 manifest rows and their
+    7b: ``probes.merge.merge`` of 4 shard stores holding 100,000 manifest rows and their
     files (small PNG-named files whose SHA-256 is recorded), into an empty study.
     """
     import yaml
 
     from probes import shards
+    from probes.merge import merge
     from probes.store import Study
     from probes.submit import submit
 
@@ -796,10 +798,10 @@ def row_cluster_shards(quick: bool) -> dict:
         per_shard = merge_rows // 4
         build = time.perf_counter()
         for k in range(4):
-            _shard_store(shards.shard_path(study, "bench", k), k, per_shard, 4)
+            shard_store(shards.shard_path(study, "bench", k), k, per_shard, 4)
         build = time.perf_counter() - build
         started = time.perf_counter()
-        result = shards.merge(study, progress=False)
+        result = merge(study, progress=False)
         seconds = time.perf_counter() - started
         if result.added != merge_rows or result.refused or result.skipped:
             raise RuntimeError(f"merge of {merge_rows} rows gave: {result}")
@@ -812,7 +814,7 @@ def row_cluster_shards(quick: bool) -> dict:
     return combine(7, "cluster shards", parts)
 
 
-def _shard_store(folder: Path, k: int, n: int, num_shards: int) -> None:
+def shard_store(folder: Path, k: int, n: int, num_shards: int) -> None:
     """A finished shard store with n manifest rows and their files: small real PNGs carrying the
     text chunks a probe run writes (prompt, preset, seed), prompts whose ids are their texts' hashes,
     so the merge runs every check it runs on a real shard."""

@@ -4,9 +4,9 @@
 
 Builds 4 shard stores of ``--rows`` manifest rows once (benchmark row 7b's stores: small real
 PNGs with their medprobe text chunks), then, alternating, merges a fresh copy of them with
-``probes.shards.merge`` of this checkout and with the same function of the ``--baseline``
-commit (its ``probes/shards.py`` loaded from git into this checkout's package, so only the merge
-differs). Prints each time, the medians and their ratio (baseline / now: above 1, now is faster).
+``probes.merge.merge`` of this checkout and with ``probes.shards.merge`` of the ``--baseline``
+commit (where the merge lived before issue 22; its ``probes/shards.py`` loaded from git into this
+checkout's package, so only the merge differs). Prints each time, the medians and their ratio (baseline / now: above 1, now is faster).
 Needs a git checkout; drives ``merge`` only.
 """
 
@@ -24,8 +24,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
+if str(ROOT) not in sys.path:  # run as a script from anywhere
+    sys.path.insert(0, str(ROOT))
 
 
 def baseline_shards(commit: str):
@@ -47,9 +47,9 @@ def main(argv=None) -> int:
     parser.add_argument("--repeats", type=int, default=2)
     args = parser.parse_args(argv)
 
-    from cpu import _shard_store, load
-
+    from benchmarks.cpu import load, shard_store
     from probes import shards
+    from probes.merge import merge as merge_now
     from probes.store import Study
 
     old = baseline_shards(args.baseline)
@@ -60,11 +60,11 @@ def main(argv=None) -> int:
         Study(source).close()
         built = time.perf_counter()
         for k in range(4):
-            _shard_store(shards.shard_path(source, "bench", k), k, args.rows // 4, 4)
+            shard_store(shards.shard_path(source, "bench", k), k, args.rows // 4, 4)
         print(f"built 4 shard stores of {args.rows:,} rows in {time.perf_counter() - built:.1f} s; "
               f"load {load()}", flush=True)
         for r in range(args.repeats):
-            for name, merge in (("baseline", old.merge), ("now", shards.merge))[:: 1 if r % 2 == 0 else -1]:
+            for name, merge in (("baseline", old.merge), ("now", merge_now))[:: 1 if r % 2 == 0 else -1]:
                 study = tmp / f"{name}-{r}"
                 shutil.copytree(source, study)
                 os.sync()

@@ -63,9 +63,9 @@ def main(argv=None) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from probes.scorers import create_scorer
+    from probes.scorers import ImageItem, create_scorer
     from probes.scorers.tiny import write_tiny_clip
-    from probes.scores import _manifest_items, score_study
+    from probes.scores import score_study
     from probes.store import Study
 
     before = load()
@@ -74,8 +74,9 @@ def main(argv=None) -> int:
         os.environ.setdefault("XDG_CACHE_HOME", str(tmp / "cache"))  # digests of the bench model stay here
         model = write_tiny_clip(tmp / "tiny-clip")
         synthetic_study(tmp / "study", args.images)
-        with Study(tmp / "study", create=False) as st:
-            items = _manifest_items(st, None)["image"]
+        with Study(tmp / "study", create=False) as st:  # what score_study hands its scorers
+            items = [ImageItem(r.sha256, st.resolve(r.file), r.text, r.prompt_id, r.preset, int(r.study_seed))
+                     for r in st.manifest().itertuples()]
         assert len(items) == args.images, len(items)
         scorer = create_scorer("clip", {"model": str(model), "device": "cpu"})
 

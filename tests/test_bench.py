@@ -1,22 +1,16 @@
 """`make bench` (benchmarks/cpu.py): it runs and reports every row. No timings are asserted:
 benchmarks are not timed tests; the figures are read by people, on a quiet machine."""
 
-import importlib.util
 import subprocess
 import sys
 
 import pytest
 from conftest import ROOT
 
+from benchmarks import cpu as bench
+
 SCRIPT = ROOT / "benchmarks" / "cpu.py"
 TARGETS = {"1b": "<= 1.05", "3": "< 1 s", "4a": "lost = 0", "4b": "< 2 s", "5a": "< 5 s"}
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("medprobe_bench_cpu", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.slow
@@ -37,7 +31,6 @@ def test_quick_run_prints_a_line_for_every_row_with_its_target():
 
 
 def test_markdown_section_is_replaced_and_other_sections_are_kept(tmp_path):
-    bench = load_bench()
     doc = tmp_path / "benchmarks.md"
     doc.write_text("# Benchmarks\n\n## GPU benchmarks\n\ngpu table\n\n## CPU benchmarks\n\nold table\n\n"
                    "## CPU performance fixes\n\nbefore/after\n")
@@ -56,14 +49,12 @@ def test_markdown_section_is_replaced_and_other_sections_are_kept(tmp_path):
 
 
 def test_missing_app_latency_module_is_reported_not_run(tmp_path, monkeypatch):
-    bench = load_bench()
     monkeypatch.setattr(bench, "__file__", str(tmp_path / "cpu.py"))  # a folder without app_latency.py
     row = bench.row_app_latency(quick=True)
     assert row["measured"] == "not run: benchmarks/app_latency.py missing" and row["ok"] is None
 
 
 def test_rows_option_refuses_unknown_rows():
-    bench = load_bench()
     assert bench.parse_rows("3,1") == [1, 3]
     with pytest.raises(SystemExit, match="rows are 1-7"):
         bench.parse_rows("8")

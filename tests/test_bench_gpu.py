@@ -1,4 +1,5 @@
-"""probes.bench, the GPU benchmark, smoke-run on CPU: it runs unattended and writes its section.
+"""benchmarks/gpu.py (`python -m benchmarks.gpu`), the GPU benchmark, smoke-run on CPU: it runs
+unattended and writes its section.
 
 No timing is asserted: on a CPU the figures mean nothing. Stable Diffusion runs its full-size
 architecture (860 M-parameter UNet, VAE, CLIP text encoder) at 64 px and 2 steps in a
@@ -6,7 +7,8 @@ subprocess, as a user runs it. GLIDE runs in-process with tiny options, because 
 ties each layout to its image size and one full-size GLIDE panel takes minutes on a CPU. SDXL
 and FLUX.1 [schnell] run the same code path at tiny scale (``--scale tiny``: the configs of
 probes.generators.tiny_families), because their full-size models need a GPU (FLUX alone is
-67 GB in float32); their full-size configs are checked by parameter counts on the meta device.
+67 GB in float32); the full-size configs (benchmarks/architectures/*.yaml, SD v1's too) are
+checked by parameter counts on the meta device.
 """
 
 import os
@@ -19,7 +21,8 @@ import numpy as np
 import pytest
 import torch
 
-from probes import bench
+from benchmarks import gpu, gpu_measure, gpu_models, gpu_report
+from probes.errors import ProbeError
 from probes.generators import create_generator
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +44,7 @@ TINY_GLIDE = {
 
 def table_rows(text: str) -> dict[tuple, list[str]]:
     """The benchmark tables' rows by (model, dtype, side), each as its list of cells."""
-    header = "| " + " | ".join(bench.COLUMNS) + " |"
+    header = "| " + " | ".join(gpu_report.COLUMNS) + " |"
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     assert lines and lines[0] == header
     rows = {}
@@ -49,20 +52,20 @@ def table_rows(text: str) -> dict[tuple, list[str]]:
         if line == header:  # one table per model block
             continue
         cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        assert len(cells) == len(bench.COLUMNS), line
+        assert len(cells) == len(gpu_report.COLUMNS), line
         rows[tuple(cells[:3])] = cells
     return rows
 
 
 def gpu_section(text: str) -> str:
-    assert text.count(bench.START) == 1 and text.count(bench.END) == 1
-    return text[text.index(bench.START):text.index(bench.END)]
+    assert text.count(gpu_report.START) == 1 and text.count(gpu_report.END) == 1
+    return text[text.index(gpu_report.START):text.index(gpu_report.END)]
 
 
 def check_measured(rows: dict, expected: set) -> None:
     assert set(rows) == expected
     for cells in rows.values():
-        row = dict(zip(bench.COLUMNS, cells, strict=True))
+        row = dict(zip(gpu_report.COLUMNS, cells, strict=True))
         assert row["note"] == "", row  # no failed, skipped or cut-short rows
         assert float(row["s / panel"]) > 0 and float(row["images / s"]) > 0
         assert row["peak GPU memory"] == "n/a (cpu)"
@@ -75,7 +78,7 @@ def check_measured(rows: dict, expected: set) -> None:
 def test_full_size_sd_smoke_run_on_cpu_writes_table_and_replaces_only_its_section(tmp_path):
     out = tmp_path / "b.md"
     out.write_text("# Benchmarks\n\n" + OTHER + "\n" + OLD, encoding="utf-8")
-    cmd = [sys.executable, "-m", "probes.bench", "--full-size", "--steps", "2", "--size", "64",
+    cmd = [sys.executable, "-m", "benchmarks.gpu", "--full-size", "--steps", "2", "--size", "64",
            "--models", "sd", "--panels", "1", "--warmup", "0", "--device", "cpu", "--out", str(out)]
     # one thread: on two shared cores it is the steadier (here: faster) choice
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -98,12 +101,12 @@ def test_full_size_sd_smoke_run_on_cpu_writes_table_and_replaces_only_its_sectio
 def test_glide_cfg_and_clip_rows_for_both_sides(tmp_path, monkeypatch, capsys):
     pytest.importorskip("glide_text2im", reason="glide-text2im is not installed")
     for key, value in TINY_GLIDE.items():
-        monkeypatch.setitem(bench.GLIDE_OVERRIDES, key, value)
+        monkeypatch.setitem(gpu_models.GLIDE_OVERRIDES, key, value)
     out = tmp_path / "b.md"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny layers: 6 s on one thread, a minute on two busy cores
     try:
-        code = bench.main(["--full-size", "--steps", "2", "--models", "glide,glide-clip", "--panels",
+        code = gpu.main(["--full-size", "--steps", "2", "--models", "glide,glide-clip", "--panels",
                            "1", "--device", "cpu", "--out", str(out)])
     finally:
         torch.set_num_threads(threads)
@@ -123,17 +126,17 @@ def test_glide_cfg_and_clip_rows_for_both_sides(tmp_path, monkeypatch, capsys):
 def test_a_failing_row_is_marked_and_the_rest_of_the_table_still_written(tmp_path, monkeypatch):
     pytest.importorskip("glide_text2im", reason="glide-text2im is not installed")
     for key, value in TINY_GLIDE.items():
-        monkeypatch.setitem(bench.GLIDE_OVERRIDES, key, value)
+        monkeypatch.setitem(gpu_models.GLIDE_OVERRIDES, key, value)
 
     def out_of_memory(self, dtype):
         raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB\nmore detail")
 
-    monkeypatch.setattr(bench.GlideBench, "medprobe", out_of_memory)
+    monkeypatch.setattr(gpu_models.GlideBench, "medprobe", out_of_memory)
     out = tmp_path / "b.md"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        code = bench.main(["--full-size", "--steps", "2", "--models", "glide", "--panels", "1",
+        code = gpu.main(["--full-size", "--steps", "2", "--models", "glide", "--panels", "1",
                            "--warmup", "0", "--device", "cpu", "--out", str(out)])
     finally:
         torch.set_num_threads(threads)
@@ -146,7 +149,7 @@ def test_a_failing_row_is_marked_and_the_rest_of_the_table_still_written(tmp_pat
 
 def test_past_the_time_limit_rows_are_skipped_and_the_section_still_written(tmp_path):
     out = tmp_path / "b.md"
-    code = bench.main(["--full-size", "--steps", "2", "--models", "sd", "--dtypes", "fp32,fp16",
+    code = gpu.main(["--full-size", "--steps", "2", "--models", "sd", "--dtypes", "fp32,fp16",
                        "--device", "cpu", "--time-limit", "0", "--out", str(out)])
     assert code == 0
     rows = table_rows(out.read_text(encoding="utf-8"))
@@ -155,7 +158,7 @@ def test_past_the_time_limit_rows_are_skipped_and_the_section_still_written(tmp_
 
 def test_cpu_without_steps_refuses_and_says_how_to_smoke_run(tmp_path, capsys):
     out = tmp_path / "b.md"
-    assert bench.main(["--full-size", "--device", "cpu", "--out", str(out)]) == 2
+    assert gpu.main(["--full-size", "--device", "cpu", "--out", str(out)]) == 2
     assert "--steps 2 --size 64" in capsys.readouterr().err
     assert not out.exists()
 
@@ -173,30 +176,30 @@ def test_cpu_without_steps_refuses_and_says_how_to_smoke_run(tmp_path, capsys):
 ])
 def test_wrong_arguments_are_one_clear_line(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_:
-        bench.main(argv)
+        gpu.main(argv)
     assert exit_.value.code == 2 and message in capsys.readouterr().err
 
 
 def test_write_section_appends_then_replaces_between_its_markers(tmp_path):
     path = tmp_path / "docs" / "benchmarks.md"
-    bench.write_section(path, "first")
-    bench.write_section(path, "second")
+    gpu_report.write_section(path, "first")
+    gpu_report.write_section(path, "second")
     text = path.read_text(encoding="utf-8")
-    assert text == f"# Benchmarks\n\n## GPU figures\n\n{bench.START}\nsecond\n{bench.END}\n"
+    assert text == f"# Benchmarks\n\n## GPU figures\n\n{gpu_report.START}\nsecond\n{gpu_report.END}\n"
     path.write_text("# Benchmarks\n\n" + OLD + "\n" + OTHER, encoding="utf-8")
-    bench.write_section(path, "third")
+    gpu_report.write_section(path, "third")
     assert path.read_text(encoding="utf-8") == (
-        f"# Benchmarks\n\n## GPU figures\n\n{bench.START}\nthird\n{bench.END}\n\n" + OTHER)
+        f"# Benchmarks\n\n## GPU figures\n\n{gpu_report.START}\nthird\n{gpu_report.END}\n\n" + OTHER)
 
 
 def test_the_cpu_benchmark_rewriting_its_own_section_keeps_the_gpu_markers(tmp_path):
     """benchmarks/cpu.py replaces from its heading to the next "## " line."""
     path = tmp_path / "benchmarks.md"
     path.write_text("# Benchmarks\n\n## CPU benchmarks\n\nold cpu\n\n", encoding="utf-8")
-    bench.write_section(path, "gpu table")
+    gpu_report.write_section(path, "gpu table")
     text = path.read_text(encoding="utf-8")
     cpu_end = text.index("\n## ", text.index("## CPU benchmarks"))
-    assert bench.START not in text[:cpu_end]  # so its replacement cannot take the marker along
+    assert gpu_report.START not in text[:cpu_end]  # so its replacement cannot take the marker along
 
 
 # --- SDXL and FLUX.1 [schnell] -------------------------------------------------------------
@@ -220,18 +223,29 @@ def parameters(module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def test_full_size_sdxl_and_flux_configs_are_the_published_architectures():
-    """Built on the meta device (no memory): the parameter counts of the released models.
+def test_full_size_configs_are_the_published_architectures():
+    """Built on the meta device (no memory) from benchmarks/architectures/*.yaml: the parameter
+    counts of the released models.
 
-    The counts follow from the published configs (SDXL: generative-models sd_xl_base.yaml; FLUX:
-    BFL's flux util.py; T5-XXL: google/t5-v1_1-xxl) and match the released files at two bytes a
-    parameter: SDXL's fp16 UNet 5.14 GB, text_encoder_2 1.39 GB; FLUX.1's bf16 transformer 23.8 GB,
-    T5-XXL encoder 9.52 GB. FLUX.1 [dev] has 10.2 M more (its guidance embedder).
+    The counts follow from the published configs (SD v1: CompVis/stable-diffusion-v1-4's; SDXL:
+    generative-models sd_xl_base.yaml; FLUX: BFL's flux util.py; T5-XXL: google/t5-v1_1-xxl) and
+    match the released files at two bytes a parameter: SDXL's fp16 UNet 5.14 GB, text_encoder_2
+    1.39 GB; FLUX.1's bf16 transformer 23.8 GB, T5-XXL encoder 9.52 GB. FLUX.1 [dev] has 10.2 M
+    more (its guidance embedder).
     """
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import CLIPTextConfig, CLIPTextModel
+
+    sd_v1 = gpu_models.architecture("sd-v1")
     with torch.device("meta"):
-        sdxl = bench.sdxl_components(bench.SDXL)
-        flux = bench.flux_components(bench.FLUX)
+        sdxl = gpu_models.sdxl_components(gpu_models.architecture("sdxl"))
+        flux = gpu_models.flux_components(gpu_models.architecture("flux-schnell"))
+        sd = {"unet": UNet2DConditionModel(**sd_v1["unet"]), "vae": AutoencoderKL(**sd_v1["vae"]),
+              "text_encoder": CLIPTextModel(CLIPTextConfig(**sd_v1["text_encoder"]))}
     published = {
+        "SD v1 UNet": (sd["unet"], 859_520_964),
+        "SD v1 VAE": (sd["vae"], 83_653_863),
+        "SD v1 CLIP ViT-L/14 text": (sd["text_encoder"], 123_060_480),
         "SDXL UNet": (sdxl["unet"], 2_567_463_684),
         "SDXL VAE": (sdxl["vae"], 83_653_863),
         "CLIP ViT-L/14 text": (sdxl["text_encoder"], 123_060_480),
@@ -251,11 +265,20 @@ def test_full_size_sdxl_and_flux_configs_are_the_published_architectures():
     assert type(flux["scheduler"]).__name__ == "FlowMatchEulerDiscreteScheduler"
 
 
+def test_an_unknown_or_damaged_architecture_says_which_and_what_to_do(tmp_path, monkeypatch):
+    with pytest.raises(ProbeError, match="unknown architecture 'sd-v3'.*sd-v1, sdxl, flux-schnell"):
+        gpu_models.architecture("sd-v3")
+    (tmp_path / "sdxl.yaml").write_text("unet: {sample_size: 128}\nvae: {}\n", encoding="utf-8")
+    monkeypatch.setattr(gpu_models, "ARCHITECTURES", tmp_path)
+    with pytest.raises(ProbeError, match=r"sdxl.yaml: no 'text_encoder' mapping.*restore it from git"):
+        gpu_models.architecture("sdxl")
+
+
 def test_big_models_are_built_in_their_dtype_and_the_default_dtype_comes_back():
     """FLUX's 12 B transformer must never exist in float32 (48 GB) on the way to bfloat16."""
-    configs = bench.tiny_configs("flux")
-    with bench.building(torch.device("cpu"), torch.bfloat16):
-        parts = bench.flux_components(configs)
+    configs = gpu_models.tiny_configs("flux")
+    with gpu_measure.building(torch.device("cpu"), torch.bfloat16):
+        parts = gpu_models.flux_components(configs)
     assert torch.get_default_dtype() == torch.float32
     for name in ("transformer", "vae", "text_encoder", "text_encoder_2"):
         assert {p.dtype for p in parts[name].parameters()} == {torch.bfloat16}, name
@@ -279,20 +302,20 @@ def test_medprobe_runs_the_shipped_preset_and_equals_bare_pixel_for_pixel(
         made.append((preset_name, overrides, gen))
         return gen
 
-    monkeypatch.setattr(bench, "create_generator", spy)
-    args = bench.parse_args(["--full-size", *TINY, "--models", name, "--device", "cpu"])
+    monkeypatch.setattr(gpu_models, "create_generator", spy)
+    args = gpu.parse_args(["--full-size", *TINY, "--models", name, "--device", "cpu"])
     seeds = [11, 12, 13, 14]
     calls = {"bare": 0, "medprobe": 0}
     images = {}
     with one_thread():
-        b = bench.BENCHES[name](name, torch.device("cpu"), tmp_path, args, [dtype])
+        b = gpu_models.BENCHES[name](name, torch.device("cpu"), tmp_path, args, [dtype])
         for side in ("bare", "medprobe"):
             if side == "medprobe":
                 b.drop_bare()
-            panel, (denoiser,), close = getattr(b, side)(bench.DTYPES[dtype])
+            panel, (denoiser,), close = getattr(b, side)(gpu_measure.DTYPES[dtype])
             hook = denoiser.register_forward_hook(lambda *_, side=side: calls.__setitem__(side, calls[side] + 1))
-            assert {p.dtype for p in denoiser.parameters()} == {bench.DTYPES[dtype]}
-            out = panel(bench.PANEL, seeds)
+            assert {p.dtype for p in denoiser.parameters()} == {gpu_measure.DTYPES[dtype]}
+            out = panel(gpu_measure.PANEL, seeds)
             hook.remove()
             images[side] = [np.asarray(getattr(i, "image", i).convert("RGB")) for i in out]
             if side == "medprobe":
@@ -316,7 +339,7 @@ def test_sdxl_and_flux_rows_for_both_sides_at_tiny_scale(tmp_path, capsys):
     out = tmp_path / "b.md"
     out.write_text("# Benchmarks\n\n" + OTHER + "\n" + OLD, encoding="utf-8")
     with one_thread():
-        code = bench.main(["--full-size", *TINY, "--models", "sdxl,flux-schnell", "--panels", "1",
+        code = gpu.main(["--full-size", *TINY, "--models", "sdxl,flux-schnell", "--panels", "1",
                            "--warmup", "0", "--device", "cpu", "--out", str(out)])
     assert code == 0, capsys.readouterr().err[-3000:]
 
@@ -340,7 +363,7 @@ def test_a_run_replaces_only_its_own_models_blocks(tmp_path):
     out.write_text("# Benchmarks\n\n" + OLD + "\n" + OTHER, encoding="utf-8")
 
     def run(models, *more):  # rows skipped at once: only the blocks are under test here
-        assert bench.main(["--full-size", "--steps", "2", "--models", models, "--device", "cpu",
+        assert gpu.main(["--full-size", "--steps", "2", "--models", models, "--device", "cpu",
                            "--time-limit", "0", "--out", str(out), *more]) == 0
         return gpu_section(out.read_text(encoding="utf-8"))
 
@@ -359,7 +382,7 @@ def test_a_run_replaces_only_its_own_models_blocks(tmp_path):
 
 def test_a_model_whose_weights_cannot_be_built_in_time_is_skipped(tmp_path):
     out = tmp_path / "b.md"
-    assert bench.main(["--full-size", "--steps", "2", "--models", "flux-schnell", "--device", "cpu",
+    assert gpu.main(["--full-size", "--steps", "2", "--models", "flux-schnell", "--device", "cpu",
                        "--time-limit", "60", "--out", str(out)]) == 0
     rows = table_rows(out.read_text(encoding="utf-8"))
     assert set(rows) == {("flux-schnell", "fp32", "bare"), ("flux-schnell", "fp32", "medprobe")}
@@ -372,8 +395,8 @@ def test_a_row_that_cannot_finish_a_panel_in_time_is_not_started():
     class Bench:
         costs = {"written": 30.0}
 
-    mine = [bench.Row("flux-schnell", "bf16", "bare", seconds=100.0), bench.Row("flux-schnell", "bf16", "medprobe")]
-    assert bench.seconds_needed(Bench(), mine[1], mine, warmup=1) == 2 * 100 + 2 * 30
+    mine = [gpu_measure.Row("flux-schnell", "bf16", "bare", seconds=100.0), gpu_measure.Row("flux-schnell", "bf16", "medprobe")]
+    assert gpu.seconds_needed(Bench(), mine[1], mine, warmup=1) == 2 * 100 + 2 * 30
     Bench.costs["loaded bf16"] = 45.0  # once a load was timed, that is the guess
-    assert bench.seconds_needed(Bench(), mine[1], mine, warmup=0) == 100 + 45
-    assert bench.seconds_needed(Bench(), bench.Row("flux-schnell", "fp32", "bare"), mine, warmup=1) == 0
+    assert gpu.seconds_needed(Bench(), mine[1], mine, warmup=0) == 100 + 45
+    assert gpu.seconds_needed(Bench(), gpu_measure.Row("flux-schnell", "fp32", "bare"), mine, warmup=1) == 0
