@@ -38,78 +38,34 @@ def _catalog_expand(args) -> int:
 
 
 def _run(args) -> int:
-    import time
-    import uuid
-
-    from . import execute, shards
-    from .generators import load_presets
-    from .run import as_list, check_request, run_notes, shard_from_env
-    from .store import Study
+    from .plan import shard_from_env
+    from .run import launch, run_notes
 
     args.shard_index, args.num_shards = shard_from_env(args.shard_index, args.num_shards)
     if args.device is None and "LOCAL_RANK" in os.environ and args.num_shards > 1:
         args.device = f"cuda:{os.environ['LOCAL_RANK']}"  # one GPU per process under accelerate/torchrun
-    study = Path(args.study).expanduser().resolve()
-    # every mistake in the command stops here, before anything is created and before a kernel starts
-    # (15 s): presets (unknown, or a refused custom backend), catalog, styles, topics, detail, images
-    known = load_presets(args.presets_file, study_presets=study / "presets.yaml",
-                         allow_custom_backends=args.allow_custom_backends)
-    check_request(args.catalog, args.presets, known, args.images_per_prompt, args.styles, args.topics,
-                  args.detail)
-    catalog = str(cat.resolve_catalog(args.catalog).resolve())
-    sharded_run = attempt_id = None
-    if args.num_shards > 1:
-        # one shard of several: it writes its own store, and only reads the study (see probes.shards)
-        if not 0 <= args.shard_index < args.num_shards:
-            raise ProbeError(f"shard {args.shard_index} of {args.num_shards} does not exist; "
-                             "use 0 <= --shard-index < --num-shards")
-        sharded_run = shards.derive_run_id(args.run_id, shards.id_parameters(
-            catalog, as_list(args.presets), args.images_per_prompt, args.seed, args.styles, args.topics,
-            args.detail, args.num_shards))
-        store = shards.shard_path(study, sharded_run, args.shard_index)
-        if (study / "study.sqlite").exists():
-            Study(study, readonly=True, require_current=False).close()  # a tampered study fails here
-        run_id = attempt_id = shards.new_attempt_id(sharded_run, args.shard_index)
-    else:
-        store = study
-        run_id = args.run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
-    Study(store).close()  # an unwritable or tampered folder fails here, before a kernel starts
-    parameters = dict(study=str(study), catalog=catalog,
-                      presets=args.presets, images_per_prompt=args.images_per_prompt, seed=args.seed,
-                      styles=args.styles, topics=args.topics, detail=args.detail,
-                      shard_index=args.shard_index, num_shards=args.num_shards, force=args.force,
-                      presets_file=str(Path(args.presets_file).resolve()) if args.presets_file else None,
-                      device=args.device, run_id=sharded_run or run_id, attempt_id=attempt_id,
-                      allow_custom_backends=args.allow_custom_backends)
-    if args.compare:
-        parameters["compare"] = args.compare
-    notebook = store / "runs" / f"{run_id}.ipynb"
-    parameters["run_notebook"] = str(notebook)
-    try:
-        execute.execute_notebook("10_probe.ipynb", notebook, parameters, progress=not args.quiet)
-    except execute.KernelDiedError:
-        raise ProbeError(_kernel_died_message(store, run_id, notebook)) from None
-    with Study(store, create=False) as st:
-        record = st.run_record(run_id)
-        failures = st.failures(run_id)
-    if record is None:
-        raise ProbeError(f"the run left no record in {store}; see {notebook}")
-    print(f"run {run_id}: {record['n_generated']} images generated, {record['n_skipped']} already there, "
-          f"{record['n_failed']} failed; record: {notebook}")
-    if sharded_run:
-        print(f"  shard {args.shard_index} of {args.num_shards} of run {sharded_run}, stored in {store}; "
-              f"when the shards are done: python -m probes merge --study {study}")
+    # every mistake in the command stops in launch, before anything is created and before a kernel starts
+    done = launch(args.study, args.catalog, args.presets, args.images_per_prompt, args.seed, args.styles,
+                  args.topics, args.detail, args.shard_index, args.num_shards, args.run_id, args.presets_file,
+                  args.device, args.force, args.allow_custom_backends, compare=args.compare,
+                  progress=not args.quiet)
+    record, target = done.record, done.target
+    print(f"run {target.run_id}: {record['n_generated']} images generated, {record['n_skipped']} already there, "
+          f"{record['n_failed']} failed; record: {done.notebook}")
+    if target.sharded_run:
+        print(f"  shard {args.shard_index} of {args.num_shards} of run {target.sharded_run}, stored in "
+              f"{target.store}; when the shards are done: python -m probes merge --study {target.study}")
     for note in run_notes(record["n_missing"] or 0, record["n_elsewhere"] or 0):
         print(f"  {note}")
-    for row in failures.head(10).itertuples():
+    for row in done.failures.head(10).itertuples():
         print(f"  failed: {row.preset} / {row.prompt_id}: {row.error}", file=sys.stderr)
-    return 0 if record["status"] == "ok" else 1
+    return 0 if done.ok else 1
 
 
 def _merge(args) -> int:
-    from . import shards
+    from .merge import merge
 
-    result = shards.merge(args.study, progress=not args.quiet)
+    result = merge(args.study, progress=not args.quiet)
     print(result)
     return 0 if result.ok else 1
 
@@ -174,7 +130,7 @@ def _parse_pins(values: list[str] | None) -> dict[str, str]:
 
 
 def _score(args) -> int:
-    from .run import as_list
+    from .plan import as_list
     from .scores import score_study
 
     settings: dict[str, dict] = {}
@@ -205,27 +161,6 @@ def _xrv_weights(args) -> int:
     digest = convert_weights(args.name, out)
     print(f"wrote {out}\nscore with: python -m probes score --metrics xrv --xrv-model {out} --pin xrv={digest}")
     return 0
-
-
-def _kernel_died_message(study: Path, run_id: str, notebook: Path) -> str:
-    """Which panel the run was making when its kernel died, and what to try; marks it interrupted."""
-    from .store import Study
-
-    with Study(study, create=False) as st:
-        held = st.held_panels(run_id)
-        st.interrupt_run(run_id)
-    if held:
-        panel = held[0]
-        where = (f"while generating the panel of preset {panel['preset']!r} for prompt "
-                 f"{panel['text'] or panel['prompt_id']!r} (prompt_id {panel['prompt_id']})")
-    else:
-        where = "outside image generation (loading a preset, or drawing the contact sheets)"
-    return (f"the run's Python kernel died {where}: the operating system killed it, most often for lack "
-            "of memory, or it crashed. Images made before it are kept, and the run is marked "
-            "interrupted. To go on, run the same command again with less memory needed: fewer images "
-            "per batch (set `batch_invariant: true` in the preset to make one image at a time, or "
-            "attention_slicing / vae_slicing for diffusers presets), a smaller preset, another "
-            f"--device (e.g. --device cpu), or a machine with more memory. Notebook so far: {notebook}")
 
 
 def _presets(args) -> int:

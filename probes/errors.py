@@ -40,3 +40,35 @@ class TableError(ProbeError):
 
 class MissingDependencyError(ProbeError):
     """An optional package (glide-text2im) is not installed."""
+
+
+class YamlFileError(FileContentError):
+    """A YAML file that cannot be read, is not valid YAML, or uses what medprobe refuses."""
+
+
+class DoesNotFit(ProbeError):
+    """Even one image at a time runs out of GPU memory: the preset needs another setting."""
+
+
+class KernelDiedError(ProbeError):
+    """The notebook's kernel process ended mid-cell: killed by the OS (memory), or crashed."""
+
+    def __init__(self, name: str, output):
+        self.name, self.output = name, output
+        super().__init__(
+            f"{name}: the Python kernel running it died (killed by the operating system, most often "
+            "for lack of memory, or crashed) before the notebook finished. Try again with less "
+            "memory needed (a smaller preset or fewer images per batch), on another --device, or "
+            f"on a machine with more memory. The notebook as far as it got is {output}")
+
+
+class ShardsFailedError(ProbeError):
+    """Some shard jobs failed; the finished ones were merged. ``submission`` says which and where."""
+
+    def __init__(self, message: str, submission):
+        super().__init__(message)
+        self.submission = submission
+
+
+class NotInside(OSError):
+    """A component is a link, not a folder, or not a regular file: it is not read."""

@@ -26,21 +26,9 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .errors import ProbeError
+from .errors import KernelDiedError, ProbeError
 
 NOTEBOOK_DIR = Path(__file__).resolve().parents[1] / "notebooks"
-
-
-class KernelDiedError(ProbeError):
-    """The notebook's kernel process ended mid-cell: killed by the OS (memory), or crashed."""
-
-    def __init__(self, name: str, output: Path):
-        self.name, self.output = name, output
-        super().__init__(
-            f"{name}: the Python kernel running it died (killed by the operating system, most often "
-            "for lack of memory, or crashed) before the notebook finished. Try again with less "
-            "memory needed (a smaller preset or fewer images per batch), on another --device, or "
-            f"on a machine with more memory. The notebook as far as it got is {output}")
 
 
 def _is_dead_kernel(exc: BaseException) -> bool:

@@ -33,7 +33,7 @@ def _pid_namespace() -> str:
         return ""
 
 
-def _start_ticks(pid: int) -> str | None:
+def start_ticks(pid: int) -> str | None:
     """When a process started (Linux, in clock ticks since boot); None where /proc is absent.
 
     Together with the pid this names one process: a pid reused by a later process has a
@@ -50,7 +50,7 @@ def _start_ticks(pid: int) -> str | None:
 def this_process() -> dict:
     """pid, host and process token of the calling process, as stored in ``runs``."""
     pid = os.getpid()
-    return {"pid": pid, "host": socket.gethostname(), "process": f"{_pid_namespace()}:{_start_ticks(pid)}"}
+    return {"pid": pid, "host": socket.gethostname(), "process": f"{_pid_namespace()}:{start_ticks(pid)}"}
 
 
 def process_alive(pid: int, token: str | None) -> bool:
@@ -65,13 +65,15 @@ def process_alive(pid: int, token: str | None) -> bool:
         return True  # cannot tell: never declare a run dead on a guess
     if token:
         _, _, ticks = token.rpartition(":")
-        now_ticks = _start_ticks(pid)
+        now_ticks = start_ticks(pid)
         if now_ticks == "zombie" or (ticks not in ("", "None") and now_ticks not in (None, ticks)):
             return False
     return True
 
 
-def _same_machine(host: str | None, token: str | None) -> bool:
+def same_machine(host: str | None, token: str | None) -> bool:
+    """Whether a run recorded with ``host`` and process token ``token`` ran on this machine (and in
+    this PID namespace), so that its process can be looked up here."""
     me = this_process()
     return host == me["host"] and (token or "").rpartition(":")[0] == _pid_namespace()
 
@@ -80,7 +82,7 @@ def run_alive(row: sqlite3.Row) -> bool:
     """Whether a ``runs`` row with status running belongs to a live process."""
     if row["host"] is None:  # recorded before runs kept their process: judge by age alone
         return row["age"] is not None and row["age"] < LEASE_SECONDS
-    if _same_machine(row["host"], row["process"]):
+    if same_machine(row["host"], row["process"]):
         return process_alive(int(row["pid"]), row["process"])
     return row["expires_at"] is not None and row["expires_at"] > time.time()
 
@@ -88,6 +90,11 @@ def run_alive(row: sqlite3.Row) -> bool:
 _RUNNING = ("SELECT run_id, pid, host, process, expires_at, "
             "(julianday('now') - julianday(started_at)) * 86400.0 AS age FROM runs "
             "WHERE status = 'running'")
+
+
+def running_runs(conn: sqlite3.Connection) -> list[sqlite3.Row]:
+    """The ``runs`` rows whose status is running (alive or not: see :func:`run_alive`)."""
+    return conn.execute(_RUNNING).fetchall()
 
 
 def mark_interrupted(conn: sqlite3.Connection, stamp: str, only: str | None = None) -> list[str]:
@@ -119,7 +126,7 @@ def lease_holder(conn: sqlite3.Connection, key: tuple[str, str, int], run_id: st
     if not run_alive(run):
         mark_interrupted(conn, stamp, only=holder)
         return None
-    if _same_machine(run["host"], run["process"]):
+    if same_machine(run["host"], run["process"]):
         return holder  # its process is alive, however long its panel takes
     return holder if row["expires_at"] > time.time() else None
 

@@ -12,11 +12,8 @@ retried in smaller pieces.
 
 from __future__ import annotations
 
-import heapq
 import json
-import numbers
 import os
-import re
 import time
 import traceback
 import uuid
@@ -28,11 +25,24 @@ import torch
 from tqdm.auto import tqdm
 
 from . import catalog as cat
-from .errors import PresetError, ProbeError
-from .execute import ProgressFile
+from . import shards
+from .errors import DoesNotFit, KernelDiedError, ProbeError
+from .execute import ProgressFile, execute_notebook
 from .generators import create_generator, load_presets, preset_settings
-from .generators.base import Generator, _flag
+from .generators.base import Generator, flag
 from .generators.diffusers_pipeline import is_out_of_memory
+from .plan import (
+    all_panels,
+    as_list,
+    check_request,
+    check_shard,
+    clean_run_id,
+    derive_run_id,
+    id_parameters,
+    new_attempt_id,
+    preset_costs,
+    shard,
+)
 from .seeds import image_seed
 from .store import Study, now
 
@@ -81,6 +91,45 @@ class RunResult:
         return text
 
 
+@dataclass(frozen=True)
+class Launch:
+    """Where a run writes and what it is called, derived in one place: :func:`launch_target`."""
+
+    study: Path  # the study folder
+    store: Path  # the folder this process writes: the study itself, or its shard's own store
+    run_id: str  # this process's record in ``store`` (a shard's attempt id)
+    sharded_run: str | None = None  # the id all shards of a sharded run share; None for a run of one
+    shard_index: int = 0
+    num_shards: int = 1
+
+    @property
+    def shard(self) -> str | None:
+        """The shard's name (``<run_id>-<k>``), or None for a run of one."""
+        return self.store.name if self.sharded_run else None
+
+
+def launch_target(study, catalog, presets, images_per_prompt: int = 4, seed: int = 0, styles=None, topics=None,
+                  detail=None, shard_index: int = 0, num_shards: int = 1, run_id: str | None = None,
+                  attempt_id: str | None = None) -> Launch:
+    """The store, run id and attempt id of a run: the only place medprobe derives them.
+
+    A run of one writes the study and is recorded as ``run_id`` (a new time-stamped id when
+    none is given). Shard ``shard_index`` of ``num_shards`` writes ``<study>/shards/<run>-<k>/``,
+    where ``<run>`` is :func:`probes.plan.derive_run_id` of ``run_id`` and the run's parameters
+    (the same on every node and on resubmission), and is recorded as ``attempt_id`` (a new one
+    per process when not given). Nothing is created.
+    """
+    check_shard(shard_index, num_shards)
+    study = Path(study).expanduser().resolve()
+    if num_shards > 1:
+        sharded = derive_run_id(run_id, id_parameters(catalog, as_list(presets), images_per_prompt, seed, styles,
+                                                      topics, detail, num_shards))
+        store = shards.shard_path(study, sharded, shard_index)
+        return Launch(study, store, attempt_id or new_attempt_id(sharded, shard_index), sharded, shard_index,
+                      num_shards)
+    return Launch(study, study, run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6])
+
+
 def run_notes(missing: int, elsewhere: int, others=(), interrupted=()) -> list[str]:
     """What a user should know about a run besides its counts (also printed by the CLI)."""
     notes = []
@@ -96,217 +145,7 @@ def run_notes(missing: int, elsewhere: int, others=(), interrupted=()) -> list[s
     return notes
 
 
-def as_list(value) -> list | None:
-    """"a,b" -> ["a", "b"]; lists pass through; None and "" mean "all"."""
-    if value is None or value == "":
-        return None
-    return [v.strip() for v in value.split(",") if v.strip()] if isinstance(value, str) else list(value)
-
-
-_FLAGS = {"style": "--styles", "topic": "--topics", "detail": "--detail"}
-
-
-def select_prompts(table: pd.DataFrame, styles=None, topics=None, detail=None) -> pd.DataFrame:
-    """Filter a prompt table; unknown names are an error, not an empty run.
-
-    The error names each unknown value, the close matches (a typo: "brian" -> "brain"), and
-    every value the catalog has, so the command can be corrected without opening the catalog.
-    """
-    import difflib
-
-    for column, wanted in (("style", styles), ("topic", topics), ("detail", detail)):
-        if not wanted:
-            continue
-        wanted = [wanted] if isinstance(wanted, str) else list(wanted)
-        valid = list(dict.fromkeys(table[column]))
-        unknown = [w for w in dict.fromkeys(wanted) if w not in set(valid)]
-        if unknown:
-            named = []
-            for value in unknown:
-                close = difflib.get_close_matches(str(value), valid, n=3, cutoff=0.6)
-                named.append(f"{value!r}" + (f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""))
-            catalog = f"catalog {table['catalog'].iloc[0]}" if "catalog" in table and len(table) else "the catalog"
-            raise ProbeError(f"{_FLAGS[column]}: unknown {column} {', '.join(named)}; {catalog} has the "
-                             f"{column}{'s' if column != 'detail' else ' levels'} {', '.join(valid)}. Give "
-                             f"{'levels' if column == 'detail' else column + ' ids'} from that list, "
-                             f"comma-separated, or leave {_FLAGS[column]} out for all of them")
-        table = table[table[column].isin(wanted)]
-    return table
-
-
-def check_request(catalog, presets, known: dict, images_per_prompt, styles=None, topics=None,
-                  detail=None) -> pd.DataFrame:
-    """Every check of a run's inputs that needs no study folder and no model; the selected prompts.
-
-    ``probes run`` calls it before it creates anything or starts a kernel, so a mistake in a
-    command (an unknown preset, style, topic or detail level, images per prompt below 1, a
-    missing or broken catalog) is one message and leaves nothing behind; :func:`run_probe`
-    calls it again for users of the Python API.
-    """
-    names = as_list(presets) or []
-    if not names:
-        raise ProbeError("no presets given; name at least one with --presets (python -m probes presets "
-                         "lists them)")
-    if isinstance(images_per_prompt, bool) or not isinstance(images_per_prompt, numbers.Integral) \
-            or images_per_prompt < 1:
-        raise ProbeError(f"--images-per-prompt {images_per_prompt!r}: give a whole number of images per "
-                         "prompt, at least 1 (the default is 4)")
-    for name in names:
-        try:
-            preset_settings(name, known)  # an unknown preset names the known ones
-        except PresetError as exc:
-            import difflib
-
-            close = difflib.get_close_matches(name, list(known), n=3, cutoff=0.6)
-            if not close:
-                raise
-            raise PresetError(f"--presets: {exc} Did you mean {' or '.join(map(repr, close))}?") from None
-    table = cat.expand(cat.load_catalog(catalog))  # a missing or broken catalog names the file and line
-    return select_prompts(table, as_list(styles), as_list(topics), as_list(detail))
-
-
-def shard_from_env(shard_index: int | None, num_shards: int | None, env=None) -> tuple[int, int]:
-    """Which shard this process makes: explicit values, else a SLURM array task, else a torchrun rank.
-
-    Under a SLURM array the shard is the task's position in the array,
-    (SLURM_ARRAY_TASK_ID - MIN) / STEP, and the number of shards is the number of tasks, so
-    ``--array=0-6:2`` runs shards 0 to 3 and no shard is left out. ``num_shards`` given
-    under an array must equal its task count (an error before any work otherwise); an
-    explicit ``shard_index`` wins. RANK / WORLD_SIZE (accelerate, torchrun) work the same way.
-    """
-    env = os.environ if env is None else env
-    if "SLURM_ARRAY_TASK_ID" in env:
-        position, tasks, spec = _array_position(env)
-        where = f"the SLURM array has {tasks} tasks ({spec})"
-    elif "RANK" in env and "WORLD_SIZE" in env:
-        position, tasks = int(env["RANK"]), int(env["WORLD_SIZE"])
-        where = f"the launcher (torchrun/accelerate) runs {tasks} processes (WORLD_SIZE)"
-    else:
-        return int(shard_index or 0), int(num_shards or 1)
-    if shard_index is not None:
-        return int(shard_index), int(num_shards if num_shards is not None else tasks)
-    if num_shards is not None and int(num_shards) != tasks:
-        raise ProbeError(f"{where} but --num-shards {num_shards}: every task must run a shard of the "
-                         f"same split; drop --num-shards (it is taken from the array), or submit "
-                         f"{num_shards} tasks (e.g. --array=0-{int(num_shards) - 1})")
-    return position, tasks
-
-
-def _array_position(env) -> tuple[int, int, str]:
-    """(this task's position, number of tasks, the array as "MIN-MAX:STEP") of a SLURM array."""
-    task = int(env["SLURM_ARRAY_TASK_ID"])
-    first = int(env.get("SLURM_ARRAY_TASK_MIN", 0))
-    step = int(env.get("SLURM_ARRAY_TASK_STEP") or 1)
-    count = int(env["SLURM_ARRAY_TASK_COUNT"]) if env.get("SLURM_ARRAY_TASK_COUNT") else None
-    if env.get("SLURM_ARRAY_TASK_MAX"):
-        last = int(env["SLURM_ARRAY_TASK_MAX"])
-        tasks = (last - first) // step + 1
-        spec = f"{first}-{last}" + (f":{step}" if step != 1 else "")
-    elif count is not None:
-        tasks, spec = count, f"{count} tasks from {first}"
-    else:
-        raise ProbeError("SLURM_ARRAY_TASK_ID is set but neither SLURM_ARRAY_TASK_MAX nor "
-                         "SLURM_ARRAY_TASK_COUNT is: cannot tell how many shards the array has; "
-                         "pass --shard-index and --num-shards")
-    if count is not None and count != tasks or (task - first) % step or not first <= task <= first + (tasks - 1) * step:
-        raise ProbeError(f"SLURM array task {task} of {spec} ({count} tasks) is not an evenly stepped range "
-                         "(MIN-MAX:STEP): its position, hence its shard, is ambiguous. Submit a range "
-                         "such as --array=0-3, or pass --shard-index and --num-shards to each task")
-    return (task - first) // step, tasks, spec
-
-
 # --- work balance ---------------------------------------------------------------------------
-
-def _steps(value) -> int:
-    """Denoising steps of a setting: 50, "100", GLIDE respacings "fast27", "ddim50", "10,10,10"."""
-    numbers = [int(n) for n in re.findall(r"\d+", str(value))]
-    return sum(numbers) or 1
-
-
-def image_cost(settings: dict, defaults: dict | None = None) -> float:
-    """Relative cost of one image of a preset, in denoising-network evaluations.
-
-    A simple model, enough to balance shards (a measured timing per preset would be better):
-
-    - diffusers and tiny: ``steps`` x 2 with classifier-free guidance (guidance_scale > 1: the
-      UNet runs on the prompt and the empty prompt) x (size / 512)^2 (latent pixels, SD 1.x = 1);
-    - GLIDE: ``base_steps`` x 2 for ``guidance: cfg`` (conditional and unconditional halves),
-      x 6 for ``guidance: clip`` (one model pass plus a forward and backward pass through the
-      noise-aware CLIP at every step, taken as three times cfg), plus one pass per
-      ``upsample_steps`` when upsampling;
-    - any other backend: its ``steps`` (1 if it has none).
-    """
-    s = {**(defaults or {}), **settings}
-    backend = s.get("backend")
-    if backend == "glide":
-        cost = _steps(s.get("base_steps", 100)) * (6.0 if s.get("guidance", "cfg") == "clip" else 2.0)
-        if s.get("upsample", True):
-            cost += _steps(s.get("upsample_steps", "fast27"))
-        return cost
-    if backend in ("diffusers", "tiny"):
-        # a setting the preset leaves out is the pipeline's own default: diffusers' usual 50 steps,
-        # guided, at the size the preset's width/height say (else 512)
-        steps = _steps(s.get("steps") or 50)
-        guidance = s.get("guidance_scale")
-        guided = 2.0 if guidance is None or float(guidance) > 1 else 1.0
-        width = float(s.get("width") or s.get("size") or 512)
-        height = float(s.get("height") or s.get("size") or 512)
-        return steps * guided * width * height / 512 ** 2
-    return float(_steps(s.get("steps", 1)))
-
-
-def preset_costs(presets: list[str], known: dict) -> dict[str, float]:
-    """image_cost of each preset, with its backend's defaults for settings the preset leaves out."""
-    from .generators import backend_class
-
-    costs = {}
-    for name in presets:
-        settings = preset_settings(name, known)
-        try:
-            defaults = dict(backend_class(settings["backend"]).defaults)
-        except ProbeError:
-            defaults = {}
-        costs[name] = image_cost(settings, defaults)
-    return costs
-
-
-def assign_shards(costs: list[float], num_shards: int) -> list[int]:
-    """The shard of each item: longest first (ties in the given order) to the least-loaded shard.
-
-    Deterministic (the same costs give the same split in every process), so each shard of a
-    run, and a shard resubmitted later, computes its own part of one split of the whole plan.
-    """
-    if num_shards < 1:
-        raise ProbeError(f"num_shards must be at least 1, not {num_shards}")
-    owner = [0] * len(costs)
-    loads = [(0.0, k) for k in range(num_shards)]  # a heap: (load, shard); ties go to the lower shard
-    for i in sorted(range(len(costs)), key=lambda i: (-costs[i], i)):
-        load, k = heapq.heappop(loads)
-        owner[i] = k
-        heapq.heappush(loads, (load + costs[i], k))
-    return owner
-
-
-def check_shard(shard_index: int, num_shards: int) -> None:
-    if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise ProbeError(f"shard {shard_index} of {num_shards} does not exist; use 0 <= shard_index < num_shards")
-
-
-def shard(items: list, shard_index: int, num_shards: int, costs: list[float] | None = None) -> list:
-    """This shard's items, in plan order: a split by cost (see :func:`assign_shards`).
-
-    Without costs every item counts the same, which deals them out in turn. The shards'
-    union is the whole plan and no item is in two shards.
-    """
-    check_shard(shard_index, num_shards)
-    owner = assign_shards(costs if costs is not None else [1.0] * len(items), num_shards)
-    return [item for item, k in zip(items, owner, strict=True) if k == shard_index]
-
-
-def all_panels(prompts: pd.DataFrame, presets: list[str]) -> list[tuple[str, str, str]]:
-    """(prompt_id, text, preset) of every panel, in plan order: preset by preset."""
-    texts = list(zip(prompts["prompt_id"], prompts["text"], strict=True))  # not itertuples: 10x slower
-    return [(prompt_id, text, preset) for preset in presets for prompt_id, text in texts]
 
 
 def plan(study: Study, prompts: pd.DataFrame, presets: list[str], images_per_prompt: int, seed: int,
@@ -332,10 +171,6 @@ def plan(study: Study, prompts: pd.DataFrame, presets: list[str], images_per_pro
         if todo:
             panels.append(Panel(prompt_id, text, preset, todo, [i for i in todo if (prompt_id, preset, i) in gone]))
     return panels, skipped
-
-
-class DoesNotFit(ProbeError):
-    """Even one image at a time runs out of GPU memory: the preset needs another setting."""
 
 
 def _generate_with_retry(generator: Generator, prompts: list[str], seeds: list[int]):
@@ -385,8 +220,6 @@ def run_probe(study: str | Path, catalog: str | Path, presets: list[str] | str, 
     is being made, are written there (see :class:`probes.execute.ProgressFile`) for the parent process to show
     as its own progress bar while this runs in a notebook's kernel.
     """
-    from . import shards
-
     started = time.perf_counter()
     presets = as_list(presets) or []
     if not presets:
@@ -396,25 +229,22 @@ def run_probe(study: str | Path, catalog: str | Path, presets: list[str] | str, 
                          allow_custom_backends=allow_custom_backends)
     prompts = check_request(catalog, presets, known, images_per_prompt, styles, topics, detail)
     for name in presets:
-        if _flag(name, "deterministic", preset_settings(name, known).get("deterministic")):
+        if flag(name, "deterministic", preset_settings(name, known).get("deterministic")):
             # cuBLAS reads it once, at the process's first CUDA matrix product: before any model
             os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
     costs = preset_costs(presets, known)
     params = dict(catalog=str(catalog), presets=presets, images_per_prompt=images_per_prompt, seed=seed,
                   styles=styles, topics=topics, detail=detail, shard_index=shard_index,
                   num_shards=num_shards, force=force, device=device)
-    store, in_study, sharded_run = Path(study), set(), None
-    if num_shards > 1:
-        sharded_run = shards.derive_run_id(run_id, shards.id_parameters(
-            catalog, presets, images_per_prompt, seed, styles, topics, detail, num_shards))
-        store = shards.shard_path(study, sharded_run, shard_index)
-        run_id = attempt_id or shards.new_attempt_id(sharded_run, shard_index)
+    target = launch_target(study, catalog, presets, images_per_prompt, seed, styles, topics, detail,
+                           shard_index, num_shards, run_id, attempt_id)
+    store, run_id, sharded_run, in_study = target.store, target.run_id, target.sharded_run, set()
+    if sharded_run is not None:
         shards.record_plan(study, sharded_run, shard_index, num_shards, params,
                            all_panels(prompts, presets), costs, images_per_prompt, seed)
         if not force:
             in_study = shards.study_done_keys(study, seed, presets)
         params.update(run_id=sharded_run, shard=store.name)
-    run_id = run_id or time.strftime("%Y%m%d-%H%M%S-") + uuid.uuid4().hex[:6]
     with Study(store) as st:
         if sharded_run is not None:
             shards.refuse_if_running(st, store.name)
@@ -542,3 +372,115 @@ def record_image(st: Study, info: dict, settings_hash: str, prompt_id: str, text
 
 def _json(value) -> str:
     return json.dumps(value, sort_keys=True, default=str)
+
+
+# --- launching: the CLI, submitit jobs and notebooks come through here --------------------
+
+@dataclass
+class Launched:
+    """What :func:`launch` ran: where, its ``runs`` record, its failures and its notebook."""
+
+    target: Launch
+    record: dict
+    failures: pd.DataFrame
+    notebook: Path | None
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return self.record.get("status") == "ok"
+
+
+def launch(study, catalog, presets, images_per_prompt: int = 4, seed: int = 0, styles=None, topics=None,
+           detail=None, shard_index: int = 0, num_shards: int = 1, run_id: str | None = None,
+           presets_file=None, device: str | None = None, force: bool = False,
+           allow_custom_backends: bool = False, compare=None, notebook: bool = True,
+           progress: bool = True) -> Launched:
+    """Run a probe (or one shard of it) the way ``python -m probes run`` does; returns what it left.
+
+    Every mistake in the request (presets, catalog, filters, images, shard) and an unusable
+    study folder stop here, before anything is created and before a notebook kernel starts.
+    ``notebook=True`` executes notebooks/10_probe.ipynb into the store's ``runs/`` (the record
+    of the run, showing the images as a progress bar in this process); ``False`` calls
+    :func:`run_probe` in this process. ``compare`` (notebook only) names presets whose panels
+    the notebook shows side by side.
+    """
+    started = time.perf_counter()
+    presets = as_list(presets) or []
+    study = Path(study).expanduser().resolve()
+    known = load_presets(presets_file, study_presets=study / "presets.yaml",
+                         allow_custom_backends=allow_custom_backends)
+    check_request(catalog, presets, known, images_per_prompt, styles, topics, detail)
+    catalog = str(cat.resolve_catalog(catalog).resolve())
+    presets_file = str(Path(presets_file).resolve()) if presets_file else None
+    target = launch_target(study, catalog, presets, images_per_prompt, seed, styles, topics, detail,
+                           shard_index, num_shards, run_id)
+    if target.sharded_run and (study / "study.sqlite").exists():
+        Study(study, readonly=True, require_current=False).close()  # a tampered study fails here
+    Study(target.store).close()  # an unwritable or tampered folder fails here, before a kernel starts
+    common = dict(images_per_prompt=images_per_prompt, seed=seed, shard_index=shard_index, num_shards=num_shards,
+                  force=force, device=device, run_id=target.sharded_run or target.run_id,
+                  attempt_id=target.run_id if target.sharded_run else None,
+                  allow_custom_backends=allow_custom_backends)
+    if not notebook:
+        run_probe(study, catalog, presets, styles=styles, topics=topics, detail=detail, presets_file=presets_file,
+                  progress=progress, **common)
+        record_notebook = None
+    else:
+        record_notebook = target.store / "runs" / f"{target.run_id}.ipynb"
+        joined = {k: ",".join(as_list(v)) if as_list(v) else None
+                  for k, v in (("presets", presets), ("styles", styles), ("topics", topics), ("detail", detail))}
+        parameters = dict(study=str(study), catalog=catalog, **joined, **common, presets_file=presets_file,
+                          run_notebook=str(record_notebook))
+        if compare:
+            parameters["compare"] = compare
+        try:
+            execute_notebook("10_probe.ipynb", record_notebook, parameters, progress=progress)
+        except KernelDiedError:
+            raise ProbeError(kernel_died_message(target.store, target.run_id, record_notebook)) from None
+    with Study(target.store, create=False) as st:
+        record = st.run_record(target.run_id)
+        failures = st.failures(target.run_id)
+    if record is None:
+        raise ProbeError(f"the run left no record in {target.store}; see {record_notebook or 'its output above'}")
+    return Launched(target, dict(record), failures, record_notebook, time.perf_counter() - started)
+
+
+def kernel_died_message(store: Path, run_id: str, notebook: Path) -> str:
+    """Which panel the run was making when its kernel died, and what to try; marks it interrupted."""
+    with Study(store, create=False) as st:
+        held = st.held_panels(run_id)
+        st.interrupt_run(run_id)
+    if held:
+        panel = held[0]
+        where = (f"while generating the panel of preset {panel['preset']!r} for prompt "
+                 f"{panel['text'] or panel['prompt_id']!r} (prompt_id {panel['prompt_id']})")
+    else:
+        where = "outside image generation (loading a preset, or drawing the contact sheets)"
+    return (f"the run's Python kernel died {where}: the operating system killed it, most often for lack "
+            "of memory, or it crashed. Images made before it are kept, and the run is marked "
+            "interrupted. To go on, run the same command again with less memory needed: fewer images "
+            "per batch (set `batch_invariant: true` in the preset to make one image at a time, or "
+            "attention_slicing / vae_slicing for diffusers presets), a smaller preset, another "
+            f"--device (e.g. --device cpu), or a machine with more memory. Notebook so far: {notebook}")
+
+
+def run_shard(study, shard_index: int, num_shards: int, run_id: str, catalog, presets,
+              images_per_prompt: int = 4, seed: int = 0, styles=None, topics=None, detail=None,
+              presets_file=None, device: str | None = None, force: bool = False,
+              allow_custom_backends: bool = False, notebook: bool = True, progress: bool = False) -> dict:
+    """Make one shard of a sharded run (what a submitit / SLURM job calls); returns its counts.
+
+    :func:`launch` for shard ``shard_index`` of ``num_shards`` of run ``run_id``: with
+    ``notebook=True`` the record of the run is notebooks/10_probe.ipynb executed into the
+    shard's runs/, as ``python -m probes run`` does.
+    """
+    done = launch(study, catalog, presets, images_per_prompt, seed, styles, topics, detail, shard_index, num_shards,
+                  clean_run_id(run_id), presets_file, device, force, allow_custom_backends, notebook=notebook,
+                  progress=progress)
+    record, target = done.record, done.target
+    return dict(run_id=target.sharded_run or target.run_id, shard=target.store.name, store=str(target.store),
+                attempt_id=target.run_id, notebook=str(done.notebook) if done.notebook else None,
+                seconds=done.seconds, generated=record.get("n_generated", 0), skipped=record.get("n_skipped", 0),
+                failed=record.get("n_failed", 0), ok=done.ok,
+                planned=json.loads(record.get("params_json") or "{}").get("planned_images"))

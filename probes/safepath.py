@@ -15,15 +15,13 @@ import os
 import stat
 from pathlib import Path
 
+from .errors import NotInside
+
 __all__ = ["FOLDER_FLAGS", "FILE_FLAGS", "NotInside", "open_folder", "read_regular", "real_entries"]
 
 _NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 FOLDER_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | _NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 FILE_FLAGS = os.O_RDONLY | _NOFOLLOW | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0)
-
-
-class NotInside(OSError):
-    """A component is a link, not a folder, or not a regular file: it is not read."""
 
 
 def open_folder(top: str | Path | int, *names: str) -> int:

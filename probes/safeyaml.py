@@ -30,15 +30,11 @@ from yaml.events import (
     SequenceStartEvent,
 )
 
-from .errors import FileContentError
+from .errors import YamlFileError
 
 MAX_DEPTH = 50
 MAX_BYTES = 5_000_000
 MAX_VALUES = 1_000_000  # scalars, lists and mappings, aliases counted as what they stand for
-
-
-class YamlFileError(FileContentError):
-    """A YAML file that cannot be read, is not valid YAML, or uses what medprobe refuses."""
 
 
 # libyaml's parser when PyYAML was built with it (5 MB in about 6 s instead of 28 s)

@@ -7,10 +7,10 @@
 
 One job per shard, submitted as one SLURM job array (``--executor local``: submitit's
 LocalExecutor, one process per shard on this machine). Each job runs
-``probes.shards.run_shard`` for its shard, which writes into its own store,
+``probes.run.run_shard`` for its shard, which writes into its own store,
 ``<study>/shards/<run_id>-<k>/``: no SQLite file is ever written from two hosts. ``--wait``
 follows all shards with one progress bar and then folds the finished shards into
-``study.sqlite`` with ``probes.shards.merge``; without it, run ``python -m probes merge``
+``study.sqlite`` with ``probes.merge.merge``; without it, run ``python -m probes merge``
 once the jobs are done.
 
 A preempted or timed-out job is requeued by submitit (the job is a ``Checkpointable``) and
@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import quote
 
-from .errors import MissingDependencyError, ProbeError
+from . import shards as shard_stores
+from .errors import MissingDependencyError, ProbeError, ShardsFailedError
+from .merge import merge
 
 try:  # the job class must subclass submitit's at import time; submit() says when it is missing
     from submitit.helpers import Checkpointable, DelayedSubmission
@@ -43,16 +45,8 @@ except ImportError:  # pragma: no cover - exercised by monkeypatching _submitit 
 EXECUTORS = ("slurm", "local")
 
 
-class ShardsFailedError(ProbeError):
-    """Some shard jobs failed; the finished ones were merged. ``submission`` says which and where."""
-
-    def __init__(self, message: str, submission: Submission):
-        super().__init__(message)
-        self.submission = submission
-
-
 class ShardJob(Checkpointable):
-    """One shard of a study as a submitit job: ``probes.shards.run_shard`` for shard k of N.
+    """One shard of a study as a submitit job: ``probes.run.run_shard`` for shard k of N.
 
     Everything a shard makes is committed to its own store image by image, so there is no
     state to save at preemption: :meth:`checkpoint` resubmits the job as it is, and the
@@ -76,9 +70,9 @@ class ShardJob(Checkpointable):
             import torch
 
             torch.set_num_threads(self.threads)
-        from . import shards
+        from .run import run_shard
 
-        result = shards.run_shard(
+        result = run_shard(
             self.study, self.shard_index, self.num_shards, self.run_id, self.catalog, self.presets,
             images_per_prompt=self.images_per_prompt, seed=self.seed, styles=self.styles, topics=self.topics,
             detail=self.detail, presets_file=self.presets_file, device=self.device,
@@ -131,14 +125,13 @@ class Submission:
 
     def images_made(self) -> dict[int, int]:
         """Images each submitted shard has so far (``probes.shards.status``; else its store's rows)."""
-        shards = _shards()
         try:
-            table = shards.status(self.study)
+            table = shard_stores.status(self.study)
             mine = table[table["run_id"] == self.run_id]
             done = {int(k): int(d) for k, d in zip(mine["shard_index"], mine["done"], strict=True)}
         except Exception:  # a store caught mid-write: count its rows instead, this once
             done = {}
-        return {k: done[k] if k in done else _images_in_store(shards.shard_path(self.study, self.run_id, k))
+        return {k: done[k] if k in done else _images_in_store(shard_stores.shard_path(self.study, self.run_id, k))
                 for k in self.jobs}
 
     def wait(self, progress: bool = True, poll_seconds: float | None = None) -> list[ShardOutcome]:
@@ -177,8 +170,8 @@ class Submission:
         return ShardOutcome(shard, str(job.job_id), True, self.log_of(shard), result=job.result())
 
     def merge(self, progress: bool = False):
-        """Fold every finished shard store into study.sqlite (``probes.shards.merge``)."""
-        self.merged = _shards().merge(self.study, progress=progress)
+        """Fold every finished shard store into study.sqlite (``probes.merge.merge``)."""
+        self.merged = merge(self.study, progress=progress)
         return self.merged
 
     def finish(self, progress: bool = True, poll_seconds: float | None = None, echo=print):
@@ -192,7 +185,7 @@ class Submission:
             echo(f"{failed_images} image{'s' if failed_images != 1 else ''} failed inside finished shards; "
                  "they are listed with the study's failures (python -m probes status)")
         refused = list(getattr(merged, "refused", None) or [])
-        mine = {_shards().shard_path(self.study, self.run_id, k).name for k in self.jobs}
+        mine = {shard_stores.shard_path(self.study, self.run_id, k).name for k in self.jobs}
         not_merged = {name: why for name, why in (getattr(merged, "skipped", None) or {}).items() if name in mine}
         if self.failed or refused or not_merged:
             report = [self.failure_report()] if self.failed else []
@@ -246,7 +239,7 @@ def submit(study: str | Path, catalog: str | Path, presets, num_shards: int, exe
     """
     from . import catalog as cat
     from .generators import load_presets, preset_settings
-    from .run import as_list, select_prompts
+    from .plan import as_list, select_prompts
     from .store import Study
 
     presets = as_list(presets) or []
@@ -285,7 +278,7 @@ def submit(study: str | Path, catalog: str | Path, presets, num_shards: int, exe
         raise ProbeError(f"--num-shards {num_shards} but the study has only {len(panels)} panels (prompts x "
                          f"presets), and a panel is never split; use --num-shards {len(panels)} or fewer")
     # written up front, so `probes status` lists shards whose jobs have not started yet
-    run_id = _shards().plan_run(study, str(catalog_path), presets, num_shards, run_id=run_id,
+    run_id = shard_stores.plan_run(study, str(catalog_path), presets, num_shards, run_id=run_id,
                                 images_per_prompt=images_per_prompt, seed=seed, styles=styles, topics=topics,
                                 detail=detail, presets_file=presets_file,
                                 allow_custom_backends=allow_custom_backends)
@@ -347,7 +340,7 @@ def logs_folder(study: str | Path, run_id: str) -> Path:
 
 def _planned_images(study: Path, run_id: str, wanted: list[int]) -> dict[int, int]:
     """Images each shard is to make, from the run's plan (shards are balanced by cost, not dealt)."""
-    table = _shards().status(study)
+    table = shard_stores.status(study)
     mine = table[table["run_id"] == run_id]
     planned = {int(k): int(n) for k, n in zip(mine["shard_index"], mine["planned"], strict=True) if n == n and n}
     return {k: planned.get(k, 0) for k in wanted}
@@ -365,15 +358,6 @@ def _submitit():
                                      "here: pip install 'submitit>=1.5' (or run shards by hand with "
                                      "python -m probes run --shard-index K --num-shards N)")
     return submitit
-
-
-def _shards():
-    try:
-        from . import shards
-    except ImportError as exc:
-        raise ProbeError(f"probes.shards is not available in this medprobe ({exc}); shard jobs need its "
-                         "run_shard, merge and shard_path") from None
-    return shards
 
 
 def _check_slurm(partition: str | None) -> None:
@@ -517,7 +501,7 @@ def add_submit_parser(subparsers):
 
 
 def _submit(args) -> int:
-    from .run import as_list
+    from .plan import as_list
 
     options = {}
     for item in args.slurm_option:

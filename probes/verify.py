@@ -29,7 +29,7 @@ import pandas as pd
 from PIL import Image
 
 from .errors import PresetError, ProbeError, StoreError
-from .generators import BACKENDS, _read_preset_file, backend_class
+from .generators import BACKENDS, backend_class, read_preset_file
 from .generators.base import pick_device
 from .store import NON_IMAGE_SETTINGS, Study
 
@@ -133,7 +133,7 @@ def verify_study(study: Study | str | Path, sample: int | None = 20, seed: int =
     """
     from tqdm.auto import tqdm
 
-    from .run import as_list
+    from .plan import as_list
 
     started = time.perf_counter()
     if sample is not None and (isinstance(sample, bool) or int(sample) < 1):
@@ -205,7 +205,7 @@ def _read_overrides(presets_file) -> dict[str, dict]:
         return {}
     if not Path(presets_file).is_file():
         raise PresetError(f"{presets_file}: no such presets file; check the path given to --presets-file")
-    return _read_preset_file(Path(presets_file))
+    return read_preset_file(Path(presets_file))
 
 
 def _trusted(overrides: dict, settings: dict) -> bool:

@@ -229,7 +229,7 @@ def test_numbers_are_checked_before_loading(tmp_path):
 
 
 def test_a_preset_that_leaves_settings_to_the_pipeline_is_costed_as_its_defaults():
-    from probes.run import image_cost
+    from probes.plan import image_cost
 
     assert image_cost({"backend": "diffusers"}) == 50 * 2.0  # diffusers' usual 50 guided steps at 512 px
     assert image_cost({"backend": "diffusers", "steps": 4, "guidance_scale": 0, "width": 1024, "height": 512}) == 8.0

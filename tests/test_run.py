@@ -12,10 +12,11 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from probes import shards
 from probes.errors import PresetError, ProbeError, StoreError, WeightsError
 from probes.generators.base import GeneratedImage, Generator
-from probes.run import run_probe, shard_from_env
+from probes.merge import merge
+from probes.plan import shard_from_env
+from probes.run import run_probe
 from probes.store import Study
 
 SUBSET = dict(catalog="oncology", styles=["xray", "histopathology"], topics=["brain", "malaria"], detail=["short"])
@@ -109,7 +110,7 @@ def test_two_shards_together_equal_one_run(tmp_path, presets_file):
     first = run_probe(tmp_path / "sharded", shard_index=0, num_shards=2, **common)
     second = run_probe(tmp_path / "sharded", shard_index=1, num_shards=2, **common)
     assert first.generated == second.generated == 4
-    assert shards.merge(tmp_path / "sharded", progress=False).ok  # each shard wrote a store of its own
+    assert merge(tmp_path / "sharded", progress=False).ok  # each shard wrote a store of its own
     assert images_of(tmp_path / "sharded") == images_of(tmp_path / "single")
     with pytest.raises(ProbeError, match="shard 2 of 2 does not exist"):
         run_probe(tmp_path / "x", shard_index=2, num_shards=2, **common)

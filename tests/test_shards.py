@@ -18,7 +18,16 @@ from PIL import Image
 from probes import shards
 from probes.errors import ProbeError
 from probes.generators import load_presets
-from probes.run import assign_shards, preset_costs, run_probe, shard, shard_from_env
+from probes.merge import merge
+from probes.plan import (
+    assign_shards,
+    derive_run_id,
+    id_parameters,
+    preset_costs,
+    shard,
+    shard_from_env,
+)
+from probes.run import run_probe, run_shard
 from probes.store import Study
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -80,7 +89,7 @@ def test_three_shards_merged_equal_one_process_image_for_image(made, tmp_path):
     plan = json.loads((study / "shards" / "r1.json").read_text())
     assert [s["shard"] for s in plan["shards"]] == ["r1-0", "r1-1", "r1-2"]
 
-    first = shards.merge(study, progress=False)
+    first = merge(study, progress=False)
     assert first.ok and first.merged == ["r1-0", "r1-1", "r1-2"] and first.added == 6, str(first)
     assert "6 images added" in str(first)
     assert images_of(study) == images_of(base / "single")  # same seeds, same sha256
@@ -90,7 +99,7 @@ def test_three_shards_merged_equal_one_process_image_for_image(made, tmp_path):
     # the shards' copies are gone once merged; their rows stay, as the shards' record
     assert not any((study / "shards").glob("*/images/*.png"))
     before = manifest(study).to_dict("records")
-    again = shards.merge(study, progress=False)
+    again = merge(study, progress=False)
     assert again.ok and again.added == 0 and again.already == 6
     assert manifest(study).to_dict("records") == before
     with Study(study, create=False) as st:
@@ -135,13 +144,13 @@ def test_a_tampered_shard_image_is_refused_and_named(made, tmp_path):
 
 def test_same_preset_with_other_settings_in_another_shard_is_refused(made, tmp_path):
     study = copy_sharded(made, tmp_path)
-    assert shards.merge(study, progress=False).ok
+    assert merge(study, progress=False).ok
     other = tmp_path / "other.yaml"
     other.write_text(yaml.safe_dump({"tiny-fast": {**PRESETS["tiny-fast"], "steps": 3}}))
     run_probe(study, catalog="oncology", presets=["tiny-fast"], presets_file=other, styles=["xray"],
               topics=["brain"], detail=["short"], images_per_prompt=1, shard_index=0, num_shards=2,
               run_id="r2", progress=False)
-    result = shards.merge(study, progress=False)
+    result = merge(study, progress=False)
     assert not result.ok and "r2-0" in result.skipped
     message = result.skipped["r2-0"]
     assert "preset 'tiny-fast'" in message and "steps: 2 in the study, 3 in the shard" in message
@@ -154,7 +163,7 @@ def test_a_prompt_whose_text_differs_between_shards_is_refused(made, tmp_path):
     with sqlite3.connect(study / "shards" / "r1-2" / "study.sqlite") as db:
         prompt_id = db.execute("SELECT prompt_id FROM images LIMIT 1").fetchone()[0]
         db.execute("UPDATE prompts SET text = 'An x-ray of something else' WHERE prompt_id = ?", (prompt_id,))
-    result = shards.merge(study, progress=False)
+    result = merge(study, progress=False)
     assert result.merged == ["r1-0", "r1-1"] and list(result.skipped) == ["r1-2"]
     assert f"prompt {prompt_id} reads" in result.skipped["r1-2"] and "'An x-ray of something else'" in str(result)
     assert len(manifest(study)) == 4
@@ -186,7 +195,7 @@ def test_a_killed_shard_merges_what_it_finished_then_resumes(tmp_path, presets_f
     while time.time() < deadline and proc.poll() is None and _count(store / "study.sqlite") < 2:
         time.sleep(0.05)
     assert proc.poll() is None, "the shard finished before it could be killed"
-    live = shards.merge(study, progress=False)  # while it runs, it is left alone
+    live = merge(study, progress=False)  # while it runs, it is left alone
     if proc.poll() is None:
         assert "k-0" in live.skipped and "still running" in live.skipped["k-0"]
     os.kill(proc.pid, signal.SIGKILL)
@@ -196,7 +205,7 @@ def test_a_killed_shard_merges_what_it_finished_then_resumes(tmp_path, presets_f
     assert table.loc["k-0", "state"] == "interrupted" and table.loc["k-1", "state"] == "not started"
     killed_with = len(manifest(store))
     assert 2 <= killed_with < table.loc["k-0", "planned"]
-    first = shards.merge(study, progress=False)
+    first = merge(study, progress=False)
     assert first.merged == ["k-0"] and first.added == killed_with
     assert first.ok and "k-1" not in first.skipped  # never started: no store to merge
     check_whole(study)
@@ -207,7 +216,7 @@ def test_a_killed_shard_merges_what_it_finished_then_resumes(tmp_path, presets_f
                         styles=["xray", "mri", "ct"], topics=["brain", "heart"], detail=["short"],
                         images_per_prompt=2, shard_index=0, num_shards=2, run_id="k", progress=False)
     assert resumed.skipped == killed_with and resumed.generated == resumed.planned_images - killed_with
-    second = shards.merge(study, progress=False)
+    second = merge(study, progress=False)
     assert second.added == resumed.generated and second.already == killed_with
     check_whole(study)
     table = shards.status(study).set_index("shard")
@@ -232,7 +241,7 @@ def test_status_lists_done_left_failed_merged_and_shards_never_started(tmp_path)
     assert one.state == "finished" and one.done == result.generated and one.failed == result.failed
     assert result.generated + result.failed == one.planned
     assert one.left == one.planned - one.done and one.merged == 0
-    shards.merge(tmp_path / "s", progress=False)
+    merge(tmp_path / "s", progress=False)
     table = shards.status(tmp_path / "s").set_index("shard")
     assert table.loc["st-1", "merged"] == result.generated
     assert table.loc["st-1", "state"] == ("merged" if result.generated else "finished")
@@ -268,13 +277,13 @@ def test_a_slurm_array_maps_each_task_to_its_own_shard():
     with pytest.raises(ProbeError, match="runs 3 processes"):
         shard_from_env(None, 2, {"RANK": "0", "WORLD_SIZE": "3"})
     assert shard_from_env(None, None, {}) == (0, 1)
-    params = shards.id_parameters("oncology", ["tiny"], 4, 0, None, None, None, 4)
-    assert shards.derive_run_id(None, params, slurm(0, 0, 3)) == "slurm-77"
-    assert shards.derive_run_id(None, params, {"TORCHELASTIC_RUN_ID": "abc"}) == "torch-abc"
-    hashed = shards.derive_run_id(None, params, {"TORCHELASTIC_RUN_ID": "none"})
-    assert hashed.startswith("h") and hashed == shards.derive_run_id(None, dict(params), {})
-    assert hashed != shards.derive_run_id(None, {**params, "num_shards": 3}, {})
-    assert shards.derive_run_id("my run/1", params, slurm(0, 0, 3)) == "my-run-1"
+    params = id_parameters("oncology", ["tiny"], 4, 0, None, None, None, 4)
+    assert derive_run_id(None, params, slurm(0, 0, 3)) == "slurm-77"
+    assert derive_run_id(None, params, {"TORCHELASTIC_RUN_ID": "abc"}) == "torch-abc"
+    hashed = derive_run_id(None, params, {"TORCHELASTIC_RUN_ID": "none"})
+    assert hashed.startswith("h") and hashed == derive_run_id(None, dict(params), {})
+    assert hashed != derive_run_id(None, {**params, "num_shards": 3}, {})
+    assert derive_run_id("my run/1", params, slurm(0, 0, 3)) == "my-run-1"
 
 
 def test_cli_refuses_a_num_shards_that_disagrees_with_the_array(tmp_path):
@@ -332,9 +341,9 @@ def test_run_shard_is_what_a_scheduler_job_calls(tmp_path):
     presets.write_text("flaky:\n  backend: tests.test_run:Flaky\n")
     common = dict(catalog="oncology", presets="flaky", presets_file=presets, styles="xray", topics="brain,heart",
                   detail="short", images_per_prompt=2, notebook=False)
-    counts = [shards.run_shard(tmp_path / "s", k, 2, "job 7", **common) for k in range(2)]
+    counts = [run_shard(tmp_path / "s", k, 2, "job 7", **common) for k in range(2)]
     assert [c["shard"] for c in counts] == ["job-7-0", "job-7-1"] and all(c["ok"] for c in counts)
     assert sum(c["generated"] for c in counts) == 4 and json.loads(json.dumps(counts)) == counts
-    again = shards.run_shard(tmp_path / "s", 0, 2, "job 7", **common)  # resubmitted: resumes, makes nothing
+    again = run_shard(tmp_path / "s", 0, 2, "job 7", **common)  # resubmitted: resumes, makes nothing
     assert again["generated"] == 0 and again["skipped"] == counts[0]["generated"]
-    assert shards.merge(tmp_path / "s", progress=False).added == 4
+    assert merge(tmp_path / "s", progress=False).added == 4

@@ -131,7 +131,7 @@ def test_runs_whose_process_is_gone_are_marked_interrupted(tmp_path):
                                   capture_output=True, text=True).stdout.strip()
             _runs_row(st, "dead-here", pid=int(dead), host=me["host"], process=f"{namespace}:None")
             _runs_row(st, "alive-here", pid=sleeper.pid, host=me["host"],
-                      process=f"{namespace}:{leases._start_ticks(sleeper.pid)}")
+                      process=f"{namespace}:{leases.start_ticks(sleeper.pid)}")
             _runs_row(st, "pid-reused", pid=sleeper.pid, host=me["host"],
                       process=f"{namespace}:1")  # the same pid, but a process that started at another time
             _runs_row(st, "elsewhere-live", pid=1, host="other-node", process="x:1", expires_at=time.time() + 600)

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from probes import merge as merging
 from probes import shards
 from probes.run import run_probe
 from probes.store import Study
@@ -86,7 +87,7 @@ def test_an_image_file_that_is_a_link_is_not_merged_and_its_target_stays(trees):
     target = other / "images" / victim.name
     shutil.move(victim, target)
     os.symlink(target, victim)
-    result = shards.merge(study, progress=False)
+    result = merging.merge(study, progress=False)
     assert any("symbolic link" in m and victim.name in m for m in result.refused), result.refused
     assert target.exists() and victim.is_symlink()
 
@@ -114,7 +115,7 @@ def test_an_edited_prompt_text_is_refused_whichever_shard_comes_first(trees, tam
     with sqlite3.connect(study / "shards" / tampered / "study.sqlite") as db:
         db.execute("UPDATE prompts SET text = 'A photograph of nothing at all' WHERE rowid = "
                    "(SELECT MIN(rowid) FROM prompts)")
-    result = shards.merge(study, progress=False)
+    result = merging.merge(study, progress=False)
     honest = "r1-1" if tampered == "r1-0" else "r1-0"
     assert honest in result.merged and tampered in result.skipped
     assert "the shard's prompt table was changed after it ran" in result.skipped[tampered]

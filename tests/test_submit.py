@@ -13,20 +13,12 @@ import pytest
 
 submitit = pytest.importorskip("submitit")
 
+from probes import shards  # noqa: E402
 from probes import submit as sub  # noqa: E402
 from probes.cli import run_command  # noqa: E402
 from probes.errors import MissingDependencyError, ProbeError  # noqa: E402
 from probes.run import run_probe  # noqa: E402
 from probes.store import Study  # noqa: E402
-
-try:
-    from probes import shards
-except ImportError:
-    shards = None
-SHARDS_API = ("run_shard", "merge", "status", "shard_path", "plan_run")
-MISSING = [name for name in SHARDS_API if not hasattr(shards, name)]
-needs_shards = pytest.mark.skipif(
-    bool(MISSING), reason=f"probes.shards lacks {', '.join(MISSING)} (the shard stores and merge of issue 11)")
 
 PRESETS = ["tiny-fast", "tiny-fast-b"]
 SELECT = dict(styles=["xray", "histopathology", "poster"], topics=["malaria"], detail=["short"])  # 3 prompts
@@ -131,7 +123,6 @@ def fake(folder: Path, name: str, body: str) -> Path:
     return path
 
 
-@needs_shards
 def test_slurm_gets_one_job_array_with_the_resources_asked_for(tmp_path, presets_file, monkeypatch, capsys):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -158,7 +149,6 @@ def test_slurm_gets_one_job_array_with_the_resources_asked_for(tmp_path, presets
 # --- real jobs: LocalExecutor processes ---------------------------------------------------
 
 @pytest.mark.slow
-@needs_shards
 def test_three_local_shards_merge_to_the_single_process_study(tmp_path, presets_file, capsys):
     expected = single_run(tmp_path, presets_file)
     assert len(expected) == 24
@@ -177,7 +167,6 @@ def test_three_local_shards_merge_to_the_single_process_study(tmp_path, presets_
 
 
 @pytest.mark.slow
-@needs_shards
 def test_a_preempted_local_shard_is_requeued_and_resumes(tmp_path, presets_file):
     expected = single_run(tmp_path, presets_file, images_per_prompt=8)
     submission = sub.submit(tmp_path / "study", "oncology", PRESETS, 2, executor="local", shards=[0],
@@ -198,7 +187,6 @@ def test_a_preempted_local_shard_is_requeued_and_resumes(tmp_path, presets_file)
 
 
 @pytest.mark.slow
-@needs_shards
 def test_a_failed_shard_is_named_with_its_log_and_finishes_when_resubmitted(tmp_path, presets_file):
     expected = single_run(tmp_path, presets_file)
     common = dict(executor="local", presets_file=presets_file, notebook=False, echo=lambda *a: None, **SELECT)

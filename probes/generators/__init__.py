@@ -27,7 +27,9 @@ __all__ = ["BACKENDS", "GeneratedImage", "Generator", "backend_class", "create_g
            "load_presets", "preset_settings"]
 
 
-def _read_preset_file(path: Path, follow_links: bool = True) -> dict:
+def read_preset_file(path: Path, follow_links: bool = True) -> dict:
+    """The presets a YAML file defines, checked (a mapping of names to settings mappings); a
+    PresetError names the file and what is wrong in it. ``follow_links=False`` for a study's own file."""
     try:
         data = load_yaml(path, "presets file", max_bytes=MAX_PRESETS_BYTES, follow_links=follow_links) or {}
     except YamlFileError as exc:
@@ -60,14 +62,14 @@ def load_presets(*extra_files: str | Path | None, study_presets: str | Path | No
     there is refused before anything is imported, unless ``allow_custom_backends`` is set or
     the same module is named in one of the user's own files.
     """
-    presets = dict(_read_preset_file(SHIPPED_PRESETS))
+    presets = dict(read_preset_file(SHIPPED_PRESETS))
     user_files = []
     for path in extra_files:
         if path:
-            user_files.append(_read_preset_file(Path(path)))
+            user_files.append(read_preset_file(Path(path)))
     trusted = {_custom_module(s["backend"]) for data in user_files for s in data.values()}
     if study_presets and (Path(study_presets).exists() or Path(study_presets).is_symlink()):
-        study_data = _read_preset_file(Path(study_presets), follow_links=False)  # a study's file, never a link
+        study_data = read_preset_file(Path(study_presets), follow_links=False)  # a study's file, never a link
         for name, settings in study_data.items():
             module = _custom_module(settings["backend"])
             if module and not allow_custom_backends and module not in trusted:

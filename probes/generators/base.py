@@ -52,11 +52,11 @@ class Generator:
             raise PresetError(f"preset {preset!r}: unknown setting {unknown[0]!r} for backend "
                               f"{self.backend!r}; known settings: {', '.join(sorted(known))}")
         for key, value in settings.items():
-            _check_number(preset, key, value, known[key])
+            check_number(preset, key, value, known[key])
         self.settings = {**known, **settings}
         self.device = pick_device(self.settings.get("device", "auto"))
         self.dtype = pick_dtype(self.settings.get("dtype", "auto"), self.device)
-        self.deterministic = _flag(preset, "deterministic", self.settings.get("deterministic"))
+        self.deterministic = flag(preset, "deterministic", self.settings.get("deterministic"))
         # On CPU, oneDNN convolutions and MKL's GEMM pick different kernels for different batch
         # sizes, and the rounding differences flip 8-bit pixels; so on CPU each image is
         # evaluated alone (it costs nothing there: 13.6 s vs 14.8 s for a full GLIDE panel
@@ -130,7 +130,7 @@ class Generator:
         return "unknown"
 
 
-def _flag(preset: str, key: str, value) -> bool:
+def flag(preset: str, key: str, value) -> bool:
     """A yes/no setting: YAML's true/false (or 1/0); anything else is a typo worth stopping for."""
     if value in (None, False, 0, "false", "False", "no"):
         return False
@@ -198,7 +198,7 @@ def restore_determinism(previous: dict) -> None:
     torch.backends.cudnn.deterministic = previous["cudnn_deterministic"]
 
 
-def _check_number(preset: str, key: str, value, default) -> None:
+def check_number(preset: str, key: str, value, default) -> None:
     """A setting whose default is a number must read as one (``steps: "8"`` is fine, "abc" is not).
 
     Checked when the generator is built, so a typo stops the run before any panel is tried,

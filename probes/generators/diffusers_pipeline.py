@@ -19,9 +19,9 @@ from ..errors import PresetError, WeightsError
 from .base import (
     GeneratedImage,
     Generator,
-    _check_number,
-    _flag,
     check_digest,
+    check_number,
+    flag,
     hub_folder,
     offline_default,
     pick_dtype,
@@ -105,7 +105,7 @@ class DiffusersGenerator(Generator):
     def __init__(self, preset: str, settings: dict):
         for key, example in NUMBERS.items():
             if key in settings and key in self.defaults and self.defaults[key] is None:
-                _check_number(preset, key, settings[key], example)
+                check_number(preset, key, settings[key], example)
         super().__init__(preset, settings)
         self.explicit = {k for k, v in settings.items() if v is not None}
         self.revision: str | None = None  # the hub commit of the weights, when it can be known
@@ -323,7 +323,7 @@ class DiffusersGenerator(Generator):
                               "true_cfg_scale (e.g. 4.0, which doubles the cost of each image)")
         chi = "complex_human_instruction"
         if chi in self.explicit:
-            self.settings[chi] = _flag(self.preset, chi, self.settings[chi])
+            self.settings[chi] = flag(self.preset, chi, self.settings[chi])
         elif chi in accepted and accepted[chi].default not in (None, inspect.Parameter.empty):
             self.settings[chi] = bool(accepted[chi].default)  # Sana's own: on
         shaped = self.explicit & {"width", "height"}
