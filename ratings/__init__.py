@@ -1,4 +1,5 @@
-"""medprobe rating side: blinded rating sessions, the rating app, import/export and analysis."""
+"""medprobe rating side: the rating scale, blinded rating sessions, the rating app, import/export and
+simulated raters; the statistics are the subpackage :mod:`ratings.analysis`."""
 
 
 def __getattr__(name):

@@ -48,7 +48,8 @@ def _study_errors(writes: bool):
 def _build(args) -> int:
     from probes.safeyaml import load_yaml
 
-    from .session import build_sessions, check_scale
+    from .scale import check_scale
+    from .session import build_sessions
 
     scale = None
     if args.scale:
@@ -100,7 +101,8 @@ def _export(args) -> int:
 def _analyze(args) -> int:
     from probes.execute import execute_notebook
 
-    from .report import load_ratings, notebook_to_html
+    from .analysis.report import load_ratings, notebook_to_html
+    from .io import tidy_table
 
     if (args.study is None) == (args.table is None):
         raise ProbeError("give --study DIR or --table FILE (an exported tidy table)")
@@ -114,7 +116,8 @@ def _analyze(args) -> int:
     if args.table and not Path(args.table).exists():
         raise ProbeError(f"{args.table}: file not found; export one with `python -m ratings export`")
     # refuses simulated answers beside people's unless chosen, before the notebook's kernel starts
-    load_ratings(study=args.study, table=args.table, raters=args.raters, include_simulated=args.include_simulated)
+    load_ratings(study=args.study, table=args.table, raters=args.raters, include_simulated=args.include_simulated,
+                 read_study=tidy_table)
     out = Path(args.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise ProbeError(f"{out}: is a file, not a folder; choose another --out")
@@ -286,7 +289,7 @@ def _panel_scores_file(source: str, out: Path) -> str:
     """--scores as the CSV the notebook reads: a study folder's scores, or a CSV/parquet of panel scores."""
     import pandas as pd
 
-    from .metrics import SCORE_COLUMNS, read_panel_scores
+    from .analysis.metrics import SCORE_COLUMNS, read_panel_scores
 
     path = Path(source).expanduser().resolve()
     if path.is_dir():
@@ -307,7 +310,7 @@ def _panel_scores_file(source: str, out: Path) -> str:
 
 
 def _simulate(args) -> int:
-    from .simulate import simulate_ratings
+    from .analysis.simulate import simulate_ratings
 
     if args.study:
         return _simulate_study(args)
@@ -340,7 +343,7 @@ def _simulate(args) -> int:
 
 @_study_errors(writes=True)
 def _simulate_study(args) -> int:
-    from .simulate import STUDY_RATERS, rate_study, simulate_copy
+    from .simulated_raters import STUDY_RATERS, rate_study, simulate_copy
 
     kwargs = dict(raters=tuple(args.raters.split(",")) if args.raters else STUDY_RATERS, follow=args.follow,
                   slope=args.slope, style_means={} if args.no_effect else None, seed=args.seed)

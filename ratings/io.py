@@ -23,7 +23,6 @@ import csv
 import datetime as dt
 import io
 import json
-import os
 import re
 import tempfile
 import warnings
@@ -46,7 +45,8 @@ from probes.tables import (  # noqa: F401  (part of this module's API: exports a
 
 from .db import get_config, insert_ratings, open_db, verify_chain
 from .errors import ImportFormatError, RatingError
-from .session import DEFAULT_SCALE, check_rater_ids, token
+from .scale import DEFAULT_SCALE
+from .session import check_rater_ids, token
 
 IMPORTED_PRESET = "imported"
 NONSENSICAL, MISSING = "nonsensical", "missing"

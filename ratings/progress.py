@@ -27,7 +27,7 @@ from probes.store import DB_NAME, StudyConnection, connect, migrate
 
 from .db import RATINGS_MIGRATIONS, get_config, open_db
 from .errors import RatingError
-from .session import DEFAULT_SCALE
+from .scale import DEFAULT_SCALE
 
 __all__ = ["PROGRESS_COLUMNS", "answers_over_time", "format_progress", "progress_figure", "progress_summary",
            "progress_table", "readable_progress"]
@@ -35,7 +35,7 @@ __all__ = ["PROGRESS_COLUMNS", "answers_over_time", "format_progress", "progress
 PROGRESS_COLUMNS = ["rater", "simulated", "assigned", "answered", "left", "incomplete", "repeats",
                     "repeats_done", "flagged", "median_s", "total_s", "first_answer", "last_answer", "link",
                     "link_issued", "last_login"]
-SIM_PREFIX = "sim-"  # ratings.simulate names its raters sim-1, sim-2, ...
+SIM_PREFIX = "sim-"  # ratings.analysis.simulate names its raters sim-1, sim-2, ...
 LINK_STATES = {
     "none": "no personal link issued",
     "issued": "a working link, not used yet",
@@ -336,7 +336,7 @@ def progress_figure(table: pd.DataFrame, timeline: pd.DataFrame):
     import matplotlib as mpl
     from matplotlib.figure import Figure
 
-    from .plots import PALETTE, THEME
+    from .analysis.plots import PALETTE, THEME
 
     labels = [f"{r} (SIMULATED)" if s else r for r, s in zip(table["rater"], table["simulated"], strict=True)]
     with mpl.rc_context(THEME):

@@ -112,8 +112,8 @@ def rank_panels(study, metric: str, dimension: str = "style") -> pd.DataFrame:
     """
     from probes.store import Study
 
+    from .analysis.metrics import read_panel_scores
     from .io import tidy_table
-    from .metrics import read_panel_scores
 
     values = _metric_values(read_panel_scores(study), metric)
     name = values.columns[-1]

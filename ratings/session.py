@@ -14,7 +14,6 @@ import io
 import json
 import random
 import re
-import reprlib
 import secrets
 import unicodedata
 import warnings
@@ -29,88 +28,10 @@ from probes.store import Study, now, transaction
 
 from .db import get_config, open_db, raters, set_config
 from .errors import RatingError
+from .scale import DEFAULT_SCALE, check_scale
 
-ANCHORS = [[0, "completely wrong"], [1, "hints of correct"], [2, "clear signs of correct"],
-           [3, "mainly correct"], [4, "perfectly correct"]]
-DEFAULT_SCALE = {
-    "dimensions": [
-        {"id": "style", "question": "Rate the best style in the four images", "min": 0, "max": 4,
-         "anchors": ANCHORS},
-        {"id": "content", "question": "Rate the best content in the four images", "min": 0, "max": 4,
-         "anchors": ANCHORS},
-    ],
-    "nonsensical": "The prompt is nonsensical",
-    "comment": "Comment (optional)",
-}
 REFERENCE_PRESET = "reference"
 SHOWN = 20  # problems listed in a message before "and N more"
-
-
-DIMENSION_ID = re.compile(r"[a-z][a-z0-9_]*")  # lower case: the wide table's columns are Style_<rater>
-SCALE_TEXTS = ("nonsensical", "comment")
-
-
-_SHORT = reprlib.Repr()
-_SHORT.maxstring = _SHORT.maxother = 60
-_SHORT.maxlist = _SHORT.maxdict = 6
-
-
-def _short(value) -> str:
-    """repr() cut to a readable length: a scale file may hold anything, of any size."""
-    return _SHORT.repr(value)
-
-
-def check_scale(scale, source: str = "scale") -> dict:
-    """The scale with defaults filled in; :class:`RatingError` naming ``source``, the dimension
-    and the key for anything a rating could not be stored against."""
-    if not isinstance(scale, dict):
-        raise RatingError(f"{source}: a scale is a mapping with a `dimensions` list, not "
-                          f"{type(scale).__name__}; see DEFAULT_SCALE in ratings/session.py for an example")
-    dims = scale.get("dimensions")
-    if not isinstance(dims, list) or not dims:
-        raise RatingError(f"{source}: needs a non-empty `dimensions` list (one entry per question, "
-                          "e.g. style and content)")
-    seen = set()
-    for i, dim in enumerate(dims):
-        where = f"{source}: dimensions[{i}]"
-        if not isinstance(dim, dict):
-            raise RatingError(f"{where} is {_short(dim)}; each dimension is a mapping with id, question, min, "
-                              "max and anchors")
-        missing = [k for k in ("id", "question", "min", "max", "anchors") if k not in dim]
-        if missing:
-            raise RatingError(f"{where} misses {', '.join(missing)}")
-        ident = dim["id"]
-        if not isinstance(ident, str) or not DIMENSION_ID.fullmatch(ident):
-            raise RatingError(f"{where}: id {_short(ident)} must be one lower-case word of ASCII letters, digits "
-                              "or _ (e.g. style); it names the export's columns")
-        if ident in seen:
-            raise RatingError(f"{where}: id {_short(ident)} is used twice; give each dimension its own id")
-        seen.add(ident)
-        where = f"{source}: dimension {_short(ident)}"
-        if not isinstance(dim["question"], str) or not dim["question"].strip():
-            raise RatingError(f"{where}: `question` must be the text raters read, not {_short(dim['question'])}")
-        for key in ("min", "max"):
-            value = dim[key]
-            if isinstance(value, bool) or not isinstance(value, int):
-                raise RatingError(f"{where}: `{key}` is {_short(value)} ({type(value).__name__}); it must be a "
-                                  f"whole number written without quotes, e.g. `{key}: {0 if key == 'min' else 4}`")
-        if dim["min"] >= dim["max"]:
-            raise RatingError(f"{where}: `min` ({dim['min']}) must be below `max` ({dim['max']})")
-        anchors = dim["anchors"]
-        if not isinstance(anchors, list):
-            raise RatingError(f"{where}: `anchors` must be a list of [value, label] pairs, not {_short(anchors)}")
-        for j, anchor in enumerate(anchors):
-            if not (isinstance(anchor, (list, tuple)) and len(anchor) == 2 and isinstance(anchor[0], int)
-                    and not isinstance(anchor[0], bool) and isinstance(anchor[1], str)):
-                raise RatingError(f"{where}: anchors[{j}] is {_short(anchor)}; each anchor is a [value, label] "
-                                  "pair, e.g. [0, completely wrong]")
-        if [a[0] for a in anchors] != list(range(dim["min"], dim["max"] + 1)):
-            raise RatingError(f"{where}: needs one anchor label for each value {dim['min']}..{dim['max']}, "
-                              "in order")
-    for key in SCALE_TEXTS:
-        if key in scale and not isinstance(scale[key], str):
-            raise RatingError(f"{source}: `{key}` is the label raters read, a text, not {_short(scale[key])}")
-    return {**DEFAULT_SCALE, **scale}
 
 
 def token() -> str:
@@ -206,7 +127,7 @@ def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[
         panel_ids = _ensure_panels(conn, plan, images_per_panel)
         added = {}
         for rater in rater_ids:
-            added[rater] = _assign(conn, rater, panel_ids, repeats, seed, shuffle_images)
+            added[rater] = assign_panels(conn, rater, panel_ids, repeats, seed, shuffle_images)
     finally:
         conn.close()
     return {"panels": len(panel_ids), "skipped_incomplete": skipped, "assigned": added}
@@ -230,7 +151,7 @@ def _sampled(conn, study, plan, sample: int | None, stratify: list[str], seed: i
         raise RatingError("--sample: this study already has rating panels (built without a sample); a sample is "
                           "drawn on a study's first build. Start a new study folder (probes run --study NEW "
                           "...) for a sampled rating study")
-    from .metrics import read_panel_scores
+    from .analysis.metrics import read_panel_scores
     from .sampling import stratified_sample
 
     rows = pd.DataFrame([{**dict(zip(("prompt_id", "preset", "study_seed"), _key(key), strict=True)),
@@ -363,7 +284,14 @@ def _verify_images(root: Path, files: dict[str, str]) -> None:
         "added again with `python -m ratings add-reference`. Then run build again.")
 
 
-def _assign(conn, rater: str, panel_ids: list[str], repeats: float, seed: int, shuffle_images: bool) -> int:
+def assign_panels(conn, rater: str, panel_ids: list[str], repeats: float, seed: int, shuffle_images: bool) -> int:
+    """Give ``rater`` the panels of ``panel_ids`` they do not have yet, in their own seeded order.
+
+    A share ``repeats`` of the new panels is shown a second time, always after its first
+    showing; with ``shuffle_images`` each showing gets its own image order. The rater's order
+    seed is kept in the study, so adding panels later extends the same order. Returns the
+    number of showings added (0 when the rater has every panel already).
+    """
     row = conn.execute("SELECT order_seed FROM raters WHERE rater = ?", (rater,)).fetchone()
     order_seed = row["order_seed"] if row else random.Random(f"{seed}:{rater}").getrandbits(62)
     have = {r["panel"] for r in conn.execute("SELECT panel FROM assignments WHERE rater = ?", (rater,))}
@@ -454,4 +382,5 @@ def _json(value) -> str:
     return json.dumps(value)
 
 
-__all__ = ["DEFAULT_SCALE", "add_reference", "build_sessions", "raters", "session_summary"]
+__all__ = ["DEFAULT_SCALE", "add_reference", "assign_panels", "build_sessions", "check_scale", "raters",
+           "session_summary"]

@@ -26,10 +26,11 @@ import pytest
 import scipy.stats as ss
 
 from probes import catalog as cat
-from ratings import analysis, stats
+from ratings import analysis
+from ratings.analysis import stats
+from ratings.analysis.ordinal import ordinal_model
+from ratings.analysis.simulate import null_study, simulate_ratings
 from ratings.errors import AnalysisError
-from ratings.ordinal import ordinal_model
-from ratings.simulate import null_study, simulate_ratings
 
 N_STUDIES = 300
 ALPHA = 0.05
@@ -91,7 +92,7 @@ def _paths(tidy, claim_only):
 
 def _family_rows(path, family):
     claim = stats.radiology_contrasts(family, RADIOLOGY, ALPHA).iloc[-1]
-    bh = stats._adjusted(family["p"].to_numpy(float), "fdr_bh")
+    bh = stats.adjusted_pvalues(family["p"].to_numpy(float), "fdr_bh")
     return [{**path, "test": "family (holm)", "reject": bool((family["p_adj"] < ALPHA).any())},
             {**path, "test": "family (fdr_bh)", "reject": bool((bh < ALPHA).any())},
             {**path, "test": "radiology claim", "reject": bool(claim["holds"])}]

@@ -13,10 +13,11 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
 from probes import catalog as cat  # noqa: E402
-from ratings import analysis, plots, stats  # noqa: E402
+from ratings import analysis  # noqa: E402
+from ratings.analysis import plots, stats  # noqa: E402
+from ratings.analysis.ordinal import estimability, ordinal_model, permutation_pvalue  # noqa: E402
+from ratings.analysis.simulate import simulate_ratings  # noqa: E402
 from ratings.errors import AnalysisError  # noqa: E402
-from ratings.ordinal import estimability, ordinal_model, permutation_pvalue  # noqa: E402
-from ratings.simulate import simulate_ratings  # noqa: E402
 
 PROMPTS = cat.expand(cat.load_catalog("oncology"))
 SHORT = PROMPTS[PROMPTS["detail"] == "short"]
@@ -211,7 +212,7 @@ def test_a_well_posed_study_still_gives_estimates():
 
 
 def test_the_flag_model_with_too_few_topics_keeps_the_shares_and_leaves_out_the_inference():
-    from ratings.ordinal import flag_model
+    from ratings.analysis.ordinal import flag_model
 
     prompts = PROMPTS[PROMPTS["topic"].isin(["brain", "lung_cancer", "breast_cancer"])]
     tidy = simulate_ratings(prompts, presets=("a", "b"), raters=("1", "2", "3"), seed=0, nonsensical_rate=0.2)

@@ -21,6 +21,7 @@ from conftest import ratings_cli
 from PIL import Image
 
 from ratings import db
+from ratings.analysis.report import load_ratings
 from ratings.errors import ImportFormatError
 from ratings.io import (
     export,
@@ -32,7 +33,6 @@ from ratings.io import (
     undo_spreadsheet_safe_table,
     wide_table,
 )
-from ratings.report import load_ratings
 from ratings.session import add_reference, build_sessions
 
 ROOT = Path(__file__).resolve().parents[1]

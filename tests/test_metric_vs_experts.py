@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from scipy import stats as ss
 
-from ratings import db, metrics
-from ratings.errors import AnalysisError, RatingError
-from ratings.metrics import (
+from ratings import db
+from ratings.analysis import metrics
+from ratings.analysis.metrics import (
     bootstrap_weights,
     metric_vs_experts,
     ranking,
@@ -22,7 +22,8 @@ from ratings.metrics import (
     weighted_kendall_tau_b,
     weighted_spearman,
 )
-from ratings.stats import prepare
+from ratings.analysis.stats import prepare
+from ratings.errors import AnalysisError, RatingError
 
 STYLES = {"xray": ("radiology", 1.2), "mri": ("radiology", 1.4), "histopathology": ("microscopy", 2.8),
           "photo": ("other", 2.2), "poster": ("other", 2.8)}
@@ -213,8 +214,8 @@ def test_reading_scores_from_a_study(tmp_path, monkeypatch):
 
 
 def test_the_report_gains_the_metrics_section_only_where_scores_exist(tmp_path):
-    from ratings.analysis import _metric_tables
-    from ratings.report import metrics_html, write_report
+    from ratings.analysis.protocol import _metric_tables
+    from ratings.analysis.report import metrics_html, write_report
 
     tidy, scores = simulated_study(np.random.default_rng(4), slope=0.8)
     report = write_report(tidy, tmp_path / "out", n_boot=200, panel_scores=scores)
@@ -235,7 +236,7 @@ def test_the_report_gains_the_metrics_section_only_where_scores_exist(tmp_path):
 
 
 def test_the_figure_names_the_statistic():
-    from ratings.plots import metric_vs_experts as figure
+    from ratings.analysis.plots import metric_vs_experts as figure
 
     tidy, scores = simulated_study(np.random.default_rng(6), slope=0.8)
     result = metric_vs_experts(tidy, scores, n_boot=100)
@@ -255,7 +256,7 @@ def cli(*args):
 def test_simulated_raters_rate_a_studys_own_panels(study):
     from ratings.io import tidy_table
     from ratings.session import build_sessions
-    from ratings.simulate import rate_study
+    from ratings.simulated_raters import rate_study
 
     before = cli("simulate", "--study", study)
     assert before.returncode == 2 and "no panels to rate yet" in before.stderr and "ratings build" in before.stderr
@@ -310,7 +311,7 @@ def test_analyze_a_table_with_the_scores_of_its_study(study, tmp_path):
 
     from probes.scores import score_study
     from ratings.session import build_sessions
-    from ratings.simulate import rate_study
+    from ratings.simulated_raters import rate_study
 
     score_study(study, ["diversity"], progress=False)
     build_sessions(study, "A", seed=0)
@@ -333,7 +334,7 @@ def test_a_study_with_distances_to_real_images_reports_them(study, tmp_path):
     from conftest import ratings_cli
 
     from ratings.session import build_sessions
-    from ratings.simulate import rate_study
+    from ratings.simulated_raters import rate_study
 
     build_sessions(study, "A", seed=0)
     rate_study(study)

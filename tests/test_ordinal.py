@@ -10,8 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ratings.analysis.ordinal import flag_model, ordinal_model, permutation_pvalue
 from ratings.errors import AnalysisError
-from ratings.ordinal import flag_model, ordinal_model, permutation_pvalue
 
 CUTS = np.array([-1.5, -0.5, 0.5, 1.5])
 RATER_SHIFT = {"R1": 0.0, "R2": 0.3, "R3": -0.3}

@@ -11,9 +11,10 @@ import pytest  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from probes import catalog as cat  # noqa: E402
-from ratings import agreement, analysis, plots, stats  # noqa: E402
+from ratings import analysis  # noqa: E402
+from ratings.analysis import agreement, plots, stats  # noqa: E402
+from ratings.analysis.simulate import simulate_ratings  # noqa: E402
 from ratings.errors import AnalysisError  # noqa: E402
-from ratings.simulate import simulate_ratings  # noqa: E402
 
 ANCHORS = ["0 completely wrong", "1 hints of correct", "2 clear signs of correct", "3 mainly correct",
            "4 perfectly correct"]

@@ -9,8 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from ratings.analysis.report import load_ratings
 from ratings.errors import AnalysisError
-from ratings.report import load_ratings
 
 
 def cli(*args, timeout=600):
@@ -87,6 +87,7 @@ def test_the_html_report_opens_with_every_figure_and_says_simulated(simulated_re
 def test_analyze_a_study_folder_and_bad_inputs(tmp_path, presets_file):
     from probes.run import run_probe
     from ratings import db
+    from ratings.io import tidy_table
     from ratings.session import build_sessions
 
     study = tmp_path / "study"
@@ -99,7 +100,7 @@ def test_analyze_a_study_folder_and_bad_inputs(tmp_path, presets_file):
         for a in db.assignments(conn, rater):
             score = 1 if "x-ray" in db.prompt_text(conn, a.panel) else 3
             db.save_answer(conn, rater, a.seq, {"style": score, "content": score - 1})
-    tidy = load_ratings(study=study)
+    tidy = load_ratings(study=study, read_study=tidy_table)
     assert not tidy.attrs["simulated"] and len(tidy) == 18
     done = cli("analyze", "--study", str(study), "--out", str(tmp_path / "out"), "--n-boot", "50", "--quiet",
                "--aggregate", "none", "--nonsensical", "exclude", "--correction", "fdr_bh")
@@ -147,7 +148,7 @@ DOLLAR_PRESET = r"cost $\frac{ preset$"
 
 
 def test_labels_from_the_data_reach_the_report_as_text_never_as_html(tmp_path):
-    from ratings.simulate import simulate_ratings
+    from ratings.analysis.simulate import simulate_ratings
 
     table = simulate_ratings(raters=("R1", "R2"), seed=2)
     table["preset"] = table["preset"].map({"glide-cfg": HOSTILE_PRESET, "glide-clip": DOLLAR_PRESET})
@@ -185,7 +186,7 @@ def test_labels_from_the_data_reach_the_report_as_text_never_as_html(tmp_path):
 
 def _mixed_table(path):
     """Simulated raters sim-1, sim-2 beside a person, Dr A: what `make demo` then `make rate` once left."""
-    from ratings.simulate import simulate_ratings
+    from ratings.analysis.simulate import simulate_ratings
 
     table = pd.concat([simulate_ratings(raters=("1", "2"), seed=5),
                        simulate_ratings(raters=("3",), seed=6).assign(rater="Dr A")], ignore_index=True)
@@ -213,7 +214,7 @@ def test_simulated_and_real_answers_are_not_analysed_together_unless_chosen(tmp_
 
 
 def test_figures_of_a_mixed_analysis_carry_the_counts(tmp_path):
-    from ratings import plots
+    from ratings.analysis import plots
 
     _mixed_table(tmp_path / "mixed.csv")
     tidy = load_ratings(table=tmp_path / "mixed.csv", include_simulated=True)
@@ -223,7 +224,7 @@ def test_figures_of_a_mixed_analysis_carry_the_counts(tmp_path):
 
 
 def test_a_table_shows_its_header_every_row_or_a_link_and_a_dash_with_its_reason():
-    from ratings.report import table_html
+    from ratings.analysis.report import table_html
 
     frame = pd.DataFrame({"a": ["x<y", "b"], "p": [0.0001, np.nan], "note": [None, "too few topics"],
                           "empty": [np.nan, np.nan]})

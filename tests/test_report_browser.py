@@ -50,7 +50,7 @@ def cli(*args, timeout=600):
 @pytest.fixture(scope="module")
 def reports(tmp_path_factory):
     from probes.catalog import expand, load_catalog
-    from ratings.simulate import simulate_ratings
+    from ratings.analysis.simulate import simulate_ratings
 
     base = tmp_path_factory.mktemp("reports")
     prompts = expand(load_catalog("oncology"))

@@ -7,8 +7,7 @@ import pytest
 
 from probes import catalog as cat
 from ratings import db
-from ratings.errors import RatingError
-from ratings.simulate import (
+from ratings.analysis.simulate import (
     _paired_pvalues,
     null_study,
     power,
@@ -16,6 +15,7 @@ from ratings.simulate import (
     simulate_ratings,
     wilson_interval,
 )
+from ratings.errors import RatingError
 
 CONTRACT = [("rater", "str"), ("panel", "str"), ("prompt_id", "str"), ("text", "str"), ("style", "str"),
             ("style_group", "str"), ("topic", "str"), ("topic_group", "str"), ("detail", "str"),
@@ -143,14 +143,14 @@ def test_repeats_are_second_showings_after_the_first():
     first = table[table["repeat"] == 0].set_index(["rater", "panel"])["rated_at"]
     assert (again.set_index(["rater", "panel"])["rated_at"] > first.loc[again.set_index(["rater", "panel"]).index]).all()
     # the analysis reads them as intra-rater agreement
-    from ratings import agreement
+    from ratings.analysis import agreement
 
     intra = agreement.agreement(table, n_boot=0)
     assert (intra["measure"] == "intra-rater kappa").sum() == 3
 
 
 def test_the_analysis_finds_the_planted_radiology_deficit(simulated):
-    from ratings import stats
+    from ratings.analysis import stats
 
     family = stats.pairwise(stats.prepare(simulated, "style"), n_boot=0)
     contrasts = stats.radiology_contrasts(family, ["xray", "mri", "ct"])
@@ -317,7 +317,7 @@ def test_power_curve_covers_the_grid():
 @pytest.mark.parametrize("n, rows", [(6, 40), (17, 40), (90, 20)])
 def test_power_tests_each_study_as_the_analysis_tests_it(n, rows):
     """The same p as ratings.stats.pairwise gives for those topic means: one rule, one test."""
-    from ratings import stats
+    from ratings.analysis import stats
 
     rng = np.random.default_rng(n)
     x = np.clip(np.round(rng.normal(2.3, 1, (rows, n))), 0, 4) / 2

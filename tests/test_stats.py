@@ -11,7 +11,8 @@ from statsmodels.stats.inter_rater import cohens_kappa
 from statsmodels.stats.multitest import multipletests
 
 from probes import catalog as cat
-from ratings import agreement, analysis, stats
+from ratings import analysis
+from ratings.analysis import agreement, stats
 from ratings.errors import AnalysisError
 
 RADIOLOGY = ["xray", "mri", "ct"]

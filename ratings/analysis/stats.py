@@ -1,12 +1,12 @@
 """Tests and agreement for rated panels: pure functions over the tidy table.
 
 The whole analysis (:func:`ratings.analysis.analyze`) and rater agreement
-(:mod:`ratings.agreement`) build on these. Each public function takes a long DataFrame (the tidy table of :func:`ratings.io.tidy_table`,
+(:mod:`ratings.analysis.agreement`) build on these. Each public function takes a long DataFrame (the tidy table of :func:`ratings.io.tidy_table`,
 or the ``value`` table that :func:`prepare` makes from it) and returns a tidy DataFrame, one
 function per test in the manner of scikit-posthocs.
 
 These are the rank tests: the published study's path and a sensitivity analysis beside the
-primary ordinal model (:mod:`ratings.ordinal`). Their unit is the **topic**: a topic's short
+primary ordinal model (:mod:`ratings.analysis.ordinal`). Their unit is the **topic**: a topic's short
 and detailed prompts, its presets and its raters' answers are correlated, so each style gets
 one value per topic (the mean over the cells both levels share: detail x preset [x rater])
 before a paired test, and topics are the blocks of the Friedman test and the clusters of every
@@ -32,7 +32,7 @@ import pandas as pd
 from scipy import stats as ss
 from statsmodels.stats.multitest import multipletests
 
-from .errors import AnalysisError
+from ..errors import AnalysisError
 
 AGGREGATES = ("median", "none")
 # "lowest": a flagged rating is its own category below the scale's bottom (value -1)
@@ -46,7 +46,7 @@ EXACT_MAX = 50  # Wilcoxon: exact sign-flip distribution up to this many non-zer
 # it is reported with a small-study notice (Cameron & Miller 2015: a few dozen clusters is "few").
 MIN_CLUSTERS = 5
 FEW_CLUSTERS = 10
-WILCOXON_OPTIONS = {"zero_method": "wilcox", "alternative": "two-sided"}  # read by ratings.simulate
+WILCOXON_OPTIONS = {"zero_method": "wilcox", "alternative": "two-sided"}  # read by ratings.analysis.simulate
 DESIGN = ["panel", "prompt_id", "style", "style_group", "topic", "topic_group", "detail", "preset"]
 RATING_ONLY = {"rater", "text", "nonsensical", "comment", "rated_at", "seconds", "repeat", "value"}
 # The cells a comparison of two levels of a factor matches within a topic.
@@ -94,9 +94,9 @@ def prepare(tidy: pd.DataFrame, dimension: str = "style", aggregate: str = "medi
         [rater when ``aggregate="none"``], value (float), then any extra panel columns of
         ``tidy`` (e.g. a ``guidance`` column added by the caller).
     """
-    _choice("aggregate", aggregate, AGGREGATES)
-    _choice("nonsensical", nonsensical, POLICIES)
-    ratings = _rating_values(_first_showings(tidy), dimension, nonsensical)
+    check_choice("aggregate", aggregate, AGGREGATES)
+    check_choice("nonsensical", nonsensical, POLICIES)
+    ratings = rating_values(first_showings(tidy), dimension, nonsensical)
     if ratings.empty:
         dropped = "unscored or flagged nonsensical (nonsensical='exclude')" if nonsensical == "exclude" else "unscored"
         raise AnalysisError(f"no {dimension} ratings to analyse: every first showing is {dropped}")
@@ -130,7 +130,7 @@ def descriptives(data: pd.DataFrame, by: str = "style") -> pd.DataFrame:
     """
     _need(data, [by, "value"])
     rows = []
-    for level in _levels(data[by]):
+    for level in present_levels(data[by]):
         values = data.loc[data[by] == level, "value"].to_numpy(float)
         q1, median, q3 = np.percentile(values, [25, 50, 75])
         rows.append({by: level, "n": len(values), "median": median, "q1": q1, "q3": q3, "iqr": q3 - q1,
@@ -165,7 +165,7 @@ def at_least(data: pd.DataFrame, by: str = "style", cluster: str = "topic", ci: 
     # is that low: a study whose ratings are all 2 or more still reports "at least 1" and "at least 2"
     thresholds = np.arange(min(np.floor(values.min()), 0) + 1, np.ceil(values.max()) + 1)
     rows = []
-    for level in _levels(data[by]):
+    for level in present_levels(data[by]):
         part = data[data[by] == level]
         for k in thresholds:
             share = clustered_share((part["value"].to_numpy(float) >= k), part[cluster].to_numpy(), ci)
@@ -215,7 +215,7 @@ def unit_means(data: pd.DataFrame, factor: str = "style", levels=None, cluster: 
         Index: the clusters kept; columns: ``levels``; attrs["n_dropped"]: clusters left out.
     """
     _need(data, [factor, "value", cluster])
-    levels = _levels(data[factor]) if levels is None else list(levels)
+    levels = present_levels(data[factor]) if levels is None else list(levels)
     return _cluster_means(_cells(data[data[factor].isin(levels)], factor, cluster, match), levels)
 
 
@@ -241,7 +241,7 @@ def omnibus(data: pd.DataFrame, factor: str = "style", cluster: str = "topic", m
     Kendall, M. G., & Babington Smith, B. (1939). Ann. Math. Stat. 10(3), 275-287.
     """
     _need(data, [factor, "value", cluster])
-    levels = _levels(data[factor])
+    levels = present_levels(data[factor])
     if len(levels) < 2:
         raise AnalysisError(f"omnibus test across {factor!r} needs at least 2 levels; the data has "
                             f"{len(levels)} ({', '.join(map(str, levels)) or 'none'})")
@@ -309,9 +309,9 @@ def pairwise(data: pd.DataFrame, factor: str = "style", pairs=None, correction: 
     50-60. Cliff, N. (1993). Psychol. Bull. 114(3), 494-509. Holm, S. (1979). Scand. J. Stat.
     6(2), 65-70. Clopper, C. J., & Pearson, E. S. (1934). Biometrika 26(4), 404-413.
     """
-    _choice("correction", correction, CORRECTIONS)
+    check_choice("correction", correction, CORRECTIONS)
     _need(data, [factor, "value", cluster])
-    levels = _levels(data[factor])
+    levels = present_levels(data[factor])
     pairs = list(itertools.combinations(levels, 2)) if pairs is None else [tuple(p) for p in pairs]
     unknown = sorted({str(x) for pair in pairs for x in pair if x not in levels})
     if unknown:
@@ -345,7 +345,7 @@ def radiology_contrasts(pairwise_table: pd.DataFrame, radiology, alpha: float = 
     """The published claim: every radiology style is lower than every other style.
 
     Takes the rows of a pairwise table (:func:`pairwise`, or the ordinal contrasts of
-    :mod:`ratings.ordinal`) that set a radiology style against a non-radiology one, oriented
+    :mod:`ratings.analysis.ordinal`) that set a radiology style against a non-radiology one, oriented
     radiology first (a deficit has a negative effect), with their adjusted p-values from the
     table's own family unchanged, and adds one row for the conjunction, read as an
     intersection-union test: the claim holds when every pair rejects at ``alpha`` (raw p)
@@ -478,9 +478,10 @@ def signed_rank_pvalue(d) -> tuple[float, float, str]:
     return statistic, float(min(1.0, p)), "exact"
 
 
-# --- helpers ---------------------------------------------------------------------------------
+# --- helpers (the public ones are shared with agreement, metrics and the protocol) --------------
 
-def _choice(name, value, valid):
+def check_choice(name, value, valid):
+    """Raise :class:`AnalysisError` naming ``name`` and the valid choices unless ``value`` is one of ``valid``."""
     if value not in valid:
         raise AnalysisError(f"unknown {name} {value!r}; use one of: {', '.join(valid)}")
 
@@ -496,11 +497,14 @@ def _need(data, columns):
                             f"{', '.join(map(str, data.columns))}){hint}")
 
 
-def _dimensions(tidy) -> list[str]:
+def score_dimensions(tidy) -> list[str]:
+    """The rating dimensions a table scores: ``style`` for a column ``style_score``, in column order."""
     return [c[: -len("_score")] for c in tidy.columns if c.endswith("_score")]
 
 
-def _first_showings(tidy):
+def first_showings(tidy):
+    """The rows of first showings (``repeat == 0``); :class:`AnalysisError` if the table lacks the
+    design columns or holds only repeats."""
     _need(tidy, DESIGN + ["rater", "nonsensical"])
     rows = tidy[tidy["repeat"].fillna(0).astype(int) == 0] if "repeat" in tidy else tidy
     if rows.empty:
@@ -508,9 +512,9 @@ def _first_showings(tidy):
     return rows
 
 
-def _rating_values(rows, dimension, policy):
+def rating_values(rows, dimension, policy):
     """Rows with a float ``value`` under the nonsensical policy; unusable ratings dropped."""
-    dims = _dimensions(rows)
+    dims = score_dimensions(rows)
     if dimension not in dims:
         raise AnalysisError(f"unknown dimension {dimension!r}; this table scores: {', '.join(dims) or 'none'} "
                             f"(columns <dimension>_score)")
@@ -524,19 +528,20 @@ def _rating_values(rows, dimension, policy):
     return rows.assign(value=value)[~np.isnan(value)]
 
 
-def _levels(series) -> list:
+def present_levels(series) -> list:
+    """The values present in ``series``, in category order for a categorical, else in order of appearance."""
     present = pd.unique(series.dropna())
     if isinstance(series.dtype, pd.CategoricalDtype):
         return [c for c in series.cat.categories if c in set(present)]
     return list(present)
 
 
-def _radiology(data) -> list:
+def radiology_styles(data) -> list:
     """The radiology styles of the data, or none when no other style is there to compare."""
     if "style_group" not in data:
         return []
-    radiology = _levels(data.loc[data["style_group"] == "radiology", "style"])
-    return radiology if len(radiology) < len(_levels(data["style"])) else []
+    radiology = present_levels(data.loc[data["style_group"] == "radiology", "style"])
+    return radiology if len(radiology) < len(present_levels(data["style"])) else []
 
 
 def _match_keys(data, factor, cluster, match) -> list[str]:
@@ -579,7 +584,7 @@ def _paired(x, y, n_boot, ci, rng) -> dict:
     d = np.round(x - y, 12)
     statistic, p, method = signed_rank_pvalue(d)
     effect, boot = _rank_biserial(d, n_boot, rng)
-    low, high = _percentile_ci(boot, ci)
+    low, high = percentile_ci(boot, ci)
     n_pos, n_neg = int((d > 0).sum()), int((d < 0).sum())
     share, share_low, share_high = _clopper_pearson(n_pos, n_pos + n_neg, ci)
     return {"test": "wilcoxon", "method": method, "n_pairs": len(d), "n_nonzero": n_pos + n_neg,
@@ -594,7 +599,7 @@ def _unpaired(x, y, n_boot, ci, rng) -> dict:
     """Mann-Whitney U test of the two levels' cluster means, Cliff's delta as effect."""
     result = ss.mannwhitneyu(x, y, alternative="two-sided")
     effect, boot = _cliffs_delta(x, y, n_boot, rng)
-    low, high = _percentile_ci(boot, ci)
+    low, high = percentile_ci(boot, ci)
     ties = len(np.unique(np.concatenate([x, y]))) < len(x) + len(y)
     return {"test": "mannwhitneyu", "method": "exact" if max(len(x), len(y)) <= 8 and not ties else "asymptotic",
             "statistic": float(result.statistic), "p": float(result.pvalue), "effect": effect,
@@ -610,7 +615,9 @@ def _clopper_pearson(k, n, ci):
     return k / n, float(low), float(high)
 
 
-def _adjusted(p, correction):
+def adjusted_pvalues(p, correction):
+    """p-values adjusted for multiple testing by ``correction`` (one of :data:`CORRECTIONS`); one
+    test, or ``"none"``, is returned as it is."""
     p = np.asarray(p, float)
     if correction == "none" or len(p) < 2:  # one test needs no adjustment
         return p
@@ -620,7 +627,7 @@ def _adjusted(p, correction):
 
 
 def _adjust(table, correction, family):
-    table = table.assign(p_adj=_adjusted(table["p"], correction), correction=correction, family=family)
+    table = table.assign(p_adj=adjusted_pvalues(table["p"], correction), correction=correction, family=family)
     for column in ("n_pairs", "n_nonzero", "n_a_higher", "n_b_higher", "n_tied"):
         table[column] = (table[column] if column in table else pd.NA)
         table[column] = table[column].astype("Int64")
@@ -638,7 +645,7 @@ def _holm(p):
     return out
 
 
-def _counts(codes, k, n_boot, rng):
+def category_counts(codes, k, n_boot, rng):
     """Category counts of the sample (1 x k) and of ``n_boot`` resamples of it (n_boot x k)."""
     observed = np.bincount(codes, minlength=k)[None, :]
     boot = rng.multinomial(len(codes), observed[0] / len(codes), size=n_boot) if n_boot > 0 else None
@@ -649,7 +656,7 @@ def _rank_biserial(d, n_boot, rng):
     """Kerby's (R+ - R-) / (R+ + R-) over the nonzero differences, for the sample and resamples."""
     magnitudes, codes = np.unique(np.abs(d), return_inverse=True)
     k = len(magnitudes)
-    observed, boot = _counts(codes + k * (d < 0), 2 * k, n_boot, rng)
+    observed, boot = category_counts(codes + k * (d < 0), 2 * k, n_boot, rng)
 
     def effect(counts):
         pos, neg = counts[:, :k].astype(float), counts[:, k:].astype(float)
@@ -667,8 +674,8 @@ def _rank_biserial(d, n_boot, rng):
 def _cliffs_delta(x, y, n_boot, rng):
     """P(a > b) - P(a < b) for the samples and for independent resamples of each."""
     values = np.unique(np.concatenate([x, y]))
-    ox, bx = _counts(np.searchsorted(values, x), len(values), n_boot, rng)
-    oy, by = _counts(np.searchsorted(values, y), len(values), n_boot, rng)
+    ox, bx = category_counts(np.searchsorted(values, x), len(values), n_boot, rng)
+    oy, by = category_counts(np.searchsorted(values, y), len(values), n_boot, rng)
 
     def delta(cx, cy):
         below = np.cumsum(cy, axis=1) - cy
@@ -678,9 +685,18 @@ def _cliffs_delta(x, y, n_boot, rng):
     return float(delta(ox, oy)[0]), None if bx is None else delta(bx, by)
 
 
-def _percentile_ci(boot, ci):
+def percentile_ci(boot, ci):
+    """The percentile interval (coverage ``ci``) of the finite bootstrap values; NaNs if none."""
     if boot is None:
         return np.nan, np.nan
     boot = boot[np.isfinite(boot)]
     tail = (1 - ci) / 2 * 100
     return tuple(float(v) for v in np.percentile(boot, [tail, 100 - tail])) if len(boot) else (np.nan, np.nan)
+
+
+__all__ = ["AGGREGATES", "CORRECTIONS", "DESIGN", "EXACT_MAX", "FEW_CLUSTERS", "FLAG_VALUE", "MIN_CLUSTERS",
+           "PAIRWISE_COLUMNS", "POLICIES", "RADIOLOGY_COLUMNS", "WILCOXON_OPTIONS", "adjusted_pvalues", "at_least",
+           "category_counts", "check_choice", "clustered_share", "descriptives", "detail_contrast", "first_showings",
+           "omnibus", "pairwise", "percentile_ci", "prepare", "present_levels", "preset_contrast",
+           "radiology_contrasts", "radiology_styles", "rating_values", "reason_kind", "score_dimensions",
+           "signed_rank_pvalue", "unit_means"]

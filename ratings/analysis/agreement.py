@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 from statsmodels.stats.inter_rater import cohens_kappa
 
-from .errors import AnalysisError
-from .stats import _counts, _levels, _percentile_ci, _rating_values, prepare
+from ..errors import AnalysisError
+from .stats import category_counts, percentile_ci, prepare, present_levels, rating_values
 
 RESAMPLE_BLOCK = 1 << 22  # bootstrap draws generated at a time: bounds memory at any size
 
@@ -45,24 +45,24 @@ def agreement(tidy: pd.DataFrame, dimension: str = "style", nonsensical: str = "
     if first.duplicated(["rater", "panel"]).any():
         raise AnalysisError("the tidy table holds several first showings of one (rater, panel); expected one "
                             "row per (rater, panel) with repeat = 0, as ratings.io.tidy_table exports")
-    raters = _levels(first["rater"])
+    raters = present_levels(first["rater"])
     matrix = first.pivot(index="rater", columns="panel", values="value").reindex(raters)
     rng = np.random.default_rng(seed)
     rows = []
     pairable = matrix.loc[:, matrix.notna().sum() >= 2].to_numpy(float)
     if pairable.size and len(np.unique(pairable[~np.isnan(pairable)])) > 1:
         value = krippendorff.alpha(reliability_data=pairable, level_of_measurement="ordinal")
-        low, high = _percentile_ci(_boot_alpha(pairable, n_boot, rng), 0.95)
+        low, high = percentile_ci(_boot_alpha(pairable, n_boot, rng), 0.95)
         rows.append(("krippendorff alpha (ordinal)", "all", "all", value, low, high, pairable.shape[1]))
     categories = np.arange(np.nanmin(first["value"]), np.nanmax(first["value"]) + 1) if len(first) else []
     for ra, rb in itertools.combinations(raters, 2):
         rows.append(("quadratic-weighted kappa", ra, rb, *_kappa(matrix.loc[ra], matrix.loc[rb], categories,
                                                                  n_boot, rng)))
     if "repeat" in tidy and (tidy["repeat"] == 1).any():
-        second = _rating_values(tidy[tidy["repeat"] == 1], dimension, nonsensical)
+        second = rating_values(tidy[tidy["repeat"] == 1], dimension, nonsensical)
         both = first.merge(second.drop_duplicates(["rater", "panel"])[["rater", "panel", "value"]],
                            on=["rater", "panel"], suffixes=("", "_again"))
-        for rater in _levels(both["rater"]):
+        for rater in present_levels(both["rater"]):
             mine = both[both["rater"] == rater]
             rows.append(("intra-rater kappa", rater, rater, *_kappa(mine["value"], mine["value_again"],
                                                                     categories, n_boot, rng)))
@@ -138,10 +138,10 @@ def _kappa(x, y, categories, n_boot, rng):
     cells = np.searchsorted(categories, x[both]) * k + np.searchsorted(categories, y[both])
     if n < 2 or not np.isfinite(_weighted_kappa(np.bincount(cells, minlength=k * k)[None, :], k)[0]):
         return np.nan, np.nan, np.nan, n  # too few panels, or no spread to agree on
-    observed, boot = _counts(cells, k * k, n_boot, rng)
+    observed, boot = category_counts(cells, k * k, n_boot, rng)
     with np.errstate(invalid="ignore"):  # its asymptotic variance can go negative on small tables
         value = cohens_kappa(observed.reshape(k, k), wt="quadratic").kappa
-    low, high = _percentile_ci(None if boot is None else _weighted_kappa(boot, k), 0.95)
+    low, high = percentile_ci(None if boot is None else _weighted_kappa(boot, k), 0.95)
     return value, low, high, n
 
 
@@ -152,3 +152,6 @@ def _weighted_kappa(tables, k):
     expected = (t.sum(2)[:, :, None] * t.sum(1)[:, None, :] * w).sum((1, 2))
     with np.errstate(invalid="ignore", divide="ignore"):
         return 1 - (t * w).sum((1, 2)) / expected
+
+
+__all__ = ["agreement"]

@@ -4,7 +4,7 @@ Automated scores (CLIP, BiomedCLIP, torchxrayvision, diversity, ...) live in the
 ``scores`` table; :func:`read_panel_scores` gives one value per panel and metric (image-level
 scores averaged over the panel's images). :func:`metric_vs_experts` sets each metric against
 the panel's median expert rating (the median over raters, with the analysis' nonsensical rule,
-:func:`ratings.stats.prepare`), per rating dimension:
+:func:`ratings.analysis.stats.prepare`), per rating dimension:
 
 - Spearman's rho and Kendall's tau-b across panels (scipy), with percentile-bootstrap CIs
   that resample **prompts** with all their panels (a prompt's panels, one per preset, share
@@ -35,8 +35,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats as ss
 
-from .errors import AnalysisError
-from .stats import POLICIES, _choice, _dimensions, _levels, prepare
+from ..errors import AnalysisError
+from .stats import POLICIES, check_choice, prepare, present_levels, score_dimensions
 
 SCORE_COLUMNS = ["prompt_id", "preset", "study_seed", "metric", "scorer", "value", "n_images"]
 CLUSTERS = {"prompt_id": "prompts", "topic": "topics", "panel": "panels"}
@@ -108,7 +108,7 @@ def metric_vs_experts(ratings: pd.DataFrame, panel_scores: pd.DataFrame, dims=("
     ----------
     ratings : DataFrame
         The tidy table (:func:`ratings.io.tidy_table`); each panel's value is the median over
-        its raters under ``nonsensical`` (:func:`ratings.stats.prepare`; default panel-zero,
+        its raters under ``nonsensical`` (:func:`ratings.analysis.stats.prepare`; default panel-zero,
         as the rest of the report).
     panel_scores : DataFrame
         prompt_id, preset, metric, value, and optionally scorer and study_seed
@@ -133,15 +133,15 @@ def metric_vs_experts(ratings: pd.DataFrame, panel_scores: pd.DataFrame, dims=("
         per-panel data (dimension, metric, scorer, panel, prompt_id, style, style_group, topic,
         preset, metric_value, rating) behind the figure.
     """
-    _choice("nonsensical", nonsensical, POLICIES)
-    _choice("cluster", cluster, tuple(CLUSTERS))
+    check_choice("nonsensical", nonsensical, POLICIES)
+    check_choice("cluster", cluster, tuple(CLUSTERS))
     if not 0 < ci < 1:
         raise AnalysisError(f"ci={ci}: give a confidence level between 0 and 1, e.g. 0.95")
-    scores = _panel_level(panel_scores)
-    dims = [d for d in ((dims,) if isinstance(dims, str) else dims) if d in _dimensions(ratings)]
+    scores = panel_level_scores(panel_scores)
+    dims = [d for d in ((dims,) if isinstance(dims, str) else dims) if d in score_dimensions(ratings)]
     if not dims:
         raise AnalysisError(f"the ratings score none of the dimensions asked for; they score: "
-                            f"{', '.join(_dimensions(ratings)) or 'none'}")
+                            f"{', '.join(score_dimensions(ratings)) or 'none'}")
     simulated = bool(ratings.attrs.get("simulated"))
     rng = np.random.default_rng(seed)
     method = (f"percentile bootstrap, {n_boot} resamples of {CLUSTERS[cluster]}"
@@ -159,7 +159,7 @@ def metric_vs_experts(ratings: pd.DataFrame, panel_scores: pd.DataFrame, dims=("
             joined.append(data.assign(**head))
             tail = {"ci_method": method, "n_boot": n_boot, "n_unscored": unscored}
             overall.append({**head, **correlation(data, cluster, n_boot, rng, ci), **tail})
-            for group in _levels(data["style_group"]):
+            for group in present_levels(data["style_group"]):
                 part = data[data["style_group"] == group]
                 by_group.append({"style_group": group, **head, **correlation(part, cluster, n_boot, rng, ci),
                                  **tail, "n_unscored": np.nan})
@@ -281,16 +281,16 @@ def _weighted_pearson(a, b, w) -> np.ndarray:
 
 # --- helpers ---------------------------------------------------------------------------------
 
-def _panel_level(panel_scores) -> pd.DataFrame:
+def panel_level_scores(panel_scores) -> pd.DataFrame:
     """One metric value per (prompt_id, preset, metric, scorer); several study seeds averaged."""
     if not isinstance(panel_scores, pd.DataFrame):
         raise AnalysisError("panel_scores must be a DataFrame (prompt_id, preset, metric, value), e.g. from "
-                            "ratings.metrics.read_panel_scores(study)")
+                            "ratings.analysis.metrics.read_panel_scores(study)")
     missing = [c for c in ("prompt_id", "preset", "metric", "value") if c not in panel_scores]
     if missing:
         raise AnalysisError(f"the panel scores have no column {', '.join(map(repr, missing))} (their columns: "
                             f"{', '.join(map(str, panel_scores.columns))}); read them with "
-                            "ratings.metrics.read_panel_scores(study)")
+                            "ratings.analysis.metrics.read_panel_scores(study)")
     scores = panel_scores.assign(
         scorer=panel_scores["scorer"].fillna("").astype(str) if "scorer" in panel_scores else "",
         value=pd.to_numeric(panel_scores["value"], errors="coerce"))
@@ -309,5 +309,5 @@ def _order(means: pd.Series) -> str:
     return " > ".join(str(level) for level in means.sort_values(ascending=False, kind="stable").index)
 
 
-__all__ = ["correlation", "metric_vs_experts", "ranking", "read_panel_scores", "weighted_kendall_tau_b",
-           "weighted_spearman"]
+__all__ = ["SCORE_COLUMNS", "correlation", "metric_vs_experts", "panel_level_scores", "ranking",
+           "read_panel_scores", "weighted_kendall_tau_b", "weighted_spearman"]

@@ -1,7 +1,7 @@
 """Figures of a rating study, made to be read on paper.
 
-Every function takes a DataFrame (the tidy table, the output of :func:`ratings.stats.prepare`,
-or a table of :mod:`ratings.stats`) and returns a matplotlib Figure; :func:`save` writes it as
+Every function takes a DataFrame (the tidy table, the output of :func:`ratings.analysis.stats.prepare`,
+or a table of :mod:`ratings.analysis.stats`) and returns a matplotlib Figure; :func:`save` writes it as
 SVG and PNG. Styles stand in catalog order (microscopy, histopathology, x-ray, MRI, CT, photo,
 poster, illustration) under their catalog labels, radiology styles on a shaded band; score
 axes carry the scale's anchors ("0 completely wrong" ... "4 perfectly correct"). Colours come
@@ -33,8 +33,8 @@ from matplotlib.figure import Figure
 
 from probes import catalog as cat
 
-from .errors import AnalysisError
-from .session import DEFAULT_SCALE
+from ..errors import AnalysisError
+from ..scale import DEFAULT_SCALE
 
 PALETTE = sns.color_palette("colorblind")
 GROUP_COLORS = {"microscopy": PALETTE[0], "radiology": PALETTE[1], "other": PALETTE[2]}
@@ -65,10 +65,10 @@ def score_boxstrip(data: pd.DataFrame, dimension: str = "style", ax=None) -> Fig
     """Box plot and jittered points of the scores of each style (the study's Suppl. Figure 3).
 
     ``data`` is the tidy table (then each point is a panel, the median over raters, with the
-    analysis' default nonsensical rule: :func:`ratings.stats.prepare`) or a prepared table
+    analysis' default nonsensical rule: :func:`ratings.analysis.stats.prepare`) or a prepared table
     (each point is a row: a panel, or one rating when it has a rater column). The title says
     what a point is and that the tests do not compare points: they compare topic means
-    (:func:`ratings.stats.pairwise`).
+    (:func:`ratings.analysis.stats.pairwise`).
     """
     values, simulated = _values(data, dimension)
     with mpl.rc_context(THEME):
@@ -92,7 +92,7 @@ def scores_by_style(tidy: pd.DataFrame, dimensions=("style", "content")) -> Figu
     """
     dimensions = (dimensions,) if isinstance(dimensions, str) else tuple(dimensions)
     if isinstance(tidy, pd.DataFrame) and "value" in tidy and len(dimensions) > 1:
-        raise AnalysisError("a prepared table (ratings.stats.prepare) holds the values of one dimension; pass the "
+        raise AnalysisError("a prepared table (ratings.analysis.stats.prepare) holds the values of one dimension; pass the "
                             "tidy table (ratings.io.tidy_table) to plot several, or plot it with score_boxstrip")
     with mpl.rc_context(THEME):
         fig = Figure(figsize=(7.2 * len(dimensions), 4.8), layout="constrained")
@@ -110,7 +110,7 @@ def scores_by_style(tidy: pd.DataFrame, dimensions=("style", "content")) -> Figu
 def pvalue_heatmap(pairwise: pd.DataFrame, dimension: str | None = None, alpha: float = 0.05) -> Figure:
     """Styles x styles heatmap of the style comparisons: direction, adjusted p and effect.
 
-    ``pairwise``: the rank tests of :func:`ratings.stats.pairwise` or the ordinal contrasts
+    ``pairwise``: the rank tests of :func:`ratings.analysis.stats.pairwise` or the ordinal contrasts
     (``kind == "contrast"`` rows of ``analyze(...)["ordinal"]``,
     :func:`ratings.analysis.ordinal_contrasts`). Cell (row a, column b) is coloured by the signed
     -log10 of the adjusted p-value, positive (red) where the row style is rated higher than the
@@ -123,7 +123,7 @@ def pvalue_heatmap(pairwise: pd.DataFrame, dimension: str | None = None, alpha: 
     holds several), and style rows when it has a factor column.
     """
     rows, dimension = _style_contrasts(pairwise, dimension, "pairwise")
-    _need(rows, ["a", "b", "p"], "pairwise (ratings.stats.pairwise) or the ordinal contrasts "
+    _need(rows, ["a", "b", "p"], "pairwise (ratings.analysis.stats.pairwise) or the ordinal contrasts "
                                  "(ratings.analysis.ordinal_contrasts)")
     column = "p_adj" if "p_adj" in rows and rows["p_adj"].notna().any() else "p"
     ordinal = _is_ordinal(rows)
@@ -313,7 +313,7 @@ def share_at_least(at_least: pd.DataFrame, dimension: str | None = None, thresho
                    unit: str = "panel") -> Figure:
     """Share of values at or above ``threshold`` per style, with its topic-clustered 95% CI.
 
-    ``at_least``: :func:`ratings.stats.at_least` or ``analyze(...)["at_least"]``. One bar per
+    ``at_least``: :func:`ratings.analysis.stats.at_least` or ``analyze(...)["at_least"]``. One bar per
     style (catalog order, radiology shaded), the error bar its clustered CI (``ci_low`` to
     ``ci_high``); a dagger marks a CI the table notes as not clustered (Wilson: a share of 0
     or 1). ``threshold=None`` draws every threshold of the table side by side. ``unit`` says
@@ -322,7 +322,7 @@ def share_at_least(at_least: pd.DataFrame, dimension: str | None = None, thresho
     """
     rows, dimension = _pick_dimension(at_least, dimension, "at_least")
     key = "style" if isinstance(rows, pd.DataFrame) and "style" in rows else "level"
-    _need(rows, [key, "threshold", "share", "ci_low", "ci_high"], "at_least (ratings.stats.at_least)")
+    _need(rows, [key, "threshold", "share", "ci_low", "ci_high"], "at_least (ratings.analysis.stats.at_least)")
     available = sorted(pd.unique(rows["threshold"].astype(float)))
     if threshold is None:
         thresholds = available
@@ -401,14 +401,14 @@ def share_at_least(at_least: pd.DataFrame, dimension: str | None = None, thresho
 
 def medians_iqr(descriptives: pd.DataFrame, dimension: str | None = None) -> Figure:
     """Median of each style with its interquartile range (bar), from
-    :func:`ratings.stats.descriptives` or ``analyze(...)["descriptives"]``: descriptive only (a
+    :func:`ratings.analysis.stats.descriptives` or ``analyze(...)["descriptives"]``: descriptive only (a
     median of a 0-4 scale moves in half or whole points and gets no interval; the tests compare
     topic means, and :func:`share_at_least` shows shares with intervals)."""
     rows, dimension = _pick_dimension(descriptives, dimension, "descriptives")
     if isinstance(rows, pd.DataFrame) and "factor" in rows:
         rows = rows[rows["factor"] == "style"]
     key = "style" if isinstance(rows, pd.DataFrame) and "style" in rows and rows["style"].notna().any() else "level"
-    _need(rows, [key, "median", "q1", "q3"], "descriptives (ratings.stats.descriptives)")
+    _need(rows, [key, "median", "q1", "q3"], "descriptives (ratings.analysis.stats.descriptives)")
     rows = rows.set_index(key)
     styles = order_styles(rows.index)
     rows = rows.loc[styles]
@@ -452,7 +452,7 @@ def paired_slopes(prepared: pd.DataFrame, factor: str, a: str, b: str, pair_by, 
     has several rows of one level (several raters without a rater key), their median is used.
     """
     pair_by = [pair_by] if isinstance(pair_by, str) else list(pair_by)
-    _need(prepared, [factor, "value", facet, *pair_by], "prepared (ratings.stats.prepare)")
+    _need(prepared, [factor, "value", facet, *pair_by], "prepared (ratings.analysis.stats.prepare)")
     keys = list(dict.fromkeys([facet, *[k for k in pair_by if k != factor]]))
     rows = prepared[prepared[factor].isin([a, b])]
     if not (rows[factor] == a).any() or not (rows[factor] == b).any():
@@ -502,11 +502,11 @@ def agreement_heatmap(agreement: pd.DataFrame) -> Figure:
     rater's intra-rater kappa where repeated showings were rated. Krippendorff's alpha of the
     dimension goes into the panel title.
     """
-    _need(agreement, ["measure", "rater_a", "rater_b", "value"], "agreement (ratings.agreement.agreement)")
+    _need(agreement, ["measure", "rater_a", "rater_b", "value"], "agreement (ratings.analysis.agreement.agreement)")
     measure = agreement["measure"].astype(str).str.lower()
     kappa = agreement[measure.str.contains("kappa")]
     if kappa.empty:
-        raise AnalysisError("the agreement table has no kappa rows; pass the output of ratings.agreement.agreement")
+        raise AnalysisError("the agreement table has no kappa rows; pass the output of ratings.analysis.agreement.agreement")
     frame = agreement.assign(dimension=agreement["dimension"] if "dimension" in agreement else "")
     dimensions = list(pd.unique(frame["dimension"]))
     raters = list(pd.unique(pd.concat([kappa["rater_a"], kappa["rater_b"]])))
@@ -607,14 +607,14 @@ def distribution_bars(tidy: pd.DataFrame, dimension: str = "style") -> Figure:
 def metric_vs_experts(panels: pd.DataFrame, overall: pd.DataFrame | None = None) -> Figure:
     """Each automated metric against the median expert rating, one panel per metric x dimension.
 
-    ``panels``: ``metric_vs_experts(...)["panels"]`` (:func:`ratings.metrics.metric_vs_experts`),
+    ``panels``: ``metric_vs_experts(...)["panels"]`` (:func:`ratings.analysis.metrics.metric_vs_experts`),
     one point per panel (the median over raters, jittered up and down: medians of a 0-4 scale
     sit on half points), coloured by style. The black line joins the mean rating of each fifth
     of the panels by metric (quintiles). ``overall`` (the ``overall`` table) puts the statistic
     in each panel's title: Spearman's rho with its bootstrap CI clustered by prompt, and n.
     """
     _need(panels, ["dimension", "metric", "metric_value", "rating", "style"],
-          "the panels of ratings.metrics.metric_vs_experts")
+          "the panels of ratings.analysis.metrics.metric_vs_experts")
     scorer = panels["scorer"].fillna("").astype(str) if "scorer" in panels else pd.Series("", index=panels.index)
     label = panels["metric"].astype(str).where(scorer == "", panels["metric"].astype(str) + " (" + scorer + ")")
     frame = panels.assign(_label=label)
@@ -734,7 +734,7 @@ def _values(data: pd.DataFrame, dimension: str) -> tuple[pd.DataFrame, bool]:
     """(prepared rows with a value column, simulated?) from a tidy or a prepared table."""
     simulated = _simulated(data)
     if "value" in data:
-        _need(data, ["style", "value"], "prepared (ratings.stats.prepare)")
+        _need(data, ["style", "value"], "prepared (ratings.analysis.stats.prepare)")
         return data, simulated
     from . import stats
 
@@ -1077,6 +1077,6 @@ def _need(data: pd.DataFrame, columns, what: str) -> None:
                             f"{', '.join(map(str, data.columns))}); pass {what}")
 
 
-__all__ = ["agreement_heatmap", "distribution_bars", "medians_iqr", "metric_vs_experts", "order_styles",
+__all__ = ["PALETTE", "THEME", "agreement_heatmap", "distribution_bars", "medians_iqr", "metric_vs_experts", "order_styles",
            "ordinal_forest", "paired_slopes", "pvalue_heatmap", "save", "score_boxstrip", "scores_by_style", "share_at_least",
            "style_label"]

@@ -15,6 +15,9 @@ panel's latent quality (``flag_slope``) or on its style (``flag_rates``).
 :func:`null_study` is a study with no style, detail or preset effect and the full rater and
 topic structure, for checking that tests hold their level.
 
+Simulated raters who answer inside a study folder (``python -m ratings simulate --study``) are
+:mod:`ratings.simulated_raters`, on the rating side: this module writes nothing.
+
 Simulated tables are labelled wherever they go: rater ids start with ``sim-``, every comment
 says ``simulated``, and ``df.attrs["simulated"]`` is True (figures watermark themselves from it).
 They have exactly the columns and dtypes of :func:`ratings.io.tidy_table`, so every analysis
@@ -34,7 +37,7 @@ import pandas as pd
 
 from probes import catalog as cat
 
-from .errors import RatingError
+from ..errors import RatingError
 
 # Means of the latent quality per style: the published pattern (radiology about 1, i.e.
 # "hints of correct"; histopathology, posters and illustrations about 3, "mainly correct").
@@ -139,18 +142,18 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
         True and ``attrs["simulation"]`` holds the parameters.
     """
     prompts, catalog_name = _prompt_table(catalog, replicate)
-    presets, rater_ids = _names(presets, "presets"), _names(raters, "raters")
+    presets, rater_ids = distinct_names(presets, "presets"), distinct_names(raters, "raters")
     rater_ids = [r if r.startswith(SIM_PREFIX) else SIM_PREFIX + r for r in rater_ids]
-    _check_share(nonsensical_rate, "nonsensical_rate")
-    _check_share(repeats, "repeats")
-    _check_sd(rater_sd, "rater_sd")
-    _check_sd(prompt_sd, "prompt_sd")
-    _check_sd(topic_sd, "topic_sd")
-    _check_sd(topic_style_sd, "topic_style_sd")
-    _check_sd(rater_threshold_sd, "rater_threshold_sd")
+    check_share(nonsensical_rate, "nonsensical_rate")
+    check_share(repeats, "repeats")
+    check_sd(rater_sd, "rater_sd")
+    check_sd(prompt_sd, "prompt_sd")
+    check_sd(topic_sd, "topic_sd")
+    check_sd(topic_style_sd, "topic_style_sd")
+    check_sd(rater_threshold_sd, "rater_threshold_sd")
     if not np.isfinite(flag_slope):
         raise RatingError(f"flag_slope is a log-odds change per point, a finite number, not {flag_slope}")
-    means = _style_means(prompts, style_means)
+    means = latent_style_means(prompts, style_means)
     rates = _flag_rates(prompts, flag_rates, nonsensical_rate)
     effects = _keyed(preset_effects, presets, "preset_effects", "presets")
     bias = _keyed({(k if str(k).startswith(SIM_PREFIX) else SIM_PREFIX + str(k)): v
@@ -164,15 +167,15 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
     panel_prompt = np.repeat(np.arange(n_prompts), n_presets)
     panel_preset = np.tile(np.arange(n_presets), n_prompts)
     prompt_effect = rng["prompts"].multivariate_normal(
-        [0.0, 0.0], _covariance(prompt_sd, prompt_sd, PROMPT_CORRELATION), size=n_prompts)
+        [0.0, 0.0], covariance(prompt_sd, prompt_sd, PROMPT_CORRELATION), size=n_prompts)
     topic_codes, topics = pd.factorize(prompts["topic"])
     topic_effect = rng["topics"].multivariate_normal(
-        [0.0, 0.0], _covariance(topic_sd, topic_sd, PROMPT_CORRELATION), size=len(topics))
+        [0.0, 0.0], covariance(topic_sd, topic_sd, PROMPT_CORRELATION), size=len(topics))
     prompt_effect = prompt_effect + topic_effect[topic_codes]
     if topic_style_sd > 0:  # drawn only when asked, so that other draws stay as they were
         cell_codes, cells = pd.factorize(pd.MultiIndex.from_arrays([prompts["topic"], prompts["style"]]))
         cell_effect = rng["topics"].multivariate_normal(
-            [0.0, 0.0], _covariance(topic_style_sd, topic_style_sd, PROMPT_CORRELATION), size=len(cells))
+            [0.0, 0.0], covariance(topic_style_sd, topic_style_sd, PROMPT_CORRELATION), size=len(cells))
         prompt_effect = prompt_effect + cell_effect[cell_codes]
     base = (prompts["style"].map(means).to_numpy(float)
             + detail_effect * (prompts["detail"] == "detailed").to_numpy(float))
@@ -198,8 +201,8 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
     n = len(panel_of)
 
     noise = rng["noise"].multivariate_normal(
-        [0.0, 0.0], _covariance(rater_sd, rater_sd * CONTENT_NOISE, NOISE_CORRELATION), size=n)
-    rater_cuts = _rater_cutpoints(rng["thresholds"], [bias[r] for r in rater_ids], rater_threshold_sd)
+        [0.0, 0.0], covariance(rater_sd, rater_sd * CONTENT_NOISE, NOISE_CORRELATION), size=n)
+    rater_cuts = rater_cutpoints(rng["thresholds"], [bias[r] for r in rater_ids], rater_threshold_sd)
     cuts = rater_cuts[rater_of]
     flag_rate = np.array([rates[s] for s in prompts["style"]])[panel_prompt[panel_of]]
     if flag_slope:
@@ -256,224 +259,6 @@ def null_study(catalog: str | Path | pd.DataFrame = "oncology", **kw) -> pd.Data
     return df
 
 
-# --- simulated raters in a study ------------------------------------------------------------
-
-STUDY_RATERS = ("1", "2", "3")  # sim-1, sim-2, sim-3
-
-
-def rate_study(study: str | Path, raters=STUDY_RATERS, follow: str | None = None, slope: float = 1.0,
-               panel_scores: pd.DataFrame | None = None, style_means: dict | None = None,
-               rater_sd: float = 0.6, prompt_sd: float = 0.5, rater_threshold_sd: float = RATER_THRESHOLD_SD,
-               nonsensical_rate: float = 0.02, seed: int = 0) -> dict:
-    """SIMULATED raters rate a study's own built panels; their answers go into the study database.
-
-    The panels are the ones ``python -m ratings build`` made (generated and reference panels).
-    Each simulated rater (``sim-`` put in front of each id: ``sim-1``, ``sim-2``, ``sim-3`` by
-    default) gets every panel, in their own order, and answers it under the model of
-    :func:`simulate_ratings`: the style's mean (the published pattern, or ``style_means``), a
-    prompt effect, the rater's noise and cut points. With ``follow`` (a metric of the study's
-    automated scores, ``metric`` or ``metric:scorer``), a panel's latent quality also moves by
-    ``slope`` scale points per standard deviation of that metric, so the report's "automated
-    metrics versus the experts" section has a planted relation to find; panels without that
-    score get the metric's mean. Answers are written through :func:`ratings.db.insert_ratings`
-    in one transaction, each with the comment ``simulated``.
-
-    Refused (nothing written) where the study has no panels, where raters who are not
-    simulated have answered (their ratings and simulated ones would be analysed together: use
-    a copy of the study), or where one of these simulated raters has answered already.
-
-    Returns
-    -------
-    dict
-        raters, panels, ratings, flagged, follow, unscored (panels without the followed score).
-    """
-    from probes.store import now, transaction
-
-    from . import db
-    from .session import _assign, check_rater_ids
-
-    rater_ids = [r if r.startswith(SIM_PREFIX) else SIM_PREFIX + r for r in _names(raters, "raters")]
-    rater_ids = check_rater_ids(rater_ids)
-    _check_sd(rater_sd, "rater_sd")
-    _check_sd(prompt_sd, "prompt_sd")
-    _check_sd(rater_threshold_sd, "rater_threshold_sd")
-    _check_share(nonsensical_rate, "nonsensical_rate")
-    if not np.isfinite(slope):
-        raise RatingError(f"slope is scale points per SD of the metric, a finite number, not {slope}")
-    conn = db.open_db(study)
-    try:
-        panels = pd.read_sql_query(
-            "SELECT p.panel, p.prompt_id, p.preset, COALESCE(pr.style, '') AS style, "
-            "COALESCE(pr.style_group, 'other') AS style_group FROM panels p "
-            "LEFT JOIN prompts pr ON pr.prompt_id = p.prompt_id "
-            "WHERE p.kind IN ('generated', 'reference') ORDER BY p.rowid", conn)
-        if panels.empty:
-            raise RatingError(f"{study}: no panels to rate yet; build them first (python -m ratings build --study "
-                              f"{study} --raters A,B,C), then simulate")
-        answered = [r["rater"] for r in conn.execute("SELECT DISTINCT rater FROM ratings ORDER BY rater")]
-        people = [r for r in answered if not r.startswith(SIM_PREFIX)]
-        if people:
-            raise RatingError(f"{study}: raters who are not simulated ({', '.join(people)}) have answered here; "
-                              "simulated ratings would be analysed together with theirs. Nothing was written: "
-                              "copy the study folder and simulate into the copy.")
-        again = [r for r in rater_ids if r in answered]
-        if again:
-            raise RatingError(f"{study}: {', '.join(again)} rated this study already; nothing was written. Give "
-                              "other simulated raters (--raters 4,5,6) or simulate into a fresh copy.")
-        z, unscored = _followed(study, panels, follow, panel_scores)
-        means = _style_means(panels.assign(style=panels["style"].replace("", "unknown")), style_means)
-        scale = db.get_config(conn, "scale")
-        if scale is None:
-            raise RatingError(f"{study}: the study has no rating scale yet; run python -m ratings build first")
-        rng = np.random.default_rng(np.random.SeedSequence(seed))
-        prompt_codes = pd.factorize(panels["prompt_id"])[0]
-        prompt_effect = rng.normal(0.0, prompt_sd, prompt_codes.max() + 1)[prompt_codes] if prompt_sd else 0.0
-        latent = (panels["style"].replace("", "unknown").map(means).to_numpy(float) + prompt_effect + slope * z)
-        for rater in rater_ids:
-            _assign(conn, rater, list(panels["panel"]), repeats=0.0, seed=seed, shuffle_images=True)
-        row_of = {p: i for i, p in enumerate(panels["panel"])}
-        cuts = _rater_cutpoints(rng, [0.0] * len(rater_ids), rater_threshold_sd)
-        rows, flagged = [], 0
-        for r, rater in enumerate(rater_ids):
-            shown = [a for a in db.assignments(conn, rater) if a.repeat == 0 and a.panel in row_of]
-            index = np.array([row_of[a.panel] for a in shown], dtype=np.int64)
-            noise = rng.multivariate_normal([0.0, 0.0], _covariance(rater_sd, rater_sd * CONTENT_NOISE,
-                                                                    NOISE_CORRELATION), size=len(index))
-            flags = rng.random(len(index)) < nonsensical_rate
-            values = {"style": latent[index] + noise[:, 0], "content": latent[index] + CONTENT_SHIFT + noise[:, 1]}
-            seconds = np.round(rng.lognormal(math.log(SECONDS_MEDIAN), SECONDS_LOG_SD, len(index)), 1)
-            answers = {}
-            for dim in scale["dimensions"]:
-                whole = SCORE_MIN + (values.get(dim["id"], values["style"])[:, None] >= cuts[r]).sum(axis=1)
-                low, high = int(dim["min"]), int(dim["max"])
-                answers[dim["id"]] = np.rint(low + whole * (high - low) / (SCORE_MAX - SCORE_MIN)).astype(int)
-            for k, assignment in enumerate(shown):
-                scores = {d: (None if flags[k] else int(v[k])) for d, v in answers.items()}
-                rows.append((rater, assignment.seq, assignment.panel, scores, bool(flags[k]), SIM_COMMENT,
-                             float(seconds[k]), now()))
-            flagged += int(flags.sum())
-        with transaction(conn):
-            written = db.insert_ratings(conn, rows)
-    finally:
-        conn.close()
-    return {"raters": rater_ids, "panels": len(panels), "ratings": written, "flagged": flagged, "follow": follow,
-            "unscored": unscored}
-
-
-COPY_MARK = "simulated_copy_of"  # rating_config key: this folder is a simulated copy, made from that study
-
-
-def simulate_copy(source: str | Path, dest: str | Path, raters=STUDY_RATERS, **rate_kwargs) -> dict:
-    """SIMULATED raters rate a copy of a study, so the study served to clinicians never holds them.
-
-    ``dest`` becomes a study of its own: the source's database (copied with SQLite's backup,
-    consistent while raters work; the source is only read), its images linked (or copied where
-    links cannot be made), every real rater's link revoked in the copy, and the simulated
-    answers of :func:`rate_study`. A ``dest`` that is already a simulated copy made here is
-    replaced; any other existing path is refused. The copy is made in a hidden folder beside
-    ``dest`` and moved into place only when complete, so a failure leaves nothing behind.
-    Returns :func:`rate_study`'s summary with ``copy`` (the new folder) added.
-    """
-    import os
-    import shutil
-    import sqlite3
-
-    from probes.store import connect, now, transaction
-
-    from . import db
-
-    source, dest = Path(source).expanduser().resolve(), Path(dest).expanduser().resolve()
-    if not (source / db.DB_NAME).is_file():
-        raise RatingError(f"{source}: not a study folder (no {db.DB_NAME}); generate images first "
-                          "(python -m probes run) or check the path")
-    if dest == source or source in dest.parents:
-        raise RatingError(f"--into {dest}: a simulated copy goes beside the study, not into it; choose "
-                          f"another folder, for example {source}-simulated")
-    if dest.is_symlink() or (dest.exists() and not _is_simulated_copy(dest, source)):
-        raise RatingError(f"--into {dest}: the folder exists and is not a simulated copy of {source}; nothing "
-                          "was written. Choose a new folder (an older simulated copy is replaced).")
-    if not dest.parent.is_dir():
-        raise RatingError(f"--into {dest}: the folder {dest.parent} does not exist; create it first")
-    work = dest.parent / f".{dest.name}.partial-{os.getpid()}"
-    shutil.rmtree(work, ignore_errors=True)
-    (work / "images").mkdir(parents=True)
-    try:
-        origin = connect(source / db.DB_NAME, readonly=True)
-        target = sqlite3.connect(work / db.DB_NAME)
-        try:
-            origin.backup(target)
-        finally:
-            target.close()
-            origin.close()
-        for entry in os.scandir(source / "images"):
-            if entry.is_file(follow_symlinks=False) and entry.name.endswith(".png"):
-                try:
-                    os.link(entry.path, work / "images" / entry.name)
-                except OSError:
-                    shutil.copy2(entry.path, work / "images" / entry.name)
-        conn = db.open_db(work)
-        try:
-            with transaction(conn):
-                # a real rater's link must not open the copy: it holds no clinician's answers
-                conn.execute("UPDATE rater_keys SET revoked_at = ?, revoked_by = 'simulated copy' "
-                             "WHERE revoked_at IS NULL", (now(),))
-            db.set_config(conn, COPY_MARK, str(source))
-        finally:
-            conn.close()
-        summary = rate_study(work, raters=raters, **rate_kwargs)
-        if dest.exists():
-            shutil.rmtree(dest)
-        os.replace(work, dest)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    return {**summary, "copy": dest}
-
-
-def _is_simulated_copy(folder: Path, source: Path) -> bool:
-    from . import db
-
-    if not (folder / db.DB_NAME).is_file():
-        return False
-    try:
-        conn = db.open_db(folder, readonly=True)
-    except Exception:
-        return False
-    try:
-        return db.get_config(conn, COPY_MARK) == str(source)
-    finally:
-        conn.close()
-
-
-def _followed(study, panels: pd.DataFrame, follow: str | None, panel_scores) -> tuple[np.ndarray, int]:
-    """The followed metric per panel, standardised (mean 0, SD 1; 0 where a panel has none)."""
-    if not follow:
-        return np.zeros(len(panels)), 0
-    from .metrics import _panel_level, read_panel_scores
-
-    scores = read_panel_scores(study) if panel_scores is None else panel_scores
-    if scores is None or not len(scores):
-        raise RatingError(f"{study}: --follow {follow}: the study has no automated scores yet; score its images "
-                          "first, or simulate without --follow")
-    scores = _panel_level(scores)
-    metric, _, scorer = str(follow).partition(":")
-    chosen = scores[(scores["metric"] == metric) & ((scores["scorer"] == scorer) if scorer else True)]
-    known = sorted(set(scores["metric"]))
-    if chosen.empty:
-        raise RatingError(f"--follow {follow}: no such metric in the study's scores; it has: {', '.join(known)}")
-    if chosen["scorer"].nunique() > 1:
-        names = ", ".join(f"{metric}:{s}" for s in sorted(set(chosen["scorer"])))
-        raise RatingError(f"--follow {follow}: several scorers computed {metric}; name one: {names}")
-    value = panels[["prompt_id", "preset"]].merge(chosen[["prompt_id", "preset", "metric_value"]],
-                                                  on=["prompt_id", "preset"], how="left")["metric_value"]
-    value = value.to_numpy(float)
-    scored = np.isfinite(value)
-    if scored.sum() < 2 or np.nanstd(value) == 0:
-        raise RatingError(f"--follow {follow}: fewer than two panels have distinct {metric} scores; nothing to follow")
-    z = np.where(scored, (value - np.nanmean(value)) / np.nanstd(value), 0.0)
-    return z, int((~scored).sum())
-
-
 # --- power ----------------------------------------------------------------------------------
 
 POWER_COLUMNS = ["contrast", "dimension", "n_topics", "n_raters", "effect", "alpha", "n_sim", "power",
@@ -528,10 +313,10 @@ def power(contrast=("xray", "photo"), dimension: str = "style", n_topics: int = 
             raise RatingError(f"{name} must be a whole number of at least 1, not {value!r}")
     if not 0 < alpha < 1:
         raise RatingError(f"alpha must lie between 0 and 1, not {alpha}")
-    _check_sd(rater_sd, "rater_sd")
-    _check_sd(prompt_sd, "prompt_sd")
-    _check_sd(topic_sd, "topic_sd")
-    _check_sd(rater_threshold_sd, "rater_threshold_sd")
+    check_sd(rater_sd, "rater_sd")
+    check_sd(prompt_sd, "prompt_sd")
+    check_sd(topic_sd, "topic_sd")
+    check_sd(rater_threshold_sd, "rater_threshold_sd")
 
     rng = np.random.default_rng(np.random.SeedSequence([seed, n_topics, n_raters]))
     structure = np.random.default_rng(np.random.SeedSequence([seed, n_topics, n_raters, 1]))  # topics, cut points
@@ -584,7 +369,7 @@ def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[f
 def _paired_pvalues(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     """Two-sided paired Wilcoxon p-value of each row, by the analysis' own rule.
 
-    :func:`ratings.stats.signed_rank_pvalue`: zeros dropped, exact (sign-flip distribution,
+    :func:`ratings.analysis.stats.signed_rank_pvalue`: zeros dropped, exact (sign-flip distribution,
     ties included) up to ``stats.EXACT_MAX`` non-zero differences, asymptotic above; rows
     whose pairs all tie count as p = 1.
     """
@@ -597,7 +382,7 @@ def _paired_pvalues(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def _test_name() -> str:
     from . import stats
 
-    return (f"Wilcoxon signed-rank on topic means (ratings.stats.signed_rank_pvalue: exact up to "
+    return (f"Wilcoxon signed-rank on topic means (ratings.analysis.stats.signed_rank_pvalue: exact up to "
             f"{stats.EXACT_MAX} non-zero differences)")
 
 
@@ -629,7 +414,8 @@ def _prompt_table(catalog, replicate: int) -> tuple[pd.DataFrame, str]:
     return prompts, name
 
 
-def _names(values, what: str) -> list[str]:
+def distinct_names(values, what: str) -> list[str]:
+    """``values`` (one name or a sequence) as a list of texts; :class:`RatingError` if empty or a name repeats."""
     names = [values] if isinstance(values, str) else [str(v) for v in values]
     if not names:
         raise RatingError(f"no {what} given; name at least one")
@@ -638,17 +424,21 @@ def _names(values, what: str) -> list[str]:
     return names
 
 
-def _check_share(value: float, name: str) -> None:
+def check_share(value: float, name: str) -> None:
+    """:class:`RatingError` naming ``name`` unless ``value`` is a share between 0 and 1."""
     if not 0 <= value <= 1:
         raise RatingError(f"{name} is a share between 0 and 1, not {value}")
 
 
-def _check_sd(value: float, name: str) -> None:
+def check_sd(value: float, name: str) -> None:
+    """:class:`RatingError` naming ``name`` unless ``value`` is a standard deviation (0 or more)."""
     if not value >= 0:
         raise RatingError(f"{name} is a standard deviation, 0 or more, not {value}")
 
 
-def _style_means(prompts: pd.DataFrame, given: dict | None) -> dict:
+def latent_style_means(prompts: pd.DataFrame, given: dict | None) -> dict:
+    """style -> mean latent quality for the styles of ``prompts``: ``given`` (styles it leaves out at
+    :data:`OTHER_MEAN`), or the published pattern (:data:`DEFAULT_STYLE_MEANS`, :data:`GROUP_MEANS`)."""
     styles = list(pd.unique(prompts["style"]))
     unknown = sorted(set(given or {}) - set(styles))
     if unknown:
@@ -673,7 +463,8 @@ def _contrast(contrast) -> tuple[str, str]:
     return str(contrast[0]), str(contrast[1])
 
 
-def _covariance(sd_a: float, sd_b: float, correlation: float) -> np.ndarray:
+def covariance(sd_a: float, sd_b: float, correlation: float) -> np.ndarray:
+    """The 2 x 2 covariance matrix of two normal draws with these SDs and this correlation."""
     return np.array([[sd_a**2, correlation * sd_a * sd_b], [correlation * sd_a * sd_b, sd_b**2]])
 
 
@@ -683,7 +474,7 @@ def _score(value: np.ndarray, flagged: np.ndarray, cuts: np.ndarray) -> pd.array
     return pd.arrays.IntegerArray(whole, flagged.copy())
 
 
-def _rater_cutpoints(rng: np.random.Generator, bias, sd: float) -> np.ndarray:
+def rater_cutpoints(rng: np.random.Generator, bias, sd: float) -> np.ndarray:
     """One row of ordered cut points per rater: rounding's, less the rater's bias, plus their own jitter.
 
     A bias b moves all cut points down by b, which is the same as adding b to every latent
@@ -703,7 +494,7 @@ def _flag_rates(prompts: pd.DataFrame, given: dict | None, default: float) -> di
                           f"styles are {', '.join(styles)}")
     rates = {s: float((given or {}).get(s, default)) for s in styles}
     for style, rate in rates.items():
-        _check_share(rate, f"flag_rates[{style!r}]")
+        check_share(rate, f"flag_rates[{style!r}]")
     return rates
 
 
@@ -737,5 +528,8 @@ def _timestamps(seconds: np.ndarray, rater_of: np.ndarray, n_raters: int):
     return pd.array(text, dtype="str") + "Z"
 
 
-__all__ = ["DEFAULT_STYLE_MEANS", "STYLE_PAIRS", "null_study", "power", "power_curve", "rate_study",
-           "simulate_ratings", "wilson_interval"]
+__all__ = ["CONTENT_NOISE", "CONTENT_SHIFT", "CUTPOINTS", "DEFAULT_STYLE_MEANS", "GROUP_MEANS", "NOISE_CORRELATION",
+           "OTHER_MEAN", "RATER_THRESHOLD_SD", "SCORE_MAX", "SCORE_MIN", "SECONDS_LOG_SD", "SECONDS_MEDIAN",
+           "SIM_COMMENT", "SIM_PREFIX", "STYLE_PAIRS", "TIDY_COLUMNS", "TOPIC_SD", "check_sd", "check_share",
+           "covariance", "distinct_names", "latent_style_means", "null_study", "power", "power_curve",
+           "rater_cutpoints", "simulate_ratings", "wilson_interval"]

@@ -6,11 +6,11 @@ short and detailed prompts of one topic, and all styles of one topic, are correl
 topics the sandwich is itself noisy, so inference uses t with G - 1 degrees of freedom
 (G = number of topics) and :func:`permutation_pvalue` gives a topic-respecting permutation test.
 The nonsensical flag is modelled as its own outcome by :func:`flag_model`. Where the design
-cannot support an estimate (separation, fewer than :data:`ratings.stats.MIN_CLUSTERS` topics,
+cannot support an estimate (separation, fewer than :data:`ratings.analysis.stats.MIN_CLUSTERS` topics,
 no convergence), the row says "not estimable" and why (:func:`estimability`), never a number.
 
 Each public function takes a long DataFrame with named columns (the output of
-:func:`ratings.stats.prepare`, or the tidy table for :func:`flag_model`) and returns
+:func:`ratings.analysis.stats.prepare`, or the tidy table for :func:`flag_model`) and returns
 DataFrames, in the manner of scikit-posthocs.
 """
 
@@ -25,7 +25,7 @@ import pandas as pd
 from scipy import stats as ss
 from tqdm.auto import trange
 
-from .errors import AnalysisError
+from ..errors import AnalysisError
 from .stats import MIN_CLUSTERS
 
 COEFFICIENT_COLUMNS = ["term", "log_or", "se_cluster", "se_naive", "t", "p", "p_naive", "odds_ratio",
@@ -90,7 +90,7 @@ class OrdinalFit:
         comparison, the naive) covariance of the two coefficients; t has G - 1 df. A pair the
         design cannot support has ``estimable`` False, its numbers left empty and the reason
         in ``note`` (:func:`estimability`): a level left out for separation, a diverging
-        estimate, or fewer than :data:`ratings.stats.MIN_CLUSTERS` topics (the point estimate
+        estimate, or fewer than :data:`ratings.analysis.stats.MIN_CLUSTERS` topics (the point estimate
         is kept, the clustered SE, t, p and CI are not). ``raw`` keeps every number (the
         permutation test's statistic).
         """
@@ -148,7 +148,7 @@ def ordinal_model(data: pd.DataFrame, factor: str = "style", covariates=("detail
     ----------
     data : DataFrame
         Long table with ``value``, ``factor``, ``cluster`` and the covariates, e.g.
-        ``ratings.stats.prepare(tidy, aggregate="none")``.
+        ``ratings.analysis.stats.prepare(tidy, aggregate="none")``.
     factor : str
         The column whose levels are compared (style).
     covariates : sequence of str
@@ -167,7 +167,7 @@ def ordinal_model(data: pd.DataFrame, factor: str = "style", covariates=("detail
     rating is in the lowest or the highest category (complete separation) is left out of the
     fit (``excluded``, its rows not estimable), and the model is fitted on the rest; a term
     whose estimate diverges, and the clustered inference of every term where there are fewer
-    than :data:`ratings.stats.MIN_CLUSTERS` clusters, is marked by :func:`estimability`
+    than :data:`ratings.analysis.stats.MIN_CLUSTERS` clusters, is marked by :func:`estimability`
     (``estimable`` False, the reason in ``note``). Fewer than two levels left, or no
     convergence, raise :class:`AnalysisError` with the reason.
 
@@ -259,7 +259,7 @@ def estimability(table: pd.DataFrame, n_clusters: int | None = None) -> pd.DataF
     * its log odds ratio is beyond :data:`SEPARATION_LOG_OR` in absolute value or its
       model-based SE beyond :data:`SEPARATION_SE`, or either is not finite: quasi-complete
       separation (or no convergence in that direction). Every number is left empty.
-    * the table has fewer than :data:`ratings.stats.MIN_CLUSTERS` clusters (``n_clusters``,
+    * the table has fewer than :data:`ratings.analysis.stats.MIN_CLUSTERS` clusters (``n_clusters``,
       else the table's column): the point estimate (log OR, OR, model-based SE) is kept, the
       clustered SE, t, p and CI, and the naive p, are left empty. With so few topics the
       sandwich rests on that many cluster sums and has rank G - 1 at most, so some contrasts
@@ -432,7 +432,7 @@ def flag_model(tidy: pd.DataFrame, factor: str = "style", cluster: str = "topic"
     table has several raters and each flagged at least once), a binomial GLM with covariance
     clustered by ``cluster``, t with G - 1 df. A level with no flags (or only flags) is
     perfectly separated: its odds ratio is not estimable, so it is left out of the model and
-    reported with NaN and a note. With fewer than :data:`ratings.stats.MIN_CLUSTERS` topics the
+    reported with NaN and a note. With fewer than :data:`ratings.analysis.stats.MIN_CLUSTERS` topics the
     odds ratios keep their estimate without p-value or CI, and the shares get Wilson intervals
     (``estimable`` and ``note`` say so).
 
@@ -542,11 +542,11 @@ def flag_model(tidy: pd.DataFrame, factor: str = "style", cluster: str = "topic"
 
 def _need(data, columns):
     if not isinstance(data, pd.DataFrame) or data.empty:
-        raise AnalysisError("no data: the table is empty; pass ratings.stats.prepare(tidy) output or the tidy table")
+        raise AnalysisError("no data: the table is empty; pass ratings.analysis.stats.prepare(tidy) output or the tidy table")
     missing = [c for c in dict.fromkeys(columns) if c not in data.columns]
     if missing:
         raise AnalysisError(f"the table has no column {', '.join(map(repr, missing))} (its columns: "
-                            f"{', '.join(map(str, data.columns))}); pass ratings.stats.prepare(tidy) output")
+                            f"{', '.join(map(str, data.columns))}); pass ratings.analysis.stats.prepare(tidy) output")
 
 
 def _levels(frame, factor, reference):
@@ -797,3 +797,7 @@ def _predicted(result, exog, factor, levels, reference, categories):
 
 def _label(value):
     return f"{value:g}"
+
+
+__all__ = ["COEFFICIENT_COLUMNS", "CONTRAST_COLUMNS", "SEPARATION_LOG_OR", "SEPARATION_SE", "OrdinalFit",
+           "estimability", "flag_model", "ordinal_model", "permutation_pvalue"]

@@ -26,7 +26,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .errors import AnalysisError
+from probes.tables import spreadsheet_safe_table, undo_spreadsheet_safe_table
+
+from ..errors import AnalysisError
 from .simulate import SIM_PREFIX
 
 TABLES = ("ordinal", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise", "presets", "detail",
@@ -37,8 +39,12 @@ METRIC_TABLES = {"overall": "metric_vs_experts", "by_group": "metric_vs_experts_
 
 
 def load_ratings(study: str | Path | None = None, table: str | Path | None = None, raters=None,
-                 include_simulated: bool = False) -> pd.DataFrame:
+                 include_simulated: bool = False, read_study=None) -> pd.DataFrame:
     """The tidy table of a study folder, or of an exported CSV/parquet file.
+
+    A study folder is read by ``read_study(study, include_repeats=True)``: the rating side's
+    :func:`ratings.io.tidy_table`, which the caller passes in (the analysis never opens the
+    rating app's database itself).
 
     An exported CSV's texts are read as the study holds them: the ``'`` that the export puts
     before a text starting with = + - @, a tab or a carriage return is taken off again.
@@ -49,9 +55,10 @@ def load_ratings(study: str | Path | None = None, table: str | Path | None = Non
     if (study is None) == (table is None):
         raise AnalysisError("give either a study folder or an exported table, not both or neither")
     if study is not None:
-        from .io import tidy_table
-
-        tidy = tidy_table(study, include_repeats=True)
+        if read_study is None:
+            raise AnalysisError(f"{study}: a study folder is read by the rating side; pass "
+                                "read_study=ratings.io.tidy_table, or an exported table (table=...)")
+        tidy = read_study(study, include_repeats=True)
     else:
         path = Path(table)
         if not path.exists():
@@ -59,8 +66,6 @@ def load_ratings(study: str | Path | None = None, table: str | Path | None = Non
         if path.suffix == ".parquet":
             tidy = pd.read_parquet(path)
         else:
-            from .io import undo_spreadsheet_safe_table
-
             # the CSV export writes a text such as "=1+1" as "'=1+1" (spreadsheet-safe); take the ' off again
             tidy = undo_spreadsheet_safe_table(pd.read_csv(path))
         for column in [c for c in tidy.columns if c.endswith("_score")]:
@@ -160,14 +165,14 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
 
     Returns ``{"tables": {name: DataFrame}, "figures": {name: Figure paths}, "methods": str}``.
     """
-    from . import analysis, plots, stats
+    from . import plots, protocol, stats
 
     out = Path(out)
     (out / "tables").mkdir(parents=True, exist_ok=True)
     (out / "figures").mkdir(parents=True, exist_ok=True)
-    results = analysis.analyze(tidy, aggregate=aggregate, nonsensical=nonsensical, correction=correction,
-                            alpha=alpha, n_boot=n_boot, seed=seed, n_perm=n_perm, panel_scores=panel_scores,
-                            study=study)
+    results = protocol.analyze(tidy, aggregate=aggregate, nonsensical=nonsensical, correction=correction,
+                               alpha=alpha, n_boot=n_boot, seed=seed, n_perm=n_perm, panel_scores=panel_scores,
+                               study=study)
     methods = results.pop("methods")
     note = tidy.attrs.get("simulated") if isinstance(tidy.attrs.get("simulated"), str) else simulated_note(tidy)
     (out / "methods.md").write_text(markdown_safe((f"> {note}\n\n" if note else "") + methods), encoding="utf-8")
@@ -182,8 +187,6 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
         frame.attrs["simulated"] = note
         # a copy of a CSV says SIMULATED on every row, not only in a caption it may lose
         # opened in spreadsheets like the exports: a label "=1+2" is text there, not a formula
-        from .io import spreadsheet_safe_table
-
         spreadsheet_safe_table(frame.assign(simulated=note) if note else frame).to_csv(
             out / f"{name}.csv", index=False, lineterminator="\r\n")
         # escape: a label such as "glide_cfg" or "\\input{...}" is text in the paper, not LaTeX
@@ -198,7 +201,7 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
 
     ordinal = results["ordinal"]
     contrasts = ordinal[ordinal["kind"] == "contrast"] if "kind" in ordinal else ordinal.iloc[:0]
-    for dimension in stats._dimensions(tidy):
+    for dimension in stats.score_dimensions(tidy):
         prepared = stats.prepare(tidy, dimension, aggregate=aggregate, nonsensical=nonsensical)
         prepared.attrs["simulated"] = note
         if (contrasts["dimension"] == dimension).any():
@@ -545,3 +548,8 @@ def notebook_to_html(notebook: str | Path, html_path: str | Path, title: str = "
     html_path = Path(html_path)
     html_path.write_text(body, encoding="utf-8")
     return html_path
+
+
+__all__ = ["METRIC_TABLES", "TABLES", "banner_html", "conclusions_html", "is_simulated", "load_ratings",
+           "markdown_html", "markdown_safe", "metrics_html", "notebook_to_html", "notices_html", "radiology_html",
+           "select_raters", "simulated_note", "summary_html", "table_html", "write_report"]

@@ -2,8 +2,9 @@
 sensitivity over every analysis path, and the methods paragraph.
 
 :func:`analyze` returns one DataFrame per report table (and the methods text);
-:func:`ratings.report.write_report` writes them. The tests themselves live in
-:mod:`ratings.stats` and :mod:`ratings.ordinal`, agreement in :mod:`ratings.agreement`.
+:func:`ratings.analysis.report.write_report` writes them. The tests themselves live in
+:mod:`ratings.analysis.stats` and :mod:`ratings.analysis.ordinal`, agreement in
+:mod:`ratings.analysis.agreement`.
 """
 
 from __future__ import annotations
@@ -13,8 +14,8 @@ import itertools
 import numpy as np
 import pandas as pd
 
+from ..errors import AnalysisError
 from .agreement import agreement
-from .errors import AnalysisError
 from .stats import (
     AGGREGATES,
     CORRECTIONS,
@@ -24,19 +25,19 @@ from .stats import (
     PAIRWISE_COLUMNS,
     POLICIES,
     RADIOLOGY_COLUMNS,
-    _adjusted,
-    _choice,
-    _dimensions,
-    _first_showings,
-    _levels,
-    _radiology,
+    adjusted_pvalues,
     at_least,
+    check_choice,
     descriptives,
     detail_contrast,
+    first_showings,
     omnibus,
     pairwise,
     prepare,
+    present_levels,
     radiology_contrasts,
+    radiology_styles,
+    score_dimensions,
 )
 
 
@@ -67,30 +68,30 @@ def sensitivity(tidy: pd.DataFrame, alpha: float = 0.05, correction: str = "holm
     Steegen, S., Tuerlinckx, F., Gelman, A., & Vanpaemel, W. (2016). Increasing transparency
     through a multiverse analysis. Perspect. Psychol. Sci. 11(5), 702-712.
     """
-    _choice("correction", correction, CORRECTIONS)
+    check_choice("correction", correction, CORRECTIONS)
     runs, skipped = [], []
-    for dimension in _dimensions(tidy):
-        if not _radiology(_first_showings(tidy)):
+    for dimension in score_dimensions(tidy):
+        if not radiology_styles(first_showings(tidy)):
             skipped.append(f"{dimension}: no radiology styles and other styles to compare")
             continue
         for aggregate, policy in itertools.product(AGGREGATES, POLICIES):
             data = _prepared_or_none(tidy, dimension, aggregate, policy, skipped)
-            if data is None or not _radiology(data):
+            if data is None or not radiology_styles(data):
                 continue
             table = radiology_contrasts(pairwise(data, "style", correction=correction, n_boot=n_boot),
-                                        _radiology(data), alpha)
+                                        radiology_styles(data), alpha)
             runs.append(table.assign(dimension=dimension, analysis="wilcoxon", aggregate=aggregate,
                                      nonsensical=policy))
         for policy in POLICIES if ordinal else ():
             data = _prepared_or_none(tidy, dimension, "none", policy, skipped)
-            if data is None or not _radiology(data):
+            if data is None or not radiology_styles(data):
                 continue
             try:
                 table = ordinal_contrasts(data, correction)
             except AnalysisError as error:
                 skipped.append(f"{dimension}, ordinal, nonsensical={policy}: {error}")
                 continue
-            claims = radiology_contrasts(table, _radiology(data), alpha)
+            claims = radiology_contrasts(table, radiology_styles(data), alpha)
             untestable = claims.loc[claims["claim"] == "conjunction", "note"].fillna("").astype(str)
             if untestable.str.len().gt(0).any():  # a claim the design cannot test is no path's verdict
                 skipped.append(f"{dimension}, ordinal, nonsensical={policy}: {untestable.iloc[0]}")
@@ -115,7 +116,7 @@ def sensitivity(tidy: pd.DataFrame, alpha: float = 0.05, correction: str = "holm
 
 
 def ordinal_contrasts(data: pd.DataFrame, correction: str = "holm", factor: str = "style", fit=None) -> pd.DataFrame:
-    """Every pair of levels of the ordinal model (:func:`ratings.ordinal.ordinal_model`),
+    """Every pair of levels of the ordinal model (:func:`ratings.analysis.ordinal.ordinal_model`),
     adjusted over all pairs (the declared family), in :func:`pairwise`'s orientation:
     ``effect`` is the log odds ratio of a over b (positive: a rated higher)."""
     from .ordinal import ordinal_model
@@ -130,7 +131,7 @@ def _adjusted_contrasts(table, correction, factor):
     p = table["p"].to_numpy(float)
     tested = np.isfinite(p)
     adjusted = np.full(len(p), np.nan)
-    adjusted[tested] = _adjusted(p[tested], correction)
+    adjusted[tested] = adjusted_pvalues(p[tested], correction)
     family = (f"{len(table)} {factor} pairs" if tested.all()
               else f"{int(tested.sum())} estimable of {len(table)} {factor} pairs")
     return table.assign(p_adj=adjusted, test="ordinal (cumulative logit, clustered t)", correction=correction,
@@ -144,7 +145,7 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
     """The whole analysis of a tidy table, one DataFrame per report table, primary model first.
 
     Primary analysis (per dimension): the cumulative-logit model of the per-rater ratings on
-    style + detail + preset + rater, clustered by topic (:mod:`ratings.ordinal`), with every
+    style + detail + preset + rater, clustered by topic (:mod:`ratings.analysis.ordinal`), with every
     pair of styles as one Holm family, and the radiology claim as an intersection-union test
     over its pairs. Rank tests on topic means under ``aggregate`` are the published path and
     the first sensitivity analysis; :func:`sensitivity` runs every path.
@@ -163,23 +164,23 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
     permutation p-values (``p_perm``) to the ordinal contrasts.
 
     metrics: only where automated scores exist (``panel_scores``, or read from ``study`` with
-    :func:`ratings.metrics.read_panel_scores`): a dict of DataFrames from
-    :func:`ratings.metrics.metric_vs_experts` (overall, by_group, rankings, panels), each metric
+    :func:`ratings.analysis.metrics.read_panel_scores`): a dict of DataFrames from
+    :func:`ratings.analysis.metrics.metric_vs_experts` (overall, by_group, rankings, panels), each metric
     against the panels' median expert rating under ``nonsensical``, CIs clustered by prompt.
     """
-    _choice("correction", correction, CORRECTIONS)
-    _choice("aggregate", aggregate, AGGREGATES)
-    _choice("nonsensical", nonsensical, POLICIES)
+    check_choice("correction", correction, CORRECTIONS)
+    check_choice("aggregate", aggregate, AGGREGATES)
+    check_choice("nonsensical", nonsensical, POLICIES)
     boot = {"n_boot": n_boot, "seed": seed}
     names = ("ordinal", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise", "presets", "detail",
              "agreement")
     parts: dict[str, list] = {k: [] for k in names}
     notes = []
     unfitted: dict[str, str] = {}
-    for dimension in _dimensions(tidy):
+    for dimension in score_dimensions(tidy):
         data = prepare(tidy, dimension, aggregate, nonsensical)
         per_rater = data if aggregate == "none" else prepare(tidy, dimension, "none", nonsensical)
-        radiology = _radiology(data)
+        radiology = radiology_styles(data)
         try:
             model, ordinal_rows = _ordinal_tables(per_rater, correction, n_perm, seed)
         except AnalysisError as error:
@@ -254,7 +255,7 @@ def notices(tidy: pd.DataFrame, results: dict, unfitted: dict | None = None) -> 
     sentence per dimension whose ordinal model has rows that are not estimable (separation,
     no fit), and one for the flag model's. Empty for a well-posed study.
     """
-    first = _first_showings(tidy)
+    first = first_showings(tidy)
     topics, raters = int(first["topic"].nunique()), int(first["rater"].nunique())
     out = []
     if topics < FEW_CLUSTERS or raters < 3:
@@ -327,8 +328,8 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
     import scipy
     import statsmodels
 
-    first = _first_showings(tidy)
-    styles = _levels(first["style"])
+    first = first_showings(tidy)
+    styles = present_levels(first["style"])
     k = len(styles)
     pairs = k * (k - 1) // 2
     topics = first["topic"].nunique()
@@ -348,7 +349,7 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
     ranks = results.get("pairwise", pd.DataFrame())
     exact = int((ranks.get("method", pd.Series(dtype=str)) == "exact").sum())
     asymptotic = int((ranks.get("method", pd.Series(dtype=str)) == "asymptotic").sum())
-    radiology = _levels(first.loc[first["style_group"] == "radiology", "style"])
+    radiology = present_levels(first.loc[first["style_group"] == "radiology", "style"])
     others = k - len(radiology)
     unit = "the median of the raters' scores per panel" if aggregate == "median" else "each rater's score"
     lines = [
@@ -410,7 +411,7 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
         "rater pair (intra-rater kappa where panels were shown twice), with bootstrap CIs over panels.",
         "",
         f"Software: scipy {scipy.__version__}, statsmodels {statsmodels.__version__}, krippendorff "
-        f"{_version('krippendorff')}, medprobe ratings.stats.",
+        f"{_version('krippendorff')}, medprobe ratings.analysis.stats.",
         "",
         "References: McCullagh P (1980) J R Stat Soc B 42:109-142; Liddell TM, Kruschke JK (2018) J Exp Soc "
         "Psychol 79:328-348; Cameron AC, Miller DL (2015) J Hum Resour 50:317-372; Holm S (1979) Scand J Stat "
@@ -481,7 +482,7 @@ def _metric_tables(tidy, panel_scores, study, nonsensical, n_boot, seed, notes):
     if panel_scores is None or not len(panel_scores):
         return None
     try:
-        tables = metric_vs_experts(tidy, panel_scores, dims=_dimensions(tidy), n_boot=n_boot, seed=seed,
+        tables = metric_vs_experts(tidy, panel_scores, dims=score_dimensions(tidy), n_boot=n_boot, seed=seed,
                                    nonsensical=nonsensical)
     except AnalysisError as error:
         notes.append(f"automated metrics: not compared with the ratings ({error})")
@@ -514,7 +515,7 @@ def _unfitted_contrasts(per_rater, reason, correction):
     """Every style pair, not estimable, where the ordinal model cannot be fitted at all."""
     from .ordinal import CONTRAST_COLUMNS
 
-    styles = _levels(per_rater["style"])
+    styles = present_levels(per_rater["style"])
     clusters = int(per_rater["topic"].nunique())
     table = pd.DataFrame([{"factor": "style", "a": a, "b": b, "n_clusters": clusters, "df": clusters - 1,
                            "estimable": False,
@@ -570,3 +571,6 @@ def _verdict(rows) -> dict:
     how = "fails under" if majority != 0 else "significant only under"
     return {"holds_under_all": False, "holds_under_none": False, "hinges_on": hinges,
             "conclusion": f"depends on: {hinges} ({how} {len(odd)} of {len(rows)} paths)"}
+
+
+__all__ = ["analyze", "methods_text", "notices", "ordinal_contrasts", "sensitivity"]
