@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
+from scipy import special
 from scipy import stats as ss
+from statsmodels.miscmodels.ordinal_model import OrderedModel
 from tqdm.auto import trange
 
 from ..errors import AnalysisError
@@ -538,6 +540,164 @@ def flag_model(tidy: pd.DataFrame, factor: str = "style", cluster: str = "topic"
             "reference": reference}
 
 
+# --- the model class -------------------------------------------------------------------------
+
+class FastOrderedModel(OrderedModel):
+    """OrderedModel with fast cdf/pdf and analytic derivatives for the logit and probit links.
+
+    statsmodels' OrderedModel differentiates its log-likelihood numerically: the score by
+    finite differences (2 x k log-likelihoods per BFGS step) and the Hessian by a second
+    numerical pass, which dominates the fit time on large tables. Here ``score_obs``,
+    ``score`` and ``hessian`` are analytic for the logistic and normal links (other
+    ``distr`` fall back to statsmodels' numerical ones); the cdf and pdf skip scipy.stats'
+    argument checks (special.expit / special.ndtr, the functions scipy.stats itself calls).
+
+    With statsmodels' parametrisation (params = beta, then theta: the first cut is
+    theta_0, later cuts add exp(theta_j)), and y = k,
+
+        l = log(F(u) - F(d) + 1e-20),  u = c_k - x'beta,  d = c_{k-1} - x'beta,
+
+    with c_{-1} = -inf and c_{J-1} = +inf, exactly statsmodels' ``loglikeobs``. With
+    w = p + 1e-20, p = max(F(u) - F(d), 0), the gradient is (f(u) du - f(d) dd) / w,
+    and the Hessian sum_i [f'(u) du du' - f'(d) dd dd' + f(u) d2u - f(d) d2d] / w_i - S'S,
+    S the score_obs matrix; du/dbeta = -x, dc_k/dtheta_0 = 1, dc_k/dtheta_j =
+    exp(theta_j) for 1 <= j <= k (and d2c_k/dtheta_j^2 the same, off-diagonals 0).
+    f' is f (1 - 2F) for the logistic, -z f for the normal. The sandwich of
+    ``cov_type="cluster"`` (statsmodels.stats.sandwich_covariance._get_sandwich_arrays)
+    and the naive covariance (``normalized_cov_params``, the inverse of -hessian at the
+    optimum) both use these.
+
+    The pieces at one parameter vector are cached (BFGS asks for the log-likelihood and
+    the score at the same point, the fit and the sandwich for the Hessian at the optimum);
+    the model's endog and exog must not be changed in place.
+    """
+
+    _cache_key = None
+    _cache = None
+
+    def cdf(self, x):
+        if self.distr is ss.logistic:
+            return special.expit(x)
+        if self.distr is ss.norm:
+            return special.ndtr(x)
+        return super().cdf(x)
+
+    def pdf(self, x):
+        if self.distr is ss.logistic:
+            p = special.expit(x)
+            return p * (1 - p)
+        if self.distr is ss.norm:
+            return np.exp(-0.5 * np.square(x)) / np.sqrt(2 * np.pi)
+        return super().pdf(x)
+
+    def _analytic(self):
+        return self.distr is ss.logistic or self.distr is ss.norm
+
+    def _pieces(self, params):
+        """Bounds, probabilities and densities of every observation's interval at ``params``."""
+        params = np.asarray(params, dtype=float)
+        key = params.tobytes()
+        if self._cache_key == key:
+            return self._cache
+        low, upp = self._bounds(params)
+        cdf_low, cdf_upp = self.cdf(low), self.cdf(upp)
+        raw = cdf_upp - cdf_low
+        prob = np.maximum(raw, 0)
+        pieces = {"params": params, "low": low, "upp": upp, "cdf_low": cdf_low, "cdf_upp": cdf_upp,
+                  "prob": prob, "loglike": np.log(prob + 1e-20)}
+        if self._analytic():
+            with np.errstate(invalid="ignore"):
+                pdf_low = np.where(np.isfinite(low), self._pdf_from(low, cdf_low), 0.0)
+                pdf_upp = np.where(np.isfinite(upp), self._pdf_from(upp, cdf_upp), 0.0)
+                denom = prob + 1e-20
+                moving = raw > 0  # where p is clipped at 0 the log-likelihood is flat
+                pieces.update(pdf_low=pdf_low, pdf_upp=pdf_upp, denom=denom,
+                              w_low=np.where(moving, pdf_low / denom, 0.0),
+                              w_upp=np.where(moving, pdf_upp / denom, 0.0), moving=moving)
+        self._cache_key, self._cache = key, pieces
+        return pieces
+
+    def _pdf_from(self, x, cdf):
+        if self.distr is ss.logistic:
+            return cdf * (1 - cdf)
+        return np.exp(-0.5 * np.square(x)) / np.sqrt(2 * np.pi)
+
+    def _pdf_prime(self, x, cdf, pdf):
+        """Derivative of the density at finite x (0 at +-inf)."""
+        with np.errstate(invalid="ignore"):
+            out = pdf * (1 - 2 * cdf) if self.distr is ss.logistic else -x * pdf
+        return np.where(np.isfinite(x), out, 0.0)
+
+    def _cut_jacobian(self, params):
+        """d thresh[c] / d theta for c = 0..J (thresh as transform_threshold_params, +-inf ends)."""
+        n_cuts = self.k_levels - 1
+        steps = np.exp(np.asarray(params, dtype=float)[len(params) - n_cuts + 1:])
+        jac = np.zeros((n_cuts + 2, n_cuts))
+        for c in range(1, n_cuts + 1):
+            jac[c, 0] = 1.0
+            jac[c, 1:c] = steps[:c - 1]
+        return jac
+
+    def loglikeobs(self, params):
+        return self._pieces(params)["loglike"].copy()
+
+    def loglike(self, params):
+        return float(self._pieces(params)["loglike"].sum())
+
+    def score_obs(self, params, **kwds):
+        if not self._analytic():
+            return super().score_obs(params, **kwds)
+        pc = self._pieces(params)
+        jac = self._cut_jacobian(pc["params"])
+        y = self.endog
+        w_low, w_upp = pc["w_low"], pc["w_upp"]
+        beta = -(w_upp - w_low)[:, None] * self.exog
+        theta = w_upp[:, None] * jac[y + 1] - w_low[:, None] * jac[y]
+        return np.column_stack((beta, theta))
+
+    def score(self, params):
+        if not self._analytic():
+            return super().score(params)
+        pc = self._pieces(params)
+        jac = self._cut_jacobian(pc["params"])
+        y = self.endog
+        w_low, w_upp = pc["w_low"], pc["w_upp"]
+        n_thresh = len(jac)
+        theta = (np.bincount(y + 1, weights=w_upp, minlength=n_thresh) @ jac
+                 - np.bincount(y, weights=w_low, minlength=n_thresh) @ jac)
+        return np.concatenate((-(self.exog.T @ (w_upp - w_low)), theta))
+
+    def hessian(self, params):
+        if not self._analytic():
+            return super().hessian(params)
+        pc = self._pieces(params)
+        if "hessian" not in pc:  # the fit and the cluster sandwich both ask for it at the optimum
+            pc["hessian"] = self._hessian(pc)
+        return pc["hessian"].copy()
+
+    def _hessian(self, pc):
+        jac = self._cut_jacobian(pc["params"])
+        second = jac.copy()
+        second[:, 0] = 0.0  # d2 c / d theta_j^2 = exp(theta_j) for j >= 1; theta_0 enters linearly
+        y, x = self.endog, self.exog
+        n_thresh = len(jac)
+        a_low = np.where(pc["moving"], self._pdf_prime(pc["low"], pc["cdf_low"], pc["pdf_low"]) / pc["denom"], 0.0)
+        a_upp = np.where(pc["moving"], self._pdf_prime(pc["upp"], pc["cdf_upp"], pc["pdf_upp"]) / pc["denom"], 0.0)
+        # sum_i a_i dz_i dz_i' for z = u (upper bound) and d (lower bound), dz = (-x, jac[c_i])
+        h_bb = (x * (a_upp - a_low)[:, None]).T @ x
+        rows = np.arange(len(y))
+        mixed = np.zeros((len(y), n_thresh))  # row i: a_upp at column y_i + 1, -a_low at y_i
+        mixed[rows, y + 1] = a_upp
+        mixed[rows, y] = -a_low
+        h_bt = -(x.T @ mixed) @ jac
+        h_tt = (jac.T * (np.bincount(y + 1, weights=a_upp, minlength=n_thresh)
+                         - np.bincount(y, weights=a_low, minlength=n_thresh))) @ jac
+        h_tt += np.diag(np.bincount(y + 1, weights=pc["w_upp"], minlength=n_thresh) @ second
+                        - np.bincount(y, weights=pc["w_low"], minlength=n_thresh) @ second)
+        scores = self.score_obs(pc["params"])
+        return np.block([[h_bb, h_bt], [h_bt.T, h_tt]]) - scores.T @ scores
+
+
 # --- helpers ---------------------------------------------------------------------------------
 
 def _need(data, columns):
@@ -593,170 +753,8 @@ def _design(frame, factor, levels, reference, covariates):
     return pd.DataFrame(parts, index=frame.index)
 
 
-def _model_class():
-    from scipy import special
-    from statsmodels.miscmodels.ordinal_model import OrderedModel
-
-    class FastOrderedModel(OrderedModel):
-        """OrderedModel with fast cdf/pdf and analytic derivatives for the logit and probit links.
-
-        statsmodels' OrderedModel differentiates its log-likelihood numerically: the score by
-        finite differences (2 x k log-likelihoods per BFGS step) and the Hessian by a second
-        numerical pass, which dominates the fit time on large tables. Here ``score_obs``,
-        ``score`` and ``hessian`` are analytic for the logistic and normal links (other
-        ``distr`` fall back to statsmodels' numerical ones); the cdf and pdf skip scipy.stats'
-        argument checks (special.expit / special.ndtr, the functions scipy.stats itself calls).
-
-        With statsmodels' parametrisation (params = beta, then theta: the first cut is
-        theta_0, later cuts add exp(theta_j)), and y = k,
-
-            l = log(F(u) - F(d) + 1e-20),  u = c_k - x'beta,  d = c_{k-1} - x'beta,
-
-        with c_{-1} = -inf and c_{J-1} = +inf, exactly statsmodels' ``loglikeobs``. With
-        w = p + 1e-20, p = max(F(u) - F(d), 0), the gradient is (f(u) du - f(d) dd) / w,
-        and the Hessian sum_i [f'(u) du du' - f'(d) dd dd' + f(u) d2u - f(d) d2d] / w_i - S'S,
-        S the score_obs matrix; du/dbeta = -x, dc_k/dtheta_0 = 1, dc_k/dtheta_j =
-        exp(theta_j) for 1 <= j <= k (and d2c_k/dtheta_j^2 the same, off-diagonals 0).
-        f' is f (1 - 2F) for the logistic, -z f for the normal. The sandwich of
-        ``cov_type="cluster"`` (statsmodels.stats.sandwich_covariance._get_sandwich_arrays)
-        and the naive covariance (``normalized_cov_params``, the inverse of -hessian at the
-        optimum) both use these.
-
-        The pieces at one parameter vector are cached (BFGS asks for the log-likelihood and
-        the score at the same point, the fit and the sandwich for the Hessian at the optimum);
-        the model's endog and exog must not be changed in place.
-        """
-
-        _cache_key = None
-        _cache = None
-
-        def cdf(self, x):
-            if self.distr is ss.logistic:
-                return special.expit(x)
-            if self.distr is ss.norm:
-                return special.ndtr(x)
-            return super().cdf(x)
-
-        def pdf(self, x):
-            if self.distr is ss.logistic:
-                p = special.expit(x)
-                return p * (1 - p)
-            if self.distr is ss.norm:
-                return np.exp(-0.5 * np.square(x)) / np.sqrt(2 * np.pi)
-            return super().pdf(x)
-
-        def _analytic(self):
-            return self.distr is ss.logistic or self.distr is ss.norm
-
-        def _pieces(self, params):
-            """Bounds, probabilities and densities of every observation's interval at ``params``."""
-            params = np.asarray(params, dtype=float)
-            key = params.tobytes()
-            if self._cache_key == key:
-                return self._cache
-            low, upp = self._bounds(params)
-            cdf_low, cdf_upp = self.cdf(low), self.cdf(upp)
-            raw = cdf_upp - cdf_low
-            prob = np.maximum(raw, 0)
-            pieces = {"params": params, "low": low, "upp": upp, "cdf_low": cdf_low, "cdf_upp": cdf_upp,
-                      "prob": prob, "loglike": np.log(prob + 1e-20)}
-            if self._analytic():
-                with np.errstate(invalid="ignore"):
-                    pdf_low = np.where(np.isfinite(low), self._pdf_from(low, cdf_low), 0.0)
-                    pdf_upp = np.where(np.isfinite(upp), self._pdf_from(upp, cdf_upp), 0.0)
-                    denom = prob + 1e-20
-                    moving = raw > 0  # where p is clipped at 0 the log-likelihood is flat
-                    pieces.update(pdf_low=pdf_low, pdf_upp=pdf_upp, denom=denom,
-                                  w_low=np.where(moving, pdf_low / denom, 0.0),
-                                  w_upp=np.where(moving, pdf_upp / denom, 0.0), moving=moving)
-            self._cache_key, self._cache = key, pieces
-            return pieces
-
-        def _pdf_from(self, x, cdf):
-            if self.distr is ss.logistic:
-                return cdf * (1 - cdf)
-            return np.exp(-0.5 * np.square(x)) / np.sqrt(2 * np.pi)
-
-        def _pdf_prime(self, x, cdf, pdf):
-            """Derivative of the density at finite x (0 at +-inf)."""
-            with np.errstate(invalid="ignore"):
-                out = pdf * (1 - 2 * cdf) if self.distr is ss.logistic else -x * pdf
-            return np.where(np.isfinite(x), out, 0.0)
-
-        def _cut_jacobian(self, params):
-            """d thresh[c] / d theta for c = 0..J (thresh as transform_threshold_params, +-inf ends)."""
-            n_cuts = self.k_levels - 1
-            steps = np.exp(np.asarray(params, dtype=float)[len(params) - n_cuts + 1:])
-            jac = np.zeros((n_cuts + 2, n_cuts))
-            for c in range(1, n_cuts + 1):
-                jac[c, 0] = 1.0
-                jac[c, 1:c] = steps[:c - 1]
-            return jac
-
-        def loglikeobs(self, params):
-            return self._pieces(params)["loglike"].copy()
-
-        def loglike(self, params):
-            return float(self._pieces(params)["loglike"].sum())
-
-        def score_obs(self, params, **kwds):
-            if not self._analytic():
-                return super().score_obs(params, **kwds)
-            pc = self._pieces(params)
-            jac = self._cut_jacobian(pc["params"])
-            y = self.endog
-            w_low, w_upp = pc["w_low"], pc["w_upp"]
-            beta = -(w_upp - w_low)[:, None] * self.exog
-            theta = w_upp[:, None] * jac[y + 1] - w_low[:, None] * jac[y]
-            return np.column_stack((beta, theta))
-
-        def score(self, params):
-            if not self._analytic():
-                return super().score(params)
-            pc = self._pieces(params)
-            jac = self._cut_jacobian(pc["params"])
-            y = self.endog
-            w_low, w_upp = pc["w_low"], pc["w_upp"]
-            n_thresh = len(jac)
-            theta = (np.bincount(y + 1, weights=w_upp, minlength=n_thresh) @ jac
-                     - np.bincount(y, weights=w_low, minlength=n_thresh) @ jac)
-            return np.concatenate((-(self.exog.T @ (w_upp - w_low)), theta))
-
-        def hessian(self, params):
-            if not self._analytic():
-                return super().hessian(params)
-            pc = self._pieces(params)
-            if "hessian" not in pc:  # the fit and the cluster sandwich both ask for it at the optimum
-                pc["hessian"] = self._hessian(pc)
-            return pc["hessian"].copy()
-
-        def _hessian(self, pc):
-            jac = self._cut_jacobian(pc["params"])
-            second = jac.copy()
-            second[:, 0] = 0.0  # d2 c / d theta_j^2 = exp(theta_j) for j >= 1; theta_0 enters linearly
-            y, x = self.endog, self.exog
-            n_thresh = len(jac)
-            a_low = np.where(pc["moving"], self._pdf_prime(pc["low"], pc["cdf_low"], pc["pdf_low"]) / pc["denom"], 0.0)
-            a_upp = np.where(pc["moving"], self._pdf_prime(pc["upp"], pc["cdf_upp"], pc["pdf_upp"]) / pc["denom"], 0.0)
-            # sum_i a_i dz_i dz_i' for z = u (upper bound) and d (lower bound), dz = (-x, jac[c_i])
-            h_bb = (x * (a_upp - a_low)[:, None]).T @ x
-            rows = np.arange(len(y))
-            mixed = np.zeros((len(y), n_thresh))  # row i: a_upp at column y_i + 1, -a_low at y_i
-            mixed[rows, y + 1] = a_upp
-            mixed[rows, y] = -a_low
-            h_bt = -(x.T @ mixed) @ jac
-            h_tt = (jac.T * (np.bincount(y + 1, weights=a_upp, minlength=n_thresh)
-                             - np.bincount(y, weights=a_low, minlength=n_thresh))) @ jac
-            h_tt += np.diag(np.bincount(y + 1, weights=pc["w_upp"], minlength=n_thresh) @ second
-                            - np.bincount(y, weights=pc["w_low"], minlength=n_thresh) @ second)
-            scores = self.score_obs(pc["params"])
-            return np.block([[h_bb, h_bt], [h_bt.T, h_tt]]) - scores.T @ scores
-
-    return FastOrderedModel
-
-
 def _fit(y, exog, groups, distr, start_params=None):
-    model = _model_class()(y, exog, distr=distr)
+    model = FastOrderedModel(y, exog, distr=distr)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         result = model.fit(start_params=start_params, method="bfgs", cov_type="cluster", cov_kwds={"groups": groups}, use_t=True,
