@@ -5,7 +5,7 @@ its weights hashed and checked against the pins first, so a wrong pin stops befo
 written. It is resumable: a (subject, metric, scorer digest) already in the table is skipped,
 and each batch is committed on its own, so a run killed midway loses at most one batch and
 the next run completes it. A panel scored before it had all its images (or whose images
-changed) is scored again. :func:`panel_scores` gives one row per panel and metric, the
+changed) is scored again. :func:`probes.scoretable.panel_scores` gives one row per panel and metric, the
 table the analysis sets against the clinicians' ratings.
 
 Group-level metrics (fid, kid) give one score per (preset, style) group of images, subject
@@ -25,8 +25,6 @@ import json
 from collections import defaultdict
 from pathlib import Path
 
-import pandas as pd
-
 from .errors import ProbeError
 from .scorers import (
     NO_WEIGHTS,
@@ -39,11 +37,21 @@ from .scorers import (
     scorer_class,
 )
 from .scorers.fid import GroupItem
+from .scoretable import (  # noqa: F401  (the readers, long importable from here)
+    GROUP_COLUMNS,
+    PANEL_COLUMNS,
+    SCORE_COLUMNS,
+    detail_of,
+    group_scores,
+    open_for_reading,
+    panel_scores,
+    recognition_scores,
+    scored_counts,
+    scores_table,
+)
 from .store import Study, now, transaction
 
 DEFAULT_BATCH_SIZE = 16
-PANEL_COLUMNS = ["prompt_id", "preset", "study_seed", "metric", "scorer", "value", "n_images"]
-GROUP_COLUMNS = ["preset", "style", "metric", "scorer", "value", "n_images", "n_reference"]
 
 
 def score_study(study: Study | str | Path, metrics: list[str] | str, presets: list[str] | None = None,
@@ -170,16 +178,8 @@ def _todo(st: Study, scorer: Scorer, items: dict) -> tuple[list, int, int]:
         todo = [item for item in items["image"] if item.sha256 not in done]
     else:
         todo = [item for item in items[scorer.level]  # panel or group
-                if item.subject not in done or _detail(done[item.subject]).get("images") != _images_key(item.sha256s)]
+                if item.subject not in done or detail_of(done[item.subject]).get("images") != _images_key(item.sha256s)]
     return todo, len(items[scorer.level]) - len(todo), items["missing"]
-
-
-def _detail(text: str) -> dict:
-    try:
-        value = json.loads(text)
-    except (TypeError, ValueError):
-        return {}
-    return value if isinstance(value, dict) else {}
 
 
 def _score_batch(st: Study, scorer: Scorer, batch: list) -> int:
@@ -207,108 +207,5 @@ def _score_batch(st: Study, scorer: Scorer, batch: list) -> int:
     return len(rows)
 
 
-# --- reading ------------------------------------------------------------------------------
-
-def _open(study: Study | str | Path) -> tuple[Study, bool]:
-    """A study opened for reading only (a read-only share works; one made before scores existed too)."""
-    if isinstance(study, Study):
-        return study, False
-    return Study(study, readonly=True, require_current=False), True
-
-
-def _has_scores(st: Study) -> bool:
-    return st.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scores'").fetchone() is not None
-
-
-def scores_table(study: Study | str | Path) -> pd.DataFrame:
-    """The ``scores`` table as it is, one row per stored score (none for a study never scored)."""
-    st, own = _open(study)
-    try:
-        if not _has_scores(st):
-            return pd.DataFrame(columns=["score_id", "level", "subject", "prompt_id", "preset", "study_seed", "metric",
-                                         "scorer", "scorer_digest", "value", "detail", "computed_at"])
-        return pd.read_sql_query("SELECT * FROM scores ORDER BY score_id", st.db)
-    finally:
-        if own:
-            st.close()
-
-
-def panel_scores(study: Study | str | Path) -> pd.DataFrame:
-    """One row per panel and metric: ``prompt_id, preset, study_seed, metric, scorer, value, n_images``.
-
-    Image-level metrics are averaged over the panel's images that have a score (``n_images``
-    counts them); panel-level metrics are as stored (``n_images``: the images compared). A
-    metric scored with two different weights (scorer digests) gives a row for each.
-    """
-    st, own = _open(study)
-    try:
-        if not _has_scores(st):
-            return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "int64" if c in
-                                              ("study_seed", "n_images") else "object") for c in PANEL_COLUMNS})
-        image_level = pd.read_sql_query(
-            "SELECT i.prompt_id, i.preset, i.study_seed, s.metric, s.scorer, s.scorer_digest, "
-            "AVG(s.value) AS value, COUNT(s.value) AS n_images FROM images i "
-            "JOIN scores s ON s.level = 'image' AND s.subject = i.sha256 "
-            "GROUP BY i.prompt_id, i.preset, i.study_seed, s.metric, s.scorer, s.scorer_digest", st.db)
-        panel_level = pd.read_sql_query(
-            "SELECT prompt_id, preset, study_seed, metric, scorer, scorer_digest, value, detail FROM scores "
-            "WHERE level = 'panel'", st.db)
-        from .scorers.biomedclip import recognition_scores
-
-        # BiomedCLIP's zero-shot recognition of the prompt's style and topic, as metrics of their own
-        recognition = recognition_scores(st) if (image_level.metric == "biomedclip").any() else None
-    finally:
-        if own:
-            st.close()
-    panel_level["n_images"] = [int(_detail(d).get("n_images", 0)) for d in panel_level.pop("detail")]
-    parts = [image_level, panel_level] + ([recognition] if recognition is not None and len(recognition) else [])
-    table = pd.concat(parts, ignore_index=True)
-    table = table.sort_values(["metric", "preset", "prompt_id", "study_seed"], ignore_index=True)
-    table["study_seed"] = table["study_seed"].astype("int64")
-    table["n_images"] = table["n_images"].astype("int64")
-    table["value"] = table["value"].astype("float64")
-    return table[PANEL_COLUMNS]
-
-
-def group_scores(study: Study | str | Path) -> pd.DataFrame:
-    """One row per (preset, style) group and group-level metric (fid, kid):
-    ``preset, style, metric, scorer, value, n_images, n_reference`` (GROUP_COLUMNS).
-
-    ``scorer`` names the feature extractor and the reference folder; a group scored against
-    two reference sets or with two extractors (two scorer digests) has a row for each. A
-    value is NULL (NaN) where a set had fewer than 2 images.
-    """
-    st, own = _open(study)
-    try:
-        if not _has_scores(st):
-            rows = pd.DataFrame(columns=["subject", "preset", "metric", "scorer", "value", "detail"])
-        else:
-            rows = pd.read_sql_query("SELECT subject, preset, metric, scorer, value, detail FROM scores "
-                                     "WHERE level = 'group' ORDER BY metric, preset, subject, score_id", st.db)
-    finally:
-        if own:
-            st.close()
-    details = [_detail(d) for d in rows["detail"]]
-    table = pd.DataFrame({
-        "preset": rows["preset"].astype("object"),
-        "style": [subject[len(preset) + 1:] for subject, preset in zip(rows["subject"], rows["preset"], strict=True)],
-        "metric": rows["metric"].astype("object"), "scorer": rows["scorer"].astype("object"),
-        "value": rows["value"].astype("float64"),
-        "n_images": pd.Series([int(d.get("n_images", 0)) for d in details], dtype="int64"),
-        "n_reference": pd.Series([int(d.get("n_reference", 0)) for d in details], dtype="int64")})
-    table["style"] = table["style"].astype("object")
-    return table[GROUP_COLUMNS].reset_index(drop=True)
-
-
-def scored_counts(st: Study) -> dict[str, dict[str, int]]:
-    """metric -> level -> rows in the scores table (for ``probes status``)."""
-    counts: dict[str, dict[str, int]] = defaultdict(dict)
-    if _has_scores(st):
-        for row in st.db.execute("SELECT metric, level, COUNT(*) AS n FROM scores GROUP BY metric, level "
-                                 "ORDER BY metric, level"):
-            counts[row["metric"]][row["level"]] = int(row["n"])
-    return dict(counts)
-
-
-__all__ = ["DEFAULT_BATCH_SIZE", "GROUP_COLUMNS", "NO_WEIGHTS", "PANEL_COLUMNS", "group_scores", "panel_scores", "score_study", "scored_counts",
-           "scores_table"]
+__all__ = ["DEFAULT_BATCH_SIZE", "GROUP_COLUMNS", "NO_WEIGHTS", "PANEL_COLUMNS", "SCORE_COLUMNS", "group_scores",
+           "panel_scores", "recognition_scores", "score_study", "scored_counts", "scores_table"]

@@ -22,7 +22,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from probes.store import DB_NAME, connect, database_file, migrate, now, refuse_links, transaction
+from probes.database import (
+    DB_NAME,
+    connect,
+    database_file,
+    migrate,
+    now,
+    register_migrations,
+    transaction,
+)
+from probes.store import refuse_links
 
 from .errors import RatingError
 
@@ -125,6 +134,7 @@ RATINGS_MIGRATIONS = [
     ALTER TABLE ratings ADD COLUMN session TEXT
     """,
 ]
+register_migrations("ratings", RATINGS_MIGRATIONS)
 
 
 class StaleAnswerError(RatingError):

@@ -4,7 +4,7 @@ import sqlite3
 
 import yaml
 
-from probes import fsguard, store
+from probes import database, fsguard
 from probes.run import run_probe
 from probes.store import Study
 
@@ -20,7 +20,7 @@ def test_a_study_on_nfs4_gets_no_wal_a_message_and_shard_stores(tmp_path, monkey
     mounts = tmp_path / "mounts"
     mounts.write_text(nfs_table(tmp_path))
     monkeypatch.setattr(fsguard, "MOUNTS", str(mounts))
-    monkeypatch.setattr(store, "_warned", set())
+    monkeypatch.setattr(database, "_warned", set())
     study = tmp_path / "study"
     with Study(study) as st:
         assert st.db.execute("PRAGMA journal_mode").fetchone()[0] == "delete"

@@ -33,12 +33,10 @@ from __future__ import annotations
 
 import copy
 import json
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-import pandas as pd
 import torch
 import torch.nn.functional as F
 from PIL import Image
@@ -94,10 +92,38 @@ def study_database(image_path: Path) -> Path | None:
     return db if db.is_file() else None
 
 
-def _connect_readonly(db: Path) -> sqlite3.Connection:
-    con = sqlite3.connect(db.resolve().as_uri() + "?mode=ro", uri=True, timeout=30)
-    con.row_factory = sqlite3.Row
-    return con
+@dataclass(frozen=True)
+class StudyPrompts:
+    """What a study's database says about its prompts: each prompt's labels, and the catalog files its runs used."""
+
+    prompts: dict[str, PromptInfo]          # prompt_id -> its catalog, style and topic
+    by_catalog: dict[str, list[tuple]]     # catalog name -> (style, topic) of its prompts, in table order
+    run_catalogs: list[str]                 # catalog sources of its runs, newest first
+
+
+def read_study_prompts(db: Path) -> StudyPrompts:
+    """The prompts and run catalogs of the study whose database is ``db``, read through
+    :class:`probes.store.Study` (read-only, its schema checked like every open)."""
+    from ..store import Study
+
+    with Study(Path(db).parent, readonly=True, require_current=False) as st:
+        rows = st.db.execute("SELECT prompt_id, catalog, style, topic, style_group, topic_group FROM prompts "
+                             "ORDER BY rowid").fetchall()
+        params = [r["params_json"] for r in st.db.execute("SELECT params_json FROM runs ORDER BY started_at DESC")]
+    prompts = {r["prompt_id"]: PromptInfo(r["catalog"], r["style"], r["topic"], r["style_group"], r["topic_group"])
+               for r in rows}
+    by_catalog: dict[str, list[tuple]] = {}
+    for r in rows:
+        by_catalog.setdefault(r["catalog"], []).append((r["style"], r["topic"]))
+    sources = []
+    for text in params:
+        try:
+            source = json.loads(text).get("catalog")
+        except (TypeError, ValueError, AttributeError):
+            continue
+        if source and str(source) not in sources:
+            sources.append(str(source))
+    return StudyPrompts(prompts, by_catalog, sources)
 
 
 def style_text(label: str, template: str = STYLE_TEMPLATE) -> str:
@@ -108,14 +134,21 @@ def style_text(label: str, template: str = STYLE_TEMPLATE) -> str:
 class PromptLookup:
     """Prompt (catalog, style, topic) and the catalog's labels for images of a study.
 
-    Reads the study's prompts table (read-only); an image outside a study folder is matched by
-    its text against the shipped catalogs.
+    Reads the study's prompts table once, read-only through the store; an image outside a study
+    folder is matched by its text against the shipped catalogs.
     """
 
     def __init__(self, style_template: str = STYLE_TEMPLATE, topic_template: str = TOPIC_TEMPLATE):
         self.style_template, self.topic_template = style_template, topic_template
         self._prompts: dict[tuple[str, str], PromptInfo | None] = {}
         self._labels: dict[tuple[str, str], LabelSet | None] = {}
+        self._studies: dict[Path, StudyPrompts] = {}
+
+    def _study(self, db: Path) -> StudyPrompts:
+        """The study's prompts, read once per lookup (a scoring run asks for every image)."""
+        if db not in self._studies:
+            self._studies[db] = read_study_prompts(db)
+        return self._studies[db]
 
     def info(self, item: ImageItem) -> PromptInfo | None:
         db = study_database(item.path)
@@ -145,19 +178,8 @@ class PromptLookup:
                         tuple(t.id for t in catalog.topics),
                         tuple(self.topic_template.format(topic=t.short) for t in catalog.topics), "catalog")
 
-    @staticmethod
-    def _from_study(db: Path, prompt_id: str) -> PromptInfo | None:
-        try:
-            con = _connect_readonly(db)
-            try:
-                row = con.execute("SELECT catalog, style, topic, style_group, topic_group FROM prompts "
-                                  "WHERE prompt_id = ?", (prompt_id,)).fetchone()
-            finally:
-                con.close()
-        except sqlite3.Error:
-            return None
-        return PromptInfo(row["catalog"], row["style"], row["topic"], row["style_group"], row["topic_group"]) \
-            if row else None
+    def _from_study(self, db: Path, prompt_id: str) -> PromptInfo | None:
+        return self._study(db).prompts.get(prompt_id)
 
     @staticmethod
     def _from_text(text: str) -> PromptInfo | None:
@@ -174,27 +196,13 @@ class PromptLookup:
                                   catalog.topic(hit.topic).group)
         return None
 
-    @staticmethod
-    def _catalog(db: Path | None, name: str):
+    def _catalog(self, db: Path | None, name: str):
         """The catalog called ``name``: shipped, else a catalog file a run of the study used."""
         from .. import catalog as cat
 
         candidates: list[str] = [name] if name in cat.shipped_catalogs() else []
         if db is not None:
-            try:
-                con = _connect_readonly(db)
-                try:
-                    for row in con.execute("SELECT params_json FROM runs ORDER BY started_at DESC"):
-                        try:
-                            source = json.loads(row["params_json"]).get("catalog")
-                        except (TypeError, ValueError, AttributeError):
-                            continue
-                        if source and source not in candidates:
-                            candidates.append(str(source))
-                finally:
-                    con.close()
-            except sqlite3.Error:
-                pass
+            candidates += [source for source in self._study(db).run_catalogs if source not in candidates]
         for source in candidates:
             try:
                 catalog = cat.load_catalog(source)
@@ -205,17 +213,9 @@ class PromptLookup:
         return None
 
     def _from_study_ids(self, db: Path, name: str) -> LabelSet | None:
-        try:
-            con = _connect_readonly(db)
-            try:
-                rows = con.execute("SELECT style, topic FROM prompts WHERE catalog = ? ORDER BY rowid",
-                                   (name,)).fetchall()
-            finally:
-                con.close()
-        except sqlite3.Error:
-            return None
-        styles = list(dict.fromkeys(r["style"] for r in rows if r["style"]))
-        topics = list(dict.fromkeys(r["topic"] for r in rows if r["topic"]))
+        rows = self._study(db).by_catalog.get(name, [])
+        styles = list(dict.fromkeys(style for style, _ in rows if style))
+        topics = list(dict.fromkeys(topic for _, topic in rows if topic))
         if not styles or not topics:
             return None
         return LabelSet(name, tuple(styles), tuple(style_text(s.replace("_", " "), self.style_template) for s in styles),
@@ -469,38 +469,3 @@ def make_tokenizer(open_clip, model: str, model_cfg: dict):
 
 
 # --- reading ----------------------------------------------------------------------------------
-
-def recognition_scores(study) -> pd.DataFrame:
-    """Per panel, the mean zero-shot probability of the prompt's own style and topic.
-
-    Rows in the shape of :func:`probes.scores.panel_scores` (metric ``biomedclip_style`` or
-    ``biomedclip_topic``, ``n_images`` = images with a probability), so the two can be
-    concatenated and set against the experts' ratings.
-    """
-    from ..scores import PANEL_COLUMNS, _open, scores_table
-
-    st, own = _open(study)
-    try:
-        table = scores_table(st)
-        images = pd.read_sql_query("SELECT prompt_id, preset, study_seed, sha256 FROM images", st.db)
-    finally:
-        if own:
-            st.close()
-    table = table[(table.metric == "biomedclip") & (table.level == "image")]
-    if table.empty:
-        return pd.DataFrame({c: pd.Series(dtype="float64" if c == "value" else "int64" if c in
-                                          ("study_seed", "n_images") else "object") for c in PANEL_COLUMNS})
-    rows = []
-    for _, row in table.iterrows():
-        detail = json.loads(row["detail"] or "{}")
-        rows.append({"sha256": row["subject"], "scorer": row["scorer"], "scorer_digest": row["scorer_digest"],
-                     "biomedclip_style": detail.get("p_style"), "biomedclip_topic": detail.get("p_topic")})
-    long = pd.DataFrame(rows).melt(id_vars=["sha256", "scorer", "scorer_digest"], var_name="metric", value_name="value")
-    long["value"] = pd.to_numeric(long["value"], errors="coerce")
-    merged = images.merge(long, on="sha256")
-    out = (merged.groupby(["prompt_id", "preset", "study_seed", "metric", "scorer", "scorer_digest"], dropna=False)
-           ["value"].agg(value="mean", n_images="count").reset_index())
-    out["study_seed"] = out["study_seed"].astype("int64")
-    out["n_images"] = out["n_images"].astype("int64")
-    out["value"] = out["value"].astype("float64")
-    return out.sort_values(["metric", "preset", "prompt_id", "study_seed"], ignore_index=True)[PANEL_COLUMNS]

@@ -299,11 +299,11 @@ def finding_auroc(study, by_preset: bool = True) -> pd.DataFrame:
     the number of images on each side (:data:`AUROC_COLUMNS`). 0.5 = the classifier cannot tell
     them apart; a model that draws the finding recognisably scores near 1.
     """
-    from ..scores import _has_scores, _open
+    from ..scoretable import has_scores, open_for_reading
 
-    st, own = _open(study)
+    st, own = open_for_reading(study)
     try:
-        if not _has_scores(st):
+        if not has_scores(st):
             return finding_auroc_table(pd.DataFrame())
         raw = pd.read_sql_query(
             "SELECT s.preset, s.scorer_digest, s.detail, p.topic, p.topic_group FROM scores s "
