@@ -35,6 +35,7 @@ from probes.store import now, transaction
 
 from .db import open_db, raters
 from .errors import RatingError
+from .session import rater_id
 
 KEY_PARAM = "key"
 DEFAULT_BASE_URL = "http://127.0.0.1:8866/"  # `make rate` on the study team's own machine
@@ -172,8 +173,6 @@ def key_active(conn, key_id: str) -> bool:
 
 
 def _check_raters(conn, names) -> list[str]:
-    from .session import rater_id
-
     wanted = [rater_id(r) for r in names]
     known = set(raters(conn))
     unknown = [r for r in wanted if r not in known]

@@ -43,6 +43,7 @@ from probes.tables import (  # noqa: F401  (part of this module's API: exports a
     xlsx_text,
 )
 
+from .access import record_in_study
 from .db import get_config, insert_ratings, open_db, verify_chain
 from .errors import ImportFormatError, RatingError
 from .scale import DEFAULT_SCALE
@@ -567,8 +568,6 @@ def export(study: str | Path, output: str | Path, format: str = "csv", include_r
         raise RatingError(f"{path}: the folder {path.parent} does not exist; create it or choose another -o")
     table = wide_table(study) if format == "wide" else tidy_table(study, include_repeats)
     write_table(table, path, parquet=format == "parquet")
-    from .access import record_in_study
-
     if not record_in_study(study, "export", {"file": str(path), "format": format, "rows": len(table),
                                              "include_repeats": bool(include_repeats)}):
         warnings.warn(f"{study}: this export is not in the study's audit trail (the study cannot be written "

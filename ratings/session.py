@@ -28,6 +28,7 @@ from probes.store import Study, now, transaction
 
 from .db import get_config, open_db, raters, set_config
 from .errors import RatingError
+from .panels import stratified_sample
 from .scale import DEFAULT_SCALE, check_scale
 
 REFERENCE_PRESET = "reference"
@@ -85,7 +86,7 @@ def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[
     before anything is written: rater ids, the scale (which cannot change once answers
     exist) and every image of the panels (present, readable, decodable, the bytes the
     manifest recorded), so a refused build leaves the study as it was.
-    ``sample``: rate only this many panels, drawn by :func:`ratings.sampling.stratified_sample`
+    ``sample``: rate only this many panels, drawn by :func:`ratings.panels.stratified_sample`
     across ``stratify`` (e.g. ``["style", "metric:clip"]``) with ``sample_seed``, on the study's
     first build. The sample is recorded; later builds (new raters) keep to it.
     Returns a summary: panels, assignments per rater, panels skipped as incomplete.
@@ -151,8 +152,7 @@ def _sampled(conn, study, plan, sample: int | None, stratify: list[str], seed: i
         raise RatingError("--sample: this study already has rating panels (built without a sample); a sample is "
                           "drawn on a study's first build. Start a new study folder (probes run --study NEW "
                           "...) for a sampled rating study")
-    from .analysis.metrics import read_panel_scores
-    from .sampling import stratified_sample
+    from .analysis.metrics import read_panel_scores  # scipy: only a sampled build needs it
 
     rows = pd.DataFrame([{**dict(zip(("prompt_id", "preset", "study_seed"), _key(key), strict=True)),
                           **images.iloc[0][["style", "style_group", "topic", "topic_group", "detail"]].to_dict()}
