@@ -142,28 +142,72 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
         True and ``attrs["simulation"]`` holds the parameters.
     """
     prompts, catalog_name = _prompt_table(catalog, replicate)
-    presets, rater_ids = distinct_names(presets, "presets"), distinct_names(raters, "raters")
-    rater_ids = [r if r.startswith(SIM_PREFIX) else SIM_PREFIX + r for r in rater_ids]
-    check_share(nonsensical_rate, "nonsensical_rate")
-    check_share(repeats, "repeats")
-    check_sd(rater_sd, "rater_sd")
-    check_sd(prompt_sd, "prompt_sd")
-    check_sd(topic_sd, "topic_sd")
-    check_sd(topic_style_sd, "topic_style_sd")
-    check_sd(rater_threshold_sd, "rater_threshold_sd")
-    if not np.isfinite(flag_slope):
-        raise RatingError(f"flag_slope is a log-odds change per point, a finite number, not {flag_slope}")
+    presets = distinct_names(presets, "presets")
+    rater_ids = [_sim_id(r) for r in distinct_names(raters, "raters")]
+    _check_parameters(nonsensical_rate=nonsensical_rate, repeats=repeats, rater_sd=rater_sd, prompt_sd=prompt_sd,
+                      topic_sd=topic_sd, topic_style_sd=topic_style_sd, rater_threshold_sd=rater_threshold_sd,
+                      flag_slope=flag_slope)
     means = latent_style_means(prompts, style_means)
     rates = _flag_rates(prompts, flag_rates, nonsensical_rate)
     effects = _keyed(preset_effects, presets, "preset_effects", "presets")
-    bias = _keyed({(k if str(k).startswith(SIM_PREFIX) else SIM_PREFIX + str(k)): v
-                   for k, v in (rater_bias or {}).items()}, rater_ids, "rater_bias", "raters")
-    rng = dict(zip(_STREAMS, (np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(len(_STREAMS))),
-                   strict=True))
+    bias = _keyed({_sim_id(k): v for k, v in (rater_bias or {}).items()}, rater_ids, "rater_bias", "raters")
+    rng = _streams(seed)
 
-    n_prompts, n_presets, n_raters = len(prompts), len(presets), len(rater_ids)
-    n_panels = n_prompts * n_presets
-    # panels: prompt-major, presets inner
+    panels = _panels(prompts, presets, means, effects, detail_effect, prompt_sd, topic_sd, topic_style_sd, rng)
+    shown = _showings(len(rater_ids), len(panels["prompt"]), repeats, rng)
+    rater_cuts = rater_cutpoints(rng["thresholds"], [bias[r] for r in rater_ids], rater_threshold_sd)
+    answers = _answers(panels, shown, prompts["style"], rates, flag_slope, rater_sd, rater_cuts, rng)
+    df = _tidy(prompts, presets, rater_ids, panels, shown, answers, rng["panels"])
+    df.attrs["simulated"] = True
+    df.attrs["simulation"] = {
+        "catalog": catalog_name, "prompts": len(prompts), "presets": list(presets), "raters": rater_ids,
+        "style_means": means, "preset_effects": effects, "detail_effect": detail_effect, "rater_bias": bias,
+        "rater_sd": rater_sd, "prompt_sd": prompt_sd, "nonsensical_rate": nonsensical_rate,
+        "repeats": repeats, "seed": seed, "replicate": replicate, "content_shift": CONTENT_SHIFT,
+        "content_noise": CONTENT_NOISE, "prompt_correlation": PROMPT_CORRELATION,
+        "noise_correlation": NOISE_CORRELATION, "topic_sd": topic_sd, "topic_style_sd": topic_style_sd,
+        "rater_threshold_sd": rater_threshold_sd, "rater_cutpoints": {
+            r: [float(c) for c in row] for r, row in zip(rater_ids, rater_cuts, strict=True)},
+        "flag_slope": flag_slope, "flag_rates": rates,
+    }
+    return df
+
+
+# --- the steps of simulate_ratings ------------------------------------------------------------
+
+def _sim_id(name) -> str:
+    """``name`` as a simulated rater's id: ``sim-`` in front unless it is there already."""
+    name = str(name)
+    return name if name.startswith(SIM_PREFIX) else SIM_PREFIX + name
+
+
+def _check_parameters(nonsensical_rate, repeats, flag_slope, **sds) -> None:
+    """:class:`RatingError` unless the shares are shares, the SDs SDs and the flag slope finite."""
+    check_share(nonsensical_rate, "nonsensical_rate")
+    check_share(repeats, "repeats")
+    for name, value in sds.items():
+        check_sd(value, name)
+    if not np.isfinite(flag_slope):
+        raise RatingError(f"flag_slope is a log-odds change per point, a finite number, not {flag_slope}")
+
+
+def _streams(seed: int) -> dict[str, np.random.Generator]:
+    """One independent generator per name in :data:`_STREAMS`, all derived from ``seed``."""
+    seeds = np.random.SeedSequence(seed).spawn(len(_STREAMS))
+    return dict(zip(_STREAMS, (np.random.default_rng(s) for s in seeds), strict=True))
+
+
+def _panels(prompts: pd.DataFrame, presets: list[str], means: dict, effects: dict, detail_effect: float,
+            prompt_sd: float, topic_sd: float, topic_style_sd: float, rng: dict) -> dict[str, np.ndarray]:
+    """The panels (prompt-major, presets inner) and their latent style and content quality.
+
+    A panel's latent style quality is its style's mean, plus ``detail_effect`` for a detailed
+    prompt, plus the prompt's, its topic's (and its topic-by-style cell's) random effect, plus
+    its preset's effect; content adds :data:`CONTENT_SHIFT` and its own correlated part of the
+    random effects. Returns ``prompt`` and ``preset`` (each panel's row in ``prompts`` and its
+    index in ``presets``), ``style`` and ``content`` (the latent qualities).
+    """
+    n_prompts, n_presets = len(prompts), len(presets)
     panel_prompt = np.repeat(np.arange(n_prompts), n_presets)
     panel_preset = np.tile(np.arange(n_presets), n_prompts)
     prompt_effect = rng["prompts"].multivariate_normal(
@@ -179,10 +223,18 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
         prompt_effect = prompt_effect + cell_effect[cell_codes]
     base = (prompts["style"].map(means).to_numpy(float)
             + detail_effect * (prompts["detail"] == "detailed").to_numpy(float))
-    latent_style = (base + prompt_effect[:, 0])[panel_prompt] + np.array([effects[p] for p in presets])[panel_preset]
-    latent_content = latent_style + CONTENT_SHIFT + (prompt_effect[:, 1] - prompt_effect[:, 0])[panel_prompt]
+    style = (base + prompt_effect[:, 0])[panel_prompt] + np.array([effects[p] for p in presets])[panel_preset]
+    content = style + CONTENT_SHIFT + (prompt_effect[:, 1] - prompt_effect[:, 0])[panel_prompt]
+    return {"prompt": panel_prompt, "preset": panel_preset, "style": style, "content": content}
 
-    # showings: every panel once per rater, a sample of them again, each rater in their own order
+
+def _showings(n_raters: int, n_panels: int, repeats: float, rng: dict) -> dict[str, np.ndarray]:
+    """Who sees which panel when: every panel once per rater, a share ``repeats`` of them again.
+
+    Each rater sees the panels in their own random order; a repeat comes after its first
+    showing. Returns ``rater``, ``panel`` and ``repeat`` (0 or 1) per showing, ordered by
+    rater and then by the rater's order.
+    """
     rater_of = np.repeat(np.arange(n_raters), n_panels)
     panel_of = np.tile(np.arange(n_panels), n_raters)
     repeat_of = np.zeros(len(panel_of), dtype=np.int64)
@@ -197,45 +249,48 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
         repeat_of = np.concatenate([repeat_of, np.ones(len(again), dtype=np.int64)])
         first_key = np.concatenate([first_key, later])  # a repeat always comes after its first showing
     order = np.lexsort((first_key, rater_of))
-    rater_of, panel_of, repeat_of = rater_of[order], panel_of[order], repeat_of[order]
-    n = len(panel_of)
+    return {"rater": rater_of[order], "panel": panel_of[order], "repeat": repeat_of[order]}
 
+
+def _answers(panels: dict, shown: dict, styles: pd.Series, rates: dict, flag_slope: float, rater_sd: float,
+             rater_cuts: np.ndarray, rng: dict) -> dict:
+    """What each showing's rater answers: the flag, the two scores and the seconds spent.
+
+    The rater's noise (content noisier, correlated with style) is added to the panel's latent
+    quality and cut at the rater's own cut points; a flagged answer has no scores. The flag's
+    chance is the style's rate, moved by ``flag_slope`` per point of latent style quality.
+    """
+    panel_of, n = shown["panel"], len(shown["panel"])
     noise = rng["noise"].multivariate_normal(
         [0.0, 0.0], covariance(rater_sd, rater_sd * CONTENT_NOISE, NOISE_CORRELATION), size=n)
-    rater_cuts = rater_cutpoints(rng["thresholds"], [bias[r] for r in rater_ids], rater_threshold_sd)
-    cuts = rater_cuts[rater_of]
-    flag_rate = np.array([rates[s] for s in prompts["style"]])[panel_prompt[panel_of]]
+    cuts = rater_cuts[shown["rater"]]
+    flag_rate = np.array([rates[s] for s in styles])[panels["prompt"][panel_of]]
     if flag_slope:
-        flag_rate = _expit(_logit(flag_rate) + flag_slope * (latent_style[panel_of] - OTHER_MEAN))
+        flag_rate = _expit(_logit(flag_rate) + flag_slope * (panels["style"][panel_of] - OTHER_MEAN))
     flagged = rng["nonsensical"].random(n) < flag_rate
-    style_score = _score(latent_style[panel_of] + noise[:, 0], flagged, cuts)
-    content_score = _score(latent_content[panel_of] + noise[:, 1], flagged, cuts)
-    seconds = np.round(rng["seconds"].lognormal(math.log(SECONDS_MEDIAN), SECONDS_LOG_SD, n), 1)
+    return {"nonsensical": flagged,
+            "style_score": _score(panels["style"][panel_of] + noise[:, 0], flagged, cuts),
+            "content_score": _score(panels["content"][panel_of] + noise[:, 1], flagged, cuts),
+            "seconds": np.round(rng["seconds"].lognormal(math.log(SECONDS_MEDIAN), SECONDS_LOG_SD, n), 1)}
 
-    prompt_of = panel_prompt[panel_of]
-    table = {"rater": _take(rater_ids, rater_of), "panel": _take(_panel_ids(rng["panels"], n_panels), panel_of)}
+
+def _tidy(prompts: pd.DataFrame, presets: list[str], rater_ids: list[str], panels: dict, shown: dict,
+          answers: dict, panel_rng: np.random.Generator) -> pd.DataFrame:
+    """The showings and answers as a table with the columns and dtypes of :data:`TIDY_COLUMNS`."""
+    panel_of, n = shown["panel"], len(shown["panel"])
+    prompt_of = panels["prompt"][panel_of]
+    table = {"rater": _take(rater_ids, shown["rater"]),
+             "panel": _take(_panel_ids(panel_rng, len(panels["prompt"])), panel_of)}
     for column in PROMPT_TEXT_COLUMNS:
         table[column] = _take(prompts[column], prompt_of)
     table.update({
-        "preset": _take(presets, panel_preset[panel_of]),
-        "style_score": style_score, "content_score": content_score, "nonsensical": flagged,
-        "comment": _take([SIM_COMMENT], np.zeros(n, dtype=np.int64)),
-        "rated_at": _timestamps(seconds, rater_of, n_raters), "seconds": seconds, "repeat": repeat_of,
+        "preset": _take(presets, panels["preset"][panel_of]),
+        "style_score": answers["style_score"], "content_score": answers["content_score"],
+        "nonsensical": answers["nonsensical"], "comment": _take([SIM_COMMENT], np.zeros(n, dtype=np.int64)),
+        "rated_at": _timestamps(answers["seconds"], shown["rater"], len(rater_ids)), "seconds": answers["seconds"],
+        "repeat": shown["repeat"],
     })
-    df = pd.DataFrame(table, columns=TIDY_COLUMNS)
-    df.attrs["simulated"] = True
-    df.attrs["simulation"] = {
-        "catalog": catalog_name, "prompts": n_prompts, "presets": list(presets), "raters": rater_ids,
-        "style_means": means, "preset_effects": effects, "detail_effect": detail_effect, "rater_bias": bias,
-        "rater_sd": rater_sd, "prompt_sd": prompt_sd, "nonsensical_rate": nonsensical_rate,
-        "repeats": repeats, "seed": seed, "replicate": replicate, "content_shift": CONTENT_SHIFT,
-        "content_noise": CONTENT_NOISE, "prompt_correlation": PROMPT_CORRELATION,
-        "noise_correlation": NOISE_CORRELATION, "topic_sd": topic_sd, "topic_style_sd": topic_style_sd,
-        "rater_threshold_sd": rater_threshold_sd, "rater_cutpoints": {
-            r: [float(c) for c in row] for r, row in zip(rater_ids, rater_cuts, strict=True)},
-        "flag_slope": flag_slope, "flag_rates": rates,
-    }
-    return df
+    return pd.DataFrame(table, columns=TIDY_COLUMNS)
 
 
 NULL_FIXED = ("style_means", "preset_effects", "detail_effect", "flag_rates")
