@@ -14,6 +14,8 @@ from pathlib import Path
 from probes.cli import run_command
 from probes.errors import ProbeError
 
+from .errors import RatingError
+
 SCALE_MAX_BYTES = 100_000  # a scale is a few questions and their anchor labels
 
 
@@ -28,15 +30,15 @@ def _study_errors(writes: bool):
                 study = getattr(args, "study", None) or "the study folder"
                 text = str(exc)
                 if ("readonly" in text or "read-only" in text) and writes:
-                    raise ProbeError(f"{study}: the study database is read-only here ({text}); nothing was "
+                    raise RatingError(f"{study}: the study database is read-only here ({text}); nothing was "
                                      "changed. This command writes to the study: run it on a copy you can "
                                      "write to, or ask for write access.") from None
                 if "readonly" in text or "read-only" in text:
-                    raise ProbeError(f"{study}: the study database cannot be read in this read-only folder "
+                    raise RatingError(f"{study}: the study database cannot be read in this read-only folder "
                                      f"({text}); nothing was changed. Copy the study folder to a place you "
                                      "can write to and run the command on the copy.") from None
                 if "unable to open" in text or "disk" in text or "locked" in text:
-                    raise ProbeError(f"{study}: the study database cannot be used ({text}); check that the "
+                    raise RatingError(f"{study}: the study database cannot be used ({text}); check that the "
                                      "folder exists, is writable and has free space, and that no other "
                                      "program holds it locked, then run the command again") from None
                 raise
@@ -105,29 +107,29 @@ def _analyze(args) -> int:
     from .io import tidy_table
 
     if (args.study is None) == (args.table is None):
-        raise ProbeError("give --study DIR or --table FILE (an exported tidy table)")
+        raise RatingError("give --study DIR or --table FILE (an exported tidy table)")
     # every check before anything is written: a refused command leaves no folder behind
     if args.study and not Path(args.study).expanduser().is_dir():
-        raise ProbeError(f"{args.study}: no such study folder; give the folder that holds study.sqlite")
+        raise RatingError(f"{args.study}: no such study folder; give the folder that holds study.sqlite")
     if args.n_perm < 0 or args.n_boot < 0:
-        raise ProbeError("--n-perm and --n-boot count resamples: give 0 or more")
+        raise RatingError("--n-perm and --n-boot count resamples: give 0 or more")
     if not 0 < args.alpha < 1:
-        raise ProbeError(f"--alpha {args.alpha}: give a level between 0 and 1, e.g. 0.05")
+        raise RatingError(f"--alpha {args.alpha}: give a level between 0 and 1, e.g. 0.05")
     if args.table and not Path(args.table).exists():
-        raise ProbeError(f"{args.table}: file not found; export one with `python -m ratings export`")
+        raise RatingError(f"{args.table}: file not found; export one with `python -m ratings export`")
     # refuses simulated answers beside people's unless chosen, before the notebook's kernel starts
     load_ratings(study=args.study, table=args.table, raters=args.raters, include_simulated=args.include_simulated,
                  read_study=tidy_table)
     out = Path(args.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
-        raise ProbeError(f"{out}: is a file, not a folder; choose another --out")
+        raise RatingError(f"{out}: is a file, not a folder; choose another --out")
     # the report is made in a hidden folder beside --out and moved into place when whole: an
     # interrupted or failed analysis leaves no half-written tables behind
     work = out.parent / f".{out.name}.partial-{os.getpid()}"
     try:
         work.mkdir(parents=True)
     except OSError as exc:
-        raise ProbeError(f"{out}: cannot create the output folder ({exc.strerror}); choose another --out") from None
+        raise RatingError(f"{out}: cannot create the output folder ({exc.strerror}); choose another --out") from None
     try:
         parameters = dict(study=str(Path(args.study).resolve()) if args.study else None,
                           table=str(Path(args.table).resolve()) if args.table else None,
@@ -206,7 +208,7 @@ def _invite(args) -> int:
             fd = os.open(out, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             _print_links(invitations)
-            raise ProbeError(f"{out}: cannot create the links file ({exc.strerror}); the links were issued and "
+            raise RatingError(f"{out}: cannot create the links file ({exc.strerror}); the links were issued and "
                              "are printed above: copy them now, they are not shown again") from None
         with os.fdopen(fd, "w", newline="") as f:
             csv.writer(f).writerows([("rater", "link"), *((i.rater, i.link) for i in invitations)])
@@ -299,11 +301,11 @@ def _panel_scores_file(source: str, out: Path) -> str:
     elif path.exists():
         return str(path)
     else:
-        raise ProbeError(f"--scores {source}: no such file or folder; give the study folder that was scored "
+        raise RatingError(f"--scores {source}: no such file or folder; give the study folder that was scored "
                          "(python -m probes score) or a CSV of panel scores")
     missing = [c for c in ("prompt_id", "preset", "metric", "value") if c not in table.columns]
     if missing:
-        raise ProbeError(f"--scores {source}: no column {', '.join(missing)}; panel scores have {', '.join(SCORE_COLUMNS)}")
+        raise RatingError(f"--scores {source}: no column {', '.join(missing)}; panel scores have {', '.join(SCORE_COLUMNS)}")
     target = out / "panel_scores.csv"
     table.to_csv(target, index=False)
     return str(target)
@@ -315,12 +317,12 @@ def _simulate(args) -> int:
     if args.study:
         return _simulate_study(args)
     if args.into:
-        raise ProbeError("--into copies a study before simulated raters rate it: give --study DIR as well")
+        raise RatingError("--into copies a study before simulated raters rate it: give --study DIR as well")
     if args.follow:
-        raise ProbeError("--follow makes simulated raters follow a metric of a study's scores: give --study DIR")
+        raise RatingError("--follow makes simulated raters follow a metric of a study's scores: give --study DIR")
     out = Path(args.output).expanduser().resolve()
     if not out.parent.is_dir():
-        raise ProbeError(f"{out}: the folder {out.parent} does not exist; create it (mkdir -p) or choose "
+        raise RatingError(f"{out}: the folder {out.parent} does not exist; create it (mkdir -p) or choose "
                          "another -o")
     kwargs = dict(catalog=args.catalog, presets=tuple(args.presets.split(",")),
                   raters=tuple((args.raters or "R1,R2,R3").split(",")),
@@ -334,7 +336,7 @@ def _simulate(args) -> int:
         else:
             table.to_csv(out, index=False)
     except OSError as exc:
-        raise ProbeError(f"{out}: cannot write the file ({exc.strerror}); choose a folder you can write "
+        raise RatingError(f"{out}: cannot write the file ({exc.strerror}); choose a folder you can write "
                          "to with -o") from None
     print(f"wrote {len(table)} SIMULATED ratings ({table['panel'].nunique()} panels, "
           f"{table['rater'].nunique()} simulated raters) to {out}")
@@ -503,8 +505,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from .errors import RatingError
-
+    # the generation side's errors too: a study folder, a catalog or a table write can fail there
     return run_command(build_parser(), argv, errors=(ProbeError, RatingError))
 
 

@@ -49,7 +49,7 @@ from probes.store import now
 
 from . import access, db
 from . import widgets as pw
-from .errors import RatingError
+from .errors import PanelUnavailable, RatingError
 from .session import too_many_pixels
 
 logger = logging.getLogger(__name__)
@@ -130,14 +130,6 @@ def _pixels_only(data: bytes) -> bytes:
     buf = io.BytesIO()
     rgb.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
-
-
-class PanelUnavailable(Exception):
-    """One of a panel's images cannot be shown: missing, unreadable, changed or undecodable."""
-
-    def __init__(self, image_token: str, cause: BaseException):
-        self.image_token, self.cause = image_token, cause
-        super().__init__(f"image {image_token}: {type(cause).__name__}: {cause}")
 
 
 def _checked_pixels(conn, image_token: str) -> bytes:
@@ -276,7 +268,7 @@ class RatingApp:
         except db.ReadOnlyStudyError as exc:
             logger.error("%s", exc)
             return UnavailableApp(READ_ONLY_TEXT)
-        except ProbeError as exc:
+        except (ProbeError, RatingError) as exc:  # the store's own checks, or the rating side's
             logger.error("%s", exc)
             return UnavailableApp(CANNOT_OPEN_TEXT)
         except Exception:  # a full disk, a damaged database, anything: the rater gets one sentence

@@ -33,7 +33,7 @@ from probes.database import (
 )
 from probes.store import refuse_links
 
-from .errors import RatingError
+from .errors import RatingError, ReadOnlyStudyError, StaleAnswerError, TamperError
 
 _json_text = json.encoder.encode_basestring_ascii  # what json.dumps writes for a str: quoted, ASCII-escaped
 # rating_config key written by migration 1: rows up to this rating_id predate the hash chain
@@ -135,26 +135,6 @@ RATINGS_MIGRATIONS = [
     """,
 ]
 register_migrations("ratings", RATINGS_MIGRATIONS)
-
-
-class StaleAnswerError(RatingError):
-    """An answer based on an older state of its panel: the same rater answered it elsewhere."""
-
-
-class TamperError(RatingError):
-    """Rating rows changed outside medprobe: a rater's hash chain is broken."""
-
-    def __init__(self, database: str, broken: dict[str, int]):
-        self.broken = dict(broken)  # rater -> rating_id of the first row that fails
-        where = "; ".join(f"rater {rater!r} from rating_id {rating_id}" for rater, rating_id in broken.items())
-        super().__init__(
-            f"{database}: the ratings fail the tamper check ({where}): that row, or one before it, was changed, "
-            "added or removed outside medprobe, so these ratings from that row on cannot be trusted. Restore the "
-            "study folder from its backup (keep the damaged copy for the study's records) and try again.")
-
-
-class ReadOnlyStudyError(RatingError):
-    """A study folder (or its database) this process cannot write to."""
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from probes import catalog as cat
+from probes.errors import TableError
 from probes.store import DB_NAME, Study, now, transaction
 from probes.tables import (  # noqa: F401  (part of this module's API: exports are written with them)
     FORMULA_TRIGGERS,
@@ -567,7 +568,10 @@ def export(study: str | Path, output: str | Path, format: str = "csv", include_r
     if not path.parent.is_dir():
         raise RatingError(f"{path}: the folder {path.parent} does not exist; create it or choose another -o")
     table = wide_table(study) if format == "wide" else tidy_table(study, include_repeats)
-    write_table(table, path, parquet=format == "parquet")
+    try:
+        write_table(table, path, parquet=format == "parquet")
+    except TableError as exc:  # an export is the rating side's, so its failure is a RatingError
+        raise RatingError(str(exc)) from None
     if not record_in_study(study, "export", {"file": str(path), "format": format, "rows": len(table),
                                              "include_repeats": bool(include_repeats)}):
         warnings.warn(f"{study}: this export is not in the study's audit trail (the study cannot be written "
