@@ -27,6 +27,7 @@ from probes.scorers import biomedclip as bc
 from probes.scorers import xrv as xr
 from probes.scorers.tiny import write_tiny_clip
 from probes.scores import PANEL_COLUMNS, score_study, scores_table
+from probes.scoretable import recognition_scores
 from probes.store import Study, now
 
 XRV_LABELS = ['Atelectasis', 'Consolidation', 'Infiltration', 'Pneumothorax', 'Edema', 'Emphysema', 'Fibrosis',
@@ -253,7 +254,7 @@ def test_biomedclip_scores_cosine_and_zero_shot_through_score_study(cxr, tiny_cl
     again = score_study(cxr, "biomedclip", device="cpu", progress=False)
     assert again["biomedclip"]["added"] == 0 and again["biomedclip"]["present"] == 12
 
-    panels = bc.recognition_scores(cxr)
+    panels = recognition_scores(cxr)
     assert list(panels.columns) == PANEL_COLUMNS
     assert set(panels.metric) == {"biomedclip_style", "biomedclip_topic"} and len(panels) == 2 * 6
     assert (panels.n_images == 2).all() and panels.value.between(0, 1).all()
@@ -264,7 +265,7 @@ def test_biomedclip_scores_cosine_and_zero_shot_through_score_study(cxr, tiny_cl
 
 
 def test_recognition_scores_of_an_unscored_study(cxr):
-    empty = bc.recognition_scores(cxr)
+    empty = recognition_scores(cxr)
     assert list(empty.columns) == PANEL_COLUMNS and empty.empty
 
 
