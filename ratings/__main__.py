@@ -361,10 +361,8 @@ def _simulate_study(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m ratings", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_build(sub) -> None:
+    """``build``: blinded panels for the raters, optionally a stratified sample of them."""
     p = sub.add_parser("build", help="create blinded panels and assign them to raters")
     p.add_argument("--study", required=True)
     p.add_argument("--raters", required=True, help="comma-separated rater ids, e.g. A,B,C")
@@ -379,6 +377,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the sample's draw")
     p.set_defaults(func=_build)
 
+
+def _add_rank(sub) -> None:
+    """``rank``: panels ranked by an automated metric beside the experts."""
     p = sub.add_parser("rank", help="rank all panels by an automated metric, beside the experts' ratings")
     p.add_argument("--study", required=True)
     p.add_argument("--metric", required=True, help="a scored metric, e.g. clip (or clip:<scorer>)")
@@ -389,6 +390,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write all rows to a CSV, XLSX or parquet file")
     p.set_defaults(func=_rank)
 
+
+def _add_add_reference(sub) -> None:
+    """``add-reference``: a control panel of real images."""
     p = sub.add_parser("add-reference", help="add real images of a prompt as a control panel")
     p.add_argument("--study", required=True)
     p.add_argument("--prompt", required=True, help="the prompt text the images illustrate")
@@ -396,6 +400,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("images", nargs="+", help="image files")
     p.set_defaults(func=_add_reference)
 
+
+def _add_import_wide(sub) -> None:
+    """``import-wide``: another study's wide rating table."""
     p = sub.add_parser("import-wide", help="import a wide rating table (CSV or XLSX) from another study")
     p.add_argument("file")
     p.add_argument("--catalog", required=True)
@@ -405,6 +412,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--exclude-columns", help="regex of columns to ignore, e.g. '_Median$'")
     p.set_defaults(func=_import_wide)
 
+
+def _add_export(sub) -> None:
+    """``export``: the latest ratings as a tidy or wide table."""
     p = sub.add_parser("export", help="export the latest ratings as a tidy (or wide) table")
     p.add_argument("--study", required=True)
     p.add_argument("-o", "--output", required=True)
@@ -412,6 +422,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--include-repeats", action="store_true", help="also the repeated showings (repeat=1)")
     p.set_defaults(func=_export)
 
+
+def _add_analyze(sub) -> None:
+    """``analyze``: the analysis notebook and its report."""
     p = sub.add_parser("analyze", help="run the analysis notebook: tables, figures and an HTML report")
     p.add_argument("--study", help="study folder")
     p.add_argument("--table", help="or an exported tidy table (CSV or parquet)")
@@ -437,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_analyze)
 
+
+def _add_invite(sub) -> None:
+    """``invite``: one secret link per rater."""
     p = sub.add_parser("invite", help="personal rater links: one secret link per rater, printed once")
     p.add_argument("--study", required=True)
     p.add_argument("--raters", required=True, help="comma-separated rater ids (built with `ratings build`)")
@@ -446,11 +462,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write the links to this new CSV file (mode 600) instead of printing")
     p.set_defaults(func=_invite)
 
+
+def _add_revoke(sub) -> None:
+    """``revoke``: stop raters' links."""
     p = sub.add_parser("revoke", help="stop raters' links at once")
     p.add_argument("--study", required=True)
     p.add_argument("--rater", "--raters", dest="raters", required=True, help="rater id(s), comma-separated")
     p.set_defaults(func=_revoke)
 
+
+def _add_audit(sub) -> None:
+    """``audit``: the audit trail, or the links issued."""
     p = sub.add_parser("audit", help="print the audit trail: links, logins, refused keys, exports")
     p.add_argument("--study", required=True)
     p.add_argument("--rater", help="only events of this rater")
@@ -460,12 +482,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", help="write a CSV or XLSX file instead of printing")
     p.set_defaults(func=_audit)
 
+
+def _add_progress(sub) -> None:
+    """``progress``: who has rated what."""
     p = sub.add_parser("progress", help="who has rated what: per rater answered, left, repeats, flagged, "
                                         "time per panel, link state (read-only; safe while raters work)")
     p.add_argument("--study", required=True)
     p.add_argument("-o", "--output", help="write a CSV, XLSX or parquet file instead of printing")
     p.set_defaults(func=_progress)
 
+
+def _add_serve(sub) -> None:
+    """``serve``: the rating app behind Voilà."""
     p = sub.add_parser("serve", help="serve the rating app with Voilà: token login, idle culling, no tracebacks")
     p.add_argument("--study", required=True)
     p.add_argument("--port", type=int, default=8866)
@@ -479,6 +507,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-kernels", type=int, default=40, help="open pages (kernels, ~180 MB each) the server holds")
     p.set_defaults(func=_serve)
 
+
+def _add_simulate(sub) -> None:
+    """``simulate``: SIMULATED ratings, as a table or into a study."""
     p = sub.add_parser("simulate", help="SIMULATED ratings (for demos and power): a tidy table (-o FILE), or "
                                         "simulated raters sim-1.. rating a study's own panels (--study DIR)")
     target = p.add_mutually_exclusive_group(required=True)
@@ -501,6 +532,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slope", type=float, default=1.0,
                    help="with --follow: scale points per standard deviation of the metric (default 1)")
     p.set_defaults(func=_simulate)
+
+
+# one function per subcommand, each adding its parser and arguments; this order is --help's
+SUBCOMMANDS = (
+    _add_build, _add_rank, _add_add_reference, _add_import_wide, _add_export, _add_analyze,
+    _add_invite, _add_revoke, _add_audit, _add_progress, _add_serve, _add_simulate,
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m ratings`` parser: every subcommand of :data:`SUBCOMMANDS`."""
+    parser = argparse.ArgumentParser(prog="python -m ratings", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in SUBCOMMANDS:
+        add(sub)
     return parser
 
 
