@@ -12,8 +12,9 @@ import pandas as pd
 import pytest
 from scipy import stats as ss
 
+from probes.scores import score_study
+from probes.scoretable import PANEL_COLUMNS, panel_scores
 from ratings import db
-from ratings.analysis import metrics
 from ratings.analysis.metrics import (
     bootstrap_weights,
     metric_vs_experts,
@@ -175,40 +176,14 @@ def test_scores_are_matched_on_prompt_and_preset_and_unscored_panels_counted():
         metric_vs_experts(tidy, scores.drop(columns="value"))
 
 
-def _scores_database(folder):
-    folder.mkdir()
-    conn = sqlite3.connect(folder / "study.sqlite")
-    conn.execute("CREATE TABLE scores (score_id INTEGER PRIMARY KEY, level TEXT, subject TEXT, prompt_id TEXT, "
-                 "preset TEXT, study_seed INTEGER, metric TEXT, scorer TEXT, scorer_digest TEXT, value REAL, "
-                 "detail TEXT, computed_at TEXT)")
-    conn.execute("CREATE TABLE images (image_id INTEGER PRIMARY KEY, prompt_id TEXT, preset TEXT, study_seed INTEGER, "
-                 "sha256 TEXT)")
-    conn.executemany("INSERT INTO images (prompt_id, preset, study_seed, sha256) VALUES ('p1', 'cfg', 0, ?)",
-                     [("img1",), ("img2",)])
-    rows = [("image", "img1", None, None, None, "clip", "ViT", 0.2), ("image", "img2", "p1", "cfg", 0, "clip", "ViT", 0.4),
-            ("panel", "panel1", "p1", "cfg", 0, "diversity", "lpips", 0.7),
-            ("group", "cfg", None, "cfg", 0, "fid", "inception", 30.0)]
-    conn.executemany("INSERT INTO scores (level, subject, prompt_id, preset, study_seed, metric, scorer, value, "
-                     "detail, computed_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, '{}', '2000-01-01')", rows)
-    conn.commit()
-    conn.close()
-
-
-def test_reading_scores_from_a_study(tmp_path, monkeypatch):
-    empty = tmp_path / "none"
-    empty.mkdir()
-    sqlite3.connect(empty / "study.sqlite").close()
-    assert read_panel_scores(empty).empty  # no scores table: no scores
-    _scores_database(tmp_path / "scored")
-    monkeypatch.setattr(metrics, "_probes_reader", lambda: None)  # probes.scores without panel_scores
-    table = read_panel_scores(tmp_path / "scored").set_index("metric")
-    assert list(table.columns) == [c for c in metrics.SCORE_COLUMNS if c != "metric"]
-    assert table.loc["clip", "value"] == pytest.approx(0.3) and table.loc["clip", "n_images"] == 2
-    assert table.loc["diversity", "value"] == pytest.approx(0.7) and "fid" not in table.index  # group level: no panel
-    given = pd.DataFrame({"prompt_id": ["p"], "preset": ["cfg"], "study_seed": [0], "metric": ["m"], "scorer": ["s"],
-                          "value": [1.0], "n_images": [4]})
-    monkeypatch.setattr(metrics, "_probes_reader", lambda: lambda study: given)  # probes.scores.panel_scores, once there
-    assert read_panel_scores(tmp_path / "scored").equals(given)
+def test_reading_scores_from_a_study(study, tmp_path):
+    assert read_panel_scores(study).empty  # never scored: no scores
+    assert list(read_panel_scores(study).columns) == PANEL_COLUMNS
+    score_study(study, ["diversity"], progress=False)
+    table = read_panel_scores(study)
+    assert list(table.columns) == PANEL_COLUMNS and set(table.metric) == {"diversity"}
+    assert len(table) == 6 and (table.n_images == 4).all()  # one row per panel: 3 styles x 2 presets
+    pd.testing.assert_frame_equal(table, panel_scores(study))  # probes' reader, nothing of its own
     with pytest.raises(AnalysisError, match="not a study folder"):
         read_panel_scores(tmp_path / "nowhere")
 

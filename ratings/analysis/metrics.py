@@ -35,10 +35,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats as ss
 
+from probes.scoretable import PANEL_COLUMNS, panel_scores
+from probes.store import DB_NAME
+
 from ..errors import AnalysisError
 from .stats import POLICIES, check_choice, prepare, present_levels, score_dimensions
 
-SCORE_COLUMNS = ["prompt_id", "preset", "study_seed", "metric", "scorer", "value", "n_images"]
+SCORE_COLUMNS = PANEL_COLUMNS  # the panel scores' columns, defined once in probes.scoretable
 CLUSTERS = {"prompt_id": "prompts", "topic": "topics", "panel": "panels"}
 CORRELATION_COLUMNS = ["dimension", "metric", "scorer", "n_panels", "n_clusters", "spearman_rho", "rho_ci_low",
                        "rho_ci_high", "p_naive", "p_clustered", "kendall_tau_b", "tau_ci_low", "tau_ci_high",
@@ -52,49 +55,27 @@ RANKING_COLUMNS = ["dimension", "metric", "scorer", "factor", "n_levels", "kenda
 def read_panel_scores(study: str | Path) -> pd.DataFrame:
     """The study's automated scores, one row per panel (prompt, preset, study seed) and metric.
 
-    Uses :func:`probes.scores.panel_scores` where it exists; otherwise reads the ``scores``
-    table itself: image-level scores averaged over the panel's images, panel-level scores as
-    they are (group-level scores, such as FID, describe no single panel and are left out). A
+    The table of :func:`probes.scoretable.panel_scores`: image-level scores averaged over the
+    panel's images, panel-level scores as they are (group-level scores, such as FID, describe
+    no single panel and are left out; :func:`probes.scoretable.group_scores` reads them). A
     study without a ``scores`` table has no scores: the result is empty.
+
+    Parameters
+    ----------
+    study : str or Path
+        The study folder the ratings were made in.
 
     Returns
     -------
     DataFrame
-        :data:`SCORE_COLUMNS`: prompt_id, preset, study_seed, metric, scorer, value, n_images.
+        :data:`probes.scoretable.PANEL_COLUMNS`: prompt_id, preset, study_seed, metric, scorer,
+        value, n_images.
     """
-    from probes.store import DB_NAME, connect
-
-    path = Path(study).expanduser() / DB_NAME
-    if not path.exists():
-        raise AnalysisError(f"{path.parent}: not a study folder (no {DB_NAME}); give the study folder the "
+    path = Path(study).expanduser()
+    if not (path / DB_NAME).exists():
+        raise AnalysisError(f"{path}: not a study folder (no {DB_NAME}); give the study folder the "
                             "ratings were made in")
-    conn = connect(path, readonly=True)
-    try:
-        if not conn.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'scores'").fetchone():
-            return pd.DataFrame(columns=SCORE_COLUMNS)
-        reader = _probes_reader()
-        if reader is None:
-            # an image's score names the image (subject: its sha256); the manifest names its panel
-            table = pd.read_sql_query(
-                "SELECT COALESCE(s.prompt_id, i.prompt_id) AS prompt_id, COALESCE(s.preset, i.preset) AS preset, "
-                "COALESCE(s.study_seed, i.study_seed) AS study_seed, s.metric, s.scorer, AVG(s.value) AS value, "
-                "SUM(s.level = 'image') AS n_images FROM scores s "
-                "LEFT JOIN images i ON s.level = 'image' AND i.sha256 = s.subject "
-                "WHERE s.level IN ('image', 'panel') AND s.value IS NOT NULL "
-                "GROUP BY 1, 2, 3, s.metric, s.scorer", conn)
-            return table.reindex(columns=SCORE_COLUMNS)
-    finally:
-        conn.close()
-    return reader(study).reindex(columns=SCORE_COLUMNS)
-
-
-def _probes_reader():
-    """probes.scores.panel_scores, imported only when wanted (it may not exist yet)."""
-    try:
-        from probes import scores
-    except ImportError:
-        return None
-    return getattr(scores, "panel_scores", None)
+    return panel_scores(path)
 
 
 # --- the analysis ----------------------------------------------------------------------------

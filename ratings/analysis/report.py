@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from probes.scoretable import group_scores
 from probes.tables import spreadsheet_safe_table, undo_spreadsheet_safe_table
 
 from ..errors import AnalysisError
@@ -143,8 +144,6 @@ def _group_scores(study) -> pd.DataFrame | None:
     if study is None:
         return None
     try:
-        from probes.scores import group_scores
-
         table = group_scores(study)
     except Exception:  # a study without a scores table, or not a study: no distances
         return None
