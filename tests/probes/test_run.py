@@ -207,7 +207,7 @@ def test_failures_are_per_item_and_oom_is_retried_smaller(tmp_path):
 def test_cli_exit_code_says_something_failed(tmp_path):
     presets = tmp_path / "p.yaml"
     presets.write_text("flaky:\n  backend: tests.test_run:Flaky\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run([sys.executable, "-m", "probes", "run", "--study", str(tmp_path / "s"), "--catalog",
                            "oncology", "--presets", "flaky", "--presets-file", str(presets), "--styles", "xray",
                            "--topics", "brain,malaria", "--detail", "short", "--images-per-prompt", "2", "--quiet"],
@@ -294,7 +294,7 @@ class Killer(Generator):
 def test_a_kernel_killed_mid_panel_says_which_panel_and_what_to_try(tmp_path):
     presets = tmp_path / "p.yaml"
     presets.write_text("killer:\n  backend: tests.test_run:Killer\n")
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     study = tmp_path / "s"
     done = subprocess.run([sys.executable, "-m", "probes", "run", "--study", str(study), "--catalog", "oncology",
                            "--presets", "killer", "--presets-file", str(presets), "--styles", "xray",

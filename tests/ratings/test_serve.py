@@ -9,7 +9,7 @@ from packaging.version import Version
 
 from ratings.serve import AUDIT_HEADERS, voila_args
 
-ROOT = __import__("pathlib").Path(__file__).resolve().parents[1]
+ROOT = __import__("pathlib").Path(__file__).resolve().parents[2]
 
 
 def test_voila_serves_with_its_token_culling_and_no_tracebacks():

@@ -16,7 +16,7 @@ from ratings.errors import RatingError
 from ratings.io import tidy_table
 from ratings.session import DEFAULT_SCALE, build_sessions, check_scale
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 THREE_POINT = {"dimensions": [
     {"id": "style", "question": "Style?", "min": 0, "max": 2, "anchors": [[0, "no"], [1, "partly"], [2, "yes"]]},
     {"id": "content", "question": "Content?", "min": 0, "max": 2, "anchors": [[0, "no"], [1, "partly"], [2, "yes"]]},

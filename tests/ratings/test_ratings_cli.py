@@ -21,7 +21,7 @@ from ratings import db
 from ratings.__main__ import main
 from ratings.session import build_sessions
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TABLES = ("prompts", "images", "presets", "raters", "panels", "assignments", "ratings")
 
 

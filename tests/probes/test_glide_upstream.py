@@ -7,7 +7,7 @@ can drift (a guidance formula, the variance half of the output, the order of noi
 8-bit ``low_res``). Here the other side is the notebooks' own code: the cells of
 ``text2im.ipynb`` (classifier-free guidance) and ``clip_guided.ipynb`` (CLIP guidance, the
 same upsampler cell), run through ``p_sample_loop`` and ``ddim_sample_loop`` on the same
-checkpoint files (tests/test_glide.py's tiny random models) in float32 on CPU.
+checkpoint files (tests/probes/test_glide.py's tiny random models) in float32 on CPU.
 
 Only the noise is handed over: the starting noise through the loops' ``noise=`` argument, and
 the per-step noise by giving ``glide_text2im.gaussian_diffusion`` a ``th`` whose ``randn_like``
@@ -42,7 +42,7 @@ from probes.generators.glide import GlideGenerator  # noqa: E402
 
 pytestmark = pytest.mark.glide
 
-tiny = test_glide.tiny  # the same tiny checkpoints on disk as tests/test_glide.py
+tiny = test_glide.tiny  # the same tiny checkpoints on disk as tests/probes/test_glide.py
 PROMPTS = test_glide.PANEL[:2]
 SEEDS = [21, 22]
 device = torch.device("cpu")

@@ -14,7 +14,7 @@ from probes.errors import PresetError, ProbeError, StoreError
 from probes.run import run_probe
 from probes.store import Study
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ONE = dict(catalog="oncology", styles=["xray"], topics=["brain"], detail=["short"], images_per_prompt=1)
 
 

@@ -30,7 +30,7 @@ from probes.plan import (
 from probes.run import run_probe, run_shard
 from probes.store import Study
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRESETS = {"tiny-fast": {"backend": "tiny", "description": "t", "steps": 2, "size": 32},
            "tiny-fast-b": {"backend": "tiny", "description": "t", "steps": 2, "size": 32, "guidance_scale": 5.0}}
 SMALL = dict(catalog="oncology", presets=["tiny-fast", "tiny-fast-b"], styles=["xray", "histopathology", "poster"],

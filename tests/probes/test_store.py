@@ -19,7 +19,7 @@ from probes.generators.tiny import TinyGenerator
 from probes.run import run_probe
 from probes.store import PROBES_MIGRATIONS, Study, connect, migrate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 ONE = dict(catalog="oncology", styles=["xray", "ct"], topics=["brain"], detail=["short"])
 
 

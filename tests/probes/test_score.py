@@ -20,7 +20,7 @@ from probes.scorers.diversity import mean_pairwise_ms_ssim, panel_tensor
 from probes.scorers.tiny import write_tiny_clip
 from probes.scores import PANEL_COLUMNS, panel_scores, score_study, scores_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 N_IMAGES, N_PANELS = 24, 6  # the `generated` study: 2 presets x 3 prompts x 4 images
 
 

@@ -35,7 +35,7 @@ from ratings.io import (
 )
 from ratings.session import add_reference, build_sessions
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 TRIGGERS = ("=", "+", "-", "@", "\t", "\r")
 HYPERLINK = '=HYPERLINK("http://x")'
 DDE = "=cmd|' /C calc'!A0"

@@ -25,7 +25,7 @@ from benchmarks import gpu, gpu_measure, gpu_models, gpu_report
 from probes.errors import ProbeError
 from probes.generators import create_generator
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 OTHER = "<!-- cpu:start -->\n## CPU figures\n\nkept as it was\n<!-- cpu:end -->\n"
 OLD = "## GPU figures\n\n<!-- gpu:start -->\nstale figures\n<!-- gpu:end -->\n"
 

@@ -15,7 +15,7 @@ from probes import shards
 from probes.run import run_probe
 from probes.store import Study
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PRESETS = {"tiny-fast": {"backend": "tiny", "description": "t", "steps": 2, "size": 32}}
 SMALL = dict(catalog="oncology", presets=["tiny-fast"], styles=["xray", "histopathology", "mri", "photo"], topics=["malaria"],
              detail=["short"], images_per_prompt=2, seed=0, progress=False)

@@ -21,7 +21,7 @@ from ratings.app import RatingApp
 from ratings.errors import RatingError
 from ratings.session import add_reference, build_sessions, session_summary
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture

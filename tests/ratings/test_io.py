@@ -17,7 +17,7 @@ from ratings import db
 from ratings.errors import ImportFormatError, RatingError
 from ratings.io import export, import_wide, tidy_table, wide_table
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 RATERS = ["R1", "R2", "R3"]
 SCORE_COLUMNS = [f"{dim}_{rater}" for rater in RATERS for dim in ("Style", "Content")]
 HEADER = ["Prompt", *SCORE_COLUMNS, "Style_Median", "Content_Median"]
