@@ -218,8 +218,10 @@ def assign_shards(costs: list[float], num_shards: int) -> list[int]:
 
 
 def check_shard(shard_index: int, num_shards: int) -> None:
+    """Refuse a shard that does not exist (before any work: nothing is created)."""
     if num_shards < 1 or not 0 <= shard_index < num_shards:
-        raise ProbeError(f"shard {shard_index} of {num_shards} does not exist; use 0 <= shard_index < num_shards")
+        raise ProbeError(f"shard {shard_index} of {num_shards} does not exist; use 0 <= shard index < number of "
+                         "shards (--shard-index, --num-shards)")
 
 
 def shard(items: list, shard_index: int, num_shards: int, costs: list[float] | None = None) -> list:

@@ -25,9 +25,9 @@ import torch
 from tqdm.auto import tqdm
 
 from . import catalog as cat
-from . import shards
+from . import execute, shards
 from .errors import DoesNotFit, KernelDiedError, ProbeError
-from .execute import ProgressFile, execute_notebook
+from .execute import ProgressFile
 from .generators import create_generator, load_presets, preset_settings
 from .generators.base import Generator, flag
 from .generators.diffusers_pipeline import is_out_of_memory
@@ -435,7 +435,7 @@ def launch(study, catalog, presets, images_per_prompt: int = 4, seed: int = 0, s
         if compare:
             parameters["compare"] = compare
         try:
-            execute_notebook("10_probe.ipynb", record_notebook, parameters, progress=progress)
+            execute.execute_notebook("10_probe.ipynb", record_notebook, parameters, progress=progress)
         except KernelDiedError:
             raise ProbeError(kernel_died_message(target.store, target.run_id, record_notebook)) from None
     with Study(target.store, create=False) as st:

@@ -45,6 +45,15 @@ def no_kernel(monkeypatch):
     monkeypatch.setattr(execute, "execute_notebook", started)
 
 
+def test_a_shard_that_does_not_exist_is_refused_naming_the_flags(tmp_path, presets_file, capsys, no_kernel):
+    study = tmp_path / "new-study"
+    code = main(command(study, presets_file) + ["--num-shards", "2", "--shard-index", "5"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "shard 5 of 2 does not exist" in err and "--shard-index" in err and "--num-shards" in err
+    assert not study.exists()
+
+
 @pytest.mark.parametrize("case", BAD, ids=list(BAD))
 def test_a_wrong_command_is_refused_before_anything_exists(case, tmp_path, presets_file, capsys, no_kernel):
     wrong, said = BAD[case]
