@@ -30,6 +30,19 @@ def agreement(tidy: pd.DataFrame, dimension: str = "style", nonsensical: str = "
     Kappa CIs resample panels too. ``nonsensical`` as in :func:`prepare`; "panel-zero" would
     make raters agree on every flagged panel by construction, hence the default "zero".
 
+    Parameters
+    ----------
+    tidy : DataFrame
+        The tidy table (:func:`ratings.io.tidy_table`), one row per rater and showing.
+    dimension : str
+        The rating dimension ("style", "content").
+    nonsensical : {"zero", "panel-zero", "exclude", "lowest"}
+        How a flagged rating counts (:func:`ratings.analysis.stats.prepare`).
+    n_boot : int
+        Bootstrap resamples of panels for the intervals (0: none).
+    seed : int
+        Seed of the resampling.
+
     Returns
     -------
     DataFrame
@@ -40,6 +53,15 @@ def agreement(tidy: pd.DataFrame, dimension: str = "style", nonsensical: str = "
     Krippendorff, K. (2011). Computing Krippendorff's Alpha-Reliability. Annenberg School for
     Communication, University of Pennsylvania. Cohen, J. (1968). Weighted kappa. Psychol. Bull.
     70(4), 213-220. Fleiss, J. L., & Cohen, J. (1973). Educ. Psychol. Meas. 33(3), 613-619.
+
+    Examples
+    --------
+    >>> from ratings.analysis.simulate import simulate_ratings
+    >>> tidy = simulate_ratings('oncology', presets=['cfg'], raters=['A', 'B'], seed=0)
+    >>> print(agreement(tidy, 'style', n_boot=50)[['measure', 'rater_a', 'rater_b', 'value', 'n']].round(3).to_string(index=False))
+                         measure rater_a rater_b  value   n
+    krippendorff alpha (ordinal)     all     all  0.695 272
+        quadratic-weighted kappa   sim-A   sim-B  0.678 272
     """
     first = prepare(tidy, dimension, aggregate="none", nonsensical=nonsensical)
     if first.duplicated(["rater", "panel"]).any():

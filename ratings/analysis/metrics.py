@@ -113,6 +113,23 @@ def metric_vs_experts(ratings: pd.DataFrame, panel_scores: pd.DataFrame, dims=("
         mean metric and mean median rating (:data:`RANKING_COLUMNS`); ``panels``: the joined
         per-panel data (dimension, metric, scorer, panel, prompt_id, style, style_group, topic,
         preset, metric_value, rating) behind the figure.
+
+    References
+    ----------
+    Spearman, C. (1904). Am. J. Psychol. 15(1), 72-101. Kendall, M. G. (1945). Biometrika 33(3),
+    239-251. Field, C. A., & Welsh, A. H. (2007). J. R. Stat. Soc. B 69(3), 369-390.
+
+    Examples
+    --------
+    >>> from ratings.analysis.simulate import simulate_ratings
+    >>> tidy = simulate_ratings('oncology', presets=['cfg'], raters=['A', 'B'], seed=0)
+    >>> panels = tidy.drop_duplicates('panel')
+    >>> scores = pd.DataFrame({'prompt_id': panels['prompt_id'], 'preset': panels['preset'], 'metric': 'clip',
+    ...                        'value': panels['style_score'].astype(float).fillna(0).to_numpy() + 0.5})
+    >>> result = metric_vs_experts(tidy, scores, dims='style', n_boot=100)
+    >>> print(result['overall'][['metric', 'n_panels', 'spearman_rho', 'kendall_tau_b']].round(3).to_string(index=False))
+    metric  n_panels  spearman_rho  kendall_tau_b
+      clip       272         0.908           0.84
     """
     check_choice("nonsensical", nonsensical, POLICIES)
     check_choice("cluster", cluster, tuple(CLUSTERS))
@@ -161,7 +178,44 @@ def metric_vs_experts(ratings: pd.DataFrame, panel_scores: pd.DataFrame, dims=("
 def correlation(data: pd.DataFrame, cluster: str = "prompt_id", n_boot: int = 2000, rng=None,
                 ci: float = 0.95) -> dict:
     """Spearman's rho and Kendall's tau-b of ``metric_value`` with ``rating`` over the rows
-    (panels), with cluster-bootstrap CIs: see :func:`metric_vs_experts`."""
+    (panels), with cluster-bootstrap CIs: see :func:`metric_vs_experts`.
+
+    Parameters
+    ----------
+    data : DataFrame
+        One row per panel: ``metric_value``, ``rating`` and the ``cluster`` column.
+    cluster : {"prompt_id", "topic", "panel"}
+        What the bootstrap resamples.
+    n_boot : int
+        Bootstrap resamples (0: no interval).
+    rng : int or Generator, optional
+        Seed or generator of the resampling.
+    ci : float
+        Coverage of the intervals.
+
+    Returns
+    -------
+    dict
+        n_panels, n_clusters, spearman_rho with rho_ci_low/high, p_naive, p_clustered,
+        kendall_tau_b with tau_ci_low/high, p_kendall_naive, note.
+
+    References
+    ----------
+    Spearman, C. (1904). Am. J. Psychol. 15(1), 72-101. Kendall, M. G. (1945). The treatment of ties
+    in ranking problems. Biometrika 33(3), 239-251. Field, C. A., & Welsh, A. H. (2007).
+    Bootstrapping clustered data. J. R. Stat. Soc. B 69(3), 369-390.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> data = pd.DataFrame({'metric_value': [0.1, 0.4, 0.35, 0.8, 0.7, 0.9], 'rating': [0, 1, 2, 3, 3, 4.0],
+    ...                      'prompt_id': ['a', 'a', 'b', 'b', 'c', 'c']})
+    >>> row = correlation(data, n_boot=200, rng=0)
+    >>> round(row['spearman_rho'], 3), round(row['kendall_tau_b'], 3), row['n_clusters']
+    (0.928, 0.828, 3)
+    >>> row['note']
+    'only 3 prompts: the bootstrap interval may be too narrow'
+    """
     rng = np.random.default_rng(rng)
     x, y = data["metric_value"].to_numpy(float), data["rating"].to_numpy(float)
     codes = pd.factorize(data[cluster] if cluster != "panel" else np.arange(len(data)))[0]
@@ -197,7 +251,33 @@ def correlation(data: pd.DataFrame, cluster: str = "prompt_id", n_boot: int = 20
 
 def ranking(data: pd.DataFrame, factor: str = "style") -> dict:
     """Does the metric rank the levels of ``factor`` as the experts do? Kendall's tau-b between
-    the levels' mean metric and their mean (median) rating; 1: the same order, -1: reversed."""
+    the levels' mean metric and their mean (median) rating; 1: the same order, -1: reversed.
+
+    Parameters
+    ----------
+    data : DataFrame
+        One row per panel: ``metric_value``, ``rating`` and the ``factor`` column.
+    factor : str
+        The column whose levels are ranked (style, preset).
+
+    Returns
+    -------
+    dict
+        factor, n_levels, kendall_tau_b, p_naive, order_by_metric, order_by_experts, note.
+
+    References
+    ----------
+    Kendall, M. G. (1945). The treatment of ties in ranking problems. Biometrika 33(3), 239-251.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> data = pd.DataFrame({'style': ['xray', 'xray', 'photo', 'photo', 'poster', 'poster'],
+    ...                      'metric_value': [0.1, 0.2, 0.5, 0.4, 0.8, 0.9], 'rating': [1, 0, 2, 3, 3, 4.0]})
+    >>> row = ranking(data, 'style')
+    >>> row['kendall_tau_b'], row['order_by_metric'], row['note']
+    (1.0, 'poster > photo > xray', 'only 3 levels: tau is coarse')
+    """
     means = data.groupby(factor, observed=True, sort=False)[["metric_value", "rating"]].mean()
     row = {"factor": factor, "n_levels": len(means), "kendall_tau_b": np.nan, "p_naive": np.nan,
            "order_by_metric": _order(means["metric_value"]), "order_by_experts": _order(means["rating"]), "note": ""}
@@ -214,7 +294,35 @@ def ranking(data: pd.DataFrame, factor: str = "style") -> dict:
 
 def bootstrap_weights(codes, n_boot: int, rng) -> np.ndarray:
     """(n_boot, n) weights: how often each row appears when clusters are drawn with replacement
-    (every row of a drawn cluster comes along)."""
+    (every row of a drawn cluster comes along).
+
+    Parameters
+    ----------
+    codes : array of int
+        Each row's cluster, coded 0 .. G - 1.
+    n_boot : int
+        Resamples.
+    rng : Generator
+        The random generator.
+
+    Returns
+    -------
+    ndarray
+        (n_boot, n) row counts; each resample draws G clusters.
+
+    References
+    ----------
+    Davison, A. C., & Hinkley, D. V. (1997). Bootstrap methods and their application, section
+    3.8 (resampling clusters).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> bootstrap_weights([0, 0, 1, 2], 3, np.random.default_rng(0))
+    array([[1., 1., 1., 1.],
+           [0., 0., 0., 3.],
+           [2., 2., 1., 0.]])
+    """
     codes = np.asarray(codes)
     g = int(codes.max()) + 1
     counts = rng.multinomial(g, np.full(g, 1.0 / g), size=n_boot)
@@ -223,7 +331,15 @@ def bootstrap_weights(codes, n_boot: int, rng) -> np.ndarray:
 
 def weighted_ranks(x, weights) -> np.ndarray:
     """Average ranks of ``x`` in each resample (row of ``weights``), ties sharing their mean rank:
-    the ranks that the resample, written out with its duplicates, would give each row."""
+    the ranks that the resample, written out with its duplicates, would give each row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> weighted_ranks([10, 20, 20, 30], np.array([[1.0, 1, 1, 1], [2, 0, 1, 1]]))
+    array([[1. , 2.5, 2.5, 4. ],
+           [1.5, 3. , 3. , 4. ]])
+    """
     values, codes = np.unique(np.asarray(x, float), return_inverse=True)
     onehot = np.zeros((len(codes), len(values)))
     onehot[np.arange(len(codes)), codes] = 1.0
@@ -233,12 +349,60 @@ def weighted_ranks(x, weights) -> np.ndarray:
 
 
 def weighted_spearman(x, y, weights) -> np.ndarray:
-    """Spearman's rho of each resample: the weighted Pearson correlation of its ranks."""
+    """Spearman's rho of each resample: the weighted Pearson correlation of its ranks.
+
+    Parameters
+    ----------
+    x, y : array_like
+        The two variables, one entry per row.
+    weights : ndarray
+        (n_boot, n) row counts of each resample (:func:`bootstrap_weights`).
+
+    Returns
+    -------
+    ndarray
+        One rho per resample.
+
+    References
+    ----------
+    Spearman, C. (1904). Am. J. Psychol. 15(1), 72-101.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> weights = np.array([[1.0, 1, 1, 1], [2, 0, 1, 1]])
+    >>> weighted_spearman([1, 2, 3, 4], [1, 3, 2, 4], weights).round(3)
+    array([0.8, 1. ])
+    """
     return _weighted_pearson(weighted_ranks(x, weights), weighted_ranks(y, weights), weights)
 
 
 def weighted_kendall_tau_b(x, y, weights) -> np.ndarray:
-    """Kendall's tau-b of each resample; the copies of one row form pairs tied in both x and y."""
+    """Kendall's tau-b of each resample; the copies of one row form pairs tied in both x and y.
+
+    Parameters
+    ----------
+    x, y : array_like
+        The two variables, one entry per row.
+    weights : ndarray
+        (n_boot, n) row counts of each resample (:func:`bootstrap_weights`).
+
+    Returns
+    -------
+    ndarray
+        One tau-b per resample.
+
+    References
+    ----------
+    Kendall, M. G. (1945). The treatment of ties in ranking problems. Biometrika 33(3), 239-251.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> weights = np.array([[1.0, 1, 1, 1], [2, 0, 1, 1]])
+    >>> weighted_kendall_tau_b([1, 2, 3, 4], [1, 3, 2, 4], weights).round(3)
+    array([0.667, 1.   ])
+    """
     x, y = np.asarray(x, float), np.asarray(y, float)
     dx, dy = x[:, None] - x[None, :], y[:, None] - y[None, :]
     score = np.sign(dx) * np.sign(dy)
@@ -263,7 +427,27 @@ def _weighted_pearson(a, b, w) -> np.ndarray:
 # --- helpers ---------------------------------------------------------------------------------
 
 def panel_level_scores(panel_scores) -> pd.DataFrame:
-    """One metric value per (prompt_id, preset, metric, scorer); several study seeds averaged."""
+    """One metric value per (prompt_id, preset, metric, scorer); several study seeds averaged.
+
+    Parameters
+    ----------
+    panel_scores : DataFrame
+        prompt_id, preset, metric, value, optionally scorer and study_seed (:func:`read_panel_scores`).
+
+    Returns
+    -------
+    DataFrame
+        metric, scorer, prompt_id, preset, metric_value.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> scores = pd.DataFrame({'prompt_id': ['p1', 'p1'], 'preset': ['cfg', 'cfg'], 'study_seed': [0, 1],
+    ...                        'metric': ['clip', 'clip'], 'value': [0.2, 0.4]})
+    >>> print(panel_level_scores(scores).to_string(index=False))
+    metric scorer prompt_id preset  metric_value
+      clip               p1    cfg           0.3
+    """
     if not isinstance(panel_scores, pd.DataFrame):
         raise AnalysisError("panel_scores must be a DataFrame (prompt_id, preset, metric, value), e.g. from "
                             "ratings.analysis.metrics.read_panel_scores(study)")
@@ -282,13 +466,10 @@ def panel_level_scores(panel_scores) -> pd.DataFrame:
             .rename("metric_value").reset_index())
 
 
-def has_scores(panel_scores) -> bool:
-    return isinstance(panel_scores, pd.DataFrame) and len(panel_scores) > 0
-
-
 def _order(means: pd.Series) -> str:
     return " > ".join(str(level) for level in means.sort_values(ascending=False, kind="stable").index)
 
 
-__all__ = ["SCORE_COLUMNS", "correlation", "metric_vs_experts", "panel_level_scores", "ranking",
-           "read_panel_scores", "weighted_kendall_tau_b", "weighted_spearman"]
+__all__ = ["CLUSTERS", "CORRELATION_COLUMNS", "RANKING_COLUMNS", "SCORE_COLUMNS", "bootstrap_weights", "correlation",
+           "metric_vs_experts", "panel_level_scores", "ranking", "read_panel_scores", "weighted_kendall_tau_b",
+           "weighted_ranks", "weighted_spearman"]

@@ -183,10 +183,29 @@ def ordinal_model(data: pd.DataFrame, factor: str = "style", covariates=("detail
     References
     ----------
     McCullagh P (1980). Regression models for ordinal data. J R Stat Soc B 42:109-142.
+    Agresti A (2010). Analysis of Ordinal Categorical Data, 2nd ed., chapter 3 (cumulative
+    logit models). Wiley.
     Liddell TM, Kruschke JK (2018). Analyzing ordinal data with metric models: what could
     possibly go wrong? J Exp Soc Psychol 79:328-348.
     Cameron AC, Miller DL (2015). A practitioner's guide to cluster-robust inference.
     J Hum Resour 50:317-372.
+
+    Examples
+    --------
+    >>> from ratings.analysis.simulate import simulate_ratings
+    >>> tidy = simulate_ratings('oncology', presets=['cfg'], raters=['A', 'B'], seed=0)
+    >>> tidy = tidy[tidy['style'].isin(['xray', 'photo', 'poster'])]
+    >>> from ratings.analysis.stats import prepare
+    >>> fit = ordinal_model(prepare(tidy, aggregate='none'), factor='style')
+    >>> print(fit.coefficients[['term', 'log_or', 'se_cluster', 'p', 'odds_ratio', 'n_clusters']].round(3).to_string(index=False))
+                term  log_or  se_cluster     p  odds_ratio  n_clusters
+        style[photo]   1.683       0.444 0.002       5.382          17
+       style[poster]   3.440       0.484 0.000      31.179          17
+    detail[detailed]  -0.046       0.315 0.887       0.955          17
+        rater[sim-B]   0.344       0.205 0.113       1.410          17
+    >>> print(fit.contrasts([('photo', 'xray')])[['a', 'b', 'log_or', 'p', 'estimable']].round(3).to_string(index=False))
+        a    b  log_or     p  estimable
+    photo xray   1.683 0.002       True
     """
     return _ordinal(data, factor, covariates, cluster, reference, distr, ci)
 
@@ -268,6 +287,39 @@ def estimability(table: pd.DataFrame, n_clusters: int | None = None) -> pd.DataF
       get an SE of nearly 0 and others one of nearly any size.
 
     Rows already marked not estimable keep their note.
+
+    Parameters
+    ----------
+    table : DataFrame
+        A coefficient or contrast table (:data:`COEFFICIENT_COLUMNS`, :data:`CONTRAST_COLUMNS`).
+    n_clusters : int, optional
+        The number of clusters (default: the table's ``n_clusters`` column).
+
+    Returns
+    -------
+    DataFrame
+        ``table`` with ``estimable`` and ``note`` set and the unsupported numbers left empty.
+
+    References
+    ----------
+    Albert, A., & Anderson, J. A. (1984). On the existence of maximum likelihood estimates in
+    logistic regression models. Biometrika 71(1), 1-10. Cameron, A. C., & Miller, D. L. (2015).
+    J. Hum. Resour. 50(2), 317-372 (few clusters).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> table = pd.DataFrame({'term': ['style[a]', 'style[b]'], 'log_or': [0.5, 14.0], 'se_cluster': [0.2, 0.3],
+    ...                       'se_naive': [0.25, 40.0], 't': [2.5, 46.7], 'p': [0.03, 0.0], 'p_naive': [0.04, 0.7],
+    ...                       'odds_ratio': [1.65, 1.2e6], 'or_ci_low': [1.1, 1e5], 'or_ci_high': [2.5, 1e7],
+    ...                       'n_clusters': [12, 12]})
+    >>> marked = estimability(table)
+    >>> print(marked[['term', 'log_or', 'p', 'estimable']].to_string(index=False))
+        term  log_or    p  estimable
+    style[a]     0.5 0.03       True
+    style[b]     NaN  NaN      False
+    >>> marked.loc[1, 'note'][:60]
+    'not estimable: log odds ratio +14.0, model-based SE 40.0: qu'
     """
     table = table.copy()
     if "estimable" not in table:
@@ -374,6 +426,18 @@ def permutation_pvalue(data: pd.DataFrame, factor: str = "style", pairs=None, un
     References
     ----------
     Good P (2005). Permutation, Parametric and Bootstrap Tests of Hypotheses, 3rd ed. Springer.
+
+    Examples
+    --------
+    >>> from ratings.analysis.simulate import simulate_ratings
+    >>> tidy = simulate_ratings('oncology', presets=['cfg'], raters=['A', 'B'], seed=0)
+    >>> tidy = tidy[tidy['style'].isin(['xray', 'photo', 'poster'])]
+    >>> from ratings.analysis.stats import prepare
+    >>> data = prepare(tidy, aggregate='none')
+    >>> result = permutation_pvalue(data, pairs=[('photo', 'xray')], n_perm=19, progress=False)
+    >>> print(result[['a', 'b', 'log_or', 'p_perm', 'n_perm']].round(3).to_string(index=False))
+        a    b  log_or  p_perm  n_perm
+    photo xray   1.683    0.05      19
     """
     if n_perm < 1:
         raise AnalysisError(f"n_perm must be at least 1, not {n_perm}")
@@ -457,6 +521,18 @@ def flag_model(tidy: pd.DataFrame, factor: str = "style", cluster: str = "topic"
     ----------
     Cameron AC, Miller DL (2015). A practitioner's guide to cluster-robust inference.
     J Hum Resour 50:317-372.
+
+    Examples
+    --------
+    >>> from ratings.analysis.simulate import simulate_ratings
+    >>> tidy = simulate_ratings('oncology', presets=['cfg'], raters=['A', 'B'], nonsensical_rate=0.2, seed=0)
+    >>> tidy = tidy[tidy['style'].isin(['xray', 'photo', 'poster'])]
+    >>> result = flag_model(tidy)
+    >>> print(result['odds_ratios'][['level', 'log_or', 'odds_ratio', 'p', 'estimable']].round(3).to_string(index=False))
+     level  log_or  odds_ratio     p  estimable
+      xray   0.000       1.000   NaN       True
+     photo   0.084       1.087 0.817       True
+    poster  -0.383       0.682 0.367       True
     """
     import statsmodels.api as sm
 

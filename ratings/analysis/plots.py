@@ -235,8 +235,8 @@ def ordinal_forest(ordinal: pd.DataFrame, dimension: str | None = None, alpha: f
             raise AnalysisError(f"nothing to plot: no contrast with a finite odds ratio; pass {what}")
         return _message_figure(f"{head}cumulative odds ratios (ordinal model): none can be shown",
                                _omitted_text(omitted, len(omitted), where=""), _simulated(ordinal))
-    radiology = [table["a"].map(lambda s: style_group(s) == "radiology"),
-                 table["b"].map(lambda s: style_group(s) == "radiology")]
+    radiology = [table["a"].map(lambda s: _style_group(s) == "radiology"),
+                 table["b"].map(lambda s: _style_group(s) == "radiology")]
     flip = (radiology[1] & ~radiology[0]).to_numpy()
     table.loc[flip, ["a", "b"]] = table.loc[flip, ["b", "a"]].to_numpy()
     table.loc[flip, "_or"] = 1 / table.loc[flip, "_or"]
@@ -349,7 +349,7 @@ def share_at_least(at_least: pd.DataFrame, dimension: str | None = None, thresho
             low, high = part["ci_low"].to_numpy(float) * 100, part["ci_high"].to_numpy(float) * 100
             x = np.arange(len(styles))
             _shade_radiology(ax, styles, label_y=0.87)
-            colors = [(*GROUP_COLORS.get(style_group(s), PALETTE[7]), 0.55) for s in styles]
+            colors = [(*GROUP_COLORS.get(_style_group(s), PALETTE[7]), 0.55) for s in styles]
             ax.bar(x, share, width=0.62, color=colors, edgecolor="0.3", linewidth=0.6,
                    yerr=np.clip([share - low, high - share], 0, None), capsize=4, ecolor="0.1",
                    error_kw={"elinewidth": 1.3, "zorder": 4}, zorder=3)
@@ -417,7 +417,7 @@ def medians_iqr(descriptives: pd.DataFrame, dimension: str | None = None) -> Fig
         fig = Figure(figsize=(7.5, 4.4), layout="constrained")
         ax = fig.subplots()
         _shade_radiology(ax, styles)
-        colors = [GROUP_COLORS.get(style_group(s), PALETTE[7]) for s in styles]
+        colors = [GROUP_COLORS.get(_style_group(s), PALETTE[7]) for s in styles]
         iqr = (rows["q3"] - rows["q1"]).to_numpy(float)
         thin = np.where(iqr < 0.06, 0.03, 0.0)  # a zero-width IQR still shows, as a flat bar at its median
         ax.bar(x, np.maximum(iqr, 0.06), bottom=rows["q1"].to_numpy(float) - thin, width=0.32, color=colors,
@@ -470,7 +470,7 @@ def paired_slopes(prepared: pd.DataFrame, factor: str, a: str, b: str, pair_by, 
         axes = np.atleast_1d(fig.subplots(nrows, ncols, sharey=True, squeeze=False)).ravel()
         for ax, level in zip(axes, facets, strict=False):
             _slopes(ax, wide[wide[facet] == level], a, b)
-            radiology = facet == "style" and style_group(level) == "radiology"
+            radiology = facet == "style" and _style_group(level) == "radiology"
             ax.set_title(style_label(level) if facet == "style" else str(level), fontsize=10,
                          color=GROUP_COLORS["radiology"] if radiology else "black")
             if radiology:
@@ -594,7 +594,7 @@ def distribution_bars(tidy: pd.DataFrame, dimension: str = "style") -> Figure:
         ax.set_yticks([0, 25, 50, 75, 100])
         _style_axis(ax, styles)
         for tick, style in zip(ax.get_xticklabels(), styles, strict=True):
-            if style_group(style) == "radiology":
+            if _style_group(style) == "radiology":
                 tick.set_fontweight("bold")
                 tick.set_color(GROUP_COLORS["radiology"])
         handles, labels = ax.get_legend_handles_labels()
@@ -723,7 +723,8 @@ def style_label(style: str) -> str:
     return next((label for s, label, _ in _catalog_styles() if s == style), str(style))
 
 
-def style_group(style: str) -> str:
+def _style_group(style: str) -> str:
+    """The style group of ``style`` in the bundled catalogs (radiology by name where none has it)."""
     group = next((g for s, _, g in _catalog_styles() if s == style), None)
     return group or ("radiology" if style in FALLBACK_RADIOLOGY else "other")
 
@@ -758,7 +759,7 @@ def _boxstrip(ax, values: pd.DataFrame, dimension: str, first: bool = True, lege
                        patch_artist=True, whis=1.5, medianprops={"color": "black", "linewidth": 2.2},
                        whiskerprops={"color": "0.2"}, capprops={"color": "0.2"})
     for patch, style in zip(boxes["boxes"], styles, strict=True):
-        patch.set(facecolor=(*GROUP_COLORS.get(style_group(style), PALETTE[7]), 0.45), edgecolor="0.2")
+        patch.set(facecolor=(*GROUP_COLORS.get(_style_group(style), PALETTE[7]), 0.45), edgecolor="0.2")
     # jittered in both directions: on a 0-4 scale the points would otherwise sit on the box lines
     rng = np.random.default_rng(0)
     position = {s: i for i, s in enumerate(styles)}
@@ -828,7 +829,7 @@ def _scale_values(dimension: str) -> list[int]:
 def _shade_radiology(ax, styles: list[str], label_y: float = 0.012) -> None:
     """A shaded band behind each run of adjacent radiology styles, labelled once at ``label_y``
     (axes fraction; default at the foot, below the lowest score)."""
-    flags = [style_group(s) == "radiology" for s in styles]
+    flags = [_style_group(s) == "radiology" for s in styles]
     labelled = False
     i = 0
     while i < len(styles):
@@ -849,13 +850,13 @@ def _shade_radiology(ax, styles: list[str], label_y: float = 0.012) -> None:
 def _mark_radiology_ticks(ax, styles: list[str]) -> None:
     for ticks in (ax.get_xticklabels(), ax.get_yticklabels()):
         for tick, style in zip(ticks, styles, strict=False):
-            if style_group(style) == "radiology":
+            if _style_group(style) == "radiology":
                 tick.set_fontweight("bold")
                 tick.set_color(GROUP_COLORS["radiology"])
 
 
 def _groups_present(styles) -> list[str]:
-    present = {style_group(s) for s in styles}
+    present = {_style_group(s) for s in styles}
     return [g for g in GROUP_ORDER if g in present] + sorted(present - set(GROUP_ORDER))
 
 

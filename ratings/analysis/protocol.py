@@ -67,6 +67,19 @@ def sensitivity(tidy: pd.DataFrame, alpha: float = 0.05, correction: str = "holm
     ----------
     Steegen, S., Tuerlinckx, F., Gelman, A., & Vanpaemel, W. (2016). Increasing transparency
     through a multiverse analysis. Perspect. Psychol. Sci. 11(5), 702-712.
+
+    Examples
+    --------
+    >>> from ratings.analysis.simulate import simulate_ratings
+    >>> tidy = simulate_ratings('oncology', presets=['cfg'], raters=['A', 'B'], seed=0)
+    >>> tidy = tidy[tidy['style'].isin(['xray', 'photo', 'poster'])]
+    >>> table = sensitivity(tidy, ordinal=False)
+    >>> print(table.iloc[:, :4].head(4).to_string(index=False))  # doctest: +ELLIPSIS
+    dimension         a                 b analysis
+        style      xray             photo wilcoxon
+        style      xray            poster wilcoxon
+        style radiology every other style wilcoxon
+        style      xray             photo wilcoxon
     """
     check_choice("correction", correction, CORRECTIONS)
     runs, skipped = [], []
@@ -118,7 +131,21 @@ def sensitivity(tidy: pd.DataFrame, alpha: float = 0.05, correction: str = "holm
 def ordinal_contrasts(data: pd.DataFrame, correction: str = "holm", factor: str = "style", fit=None) -> pd.DataFrame:
     """Every pair of levels of the ordinal model (:func:`ratings.analysis.ordinal.ordinal_model`),
     adjusted over all pairs (the declared family), in :func:`pairwise`'s orientation:
-    ``effect`` is the log odds ratio of a over b (positive: a rated higher)."""
+    ``effect`` is the log odds ratio of a over b (positive: a rated higher).
+
+    Examples
+    --------
+    >>> from ratings.analysis.simulate import simulate_ratings
+    >>> tidy = simulate_ratings('oncology', presets=['cfg'], raters=['A', 'B'], seed=0)
+    >>> tidy = tidy[tidy['style'].isin(['xray', 'photo', 'poster'])]
+    >>> from ratings.analysis.stats import prepare
+    >>> table = ordinal_contrasts(prepare(tidy, aggregate='none'))
+    >>> print(table[['a', 'b', 'odds_ratio', 'p', 'p_adj']].round(3).to_string(index=False))
+        a      b  odds_ratio     p  p_adj
+     xray  photo       0.186 0.002  0.002
+     xray poster       0.032 0.000  0.000
+    photo poster       0.173 0.000  0.001
+    """
     from .ordinal import ordinal_model
 
     fit = ordinal_model(data, factor=factor) if fit is None else fit
@@ -167,6 +194,19 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
     :func:`ratings.analysis.metrics.read_panel_scores`): a dict of DataFrames from
     :func:`ratings.analysis.metrics.metric_vs_experts` (overall, by_group, rankings, panels), each metric
     against the panels' median expert rating under ``nonsensical``, CIs clustered by prompt.
+
+    Examples
+    --------
+    >>> from ratings.analysis.simulate import simulate_ratings
+    >>> tidy = simulate_ratings('oncology', presets=['cfg'], raters=['A', 'B'], seed=0)
+    >>> tidy = tidy[tidy['style'].isin(['xray', 'photo', 'poster'])]
+    >>> results = analyze(tidy, n_boot=0)
+    >>> sorted(results)[:5]
+    ['agreement', 'at_least', 'descriptives', 'detail', 'flags']
+    >>> print(results['omnibus'][['dimension', 'test', 'p']].round(3).to_string(index=False))
+    dimension     test   p
+        style friedman 0.0
+      content friedman 0.0
     """
     check_choice("correction", correction, CORRECTIONS)
     check_choice("aggregate", aggregate, AGGREGATES)
@@ -254,6 +294,30 @@ def notices(tidy: pd.DataFrame, results: dict, unfitted: dict | None = None) -> 
     and the smallest p-value the exact Wilcoxon test can reach on that many topics. Then one
     sentence per dimension whose ordinal model has rows that are not estimable (separation,
     no fit), and one for the flag model's. Empty for a well-posed study.
+
+    Parameters
+    ----------
+    tidy : DataFrame
+        The tidy table the analysis ran on.
+    results : dict
+        :func:`analyze`'s tables.
+    unfitted : dict, optional
+        Models that could not be fitted: name -> reason.
+
+    Returns
+    -------
+    list of str
+        One sentence per notice (none for a design that supports every estimate).
+
+    Examples
+    --------
+    >>> from ratings.analysis.simulate import simulate_ratings
+    >>> tidy = simulate_ratings('oncology', presets=['cfg'], raters=['A', 'B'], seed=0)
+    >>> tidy = tidy[tidy['style'].isin(['xray', 'photo', 'poster'])]
+    >>> results = analyze(tidy, n_boot=0)
+    >>> notices(tidy, results)  # doctest: +NORMALIZE_WHITESPACE
+    ['Small study: 17 topics (the clusters of every test) and 2 raters.
+      With 2 raters, agreement between raters rests on one pair.']
     """
     first = first_showings(tidy)
     topics, raters = int(first["topic"].nunique()), int(first["rater"].nunique())
@@ -324,7 +388,36 @@ def _separated_names(terms) -> list[str]:
 
 def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical: str, correction: str,
                  alpha: float, n_boot: int, n_perm: int, notes=()) -> str:
-    """The statistical methods in words a reviewer can paste (Markdown), from what was run."""
+    """The statistical methods in words a reviewer can paste (Markdown), from what was run.
+
+    Parameters
+    ----------
+    tidy : DataFrame
+        The tidy table the analysis ran on.
+    results : dict
+        :func:`analyze`'s tables.
+    aggregate, nonsensical, correction, alpha, n_boot, n_perm
+        The settings :func:`analyze` ran with.
+    notes : sequence of str
+        Further sentences (what was skipped and why).
+
+    Returns
+    -------
+    str
+        Markdown, starting with the heading "## Statistical methods".
+
+    Examples
+    --------
+    >>> from ratings.analysis.simulate import simulate_ratings
+    >>> tidy = simulate_ratings('oncology', presets=['cfg'], raters=['A', 'B'], seed=0)
+    >>> tidy = tidy[tidy['style'].isin(['xray', 'photo', 'poster'])]
+    >>> results = analyze(tidy, n_boot=0)
+    >>> text = methods_text(tidy, results, 'median', 'panel-zero', 'holm', 0.05, 0, 0)
+    >>> print(text[:73])
+    ## Statistical methods
+    <BLANKLINE>
+    Each of 2 raters scored the style and the content
+    """
     import scipy
     import statsmodels
 

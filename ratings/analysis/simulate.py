@@ -140,6 +140,28 @@ def simulate_ratings(catalog: str | Path | pd.DataFrame = "oncology", presets=("
         The columns and dtypes of :func:`ratings.io.tidy_table`, one row per (rater, showing),
         ordered by rater and then by the rater's (shuffled) order; ``attrs["simulated"]`` is
         True and ``attrs["simulation"]`` holds the parameters.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> prompts = pd.DataFrame({'prompt_id': ['p1', 'p2', 'p3', 'p4'], 'text': ['a', 'b', 'c', 'd'],
+    ...                         'style': ['xray', 'xray', 'photo', 'photo'],
+    ...                         'style_group': ['radiology', 'radiology', 'other', 'other'],
+    ...                         'topic': ['t1', 't2', 't1', 't2'], 'topic_group': ['g'] * 4,
+    ...                         'detail': ['short', 'detailed'] * 2})
+    >>> tidy = simulate_ratings(prompts, presets=['cfg'], raters=['A', 'B'], seed=0)
+    >>> print(tidy[['rater', 'prompt_id', 'style', 'style_score', 'content_score']].to_string(index=False))
+    rater prompt_id style  style_score  content_score
+    sim-A        p4 photo            2              3
+    sim-A        p1  xray            0              1
+    sim-A        p3 photo            2              2
+    sim-A        p2  xray            4              4
+    sim-B        p1  xray            2              1
+    sim-B        p2  xray            4              3
+    sim-B        p4 photo            4              2
+    sim-B        p3 photo            2              2
+    >>> tidy.attrs['simulated']
+    True
     """
     prompts, catalog_name = _prompt_table(catalog, replicate)
     presets = distinct_names(presets, "presets")
@@ -304,6 +326,30 @@ def null_study(catalog: str | Path | pd.DataFrame = "oncology", **kw) -> pd.Data
     their random effects, and flags their rate (a ``flag_slope`` on latent quality is allowed:
     with no style effect it cannot make flags depend on style). Other keywords go to
     :func:`simulate_ratings`; ``attrs["simulation"]["null"]`` is True.
+
+    Parameters
+    ----------
+    catalog : str, Path or DataFrame
+        As in :func:`simulate_ratings`.
+    **kw
+        Other :func:`simulate_ratings` keywords (not those in :data:`NULL_FIXED`).
+
+    Returns
+    -------
+    DataFrame
+        A tidy table as :func:`simulate_ratings` makes it.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> prompts = pd.DataFrame({'prompt_id': ['p1', 'p2', 'p3', 'p4'], 'text': ['a', 'b', 'c', 'd'],
+    ...                         'style': ['xray', 'xray', 'photo', 'photo'],
+    ...                         'style_group': ['radiology', 'radiology', 'other', 'other'],
+    ...                         'topic': ['t1', 't2', 't1', 't2'], 'topic_group': ['g'] * 4,
+    ...                         'detail': ['short', 'detailed'] * 2})
+    >>> tidy = null_study(prompts, presets=['cfg'], raters=['A'], seed=0)
+    >>> tidy.attrs['simulation']['null'], tidy.attrs['simulation']['style_means']
+    (True, {'xray': 2.0, 'photo': 2.0})
     """
     fixed = sorted(set(kw) & set(NULL_FIXED))
     if fixed:
@@ -346,6 +392,29 @@ def power(contrast=("xray", "photo"), dimension: str = "style", n_topics: int = 
     when no other pair of the family is rejected first. ``correction_family=1`` gives the
     power of the contrast tested alone, which overstates the power of the declared analysis.
 
+    Parameters
+    ----------
+    contrast : (str, str)
+        The two styles compared.
+    dimension : {"style", "content"}
+        The rating dimension simulated.
+    n_topics, n_raters : int
+        Topics (each with a short and a detailed prompt per style) and raters per study.
+    effect : float
+        Latent difference between the two styles, in scale points.
+    rater_sd, prompt_sd, topic_sd, rater_threshold_sd : float
+        As in :func:`simulate_ratings`.
+    alpha : float
+        Level of the test.
+    aggregate : {"median", "mean"}
+        How a panel's ratings are combined.
+    n_sim, seed : int
+        Simulated studies and the seed.
+    correction_family : int
+        Size of the multiplicity family (see below).
+    center : float
+        Mid-point of the two styles' latent means.
+
     Returns
     -------
     DataFrame
@@ -356,6 +425,13 @@ def power(contrast=("xray", "photo"), dimension: str = "style", n_topics: int = 
     ----------
     Wilson EB (1927). Probable inference, the law of succession, and statistical inference.
     J Am Stat Assoc 22:209-212.
+
+    Examples
+    --------
+    >>> result = power(('xray', 'photo'), n_topics=10, effect=1.5, n_sim=50, correction_family=1)
+    >>> print(result[['contrast', 'n_topics', 'n_raters', 'power', 'power_ci_low', 'power_ci_high']].round(3).to_string(index=False))
+         contrast  n_topics  n_raters  power  power_ci_low  power_ci_high
+    xray vs photo        10         3    1.0         0.929            1.0
     """
     a, b = _contrast(contrast)
     if dimension not in ("style", "content"):
@@ -403,7 +479,16 @@ def power(contrast=("xray", "photo"), dimension: str = "style", n_topics: int = 
 
 
 def power_curve(n_topics=(5, 10, 17, 34), n_raters=(1, 3, 5), **kw) -> pd.DataFrame:
-    """:func:`power` over a grid of numbers of topics and raters, one row per combination."""
+    """:func:`power` over a grid of numbers of topics and raters, one row per combination.
+
+    Examples
+    --------
+    >>> curve = power_curve(n_topics=(5, 10), n_raters=(3,), effect=1.5, n_sim=30, correction_family=1)
+    >>> print(curve[['n_topics', 'n_raters', 'power']].round(3).to_string(index=False))
+     n_topics  n_raters  power
+            5         3    0.0
+           10         3    1.0
+    """
     rows = [power(n_topics=t, n_raters=r, **kw) for t, r in itertools.product(n_topics, n_raters)]
     out = pd.concat(rows, ignore_index=True)
     out.attrs["power"] = {k: v for k, v in rows[0].attrs["power"].items()}
@@ -411,7 +496,31 @@ def power_curve(n_topics=(5, 10, 17, 34), n_raters=(1, 3, 5), **kw) -> pd.DataFr
 
 
 def wilson_interval(successes: int, n: int, confidence: float = 0.95) -> tuple[float, float]:
-    """Wilson score interval of a binomial proportion."""
+    """Wilson score interval of a binomial proportion.
+
+    Parameters
+    ----------
+    successes, n : int
+        Detections and simulated studies.
+    confidence : float
+        Coverage of the interval.
+
+    Returns
+    -------
+    tuple of float
+        (low, high), within [0, 1].
+
+    References
+    ----------
+    Wilson, E. B. (1927). Probable inference, the law of succession, and statistical inference.
+    JASA 22(158), 209-212.
+
+    Examples
+    --------
+    >>> low, high = wilson_interval(45, 50)
+    >>> print(round(low, 3), round(high, 3))
+    0.786 0.957
+    """
     from scipy.stats import norm
 
     z = norm.ppf(0.5 + confidence / 2)
@@ -470,7 +579,15 @@ def _prompt_table(catalog, replicate: int) -> tuple[pd.DataFrame, str]:
 
 
 def distinct_names(values, what: str) -> list[str]:
-    """``values`` (one name or a sequence) as a list of texts; :class:`RatingError` if empty or a name repeats."""
+    """``values`` (one name or a sequence) as a list of texts; :class:`RatingError` if empty or a name repeats.
+
+    Examples
+    --------
+    >>> distinct_names('R1', 'raters')
+    ['R1']
+    >>> distinct_names(['R1', 2], 'raters')
+    ['R1', '2']
+    """
     names = [values] if isinstance(values, str) else [str(v) for v in values]
     if not names:
         raise RatingError(f"no {what} given; name at least one")
@@ -480,20 +597,52 @@ def distinct_names(values, what: str) -> list[str]:
 
 
 def check_share(value: float, name: str) -> None:
-    """:class:`RatingError` naming ``name`` unless ``value`` is a share between 0 and 1."""
+    """:class:`RatingError` naming ``name`` unless ``value`` is a share between 0 and 1.
+
+    Examples
+    --------
+    >>> check_share(0.1, 'repeats')
+    >>> check_share(1.5, 'repeats')
+    Traceback (most recent call last):
+    ...
+    ratings.errors.RatingError: repeats is a share between 0 and 1, not 1.5
+    """
     if not 0 <= value <= 1:
         raise RatingError(f"{name} is a share between 0 and 1, not {value}")
 
 
 def check_sd(value: float, name: str) -> None:
-    """:class:`RatingError` naming ``name`` unless ``value`` is a standard deviation (0 or more)."""
+    """:class:`RatingError` naming ``name`` unless ``value`` is a standard deviation (0 or more).
+
+    Examples
+    --------
+    >>> check_sd(0.5, 'rater_sd')
+    >>> check_sd(-1, 'rater_sd')
+    Traceback (most recent call last):
+    ...
+    ratings.errors.RatingError: rater_sd is a standard deviation, 0 or more, not -1
+    """
     if not value >= 0:
         raise RatingError(f"{name} is a standard deviation, 0 or more, not {value}")
 
 
 def latent_style_means(prompts: pd.DataFrame, given: dict | None) -> dict:
     """style -> mean latent quality for the styles of ``prompts``: ``given`` (styles it leaves out at
-    :data:`OTHER_MEAN`), or the published pattern (:data:`DEFAULT_STYLE_MEANS`, :data:`GROUP_MEANS`)."""
+    :data:`OTHER_MEAN`), or the published pattern (:data:`DEFAULT_STYLE_MEANS`, :data:`GROUP_MEANS`).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> prompts = pd.DataFrame({'prompt_id': ['p1', 'p2', 'p3', 'p4'], 'text': ['a', 'b', 'c', 'd'],
+    ...                         'style': ['xray', 'xray', 'photo', 'photo'],
+    ...                         'style_group': ['radiology', 'radiology', 'other', 'other'],
+    ...                         'topic': ['t1', 't2', 't1', 't2'], 'topic_group': ['g'] * 4,
+    ...                         'detail': ['short', 'detailed'] * 2})
+    >>> latent_style_means(prompts, None)
+    {'xray': 1.0, 'photo': 2.3}
+    >>> latent_style_means(prompts, {'xray': 1.5})
+    {'xray': 1.5, 'photo': 2.0}
+    """
     styles = list(pd.unique(prompts["style"]))
     unknown = sorted(set(given or {}) - set(styles))
     if unknown:
@@ -519,7 +668,14 @@ def _contrast(contrast) -> tuple[str, str]:
 
 
 def covariance(sd_a: float, sd_b: float, correlation: float) -> np.ndarray:
-    """The 2 x 2 covariance matrix of two normal draws with these SDs and this correlation."""
+    """The 2 x 2 covariance matrix of two normal draws with these SDs and this correlation.
+
+    Examples
+    --------
+    >>> covariance(1.0, 2.0, 0.5)
+    array([[1., 1.],
+           [1., 4.]])
+    """
     return np.array([[sd_a**2, correlation * sd_a * sd_b], [correlation * sd_a * sd_b, sd_b**2]])
 
 
@@ -535,6 +691,13 @@ def rater_cutpoints(rng: np.random.Generator, bias, sd: float) -> np.ndarray:
     A bias b moves all cut points down by b, which is the same as adding b to every latent
     value (the old model); the jitter, sorted so that levels keep their order, is what makes
     one rater stingy with 4s and another generous with 1s.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rater_cutpoints(np.random.default_rng(0), [0.0, 0.5], sd=0.0)
+    array([[0.5, 1.5, 2.5, 3.5],
+           [0. , 1. , 2. , 3. ]])
     """
     bias = np.asarray(bias, float)
     jitter = rng.normal(0.0, sd, (len(bias), len(CUTPOINTS))) if sd > 0 else np.zeros((len(bias), len(CUTPOINTS)))

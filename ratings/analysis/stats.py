@@ -93,6 +93,16 @@ def prepare(tidy: pd.DataFrame, dimension: str = "style", aggregate: str = "medi
         panel, prompt_id, style, style_group, topic, topic_group, detail, preset,
         [rater when ``aggregate="none"``], value (float), then any extra panel columns of
         ``tidy`` (e.g. a ``guidance`` column added by the caller).
+
+    Examples
+    --------
+    >>> from ratings.analysis.simulate import simulate_ratings
+    >>> tidy = simulate_ratings('oncology', presets=['cfg'], raters=['A', 'B'], seed=0)
+    >>> data = prepare(tidy, 'style', aggregate='median')
+    >>> len(tidy), len(data)
+    (544, 272)
+    >>> list(data.columns)
+    ['panel', 'prompt_id', 'style', 'style_group', 'topic', 'topic_group', 'detail', 'preset', 'value']
     """
     check_choice("aggregate", aggregate, AGGREGATES)
     check_choice("nonsensical", nonsensical, POLICIES)
@@ -123,10 +133,29 @@ def descriptives(data: pd.DataFrame, by: str = "style") -> pd.DataFrame:
     interval of it is mostly zero-width; :func:`at_least` gives the shares that carry the
     information, with intervals.
 
+    Parameters
+    ----------
+    data : DataFrame
+        Long table with ``value`` and the ``by`` column (the output of :func:`prepare`).
+    by : str
+        The column whose levels are described (style).
+
     Returns
     -------
     DataFrame
         ``by``, n, median, q1, q3, iqr, mean; quartiles are numpy's linear ones.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> data = pd.DataFrame({'topic': [f't{i}' for i in range(6) for _ in range(3)],
+    ...                      'style': ['xray', 'photo', 'poster'] * 6,
+    ...                      'value': [1, 3, 2, 0, 2, 3, 1, 1, 2, 2, 4, 3, 0, 3, 4, 1, 2, 2.0]})
+    >>> print(descriptives(data, by='style').round(3).to_string(index=False))
+     style  n  median   q1  q3  iqr  mean
+      xray  6     1.0 0.25 1.0 0.75 0.833
+     photo  6     2.5 2.00 3.0 1.00 2.500
+    poster  6     2.5 2.00 3.0 1.00 2.667
     """
     _need(data, [by, "value"])
     rows = []
@@ -149,6 +178,17 @@ def at_least(data: pd.DataFrame, by: str = "style", cluster: str = "topic", ci: 
     the Wilson interval instead (values taken as independent: too narrow when they are not,
     which the ``note`` says).
 
+    Parameters
+    ----------
+    data : DataFrame
+        Long table with ``value``, ``by`` and ``cluster`` (the output of :func:`prepare`).
+    by : str
+        The column whose levels are described (style).
+    cluster : str
+        The clustering column (topic).
+    ci : float
+        Confidence level of the intervals.
+
     Returns
     -------
     DataFrame
@@ -158,6 +198,18 @@ def at_least(data: pd.DataFrame, by: str = "style", cluster: str = "topic", ci: 
     ----------
     Cameron, A. C., & Miller, D. L. (2015). A practitioner's guide to cluster-robust
     inference. J. Hum. Resour. 50(2), 317-372. Wilson, E. B. (1927). JASA 22(158), 209-212.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> data = pd.DataFrame({'topic': [f't{i}' for i in range(6) for _ in range(3)],
+    ...                      'style': ['xray', 'photo', 'poster'] * 6,
+    ...                      'value': [1, 3, 2, 0, 2, 3, 1, 1, 2, 2, 4, 3, 0, 3, 4, 1, 2, 2.0]})
+    >>> print(at_least(data, by='style').query('threshold == 2')[['style', 'threshold', 'n', 'k', 'share', 'ci_low', 'ci_high']].round(3).to_string(index=False))
+     style  threshold  n  k  share  ci_low  ci_high
+      xray        2.0  6  1  0.167   0.000    0.595
+     photo        2.0  6  5  0.833   0.405    1.000
+    poster        2.0  6  6  1.000   0.610    1.000
     """
     _need(data, [by, "value", cluster])
     values = data["value"].to_numpy(float)
@@ -176,7 +228,37 @@ def at_least(data: pd.DataFrame, by: str = "style", cluster: str = "topic", ci: 
 
 def clustered_share(hits, clusters, ci: float = 0.95) -> dict:
     """A share with a cluster-robust interval (Wilson where it is 0 or 1, or where there are fewer
-    than :data:`MIN_CLUSTERS` clusters): see :func:`at_least`."""
+    than :data:`MIN_CLUSTERS` clusters): see :func:`at_least`.
+
+    Parameters
+    ----------
+    hits : array of bool or 0/1
+        One entry per value: whether it counts.
+    clusters : array
+        The cluster (topic) of each value.
+    ci : float
+        Confidence level.
+
+    Returns
+    -------
+    dict
+        n, k, share, ci_low, ci_high, n_clusters, note (why the interval is not clustered).
+
+    References
+    ----------
+    Cameron, A. C., & Miller, D. L. (2015). A practitioner's guide to cluster-robust
+    inference. J. Hum. Resour. 50(2), 317-372. Wilson, E. B. (1927). Probable inference, the law of
+    succession, and statistical inference. JASA 22(158), 209-212.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> share = clustered_share(np.array([1, 0, 1, 1, 0, 1]), np.array(['a', 'a', 'b', 'b', 'c', 'c']))
+    >>> round(share['share'], 3), round(share['ci_low'], 3), round(share['ci_high'], 3)
+    (0.667, 0.3, 0.903)
+    >>> share['note']
+    'Wilson interval (not clustered): 3 clusters, a clustered interval needs at least 5'
+    """
     from statsmodels.stats.proportion import proportion_confint
 
     hits = np.asarray(hits, float)
@@ -209,10 +291,39 @@ def unit_means(data: pd.DataFrame, factor: str = "style", levels=None, cluster: 
     its cell from every level alike and no level's mean rests on other cells than another's.
     Clusters with no such cell are left out.
 
+    Parameters
+    ----------
+    data : DataFrame
+        Long table with ``value``, ``factor`` and ``cluster`` (the output of :func:`prepare`).
+    factor : str
+        The column whose levels are compared (style).
+    levels : sequence, optional
+        The levels to keep (default: every level present, in order).
+    cluster : str
+        The unit of analysis (topic).
+    match : sequence of str, optional
+        The cell columns matched within a cluster (default :data:`MATCH` of ``factor``).
+
     Returns
     -------
     DataFrame
         Index: the clusters kept; columns: ``levels``; attrs["n_dropped"]: clusters left out.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> data = pd.DataFrame({'topic': [f't{i}' for i in range(6) for _ in range(3)],
+    ...                      'style': ['xray', 'photo', 'poster'] * 6,
+    ...                      'value': [1, 3, 2, 0, 2, 3, 1, 1, 2, 2, 4, 3, 0, 3, 4, 1, 2, 2.0]})
+    >>> unit_means(data, 'style').round(2)
+    style  xray  photo  poster
+    topic
+    t0      1.0    3.0     2.0
+    t1      0.0    2.0     3.0
+    t2      1.0    1.0     2.0
+    t3      2.0    4.0     3.0
+    t4      0.0    3.0     4.0
+    t5      1.0    2.0     2.0
     """
     _need(data, [factor, "value", cluster])
     levels = present_levels(data[factor]) if levels is None else list(levels)
@@ -230,6 +341,17 @@ def omnibus(data: pd.DataFrame, factor: str = "style", cluster: str = "topic", m
     order, 1: every block orders the levels alike). With two levels the exact Wilcoxon test
     of :func:`pairwise` is the omnibus test.
 
+    Parameters
+    ----------
+    data : DataFrame
+        Long table with ``value``, ``factor`` and ``cluster`` (the output of :func:`prepare`).
+    factor : str
+        The column whose levels are compared (style).
+    cluster : str
+        The blocks (topic).
+    match : sequence of str, optional
+        The cell columns matched within a block (default :data:`MATCH` of ``factor``).
+
     Returns
     -------
     DataFrame
@@ -239,6 +361,16 @@ def omnibus(data: pd.DataFrame, factor: str = "style", cluster: str = "topic", m
     ----------
     Friedman, M. (1937). JASA 32(200), 675-701, as scipy.stats.friedmanchisquare (tie-corrected).
     Kendall, M. G., & Babington Smith, B. (1939). Ann. Math. Stat. 10(3), 275-287.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> data = pd.DataFrame({'topic': [f't{i}' for i in range(6) for _ in range(3)],
+    ...                      'style': ['xray', 'photo', 'poster'] * 6,
+    ...                      'value': [1, 3, 2, 0, 2, 3, 1, 1, 2, 2, 4, 3, 0, 3, 4, 1, 2, 2.0]})
+    >>> print(omnibus(data, 'style')[['test', 'statistic', 'df', 'p', 'kendall_w', 'n_blocks']].round(3).to_string(index=False))
+        test  statistic  df     p  kendall_w  n_blocks
+    friedman      8.455   2 0.015      0.705         6
     """
     _need(data, [factor, "value", cluster])
     levels = present_levels(data[factor])
@@ -287,6 +419,10 @@ def pairwise(data: pd.DataFrame, factor: str = "style", pairs=None, correction: 
 
     Parameters
     ----------
+    data : DataFrame
+        Long table with ``value``, ``factor`` and ``cluster`` (the output of :func:`prepare`).
+    factor : str
+        The column whose levels are compared (style).
     pairs : list of (a, b), optional
         Default: every pair of levels, in the order the levels first appear.
     correction : {"holm", "fdr_bh", "bonferroni", "none"}
@@ -295,6 +431,8 @@ def pairwise(data: pd.DataFrame, factor: str = "style", pairs=None, correction: 
     cluster, match
         The unit of analysis (default topic) and the cells matched within it (default
         :data:`MATCH`).
+    n_boot, ci, seed
+        Bootstrap resamples of the effect's interval (0: none), its level, and the seed.
 
     Returns
     -------
@@ -308,6 +446,18 @@ def pairwise(data: pd.DataFrame, factor: str = "style", pairs=None, correction: 
     Psychology 3, 11.IT.3.1. Mann, H. B., & Whitney, D. R. (1947). Ann. Math. Stat. 18(1),
     50-60. Cliff, N. (1993). Psychol. Bull. 114(3), 494-509. Holm, S. (1979). Scand. J. Stat.
     6(2), 65-70. Clopper, C. J., & Pearson, E. S. (1934). Biometrika 26(4), 404-413.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> data = pd.DataFrame({'topic': [f't{i}' for i in range(6) for _ in range(3)],
+    ...                      'style': ['xray', 'photo', 'poster'] * 6,
+    ...                      'value': [1, 3, 2, 0, 2, 3, 1, 1, 2, 2, 4, 3, 0, 3, 4, 1, 2, 2.0]})
+    >>> print(pairwise(data, 'style', n_boot=0)[['a', 'b', 'n_pairs', 'statistic', 'p', 'p_adj', 'correction']].round(3).to_string(index=False))
+        a      b  n_pairs  statistic     p  p_adj correction
+     xray  photo        6        0.0 0.062  0.125       holm
+     xray poster        6        0.0 0.031  0.094       holm
+    photo poster        6        6.0 1.000  1.000       holm
     """
     check_choice("correction", correction, CORRECTIONS)
     _need(data, [factor, "value", cluster])
@@ -355,6 +505,17 @@ def radiology_contrasts(pairwise_table: pd.DataFrame, radiology, alpha: float = 
     tested: its p is left empty, it does not hold, and its ``note`` says how many pairs are
     not estimable and why.
 
+    Parameters
+    ----------
+    pairwise_table : DataFrame
+        :func:`pairwise` (or :func:`ratings.analysis.protocol.ordinal_contrasts`) output.
+    radiology : sequence
+        The radiology styles (:func:`radiology_styles`).
+    alpha : float
+        The level every (radiology, other) pair must reject at.
+    p, effect : str
+        The p-value and the signed effect columns of ``pairwise_table``.
+
     Returns
     -------
     DataFrame
@@ -366,6 +527,19 @@ def radiology_contrasts(pairwise_table: pd.DataFrame, radiology, alpha: float = 
     ----------
     Berger, R. L. (1982). Multiparameter hypothesis testing and acceptance sampling.
     Technometrics 24(4), 295-300.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> data = pd.DataFrame({'topic': [f't{i}' for i in range(6) for _ in range(3)],
+    ...                      'style': ['xray', 'photo', 'poster'] * 6,
+    ...                      'value': [1, 3, 2, 0, 2, 3, 1, 1, 2, 2, 4, 3, 0, 3, 4, 1, 2, 2.0]})
+    >>> table = pairwise(data, 'style', n_boot=0)
+    >>> print(radiology_contrasts(table, ['xray'])[['claim', 'a', 'b', 'p', 'holds']].round(3).to_string(index=False))
+          claim         a                 b     p  holds
+           pair      xray             photo 0.062  False
+           pair      xray            poster 0.031   True
+    conjunction radiology every other style 0.062  False
     """
     radiology = list(radiology)
     rows = pairwise_table[pairwise_table["a"].isin(radiology) != pairwise_table["b"].isin(radiology)].copy()
@@ -417,7 +591,13 @@ def radiology_contrasts(pairwise_table: pd.DataFrame, radiology, alpha: float = 
 
 
 def reason_kind(note: str) -> str:
-    """The reason of a "not estimable: ..." note without its numbers, to count alike ones."""
+    """The reason of a "not estimable: ..." note without its numbers, to count alike ones.
+
+    Examples
+    --------
+    >>> reason_kind('not estimable: 3 topic clusters; clustered inference needs at least 5')
+    'only 3 topics, clustered inference needs at least 5'
+    """
     text = str(note)
     text = text.split(": ", 1)[1] if text.startswith(("not estimable: ", "p-value and CI not estimable: ")) else text
     if "separation" in text:
@@ -434,6 +614,36 @@ def preset_contrast(data: pd.DataFrame, a: str, b: str, correction: str = "holm"
     :func:`pairwise` with ``factor="preset"``: within each topic the prompts (and raters) both
     presets were rated on are matched, and each topic gives one difference. Returns
     :func:`pairwise`'s columns.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Long table with ``value``, ``preset`` and ``topic`` (the output of :func:`prepare`).
+    a, b : str
+        The two presets; a positive effect means ``a`` is rated higher.
+    correction : str
+        As in :func:`pairwise`.
+    **kw
+        Passed to :func:`pairwise` (cluster, match, n_boot, ci, seed).
+
+    Returns
+    -------
+    DataFrame
+        :data:`PAIRWISE_COLUMNS`, one row.
+
+    References
+    ----------
+    Wilcoxon, F. (1945). Individual comparisons by ranking methods. Biometrics Bulletin 1(6),
+    80-83 (see :func:`pairwise`).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> data = pd.DataFrame({'topic': [f't{i}' for i in range(5) for _ in range(2)],
+    ...                      'preset': ['cfg', 'clip'] * 5, 'value': [1, 2, 2, 3, 1, 1, 0, 2, 3, 4.0]})
+    >>> print(preset_contrast(data, 'clip', 'cfg', n_boot=0)[['a', 'b', 'n_pairs', 'n_a_higher', 'statistic', 'p']].round(3).to_string(index=False))
+       a   b  n_pairs  n_a_higher  statistic     p
+    clip cfg        5           4        0.0 0.125
     """
     return pairwise(data, "preset", pairs=[(a, b)], correction=correction, **kw)
 
@@ -441,7 +651,38 @@ def preset_contrast(data: pd.DataFrame, a: str, b: str, correction: str = "holm"
 def detail_contrast(data: pd.DataFrame, a: str = "short", b: str = "detailed", correction: str = "holm",
                     **kw) -> pd.DataFrame:
     """Short vs detailed prompts: :func:`pairwise` on ``detail``, cells matched by style
-    (and preset, rater) within each topic. Positive effect: the short prompt scores higher."""
+    (and preset, rater) within each topic. Positive effect: the short prompt scores higher.
+
+    Parameters
+    ----------
+    data : DataFrame
+        Long table with ``value``, ``detail`` and ``topic`` (the output of :func:`prepare`).
+    a, b : str
+        The two detail levels.
+    correction : str
+        As in :func:`pairwise`.
+    **kw
+        Passed to :func:`pairwise` (cluster, match, n_boot, ci, seed).
+
+    Returns
+    -------
+    DataFrame
+        :data:`PAIRWISE_COLUMNS`, one row.
+
+    References
+    ----------
+    Wilcoxon, F. (1945). Individual comparisons by ranking methods. Biometrics Bulletin 1(6),
+    80-83 (see :func:`pairwise`).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> data = pd.DataFrame({'topic': [f't{i}' for i in range(5) for _ in range(2)],
+    ...                      'detail': ['short', 'detailed'] * 5, 'value': [1, 2, 2, 3, 1, 1, 0, 2, 3, 4.0]})
+    >>> print(detail_contrast(data, n_boot=0)[['a', 'b', 'n_pairs', 'n_a_higher', 'statistic', 'p']].round(3).to_string(index=False))
+        a        b  n_pairs  n_a_higher  statistic     p
+    short detailed        5           0        0.0 0.125
+    """
     return pairwise(data, "detail", pairs=[(a, b)], correction=correction, **kw)
 
 
@@ -455,6 +696,29 @@ def signed_rank_pvalue(d) -> tuple[float, float, str]:
     2 min(P(R+ <= r), P(R+ >= r)) capped at 1. Without ties it equals scipy's exact test.
     Above, scipy's tie-corrected normal approximation. The statistic is min(R+, R-), as scipy
     reports it. All differences zero: (0, 1, "none: every difference is zero").
+
+    Parameters
+    ----------
+    d : array_like
+        Paired differences (one per topic).
+
+    Returns
+    -------
+    tuple
+        (statistic, p, method): min(R+, R-), the two-sided p-value, and "exact", "asymptotic" or
+        "none: every difference is zero".
+
+    References
+    ----------
+    Wilcoxon, F. (1945). Individual comparisons by ranking methods. Biometrics Bulletin 1(6),
+    80-83. Pratt, J. W. (1959). Remarks on zeros and ties in the Wilcoxon signed rank procedures.
+    JASA 54(287), 655-667.
+
+    Examples
+    --------
+    >>> statistic, p, method = signed_rank_pvalue([1, 2, -1, 3, 2, 0, 1])
+    >>> statistic, round(p, 4), method
+    (2.0, 0.125, 'exact')
     """
     d = np.round(np.asarray(d, float), 12)  # means of 1/3 - 1/5 style noise must not split ties
     nonzero = d[d != 0]
@@ -481,7 +745,16 @@ def signed_rank_pvalue(d) -> tuple[float, float, str]:
 # --- helpers (the public ones are shared with agreement, metrics and the protocol) --------------
 
 def check_choice(name, value, valid):
-    """Raise :class:`AnalysisError` naming ``name`` and the valid choices unless ``value`` is one of ``valid``."""
+    """Raise :class:`AnalysisError` naming ``name`` and the valid choices unless ``value`` is one of ``valid``.
+
+    Examples
+    --------
+    >>> check_choice('correction', 'holm', CORRECTIONS)
+    >>> check_choice('correction', 'tukey', CORRECTIONS)
+    Traceback (most recent call last):
+    ...
+    ratings.errors.AnalysisError: unknown correction 'tukey'; use one of: holm, fdr_bh, bonferroni, none
+    """
     if value not in valid:
         raise AnalysisError(f"unknown {name} {value!r}; use one of: {', '.join(valid)}")
 
@@ -498,13 +771,28 @@ def _need(data, columns):
 
 
 def score_dimensions(tidy) -> list[str]:
-    """The rating dimensions a table scores: ``style`` for a column ``style_score``, in column order."""
+    """The rating dimensions a table scores: ``style`` for a column ``style_score``, in column order.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> score_dimensions(pd.DataFrame(columns=['rater', 'style_score', 'content_score']))
+    ['style', 'content']
+    """
     return [c[: -len("_score")] for c in tidy.columns if c.endswith("_score")]
 
 
 def first_showings(tidy):
     """The rows of first showings (``repeat == 0``); :class:`AnalysisError` if the table lacks the
-    design columns or holds only repeats."""
+    design columns or holds only repeats.
+
+    Examples
+    --------
+    >>> from ratings.analysis.simulate import simulate_ratings
+    >>> tidy = simulate_ratings('oncology', presets=['cfg'], raters=['A'], repeats=0.1, seed=0)
+    >>> len(tidy), len(first_showings(tidy))
+    (299, 272)
+    """
     _need(tidy, DESIGN + ["rater", "nonsensical"])
     rows = tidy[tidy["repeat"].fillna(0).astype(int) == 0] if "repeat" in tidy else tidy
     if rows.empty:
@@ -513,7 +801,20 @@ def first_showings(tidy):
 
 
 def rating_values(rows, dimension, policy):
-    """Rows with a float ``value`` under the nonsensical policy; unusable ratings dropped."""
+    """Rows with a float ``value`` under the nonsensical policy; unusable ratings dropped.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> rows = pd.DataFrame({'panel': ['p1', 'p1', 'p2'], 'style_score': [3, pd.NA, 2],
+    ...                      'nonsensical': [False, True, False]})
+    >>> rating_values(rows, 'style', 'zero')['value'].tolist()
+    [3.0, 0.0, 2.0]
+    >>> rating_values(rows, 'style', 'exclude')['value'].tolist()
+    [3.0, 2.0]
+    >>> rating_values(rows, 'style', 'lowest')['value'].tolist()
+    [3.0, -1.0, 2.0]
+    """
     dims = score_dimensions(rows)
     if dimension not in dims:
         raise AnalysisError(f"unknown dimension {dimension!r}; this table scores: {', '.join(dims) or 'none'} "
@@ -529,7 +830,16 @@ def rating_values(rows, dimension, policy):
 
 
 def present_levels(series) -> list:
-    """The values present in ``series``, in category order for a categorical, else in order of appearance."""
+    """The values present in ``series``, in category order for a categorical, else in order of appearance.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> present_levels(pd.Series(['mri', 'xray', 'mri', None]))
+    ['mri', 'xray']
+    >>> present_levels(pd.Series(['mri', 'xray'], dtype=pd.CategoricalDtype(['xray', 'ct', 'mri'])))
+    ['xray', 'mri']
+    """
     present = pd.unique(series.dropna())
     if isinstance(series.dtype, pd.CategoricalDtype):
         return [c for c in series.cat.categories if c in set(present)]
@@ -537,7 +847,18 @@ def present_levels(series) -> list:
 
 
 def radiology_styles(data) -> list:
-    """The radiology styles of the data, or none when no other style is there to compare."""
+    """The radiology styles of the data, or none when no other style is there to compare.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> data = pd.DataFrame({'style': ['xray', 'mri', 'photo'],
+    ...                      'style_group': ['radiology', 'radiology', 'other']})
+    >>> radiology_styles(data)
+    ['xray', 'mri']
+    >>> radiology_styles(data.iloc[:2])
+    []
+    """
     if "style_group" not in data:
         return []
     radiology = present_levels(data.loc[data["style_group"] == "radiology", "style"])
@@ -617,7 +938,33 @@ def _clopper_pearson(k, n, ci):
 
 def adjusted_pvalues(p, correction):
     """p-values adjusted for multiple testing by ``correction`` (one of :data:`CORRECTIONS`); one
-    test, or ``"none"``, is returned as it is."""
+    test, or ``"none"``, is returned as it is.
+
+    Parameters
+    ----------
+    p : array_like
+        Raw p-values of one family.
+    correction : {"holm", "fdr_bh", "bonferroni", "none"}
+        Holm's step-down procedure, Benjamini-Hochberg's false discovery rate, Bonferroni, or none.
+
+    Returns
+    -------
+    ndarray
+        Adjusted p-values, in the order of ``p``.
+
+    References
+    ----------
+    Holm, S. (1979). A simple sequentially rejective multiple test procedure. Scand. J. Stat.
+    6(2), 65-70. Benjamini, Y., & Hochberg, Y. (1995). Controlling the false discovery rate. J. R.
+    Stat. Soc. B 57(1), 289-300.
+
+    Examples
+    --------
+    >>> adjusted_pvalues([0.01, 0.04, 0.03], 'holm').round(3)
+    array([0.03, 0.06, 0.06])
+    >>> adjusted_pvalues([0.01, 0.04, 0.03], 'fdr_bh').round(3)
+    array([0.03, 0.04, 0.04])
+    """
     p = np.asarray(p, float)
     if correction == "none" or len(p) < 2:  # one test needs no adjustment
         return p
@@ -646,7 +993,17 @@ def _holm(p):
 
 
 def category_counts(codes, k, n_boot, rng):
-    """Category counts of the sample (1 x k) and of ``n_boot`` resamples of it (n_boot x k)."""
+    """Category counts of the sample (1 x k) and of ``n_boot`` resamples of it (n_boot x k).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> observed, boot = category_counts(np.array([0, 1, 1, 2]), 3, 5, np.random.default_rng(0))
+    >>> observed
+    array([[1, 2, 1]])
+    >>> boot.shape, boot.sum(axis=1).tolist()
+    ((5, 3), [4, 4, 4, 4, 4])
+    """
     observed = np.bincount(codes, minlength=k)[None, :]
     boot = rng.multinomial(len(codes), observed[0] / len(codes), size=n_boot) if n_boot > 0 else None
     return observed, boot
@@ -686,7 +1043,20 @@ def _cliffs_delta(x, y, n_boot, rng):
 
 
 def percentile_ci(boot, ci):
-    """The percentile interval (coverage ``ci``) of the finite bootstrap values; NaNs if none."""
+    """The percentile interval (coverage ``ci``) of the finite bootstrap values; NaNs if none.
+
+    References
+    ----------
+    Efron, B., & Tibshirani, R. J. (1993). An Introduction to the Bootstrap, chapter 13.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> [round(v, 3) for v in percentile_ci(np.arange(101.0), 0.9)]
+    [5.0, 95.0]
+    >>> percentile_ci(None, 0.95)
+    (nan, nan)
+    """
     if boot is None:
         return np.nan, np.nan
     boot = boot[np.isfinite(boot)]
