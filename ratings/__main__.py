@@ -291,7 +291,9 @@ def _panel_scores_file(source: str, out: Path) -> str:
     """--scores as the CSV the notebook reads: a study folder's scores, or a CSV/parquet of panel scores."""
     import pandas as pd
 
-    from .analysis.metrics import SCORE_COLUMNS, read_panel_scores
+    from probes.scoretable import PANEL_COLUMNS
+
+    from .analysis.metrics import read_panel_scores
 
     path = Path(source).expanduser().resolve()
     if path.is_dir():
@@ -305,7 +307,7 @@ def _panel_scores_file(source: str, out: Path) -> str:
                          "(python -m probes score) or a CSV of panel scores")
     missing = [c for c in ("prompt_id", "preset", "metric", "value") if c not in table.columns]
     if missing:
-        raise RatingError(f"--scores {source}: no column {', '.join(missing)}; panel scores have {', '.join(SCORE_COLUMNS)}")
+        raise RatingError(f"--scores {source}: no column {', '.join(missing)}; panel scores have {', '.join(PANEL_COLUMNS)}")
     target = out / "panel_scores.csv"
     table.to_csv(target, index=False)
     return str(target)

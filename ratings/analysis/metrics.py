@@ -35,13 +35,12 @@ import numpy as np
 import pandas as pd
 from scipy import stats as ss
 
-from probes.scoretable import PANEL_COLUMNS, panel_scores
+from probes.scoretable import panel_scores
 from probes.store import DB_NAME
 
 from ..errors import AnalysisError
 from .stats import POLICIES, check_choice, prepare, present_levels, score_dimensions
 
-SCORE_COLUMNS = PANEL_COLUMNS  # the panel scores' columns, defined once in probes.scoretable
 CLUSTERS = {"prompt_id": "prompts", "topic": "topics", "panel": "panels"}
 CORRELATION_COLUMNS = ["dimension", "metric", "scorer", "n_panels", "n_clusters", "spearman_rho", "rho_ci_low",
                        "rho_ci_high", "p_naive", "p_clustered", "kendall_tau_b", "tau_ci_low", "tau_ci_high",
@@ -470,6 +469,6 @@ def _order(means: pd.Series) -> str:
     return " > ".join(str(level) for level in means.sort_values(ascending=False, kind="stable").index)
 
 
-__all__ = ["CLUSTERS", "CORRELATION_COLUMNS", "RANKING_COLUMNS", "SCORE_COLUMNS", "bootstrap_weights", "correlation",
+__all__ = ["CLUSTERS", "CORRELATION_COLUMNS", "RANKING_COLUMNS", "bootstrap_weights", "correlation",
            "metric_vs_experts", "panel_level_scores", "ranking", "read_panel_scores", "weighted_kendall_tau_b",
            "weighted_ranks", "weighted_spearman"]
