@@ -50,17 +50,18 @@ def sensitivity(tidy: pd.DataFrame, alpha: float = 0.05, correction: str = "holm
     per-rater ratings under each nonsensical policy (4). On every path the family is the
     declared one: all pairs of styles, adjusted by ``correction``; a (radiology, other) pair
     holds when its ``p_adj < alpha`` with radiology lower, and the claim row ("radiology" vs
-    "every other style") holds by the intersection-union rule of :func:`radiology_contrasts`.
-    ``holds_under_all`` also needs one effect sign on all paths; ``hinges_on`` names the
-    settings shared by the paths that disagree with the majority. A path whose ordinal model
-    cannot be fitted (a style with every rating in one category) is left out and named in
+    "every other style") holds by the intersection-union rule of :func:`radiology_contrasts`
+    (every pair's unadjusted two-sided p < alpha); ``holds_by`` names the rule on each row.
+    Per contrast, :func:`verdict` says whether it holds under all paths, under none, or which
+    single analysis choice decides it (``hinges_on``). A path whose ordinal model cannot be
+    fitted (a style with every rating in one category) is left out and named in
     ``attrs["skipped"]``.
 
     Returns
     -------
     DataFrame
         One row per (dimension, contrast, path): dimension, a, b, analysis, aggregate,
-        nonsensical, correction, test, p, p_adj, effect, significant; and per contrast,
+        nonsensical, correction, test, p, p_adj, effect, holds, holds_by; and per contrast,
         repeated on its rows: holds_under_all, holds_under_none, hinges_on, conclusion.
 
     References
@@ -112,16 +113,16 @@ def sensitivity(tidy: pd.DataFrame, alpha: float = 0.05, correction: str = "holm
             runs.append(claims.assign(dimension=dimension, analysis="ordinal", aggregate="none", nonsensical=policy))
     if not runs:
         out = pd.DataFrame(columns=["dimension", "a", "b", "analysis", "aggregate", "nonsensical", "correction",
-                                    "test", "p", "p_adj", "effect", "significant", "holds_under_all",
+                                    "test", "p", "p_adj", "effect", "holds", "holds_by", "holds_under_all",
                                     "holds_under_none", "hinges_on", "conclusion"])
         out.attrs["skipped"] = skipped
         return out
     long = pd.concat(runs, ignore_index=True)
-    long["significant"] = long["holds"].astype(bool)
+    long["holds"] = long["holds"].astype(bool)
     long["correction"] = np.where(long["claim"] == "conjunction", long["correction"], correction)
     long = long[["dimension", "a", "b", "analysis", "aggregate", "nonsensical", "correction", "test", "p", "p_adj",
-                 "effect", "significant"]]
-    verdicts = pd.DataFrame([{"dimension": d, "a": a, "b": b, **_verdict(rows)}
+                 "effect", "holds", "holds_by"]]
+    verdicts = pd.DataFrame([{"dimension": d, "a": a, "b": b, **verdict(rows)}
                              for (d, a, b), rows in long.groupby(["dimension", "a", "b"], sort=False)])
     out = long.merge(verdicts, on=["dimension", "a", "b"], how="left")
     out.attrs["skipped"] = skipped
@@ -469,11 +470,14 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
         "",
         f"**Multiplicity.** All {pairs} pairwise style comparisons of one rating dimension form one family, "
         f"adjusted by {method} at alpha = {alpha}; each comparison has one adjusted p-value, the same in every "
-        f"table. The claim that radiology styles ({', '.join(map(str, radiology)) or 'none'}) are rated lower than "
-        f"every other style is a conjunction of {len(radiology) * others} pairwise claims and was tested as an "
-        f"intersection-union test: it holds when every one of these pairs rejects at alpha = {alpha} with the "
-        "radiology style lower, which controls the error rate of the conjunction without further adjustment "
-        "(Berger 1982).",
+        "table, and every label of a single comparison (significant, or holds with radiology lower) is from "
+        f"that adjusted p-value. The claim that radiology styles ({', '.join(map(str, radiology)) or 'none'}) "
+        f"are rated lower than every other style is a conjunction of {len(radiology) * others} pairwise claims "
+        "and was tested as an intersection-union test: it holds when every one of these pairs has an "
+        f"unadjusted two-sided p < {alpha} with the radiology style lower (the claim's p is the largest of "
+        "them), which controls the error rate of the conjunction at alpha without further adjustment "
+        "(Berger 1982). The claim can therefore hold while some of its pairs are not significant on their "
+        "own after adjustment; the tables give both.",
         "",
         "**Rank tests (published path, first sensitivity analysis).** The unit of analysis was the topic: "
         f"for each style, {unit} was averaged over the cells (prompt detail, preset"
@@ -497,8 +501,12 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
         "**Sensitivity analyses.** The radiology claim was re-tested under every analysis path, with the same "
         "declared family on each: rank tests on panel medians and on per-rater scores, each under the four "
         "nonsensical policies (flag as 0, panel flagged by any rater as 0, flagged ratings excluded, flag as its "
-        "own lowest category), and the ordinal model under the four policies; the sensitivity table says whether "
-        "each conclusion holds under all paths and, where not, on which choice it hinges.",
+        "own lowest category), and the ordinal model under the four policies. On each path a pair is labelled "
+        "by its adjusted p-value and the claim by the intersection-union rule. For each conclusion the "
+        "sensitivity table says whether it holds under all paths or none and, where not, which single analysis "
+        "choice (nonsensical policy, aggregate, or test) decides it: a choice whose every level gives one "
+        "verdict on all its paths, the verdicts differing between levels, with the levels under which it "
+        "holds; where no single choice does, it says so and counts the paths.",
         "",
         "**Agreement.** Krippendorff's alpha (ordinal) over all raters and quadratic-weighted Cohen's kappa per "
         "rater pair (intra-rater kappa where panels were shown twice), with bootstrap CIs over panels.",
@@ -648,22 +656,85 @@ def _version(package):
         return "?"
 
 
-def _verdict(rows) -> dict:
-    outcome = np.where(rows["significant"], np.sign(rows["effect"]), 0)
-    if rows["significant"].all() and len(set(outcome)) == 1:
+# The analysis choices the sensitivity paths vary, as a reader names them, and their levels.
+CHOICES = {"nonsensical": "the nonsensical policy", "analysis": "the test (rank test or ordinal model)",
+           "aggregate": "the aggregate (panel medians or per-rater scores)"}
+LEVELS = {"analysis": {"wilcoxon": "the Wilcoxon rank tests", "ordinal": "the ordinal model"},
+          "aggregate": {"median": "panel medians", "none": "per-rater scores"}}
+
+
+def verdict(rows: pd.DataFrame) -> dict:
+    """One contrast's verdict over the analysis paths, and the single choice that decides it.
+
+    ``rows`` are one contrast's rows of :func:`sensitivity` (one per path: ``holds`` and the
+    choices ``analysis``, ``aggregate``, ``nonsensical``). A choice decides the verdict when
+    the verdict is the same on every path within each of its levels and differs between
+    levels; then ``hinges_on`` names it and the levels under which the contrast holds. Where
+    no single choice does, it says so with the count of paths that hold, and names a choice
+    that decides it within one test (the ordinal model or the rank tests) where there is one.
+
+    Returns
+    -------
+    dict
+        holds_under_all, holds_under_none, hinges_on, conclusion.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> policies = ['zero', 'panel-zero', 'exclude', 'lowest']
+    >>> paths = pd.DataFrame({'analysis': ['wilcoxon'] * 8 + ['ordinal'] * 4,
+    ...                       'aggregate': ['median'] * 4 + ['none'] * 8, 'nonsensical': policies * 3})
+    >>> verdict(paths.assign(holds=paths['nonsensical'] == 'panel-zero'))['conclusion']
+    'depends on the nonsensical policy: holds only under panel-zero (3 of 12 paths), fails under zero, exclude and lowest'
+    >>> verdict(paths.assign(holds=[True] * 7 + [False] * 5))['conclusion']
+    'no single analysis choice decides it: holds under 7 of 12 paths, fails under 5'
+    >>> verdict(paths.assign(holds=[True] * 8 + [False, True, False, False]))['conclusion']
+    'no single analysis choice decides it: holds under 9 of 12 paths, fails under 3; within the ordinal model, the nonsensical policy decides it (holds only under panel-zero)'
+    """
+    holds = rows["holds"].astype(bool).to_numpy()
+    n, k = len(rows), int(holds.sum())
+    if holds.all():
         return {"holds_under_all": True, "holds_under_none": False, "hinges_on": "",
-                "conclusion": f"holds under all {len(rows)} analysis paths"}
-    if not rows["significant"].any():
+                "conclusion": f"holds under all {n} analysis paths"}
+    if not holds.any():
         return {"holds_under_all": False, "holds_under_none": True, "hinges_on": "",
-                "conclusion": f"not significant under any of the {len(rows)} analysis paths"}
-    kinds, counts = np.unique(outcome, return_counts=True)
-    majority = kinds[counts.argmax()]
-    odd = rows[outcome != majority]
-    shared = [f"{c}={odd[c].iloc[0]}" for c in ("analysis", "aggregate", "nonsensical") if odd[c].nunique() == 1]
-    hinges = ", ".join(shared) or "no single choice"
-    how = "fails under" if majority != 0 else "significant only under"
-    return {"holds_under_all": False, "holds_under_none": False, "hinges_on": hinges,
-            "conclusion": f"depends on: {hinges} ({how} {len(odd)} of {len(rows)} paths)"}
+                "conclusion": f"holds under none of the {n} analysis paths"}
+    deciding = _deciding(rows, holds)
+    if deciding:
+        hinges = " and ".join(f"{CHOICES[c]} (holds only under {_levels(c, yes)})" for c, yes, _ in deciding)
+        said = "; ".join(f"{CHOICES[c]}: holds only under {_levels(c, yes)} ({k} of {n} paths), fails under "
+                         f"{_levels(c, no)}" for c, yes, no in deciding)
+        return {"holds_under_all": False, "holds_under_none": False, "hinges_on": hinges,
+                "conclusion": f"depends on {said}"}
+    within = []
+    for test, part in rows.groupby("analysis", sort=False):
+        mask = (rows["analysis"] == test).to_numpy()
+        for c, yes, _ in _deciding(part, holds[mask], exclude=("analysis",)):
+            within.append(f"within {LEVELS['analysis'].get(test, test)}, {CHOICES[c]} decides it "
+                          f"(holds only under {_levels(c, yes)})")
+    return {"holds_under_all": False, "holds_under_none": False, "hinges_on": "no single choice",
+            "conclusion": f"no single analysis choice decides it: holds under {k} of {n} paths, fails under {n - k}"
+                          + "".join(f"; {w}" for w in within)}
 
 
-__all__ = ["analyze", "methods_text", "notices", "ordinal_contrasts", "sensitivity"]
+def _deciding(rows, holds, exclude=()) -> list:
+    """The choices whose levels decide ``holds``: constant within each level, not across them."""
+    out = []
+    for column in [c for c in CHOICES if c in rows and c not in exclude]:
+        levels = list(dict.fromkeys(rows[column].astype(str)))
+        if len(levels) < 2:
+            continue
+        values = rows[column].astype(str).to_numpy()
+        by_level = {level: set(holds[values == level]) for level in levels}
+        if all(len(v) == 1 for v in by_level.values()) and len({v.pop() for v in by_level.values()}) == 2:
+            yes = [level for level in levels if holds[values == level].all()]
+            out.append((column, yes, [level for level in levels if level not in yes]))
+    return out
+
+
+def _levels(column, levels) -> str:
+    names = [LEVELS.get(column, {}).get(level, level) for level in levels]
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+__all__ = ["analyze", "methods_text", "notices", "ordinal_contrasts", "sensitivity", "verdict"]

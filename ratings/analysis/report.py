@@ -270,9 +270,10 @@ def radiology_html(radiology: pd.DataFrame, alpha: float) -> str:
             continue
         lines.append(
             f"<p><b>{escape(str(dimension))}</b>, {escape(str(analysis))}: radiology lower than every other style "
-            f"{verdict} (intersection-union test: {lower} of {len(pairs)} radiology-vs-other pairs reject at "
-            f"alpha = {escape(str(alpha))} with radiology lower, largest p = {claim['p']:.3g}). Individually, "
-            f"{adjusted} of {len(pairs)} pairs are significant after adjustment over all style pairs.</p>")
+            f"{verdict} (intersection-union test: {lower} of {len(pairs)} radiology-vs-other pairs have an "
+            f"unadjusted two-sided p &lt; {escape(str(alpha))} with radiology lower, largest p = {claim['p']:.3g}). "
+            f"Individually, {adjusted} of {len(pairs)} pairs hold (p_adj &lt; {escape(str(alpha))} after adjustment "
+            "over all style pairs, radiology lower): the pairs' labels in radiology.csv.</p>")
     return "\n".join(lines)
 
 
@@ -414,6 +415,31 @@ def _style(style) -> str:
     return escape(style_label(str(style)))
 
 
+def _sensitivity_sentence(rows: pd.DataFrame) -> str:
+    """What the radiology claim's verdict hinges on across the sensitivity paths, as one sentence (HTML).
+
+    ``rows`` are the claim's rows of :func:`ratings.analysis.protocol.sensitivity` (one per path).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> rows = pd.DataFrame({'hinges_on': ['the nonsensical policy (holds only under panel-zero)'] * 12,
+    ...     'conclusion': ['depends on the nonsensical policy: holds only under panel-zero (3 of 12 paths), '
+    ...                    'fails under zero, exclude and lowest'] * 12})
+    >>> _sensitivity_sentence(rows)
+    'Across the 12 analysis paths of the sensitivity analysis, the verdict depends on the nonsensical policy: holds only under panel-zero (3 of 12 paths), fails under zero, exclude and lowest'
+    """
+    conclusion = str(rows["conclusion"].iloc[0])
+    hinges = str(rows["hinges_on"].iloc[0]) if "hinges_on" in rows else ""
+    if hinges == "no single choice":
+        said = conclusion
+    elif conclusion.startswith("depends on"):
+        said = f"the verdict {conclusion}"
+    else:
+        said = f"the claim {conclusion}"
+    return escape(f"Across the {len(rows)} analysis paths of the sensitivity analysis, {said}")
+
+
 def conclusions_html(tables: dict, tidy: pd.DataFrame, alpha: float) -> str:
     """The report's opening: what holds, and what a verdict depends on, in a clinician's words."""
     radiology = tables.get("radiology")
@@ -432,7 +458,10 @@ def conclusions_html(tables: dict, tidy: pd.DataFrame, alpha: float) -> str:
                            "p-value in this design (see the notices above)")
             elif claim["holds"]:
                 verdict = (f"<b>holds</b>: in the primary analysis (ordinal model) radiology is lower in every one "
-                           f"of the {len(pairs)} radiology-versus-other pairs (largest {_p_phrase(claim['p'])})")
+                           f"of the {len(pairs)} radiology-versus-other pairs (intersection-union test, each pair at "
+                           f"unadjusted two-sided p &lt; {escape(str(alpha))}; largest {_p_phrase(claim['p'])}); "
+                           f"on their own, {lower} of the {len(pairs)} pairs are significant after adjustment over "
+                           "all style pairs")
             else:
                 verdict = (f"<b>does not hold</b>: in the primary analysis (ordinal model) radiology is significantly "
                            f"lower in {lower} of {len(pairs)} radiology-versus-other pairs after adjustment")
@@ -450,7 +479,7 @@ def conclusions_html(tables: dict, tidy: pd.DataFrame, alpha: float) -> str:
             if sensitivity is not None and len(sensitivity) and "conclusion" in sensitivity:
                 row = sensitivity[(sensitivity["dimension"] == dimension) & (sensitivity["a"] == "radiology")]
                 if len(row):
-                    robust = f"; across the other ways of analysing it: {escape(str(row['conclusion'].iloc[0]))}"
+                    robust = f". {_sensitivity_sentence(row)}"
             lines.append(f"<li><b>{_label(dimension)}</b>: &ldquo;radiology images (x-ray, MRI, CT) are rated lower "
                          f"than every other style&rdquo; {verdict}" + (f" ({'; '.join(agree)})" if agree else "")
                          + f"{robust}.</li>")

@@ -19,7 +19,9 @@ non-zero differences, asymptotic above. Levels keep the order in which they firs
 Multiplicity: one declared family per claim. The style comparisons of one dimension are one
 family (every pair of styles, Holm); the claim "radiology is lower than every other style" is
 an intersection-union test over its (radiology, other) pairs: it holds when every one of them
-rejects at alpha with radiology lower, which needs no further adjustment (Berger 1982).
+rejects at alpha (unadjusted, two-sided) with radiology lower, which needs no further adjustment
+(Berger 1982). Every per-pair label (``holds`` of a pair row) comes from the pair's adjusted p in
+the declared family; ``holds_by`` names the rule on each row.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ IUT = "intersection-union"
 RADIOLOGY_COLUMNS = ["dimension", "analysis", "claim", "a", "b", "test", "method", "effect", "effect_name",
                      "odds_ratio", "or_ci_low", "or_ci_high", "n_clusters", "n_pairs", "n_nonzero", "n_a_higher",
                      "n_b_higher", "n_tied", "share_a_higher", "share_ci_low", "share_ci_high", "p", "p_adj",
-                     "correction", "family", "holds", "estimable", "note"]
+                     "correction", "family", "holds", "holds_by", "estimable", "note"]
 
 
 # --- data ------------------------------------------------------------------------------------
@@ -491,16 +493,19 @@ def pairwise(data: pd.DataFrame, factor: str = "style", pairs=None, correction: 
 
 
 def radiology_contrasts(pairwise_table: pd.DataFrame, radiology, alpha: float = 0.05,
-                        p: str = "p", effect: str = "effect") -> pd.DataFrame:
+                        p: str = "p", effect: str = "effect", p_adj: str = "p_adj") -> pd.DataFrame:
     """The published claim: every radiology style is lower than every other style.
 
     Takes the rows of a pairwise table (:func:`pairwise`, or the ordinal contrasts of
     :mod:`ratings.analysis.ordinal`) that set a radiology style against a non-radiology one, oriented
     radiology first (a deficit has a negative effect), with their adjusted p-values from the
     table's own family unchanged, and adds one row for the conjunction, read as an
-    intersection-union test: the claim holds when every pair rejects at ``alpha`` (raw p)
-    with radiology lower. Its p is the largest raw p when every effect is negative (1
-    otherwise) and needs no multiplicity adjustment (Berger 1982). Where a pair has no p-value
+    intersection-union test: the claim holds when every pair rejects at ``alpha`` (its
+    unadjusted two-sided p) with radiology lower. Its p is the largest unadjusted p when every
+    effect is negative (1 otherwise) and needs no multiplicity adjustment (Berger 1982). A pair
+    row's own label is the declared family's: it ``holds`` when its ``p_adj < alpha`` with
+    radiology lower, so a pair with p < alpha but p_adj >= alpha does not hold on its own even
+    where the conjunction does. ``holds_by`` says, on each row, which rule decided it. Where a pair has no p-value
     (an ordinal contrast the design cannot support: ``estimable`` False), the claim cannot be
     tested: its p is left empty, it does not hold, and its ``note`` says how many pairs are
     not estimable and why.
@@ -513,15 +518,18 @@ def radiology_contrasts(pairwise_table: pd.DataFrame, radiology, alpha: float = 
         The radiology styles (:func:`radiology_styles`).
     alpha : float
         The level every (radiology, other) pair must reject at.
-    p, effect : str
-        The p-value and the signed effect columns of ``pairwise_table``.
+    p, effect, p_adj : str
+        The p-value, the signed effect and the family-adjusted p-value columns of
+        ``pairwise_table``.
 
     Returns
     -------
     DataFrame
         The pair rows (columns of the input, oriented, plus ``claim``) and the claim row:
         factor "style_group", a "radiology", b "every other style", test "intersection-union",
-        p = p_adj, ``holds``.
+        p = p_adj, ``holds``. ``holds_by``: on a pair row "p_adj < alpha (correction, family),
+        radiology lower"; on the claim row "intersection-union: every pair's unadjusted
+        two-sided p < alpha, radiology lower".
 
     References
     ----------
@@ -535,11 +543,16 @@ def radiology_contrasts(pairwise_table: pd.DataFrame, radiology, alpha: float = 
     ...                      'style': ['xray', 'photo', 'poster'] * 6,
     ...                      'value': [1, 3, 2, 0, 2, 3, 1, 1, 2, 2, 4, 3, 0, 3, 4, 1, 2, 2.0]})
     >>> table = pairwise(data, 'style', n_boot=0)
-    >>> print(radiology_contrasts(table, ['xray'])[['claim', 'a', 'b', 'p', 'holds']].round(3).to_string(index=False))
-          claim         a                 b     p  holds
-           pair      xray             photo 0.062  False
-           pair      xray            poster 0.031   True
-    conjunction radiology every other style 0.062  False
+    >>> out = radiology_contrasts(table, ['xray'])
+    >>> print(out[['claim', 'a', 'b', 'p', 'p_adj', 'holds']].round(3).to_string(index=False))
+          claim         a                 b     p  p_adj  holds
+           pair      xray             photo 0.062  0.125  False
+           pair      xray            poster 0.031  0.094  False
+    conjunction radiology every other style 0.062  0.062  False
+    >>> print(out['holds_by'].iloc[1])
+    p_adj < 0.05 (holm, 3 style pairs), radiology lower
+
+    xray vs poster has p < 0.05 but p_adj >= 0.05 over the 3 pairs: it does not hold.
     """
     radiology = list(radiology)
     rows = pairwise_table[pairwise_table["a"].isin(radiology) != pairwise_table["b"].isin(radiology)].copy()
@@ -580,14 +593,43 @@ def radiology_contrasts(pairwise_table: pd.DataFrame, radiology, alpha: float = 
     claim = {"factor": "style_group", "a": "radiology", "b": "every other style", "test": IUT, "p": p_claim,
              "p_adj": p_claim, "correction": "none (intersection-union)",
              "family": f"all {len(rows)} (radiology, other) pairs must reject", "claim": "conjunction",
-             effect: float(rows[effect].max()) if not missing.any() else np.nan, "holds": holds}
+             effect: float(rows[effect].max()) if not missing.any() else np.nan, "holds": holds,
+             "holds_by": iut_rule(alpha)}
     if "estimable" in rows or note:
         claim.update(estimable=not note, note=note)
     for column in ("unit", "dimension", "analysis"):
         if column in rows and rows[column].nunique() == 1:
             claim[column] = rows[column].iloc[0]
-    rows["holds"] = (rows[p] < alpha) & (rows[effect] < 0)
+    if p_adj not in rows:
+        raise AnalysisError(f"radiology contrasts need the family-adjusted p-values (column {p_adj!r}) of the "
+                            "pairwise table: a pair is labelled by its adjusted p")
+    rows["holds"] = (rows[p_adj] < alpha) & (rows[effect] < 0)
+    rows["holds_by"] = [pair_rule(alpha, *spec) for spec in zip(rows.get("correction", [None] * len(rows)),
+                                                                rows.get("family", [None] * len(rows)), strict=True)]
     return pd.concat([rows, pd.DataFrame([claim])], ignore_index=True)
+
+
+def pair_rule(alpha: float, correction=None, family=None) -> str:
+    """How a single comparison is labelled: by its adjusted p in the declared family.
+
+    Examples
+    --------
+    >>> pair_rule(0.05, 'holm', '28 style pairs')
+    'p_adj < 0.05 (holm, 28 style pairs), radiology lower'
+    """
+    where = ", ".join(str(x) for x in (correction, family) if isinstance(x, str) and x)
+    return f"p_adj < {alpha:g}{f' ({where})' if where else ''}, radiology lower"
+
+
+def iut_rule(alpha: float) -> str:
+    """How the radiology claim is decided: the intersection-union rule on unadjusted pair p's.
+
+    Examples
+    --------
+    >>> iut_rule(0.05)
+    "intersection-union: every pair's unadjusted two-sided p < 0.05, radiology lower"
+    """
+    return f"intersection-union: every pair's unadjusted two-sided p < {alpha:g}, radiology lower"
 
 
 def reason_kind(note: str) -> str:
@@ -1067,6 +1109,6 @@ def percentile_ci(boot, ci):
 __all__ = ["AGGREGATES", "CORRECTIONS", "DESIGN", "EXACT_MAX", "FEW_CLUSTERS", "FLAG_VALUE", "MIN_CLUSTERS",
            "PAIRWISE_COLUMNS", "POLICIES", "RADIOLOGY_COLUMNS", "WILCOXON_OPTIONS", "adjusted_pvalues", "at_least",
            "category_counts", "check_choice", "clustered_share", "descriptives", "detail_contrast", "first_showings",
-           "omnibus", "pairwise", "percentile_ci", "prepare", "present_levels", "preset_contrast",
-           "radiology_contrasts", "radiology_styles", "rating_values", "reason_kind", "score_dimensions",
+           "iut_rule", "omnibus", "pair_rule", "pairwise", "percentile_ci", "prepare", "present_levels",
+           "preset_contrast", "radiology_contrasts", "radiology_styles", "rating_values", "reason_kind", "score_dimensions",
            "signed_rank_pvalue", "unit_means"]

@@ -346,7 +346,8 @@ def test_one_pair_that_fails_makes_the_conjunction_fail():
                            "effect": [-0.9, -0.8, -0.5, -0.4]})
     out = stats.radiology_contrasts(family, ["xray", "mri"])
     assert not out.iloc[-1]["holds"] and out.iloc[-1]["p"] == 0.06
-    assert list(out["holds"][:4]) == [True, True, True, False]
+    # each pair is labelled by its adjusted p: mri vs photo has p 0.049 < 0.05 but p_adj 0.1
+    assert list(out["holds"][:4]) == [True, True, False, False]
     flipped = stats.radiology_contrasts(family.assign(effect=[-0.9, -0.8, -0.5, 0.4], p=[0.001] * 4), ["xray", "mri"])
     assert not flipped.iloc[-1]["holds"] and flipped.iloc[-1]["p"] == 1.0  # a pair going the other way
 
@@ -481,8 +482,9 @@ def test_sensitivity_names_the_choice_a_conclusion_hinges_on():
     table.loc[flagged, "nonsensical"] = True  # every rater flags them: only "exclude" removes them
     out = analysis.sensitivity(table).drop_duplicates(["dimension", "a", "b"]).set_index(["dimension", "a", "b"])
     claim = out.loc[("style", "radiology", "every other style")]
-    assert claim["hinges_on"] == "nonsensical=exclude"
-    assert claim["conclusion"] == "depends on: nonsensical=exclude (fails under 3 of 12 paths)"
+    assert claim["hinges_on"] == "the nonsensical policy (holds only under zero, panel-zero and lowest)"
+    assert claim["conclusion"] == ("depends on the nonsensical policy: holds only under zero, panel-zero and lowest "
+                                   "(9 of 12 paths), fails under exclude")
 
 
 def test_analyze_returns_every_table_with_its_columns():
