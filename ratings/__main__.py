@@ -136,6 +136,8 @@ def _analyze(args) -> int:
                           raters=args.raters, include_simulated=args.include_simulated,
                           aggregate=args.aggregate, nonsensical=args.nonsensical, correction=args.correction,
                           alpha=args.alpha, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, out=str(work))
+        if args.reproduce:  # the published study's analysis too: reproduction.csv and its report section
+            parameters["reproduce"] = True
         if args.scores:
             parameters["scores"] = _panel_scores_file(args.scores, work)
         notebook = execute_notebook("30_analyze.ipynb", work / "30_analyze.ipynb", parameters,
@@ -155,7 +157,8 @@ def _analyze(args) -> int:
             print(f"note: {args.study} is read-only here, so this analysis is not in its audit trail",
                   file=sys.stderr)
     print(f"report: {out / 'report.html'}\nmethods: {out}/methods.md\ntables: {out}/*.csv (primary model: "
-          f"{out}/ordinal.csv; LaTeX in {out}/tables), figures: {out}/figures")
+          f"{out}/ordinal.csv; LaTeX in {out}/tables), figures: {out}/figures"
+          + (f"\npublished analysis, reproduced: {out / 'reproduction.csv'}" if args.reproduce else ""))
     return 0
 
 
@@ -449,6 +452,9 @@ def _add_analyze(sub) -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scores", help="with --table: automated scores, as the scored study folder or a CSV/parquet "
                                     "of panel scores (with --study they are read from the study)")
+    p.add_argument("--reproduce", action="store_true",
+                   help="also the published study's analysis, exactly (Kruskal-Wallis on prompt medians, every "
+                        "style pair, uncorrected): reproduction.csv and a report section beside the primary analysis")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_analyze)
 

@@ -21,6 +21,7 @@ Modules, each with one job:
 * :mod:`~ratings.analysis.protocol`: the declared analysis that runs them all
   (:func:`analyze`, :func:`sensitivity`, the methods paragraph).
 * :mod:`~ratings.analysis.report`: the report's tables (CSV, LaTeX), figures and HTML page.
+* :mod:`~ratings.analysis.reproduce`: the published study's analysis, exactly (``--reproduce``).
 
 The protocol's entry points are importable from here, as they were from the former module
 ``ratings.analysis``: ``from ratings.analysis import analyze``.

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 
 from probes.scoretable import group_scores
-from probes.tables import spreadsheet_safe_table, undo_spreadsheet_safe_table
+from probes.tables import spreadsheet_safe_table, undo_spreadsheet_safe_table, write_table
 
 from ..errors import AnalysisError
 from .simulate import SIM_PREFIX
@@ -152,7 +152,8 @@ def _group_scores(study) -> pd.DataFrame | None:
 
 def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median", nonsensical: str = "panel-zero",
                  correction: str = "holm", alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
-                 n_perm: int = 0, panel_scores: pd.DataFrame | None = None, study: str | Path | None = None) -> dict:
+                 n_perm: int = 0, panel_scores: pd.DataFrame | None = None, study: str | Path | None = None,
+                 reproduce: bool = False) -> dict:
     """Run the analysis and write every table (CSV + LaTeX), ``methods.md`` and every figure
     (SVG + PNG) into ``out``.
 
@@ -160,7 +161,9 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
     ``metric_vs_experts.csv``, ``metric_vs_experts_by_group.csv``, ``metric_rankings.csv`` and
     the figure ``metrics-vs-experts``; ``tables["metrics"]`` then holds those tables (by the
     keys of :data:`METRIC_TABLES`, and ``panels``). A ``study`` with FID/KID scores also gets
-    ``distances.csv`` (per preset and style, against the real reference images).
+    ``distances.csv`` (per preset and style, against the real reference images). ``reproduce``
+    also writes ``reproduction.csv``, the published study's analysis exactly
+    (:func:`ratings.analysis.reproduce.published_analysis`), as ``tables["reproduction"]``.
 
     Returns ``{"tables": {name: DataFrame}, "figures": {name: Figure paths}, "methods": str}``.
     """
@@ -192,6 +195,14 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
         latex = frame.to_latex(index=False, float_format="%.3g", na_rep="", escape=True,
                                caption=f"{name}{' (' + note + ')' if note else ''}", label=f"tab:{name}")
         (out / "tables" / f"{name}.tex").write_text(latex, encoding="utf-8")
+
+    if reproduce:  # the published study's own analysis, beside medprobe's (ratings.analysis.reproduce)
+        from .reproduce import published_analysis
+
+        reproduction = published_analysis(tidy)
+        reproduction.attrs["simulated"] = note
+        write_table(reproduction.assign(simulated=note) if note else reproduction, out / "reproduction.csv")
+        results["reproduction"] = reproduction
 
     figures = {}
 
@@ -299,6 +310,25 @@ def metrics_html(metrics: dict | None) -> str:
         lines.append(f"<p><b>{name}</b> vs {escape(str(row.dimension))}: Spearman rho = {row.spearman_rho:.2f}{ci}, "
                      f"{int(row.n_panels)} panels of {int(row.n_clusters)} prompts; {verdict}.</p>")
     return "\n".join(lines)
+
+
+def reproduction_html(tables: dict, tidy: pd.DataFrame, nonsensical: str, correction: str, alpha: float) -> str:
+    """The section on the published study's analysis (``--reproduce``): what it did, what it found
+    on this study, why the primary analysis differs, and its table; "" without ``reproduction``."""
+    from .reproduce import reproduction_text
+    from .stats import first_showings, radiology_styles
+
+    table = tables.get("reproduction")
+    if table is None:
+        return ""
+    text = reproduction_text(table, radiology_styles(first_showings(tidy)), nonsensical=nonsensical,
+                             correction=correction, alpha=alpha)
+    columns = ["dimension", "preset", "a", "b", "median_a", "q1_a", "q3_a", "median_b", "q1_b", "q3_b", "n_a", "n_b",
+               "statistic", "p"] + (["note"] if table["note"].notna().any() else [])
+    return ('<h2 id="reproduction">The published analysis, reproduced</h2>' + markdown_html(text)
+            + table_html(table, "reproduction", caption="Every style pair as the published study tested it: "
+                         "Kruskal-Wallis on prompt medians, uncorrected",
+                         columns=columns, reasons={None: "no p-value for this pair"}))
 
 
 # --- the HTML report's parts: every label escaped here, where it enters HTML ----------------
@@ -580,4 +610,4 @@ def notebook_to_html(notebook: str | Path, html_path: str | Path, title: str = "
 
 __all__ = ["METRIC_TABLES", "TABLES", "banner_html", "conclusions_html", "is_simulated", "load_ratings",
            "markdown_html", "markdown_safe", "metrics_html", "notebook_to_html", "notices_html", "radiology_html",
-           "select_raters", "simulated_note", "summary_html", "table_html", "write_report"]
+           "reproduction_html", "select_raters", "simulated_note", "summary_html", "table_html", "write_report"]
