@@ -15,8 +15,8 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-MODULES = ["agreement", "metrics", "ordinal", "plots", "protocol", "report", "simulate", "stats"]
-WITH_EXAMPLES = ["agreement", "ordinal", "simulate", "stats"]
+MODULES = ["agreement", "metrics", "ordinal", "plots", "protocol", "report", "reproduce", "simulate", "stats"]
+WITH_EXAMPLES = ["agreement", "ordinal", "reproduce", "simulate", "stats"]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

@@ -5,7 +5,6 @@ Kruskal-Wallis test on every pair of styles, uncorrected, beside each style's me
 The numbers are checked against scipy and numpy on prompt medians worked out by hand here.
 """
 
-import doctest
 import os
 import subprocess
 import sys
@@ -123,17 +122,6 @@ def test_an_unknown_rule_or_dimension_is_refused():
         published_analysis(hand_table(), nonsensical="exclude")
     with pytest.raises(AnalysisError, match="unknown dimension 'quality'"):
         published_analysis(hand_table(), dimensions=["quality"])
-
-
-def test_the_docstring_examples_run():
-    finder = doctest.DocTestFinder(exclude_empty=True)
-    runner = doctest.DocTestRunner(optionflags=doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE)
-    for test in finder.find(reproduce, reproduce.__name__, globs=vars(reproduce).copy()):
-        runner.run(test)
-    result = runner.summarize(verbose=False)
-    assert result.attempted > 0 and result.failed == 0
-    for name in ("published_analysis", "prompt_medians", "reproduction_text"):
-        assert "Examples" in getattr(reproduce, name).__doc__
 
 
 def test_the_section_says_what_was_done_found_and_why_it_differs():
