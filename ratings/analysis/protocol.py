@@ -376,8 +376,8 @@ def notices(tidy: pd.DataFrame, results: dict, unfitted: dict | None = None) -> 
 
             kinds = odds["note"].map(reason_kind).value_counts(sort=False)
             why = "; ".join(f"{kind}: {n}" if len(kinds) > 1 else kind for kind, n in kinds.items())
-            out.append(f"Nonsensical flag: {len(odds)} of {int((flags['kind'] == 'odds ratio').sum())} styles' odds "
-                       f"ratios are not estimable ({why}).")
+            out.append(f"Nonsensical flag: {len(odds)} of {int((flags['kind'] == 'odds ratio').sum())} odds ratios "
+                       f"of the flag model (each style, radiology vs other) are not estimable ({why}).")
     return out
 
 
@@ -495,8 +495,12 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
         "(Wilson intervals where a share is 0 or 1).",
         "",
         "**Nonsensical flag.** The flag was analysed as its own outcome: the share of ratings flagged per style "
-        "with topic-clustered CIs and a logistic model of the flag on style (and rater) with topic-clustered "
-        "standard errors.",
+        "with topic-clustered CIs, and a logistic model of the flag on style (and rater) fitted by Firth's "
+        "penalised likelihood, so styles with no flags keep a finite estimate; intervals clustered by topic "
+        "(sandwich of the penalised score with the CR1 factor G/(G-1)(N-1)/(N-K), t with G - 1 degrees of "
+        "freedom, never narrower than the model-based interval). Each style is compared with the reference "
+        "style, and radiology (x-ray, MRI, CT) with all other styles by one Firth fit of the flag on a "
+        "radiology indicator (and rater) (Firth 1993; Heinze & Schemper 2002).",
         "",
         "**Sensitivity analyses.** The radiology claim was re-tested under every analysis path, with the same "
         "declared family on each: rank tests on panel medians and on per-rater scores, each under the four "
@@ -560,7 +564,8 @@ def _estimability_text(results: dict, topics: int) -> str:
         "is reported as not estimable throughout. Comparisons without a p-value were left out of the "
         "multiplicity family (a hypothesis not tested cannot be falsely rejected), and the radiology claim was "
         "tested only where every one of its pairs has a p-value. In the flag model a style with no flag, or "
-        "only flags, is perfectly separated and left out; shares of a style with fewer than "
+        "only flags, would be perfectly separated under maximum likelihood; Firth's penalised likelihood keeps "
+        "it with a finite estimate, so no style is left out; shares of a style with fewer than "
         f"{MIN_CLUSTERS} topics have Wilson intervals (not clustered)."
     )
     ordinal = results.get("ordinal", pd.DataFrame())
@@ -634,7 +639,7 @@ def _flag_table(tidy, notes):
     except AnalysisError as error:
         notes.append(f"nonsensical flag: no logistic model ({error})")
         return pd.DataFrame()
-    notes += [f"nonsensical flag: {n}" for n in flags["notes"]]
+    notes += [f"nonsensical flag (Firth logistic model): {n}" for n in flags["notes"]]
     return pd.concat([flags["shares"].assign(kind="share flagged"), flags["odds_ratios"].assign(kind="odds ratio")],
                      ignore_index=True).assign(n_clusters=flags["n_clusters"], df=flags["df"])
 

@@ -154,9 +154,10 @@ def flags(seed, rates, n_topics=17):
     return pd.DataFrame(rows)
 
 
-def test_flag_model_finds_a_higher_flag_rate_and_survives_a_zero_flag_style():
+def test_flag_model_finds_a_higher_flag_rate_and_keeps_a_zero_flag_style():
     """xray flagged ~30%, photo ~5%, poster never: xray's odds ratio over photo is > 1 with a CI
-    above 1; poster is reported with NaN and a separation note rather than crashing."""
+    above 1; poster stays in the model (Firth) with a finite odds ratio below 1, and may even be
+    the reference."""
     tidy = flags(0, {"photo": 0.05, "xray": 0.30, "poster": 0.0})
     tidy = pd.concat([tidy, tidy.head(10).assign(repeat=1, nonsensical=True)])  # repeats are ignored
     out = flag_model(tidy, reference="photo")
@@ -167,12 +168,11 @@ def test_flag_model_finds_a_higher_flag_rate_and_survives_a_zero_flag_style():
     assert shares.loc["xray", "ci_low"] > shares.loc["photo", "share"]
     odds = out["odds_ratios"].set_index("level")
     assert odds.loc["xray", "odds_ratio"] > 1 and odds.loc["xray", "or_ci_low"] > 1
-    assert np.isnan(odds.loc["poster", "odds_ratio"])
-    assert "separation" in odds.loc["poster", "note"]
-    assert any("poster" in note for note in out["notes"])
+    assert 0 < odds.loc["poster", "odds_ratio"] < 1 and np.isfinite(odds.loc["poster", "or_ci_high"])
+    assert odds.loc["poster", "estimable"] and "separation" not in odds.loc["poster", "note"]
+    assert any("poster" in note and "Firth" in note for note in out["notes"])
     assert out["n_clusters"] == 17 and out["df"] == 16
-    with pytest.raises(AnalysisError, match="perfectly separated"):
-        flag_model(tidy, reference="poster")
+    assert flag_model(tidy, reference="poster")["odds_ratios"].set_index("level").loc["xray", "or_ci_low"] > 1
 
 
 def test_errors_say_what_is_wrong():
