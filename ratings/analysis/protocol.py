@@ -183,7 +183,7 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
     ordinal: kind "contrast" (every style pair: log_or, odds_ratio, CI, clustered p, p_adj,
     naive p), "coefficient" (every model term) and "predicted" (per style: category,
     probability, p_at_least); radiology: the claim from both analyses (column ``analysis``);
-    flags: the nonsensical flag per style (share flagged, clustered CI, logistic odds ratios);
+    flags: the nonsensical flag per style (share flagged, clustered CI, Firth-penalised logistic odds ratios with radiology vs other);
     descriptives (per style, style_group, preset, detail and rater: n, median, iqr, q1, q3,
     mean); at_least (share of values >= each scale point per style, clustered CI); omnibus
     (Friedman over topics, Kendall's W); pairwise (all style pairs, one family per dimension);
