@@ -186,10 +186,10 @@ class Flaky(Generator):
 
 def test_failures_are_per_item_and_oom_is_retried_smaller(tmp_path):
     presets = tmp_path / "p.yaml"
-    presets.write_text("flaky:\n  backend: tests.test_run:Flaky\n  batch_invariant: false\n")
+    presets.write_text("flaky:\n  backend: tests.probes.test_run:Flaky\n  batch_invariant: false\n")
     from probes.generators import backend_class
 
-    flaky = backend_class("tests.test_run:Flaky")  # the class the run imports, whatever pytest named this module
+    flaky = backend_class("tests.probes.test_run:Flaky")  # the class the run imports, whatever pytest named this module
     flaky.calls = []
     result = run_probe(tmp_path / "s", presets=["flaky"], presets_file=presets, progress=False, **SUBSET)
     assert result.generated == 8 and result.failed == 8 and not result.ok
@@ -206,7 +206,7 @@ def test_failures_are_per_item_and_oom_is_retried_smaller(tmp_path):
 
 def test_cli_exit_code_says_something_failed(tmp_path):
     presets = tmp_path / "p.yaml"
-    presets.write_text("flaky:\n  backend: tests.test_run:Flaky\n")
+    presets.write_text("flaky:\n  backend: tests.probes.test_run:Flaky\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     done = subprocess.run([sys.executable, "-m", "probes", "run", "--study", str(tmp_path / "s"), "--catalog",
                            "oncology", "--presets", "flaky", "--presets-file", str(presets), "--styles", "xray",
@@ -293,7 +293,7 @@ class Killer(Generator):
 
 def test_a_kernel_killed_mid_panel_says_which_panel_and_what_to_try(tmp_path):
     presets = tmp_path / "p.yaml"
-    presets.write_text("killer:\n  backend: tests.test_run:Killer\n")
+    presets.write_text("killer:\n  backend: tests.probes.test_run:Killer\n")
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     study = tmp_path / "s"
     done = subprocess.run([sys.executable, "-m", "probes", "run", "--study", str(study), "--catalog", "oncology",

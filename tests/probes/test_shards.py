@@ -227,7 +227,7 @@ def test_a_killed_shard_merges_what_it_finished_then_resumes(tmp_path, presets_f
 
 def test_status_lists_done_left_failed_merged_and_shards_never_started(tmp_path):
     presets = tmp_path / "p.yaml"
-    presets.write_text("flaky:\n  backend: tests.test_run:Flaky\n")  # fails on malaria prompts
+    presets.write_text("flaky:\n  backend: tests.probes.test_run:Flaky\n")  # fails on malaria prompts
     common = dict(catalog="oncology", presets=["flaky"], presets_file=presets, styles=["xray", "ct"],
                   topics=["brain", "malaria"], detail=["short"], images_per_prompt=2)
     run_id = shards.plan_run(tmp_path / "s", num_shards=3, run_id="st", **common)
@@ -338,7 +338,7 @@ def test_the_cost_split_is_deterministic_disjoint_whole_and_balanced():
 
 def test_run_shard_is_what_a_scheduler_job_calls(tmp_path):
     presets = tmp_path / "p.yaml"
-    presets.write_text("flaky:\n  backend: tests.test_run:Flaky\n")
+    presets.write_text("flaky:\n  backend: tests.probes.test_run:Flaky\n")
     common = dict(catalog="oncology", presets="flaky", presets_file=presets, styles="xray", topics="brain,heart",
                   detail="short", images_per_prompt=2, notebook=False)
     counts = [run_shard(tmp_path / "s", k, 2, "job 7", **common) for k in range(2)]

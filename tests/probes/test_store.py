@@ -198,7 +198,7 @@ print(json.dumps({"generated": result.generated, "elsewhere": result.elsewhere, 
 @pytest.mark.slow
 def test_two_runs_at_once_never_make_the_same_image(tmp_path):
     presets = tmp_path / "p.yaml"
-    presets.write_text("counting:\n  backend: tests.test_store:CountingTiny\n  steps: 2\n  size: 32\n")
+    presets.write_text("counting:\n  backend: tests.probes.test_store:CountingTiny\n  steps: 2\n  size: 32\n")
     log = tmp_path / "generated.log"
     env = {**os.environ, "PYTHONPATH": str(ROOT), "MEDPROBE_TEST_LOG": str(log)}
     study = tmp_path / "study"

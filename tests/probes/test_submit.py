@@ -5,6 +5,7 @@ import os
 import pickle
 import signal
 import stat
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,9 +41,25 @@ def images(study: Path) -> list[tuple]:
         return [(*row[:5], st.resolve(row[5]).read_bytes()) for row in rows]
 
 
+def fresh_threads() -> int:
+    """The torch threads a new process starts with, as a shard job does (no --cpus-per-task)."""
+    out = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                         capture_output=True, text=True, check=True)
+    return int(out.stdout)
+
+
 def single_run(tmp_path, presets_file, images_per_prompt=4) -> list[tuple]:
-    run_probe(tmp_path / "single", "oncology", PRESETS, images_per_prompt=images_per_prompt,
-              presets_file=presets_file, progress=False, **SELECT)
+    """The study one process makes, with the torch threads a job has: on a CPU their number can
+    change an image's last bit, and an earlier test may have left this process with others."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(fresh_threads())
+    try:
+        run_probe(tmp_path / "single", "oncology", PRESETS, images_per_prompt=images_per_prompt,
+                  presets_file=presets_file, progress=False, **SELECT)
+    finally:
+        torch.set_num_threads(before)
     return images(tmp_path / "single")
 
 
