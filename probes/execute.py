@@ -15,7 +15,8 @@ localhost: no other user or program on the machine can listen in, and ipykernel 
 is shut down with a shutdown request alone, not interrupted first (jupyter_client's default),
 so ipykernel does not log "KeyboardInterrupt caught in kernel" at the end of a run; a kernel
 stopped mid-cell (Ctrl-C) is still interrupted first, and one that does not stop is
-terminated, then killed.
+terminated, then killed. The kernel's own log (its process's stderr) is written to a file in
+the private folder instead of the terminal: a cell's output is in the executed notebook.
 """
 
 from __future__ import annotations
@@ -141,6 +142,17 @@ def _kernel_manager_class(folder: str, busy=lambda: False):
                 kwargs.setdefault("transport", "ipc")
                 kwargs.setdefault("connection_file", os.path.join(folder, "kernel.json"))
             super().__init__(**kwargs)
+
+        async def _async_launch_kernel(self, kernel_cmd, **kw) -> None:
+            # the kernel's own stderr (ipykernel's log: "KeyboardInterrupt caught", a ZMQ socket
+            # closed under a reply while a stopped run shuts it down) goes to a log in the private
+            # folder, not to the terminal: what a cell prints reaches the executed notebook anyway
+            if "stderr" not in kw:
+                kw["stderr"] = open(os.path.join(folder, "kernel-stderr.log"), "ab")  # noqa: SIM115
+            try:
+                await super()._async_launch_kernel(kernel_cmd, **kw)
+            finally:
+                kw["stderr"].close()  # the kernel holds its own copy of the descriptor
 
         async def _async_interrupt_kernel(self) -> None:
             # jupyter_client interrupts before every shutdown; after the notebook is done (or a cell
