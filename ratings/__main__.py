@@ -1,4 +1,10 @@
-"""``python -m ratings``: a thin command line over the ratings package."""
+"""``python -m ratings``: a thin command line over the ratings package.
+
+A study's course: build (blinded panels), invite (rater links), serve (the rating app), progress;
+plan (lock the analysis plan before anyone sees the ratings by style: printed for a registry with
+its SHA-256; after the first export or analysis it changes only by a dated amendment); export;
+analyze (follows the plan and lists every deviation from it).
+"""
 
 from __future__ import annotations
 
@@ -99,6 +105,51 @@ def _export(args) -> int:
     return 0
 
 
+@_study_errors(writes=True)
+def _plan(args) -> int:
+    from .plan import OPTIONS, current_plan, registry_text, write_plan
+
+    given = {name: getattr(args, name) for name in OPTIONS if getattr(args, name) is not None}
+    if not Path(args.study).expanduser().is_dir():
+        raise RatingError(f"{args.study}: no such study folder; give the folder that holds study.sqlite")
+    if args.show:
+        if given or args.amend is not None:
+            raise RatingError("--show prints the study's plan and changes nothing: give it alone, or leave it out "
+                              "to write or amend the plan")
+        plan = current_plan(args.study)
+        if plan is None:
+            raise RatingError(f"{args.study}: the study has no analysis plan yet; write one before the first export: "
+                              "python -m ratings plan --study DIR")
+        print(registry_text(plan))
+        return 0
+    written = write_plan(args.study, given, amend=args.amend)
+    print(registry_text(written.plan))
+    latest = written.plan.latest
+    said = {"plan": "wrote the analysis plan", "replacement": "replaced the analysis plan (before any export or "
+            "analysis; the earlier plan stays on record)", "amendment": "recorded an amendment to the analysis plan",
+            "unchanged": "the analysis plan is unchanged; nothing was written"}[written.kind]
+    print(f"{said}: sha256 {latest.sha256}, {latest.date}, in {Path(args.study).expanduser().resolve()} "
+          "(the audit trail records it; `python -m ratings plan --show` prints it again)", file=sys.stderr)
+    return 0
+
+
+def _follow_plan(args) -> tuple[dict, dict | None]:
+    """The options `analyze` runs with, and the notebook's ``plan`` parameter (None without a plan)."""
+    from .plan import current_plan, follow_plan, notebook_plan
+
+    given = {name: getattr(args, name) for name in ANALYZE_DEFAULTS if getattr(args, name) is not None}
+    plan = current_plan(args.study) if args.study else None
+    if plan is None:
+        if args.study and not args.no_plan:
+            print(f"note: {args.study} has no analysis plan, so the report cannot say it was analysed as planned; "
+                  "lock one before the first export with `python -m ratings plan --study DIR`", file=sys.stderr)
+        return {**ANALYZE_DEFAULTS, **given}, None
+    options, deviations = follow_plan(plan, given, ANALYZE_DEFAULTS, ignore=args.no_plan)
+    if args.raters:
+        deviations.append(f"--raters {args.raters}: only these raters' answers (the plan analyses every rater's)")
+    return options, notebook_plan(plan, deviations)
+
+
 @_study_errors(writes=False)
 def _analyze(args) -> int:
     from probes.execute import execute_notebook
@@ -111,10 +162,11 @@ def _analyze(args) -> int:
     # every check before anything is written: a refused command leaves no folder behind
     if args.study and not Path(args.study).expanduser().is_dir():
         raise RatingError(f"{args.study}: no such study folder; give the folder that holds study.sqlite")
-    if args.n_perm < 0 or args.n_boot < 0:
+    if args.n_perm is not None and args.n_perm < 0 or args.n_boot is not None and args.n_boot < 0:
         raise RatingError("--n-perm and --n-boot count resamples: give 0 or more")
-    if not 0 < args.alpha < 1:
+    if args.alpha is not None and not 0 < args.alpha < 1:
         raise RatingError(f"--alpha {args.alpha}: give a level between 0 and 1, e.g. 0.05")
+    options, plan = _follow_plan(args)  # the options not given come from the study's plan
     if args.table and not Path(args.table).exists():
         raise RatingError(f"{args.table}: file not found; export one with `python -m ratings export`")
     # refuses simulated answers beside people's unless chosen, before the notebook's kernel starts
@@ -134,8 +186,7 @@ def _analyze(args) -> int:
         parameters = dict(study=str(Path(args.study).resolve()) if args.study else None,
                           table=str(Path(args.table).resolve()) if args.table else None,
                           raters=args.raters, include_simulated=args.include_simulated,
-                          aggregate=args.aggregate, nonsensical=args.nonsensical, correction=args.correction,
-                          alpha=args.alpha, n_boot=args.n_boot, n_perm=args.n_perm, seed=args.seed, out=str(work))
+                          **options, out=str(work), plan=plan)
         if args.reproduce:  # the published study's analysis too: reproduction.csv and its report section
             parameters["reproduce"] = True
         if args.scores:
@@ -153,9 +204,13 @@ def _analyze(args) -> int:
     if args.study:
         from .access import record_in_study
 
-        if not record_in_study(args.study, "analysis", {"out": str(out)}):
+        detail = {"out": str(out), "plan": plan["sha256"] if plan else None,
+                  **({"deviations": plan["deviations"]} if plan and plan["deviations"] else {})}
+        if not record_in_study(args.study, "analysis", detail):
             print(f"note: {args.study} is read-only here, so this analysis is not in its audit trail",
                   file=sys.stderr)
+    if plan:
+        print(plan["statement"])
     print(f"report: {out / 'report.html'}\nmethods: {out}/methods.md\ntables: {out}/*.csv (primary model: "
           f"{out}/ordinal.csv; LaTeX in {out}/tables), figures: {out}/figures"
           + (f"\npublished analysis, reproduced: {out / 'reproduction.csv'}" if args.reproduce else ""))
@@ -428,6 +483,44 @@ def _add_export(sub) -> None:
     p.set_defaults(func=_export)
 
 
+# What `analyze` runs with where the study has no analysis plan (and with --table, or --no-plan).
+ANALYZE_DEFAULTS = {"aggregate": "median", "nonsensical": "panel-zero", "correction": "holm", "alpha": 0.05,
+                    "n_boot": 2000, "n_perm": 0, "seed": 0}
+
+
+def _analysis_options(p, said) -> None:
+    """The options an analysis plan fixes, each default None, so that a value is there only when the
+    user gave it; ``said(name)`` is the end of its help, naming the default."""
+    p.add_argument("--aggregate", choices=["median", "none"],
+                   help="rank tests: panel medians (the published study) or per-rater scores; the primary "
+                        "ordinal model always uses per-rater scores" + said("aggregate"))
+    p.add_argument("--nonsensical", choices=["zero", "panel-zero", "exclude", "lowest"],
+                   help="how a rating flagged nonsensical counts in the rank tests, descriptives and shares "
+                        "(lowest: its own category below 0)" + said("nonsensical"))
+    p.add_argument("--correction", choices=["holm", "fdr_bh", "bonferroni"],
+                   help="adjustment over the declared family (all style pairs of a dimension)" + said("correction"))
+    p.add_argument("--alpha", type=float, help="level of every test" + said("alpha"))
+    p.add_argument("--n-boot", type=int, help="bootstrap resamples for effect-size CIs" + said("n_boot"))
+    p.add_argument("--n-perm", type=int,
+                   help="topic-respecting permutations for the ordinal contrasts (0: none; each refits the model)"
+                        + said("n_perm"))
+    p.add_argument("--seed", type=int, help="seed of the resamples" + said("seed"))
+
+
+def _add_plan(sub) -> None:
+    """``plan``: the locked analysis plan (pre-registration)."""
+    p = sub.add_parser("plan", help="write the study's analysis plan before the first export (questions, models, "
+                                    "family, alpha, options, software), print it for a registry with its SHA-256; "
+                                    "--amend after unblinding, --show to print it")
+    p.add_argument("--study", required=True)
+    _analysis_options(p, lambda name: " (default: the plan in force's, else the analysis's own)")
+    p.add_argument("--amend", metavar="REASON",
+                   help="record a dated amendment with this reason (the only way to change the plan after the "
+                        "study's first export or analysis; the original stays on record)")
+    p.add_argument("--show", action="store_true", help="print the plan in force and its amendments; change nothing")
+    p.set_defaults(func=_plan)
+
+
 def _add_analyze(sub) -> None:
     """``analyze``: the analysis notebook and its report."""
     p = sub.add_parser("analyze", help="run the analysis notebook: tables, figures and an HTML report")
@@ -438,18 +531,12 @@ def _add_analyze(sub) -> None:
     p.add_argument("--include-simulated", action="store_true",
                    help="analyse simulated raters' answers (sim-1, ...) beside people's; the report, every table "
                         "and figure then say SIMULATED with the counts (without it such a study is refused)")
-    p.add_argument("--aggregate", choices=["median", "none"], default="median",
-                   help="rank tests: panel medians (the published study) or per-rater scores; the primary "
-                        "ordinal model always uses per-rater scores")
-    p.add_argument("--nonsensical", choices=["zero", "panel-zero", "exclude", "lowest"], default="panel-zero",
-                   help="how a rating flagged nonsensical counts (lowest: its own category below 0)")
-    p.add_argument("--correction", choices=["holm", "fdr_bh", "bonferroni"], default="holm",
-                   help="adjustment over the declared family (all style pairs of a dimension)")
-    p.add_argument("--alpha", type=float, default=0.05)
-    p.add_argument("--n-boot", type=int, default=2000, help="bootstrap resamples for effect-size CIs")
-    p.add_argument("--n-perm", type=int, default=0,
-                   help="topic-respecting permutations for the ordinal contrasts (0: none; each refits the model)")
-    p.add_argument("--seed", type=int, default=0)
+    # the analysis options: the study's plan's where one was written (python -m ratings plan), else
+    # ANALYZE_DEFAULTS; default None here, so that only an option the user gave is a deviation
+    _analysis_options(p, lambda name: f" (default: the plan's, else {ANALYZE_DEFAULTS[name]})")
+    p.add_argument("--no-plan", action="store_true",
+                   help="ignore the study's analysis plan (the report lists it as a deviation: analysed without "
+                        "the plan)")
     p.add_argument("--scores", help="with --table: automated scores, as the scored study folder or a CSV/parquet "
                                     "of panel scores (with --study they are read from the study)")
     p.add_argument("--reproduce", action="store_true",
@@ -544,7 +631,7 @@ def _add_simulate(sub) -> None:
 
 # one function per subcommand, each adding its parser and arguments; this order is --help's
 SUBCOMMANDS = (
-    _add_build, _add_rank, _add_add_reference, _add_import_wide, _add_export, _add_analyze,
+    _add_build, _add_rank, _add_add_reference, _add_import_wide, _add_plan, _add_export, _add_analyze,
     _add_invite, _add_revoke, _add_audit, _add_progress, _add_serve, _add_simulate,
 )
 

@@ -133,6 +133,24 @@ RATINGS_MIGRATIONS = [
         BEGIN SELECT RAISE(ABORT, 'the audit trail is append-only'); END;
     ALTER TABLE ratings ADD COLUMN session TEXT
     """,
+    # 3: the locked analysis plan (ratings.plan). Each row is a whole plan document (canonical
+    # JSON) with its SHA-256: the first plan, a replacement before the first export or analysis,
+    # or a dated amendment with its reason. Rows are never changed or removed.
+    """
+    CREATE TABLE analysis_plans (
+        plan_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        kind TEXT NOT NULL CHECK (kind IN ('plan', 'replacement', 'amendment')),
+        written_at TEXT NOT NULL, written_by TEXT NOT NULL,
+        sha256 TEXT NOT NULL, reason TEXT, document TEXT NOT NULL,
+        CHECK (kind != 'amendment' OR length(trim(reason)) > 0));
+    CREATE TRIGGER analysis_plans_append_only_insert BEFORE INSERT ON analysis_plans
+        WHEN EXISTS (SELECT 1 FROM analysis_plans WHERE plan_id = NEW.plan_id)
+        BEGIN SELECT RAISE(ABORT, 'analysis plans are append-only: a plan_id is never written twice'); END;
+    CREATE TRIGGER analysis_plans_append_only_update BEFORE UPDATE ON analysis_plans
+        BEGIN SELECT RAISE(ABORT, 'analysis plans are append-only: amend the plan (python -m ratings plan --amend)'); END;
+    CREATE TRIGGER analysis_plans_append_only_delete BEFORE DELETE ON analysis_plans
+        BEGIN SELECT RAISE(ABORT, 'analysis plans are append-only: every plan and amendment is kept'); END
+    """,
 ]
 register_migrations("ratings", RATINGS_MIGRATIONS)
 
