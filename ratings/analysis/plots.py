@@ -309,6 +309,125 @@ def ordinal_forest(ordinal: pd.DataFrame, dimension: str | None = None, alpha: f
     return fig
 
 
+def rater_forest(rater_table: pd.DataFrame, pooled: pd.DataFrame | None = None, dimension: str | None = None,
+                 alpha: float = 0.05) -> Figure:
+    """Forest plot of each rater's own cumulative odds ratios, contrast by contrast.
+
+    ``rater_table``: :func:`ratings.analysis.checks.rater_estimates` (rater, a, b, odds_ratio,
+    or_ci_low, or_ci_high, p, estimable, note). One block per contrast ("X-ray vs Photograph",
+    radiology first, oriented so that an odds ratio below 1 means the radiology style was rated
+    lower), one row per rater ("rater A") with the odds ratio and its topic-clustered CI on a log
+    axis, a line at 1; the marker is filled where the rater's p (``p_adj`` where the table has
+    it) is below ``alpha``. ``pooled`` (optional): the primary model's contrasts (a table with a,
+    b, odds_ratio, or_ci_low, or_ci_high, e.g. ``ratings.analysis.ordinal_contrasts``), drawn as
+    a diamond spanning its CI under the raters of the same contrast (either orientation). A rater
+    whose contrast is not estimable keeps its row, marked "not estimable" without a marker.
+    """
+    rows, dimension = _pick_dimension(rater_table, dimension, "rater estimates")
+    what = "rater estimates (ratings.analysis.checks.rater_estimates)"
+    _need(rows, ["rater", "a", "b", "odds_ratio", "or_ci_low", "or_ci_high"], what)
+    column = "p_adj" if "p_adj" in rows and rows["p_adj"].notna().any() else "p" if "p" in rows else None
+    table = rows.assign(_or=rows["odds_ratio"].astype(float), _low=rows["or_ci_low"].astype(float),
+                        _high=rows["or_ci_high"].astype(float),
+                        _p=rows[column].astype(float) if column else np.nan).reset_index(drop=True)
+    table["_ok"] = (_estimable(table) & np.isfinite(table["_or"]) & (table["_or"] > 0)).to_numpy()
+    flip = (table["b"].map(lambda s: _style_group(s) == "radiology")
+            & ~table["a"].map(lambda s: _style_group(s) == "radiology")).to_numpy()
+    table.loc[flip, ["a", "b"]] = table.loc[flip, ["b", "a"]].to_numpy()
+    table.loc[flip, "_or"] = 1 / table.loc[flip, "_or"]
+    table.loc[flip, ["_low", "_high"]] = 1 / table.loc[flip, ["_high", "_low"]].to_numpy()
+    summary = {}
+    if pooled is not None:
+        prows, _ = _style_contrasts(pooled, dimension, "pooled")
+        _need(prows, ["a", "b", "odds_ratio", "or_ci_low", "or_ci_high"], "the pooled contrasts (ordinal_contrasts)")
+        for r in prows.itertuples(index=False):
+            values = (float(r.odds_ratio), float(r.or_ci_low), float(r.or_ci_high))
+            summary[(r.a, r.b)] = values
+            summary[(r.b, r.a)] = tuple(1 / v if v > 0 else np.nan for v in (values[0], values[2], values[1]))
+    position = {s: i for i, s in enumerate(order_styles(pd.concat([table["a"], table["b"]])))}
+    contrasts = sorted(dict.fromkeys(zip(table["a"], table["b"], strict=True)),
+                       key=lambda pair: (position.get(pair[0], 0), position.get(pair[1], 0)))  # catalog order
+    labels, kinds, values = [], [], []  # one entry per row of the plot, top to bottom
+    for a, b in contrasts:
+        labels.append(f"{style_label(a)} vs {style_label(b)}")
+        kinds.append("heading")
+        values.append((np.nan, np.nan, np.nan, np.nan, False))
+        for r in table[(table["a"] == a) & (table["b"] == b)].to_dict("records"):
+            labels.append(f"rater {r['rater']}")
+            kinds.append("rater")
+            values.append((r["_or"], r["_low"], r["_high"], r["_p"], bool(r["_ok"])))
+        if (a, b) in summary:
+            labels.append("all raters (primary model)")
+            kinds.append("pooled")
+            values.append((*summary[(a, b)], np.nan, bool(np.isfinite(summary[(a, b)][0]))))
+    n = len(labels)
+    y = np.arange(n)[::-1]
+    color = GROUP_COLORS["radiology"]
+    head = f"{dimension.capitalize()}: " if dimension else ""
+    with mpl.rc_context(THEME):
+        fig = Figure(figsize=(8.6, 0.28 * n + 1.9), layout="constrained")
+        ax = fig.subplots()
+        ax.set_xscale("log")
+        ax.axvline(1, color="0.3", linewidth=1, zorder=1)
+        right = []
+        finite = []
+        for yy, kind, (ratio, low, high, p, ok) in zip(y, kinds, values, strict=True):
+            if kind == "heading":
+                right.append("")
+                continue
+            if not ok:
+                right.append("not estimable")
+                continue
+            has_ci = np.isfinite(low) and np.isfinite(high)
+            finite += [ratio, low, high] if has_ci else [ratio]
+            if kind == "pooled":
+                lo, hi = (low, high) if has_ci else (ratio, ratio)
+                ax.fill([lo, ratio, hi, ratio], [yy, yy + 0.3, yy, yy - 0.3], color="0.2", zorder=3)
+                right.append(f"{ratio:.2f} [{low:.2f}, {high:.2f}]" if has_ci else f"{ratio:.2f}")
+                continue
+            if has_ci:
+                ax.hlines(yy, low, high, colors=color, linewidth=1.6, zorder=2)
+            filled = np.isfinite(p) and p < alpha
+            ax.scatter([ratio], [yy], s=34, marker="o", zorder=3, linewidths=1.3, edgecolors=[color],
+                       facecolors=[color] if filled else "white")
+            text = f"{ratio:.2f} [{low:.2f}, {high:.2f}]" if has_ci else f"{ratio:.2f}"
+            right.append(text + (f"  {_p_text(p)}{_stars(p, alpha)}" if np.isfinite(p) else ""))
+        ax.set_yticks(y, labels)
+        for tick, kind in zip(ax.get_yticklabels(), kinds, strict=True):
+            if kind == "heading":
+                tick.set_fontweight("bold")
+                tick.set_color(color)
+        ax.set_ylim(-0.7, n - 0.3)
+        span = max(np.abs(np.log10(np.array(finite))).max(), 0.3) * 1.1 if finite else 1.0
+        ax.set_xlim(10 ** -span, 10 ** span)
+        steps = (1, 2, 5) if span < 1.2 else (1, 3) if span < 2 else (1,)
+        ticks = [m * 10.0 ** e for e in range(-4, 5) for m in steps if 10 ** -span <= m * 10.0 ** e <= 10 ** span]
+        ax.xaxis.set_major_locator(mpl.ticker.FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(mpl.ticker.FixedFormatter([f"{t:g}" for t in ticks]))
+        ax.xaxis.set_minor_locator(mpl.ticker.NullLocator())
+        secondary = ax.secondary_yaxis("right")
+        secondary.set_yticks(y, right, fontsize=7.5)
+        secondary.tick_params(length=0)
+        adjusted = "adjusted " if column == "p_adj" else ""
+        ax.set_title(f"OR [95% CI]  {adjusted}p", loc="right", fontsize=8, fontweight="normal")
+        ax.set_xlabel("cumulative odds ratio of a higher rating, first style over second (log scale)")
+        ax.grid(axis="x", which="major", color="0.9", linewidth=0.8)
+        ax.set_axisbelow(True)
+        handles = [mpl.lines.Line2D([], [], linestyle="", marker="o", markersize=6, markerfacecolor=color,
+                                    markeredgecolor=color),
+                   mpl.lines.Line2D([], [], linestyle="", marker="o", markersize=6, markerfacecolor="white",
+                                    markeredgecolor=color)]
+        names = [f"{adjusted}p < {alpha:g}", f"{adjusted}p ≥ {alpha:g}"]
+        if summary:
+            handles.append(mpl.lines.Line2D([], [], linestyle="", marker="D", markersize=6, color="0.2"))
+            names.append("all raters: the primary model")
+        fig.legend(handles, names, loc="outside lower center", ncol=len(names), fontsize=8, title_fontsize=8,
+                   title="OR < 1: the first style of the row rated lower by that rater")
+        title = f"{head}each rater's own ordinal model (cumulative odds ratios, clustered by topic)"
+        _title(fig, _wrap(title, fig), _simulated(rater_table))
+    return fig
+
+
 def share_at_least(at_least: pd.DataFrame, dimension: str | None = None, threshold: float | None = 2,
                    unit: str = "panel") -> Figure:
     """Share of values at or above ``threshold`` per style, with its topic-clustered 95% CI.
@@ -1079,5 +1198,5 @@ def _need(data: pd.DataFrame, columns, what: str) -> None:
 
 
 __all__ = ["PALETTE", "THEME", "agreement_heatmap", "distribution_bars", "medians_iqr", "metric_vs_experts", "order_styles",
-           "ordinal_forest", "paired_slopes", "pvalue_heatmap", "save", "score_boxstrip", "scores_by_style", "share_at_least",
+           "ordinal_forest", "paired_slopes", "pvalue_heatmap", "rater_forest", "save", "score_boxstrip", "scores_by_style", "share_at_least",
            "style_label"]
