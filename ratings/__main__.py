@@ -484,7 +484,8 @@ def _add_export(sub) -> None:
 
 
 # What `analyze` runs with where the study has no analysis plan (and with --table, or --no-plan).
-ANALYZE_DEFAULTS = {"aggregate": "median", "nonsensical": "panel-zero", "correction": "holm", "alpha": 0.05,
+# The analysis' own defaults: the primary part (b)'s flag rule (each rater's own unflagged answers).
+ANALYZE_DEFAULTS = {"aggregate": "median", "nonsensical": "exclude", "correction": "holm", "alpha": 0.05,
                     "n_boot": 2000, "n_perm": 0, "seed": 0}
 
 
@@ -495,8 +496,10 @@ def _analysis_options(p, said) -> None:
                    help="rank tests: panel medians (the published study) or per-rater scores; the primary "
                         "ordinal model always uses per-rater scores" + said("aggregate"))
     p.add_argument("--nonsensical", choices=["zero", "panel-zero", "exclude", "lowest"],
-                   help="how a rating flagged nonsensical counts in the rank tests, descriptives and shares "
-                        "(lowest: its own category below 0)" + said("nonsensical"))
+                   help="how a rating flagged nonsensical counts in the rank tests, descriptives and shares: "
+                        "exclude (each rater's own flagged answers left out), lowest (its own category below 0), "
+                        "zero, or panel-zero (the published study's rule); the primary analysis always models the "
+                        "flags (part a) and each rater's unflagged answers (part b)" + said("nonsensical"))
     p.add_argument("--correction", choices=["holm", "fdr_bh", "bonferroni"],
                    help="adjustment over the declared family (all style pairs of a dimension)" + said("correction"))
     p.add_argument("--alpha", type=float, help="level of every test" + said("alpha"))

@@ -40,6 +40,12 @@ from .stats import (
     score_dimensions,
 )
 
+# What each nonsensical policy makes of a flag, as every table that varies it names it.
+ESTIMANDS = {"exclude": "each rater's own unflagged answers (primary, part b)",
+             "lowest": "a flag as the lowest category (composite)",
+             "zero": "a flag counted as 0",
+             "panel-zero": "a panel flagged by any rater scores 0 for all (the published study's rule)"}
+
 
 def sensitivity(tidy: pd.DataFrame, alpha: float = 0.05, correction: str = "holm", ordinal: bool = True,
                 n_boot: int = 0) -> pd.DataFrame:
@@ -61,7 +67,9 @@ def sensitivity(tidy: pd.DataFrame, alpha: float = 0.05, correction: str = "holm
     -------
     DataFrame
         One row per (dimension, contrast, path): dimension, a, b, analysis, aggregate,
-        nonsensical, correction, test, p, p_adj, effect, holds, holds_by; and per contrast,
+        nonsensical, estimand (what the nonsensical policy makes of a flag, :data:`ESTIMANDS`:
+        panel-zero is "the published study's rule"), correction, test, p, p_adj, effect, holds,
+        holds_by; and per contrast,
         repeated on its rows: holds_under_all, holds_under_none, hinges_on, conclusion.
 
     References
@@ -112,7 +120,7 @@ def sensitivity(tidy: pd.DataFrame, alpha: float = 0.05, correction: str = "holm
                 continue
             runs.append(claims.assign(dimension=dimension, analysis="ordinal", aggregate="none", nonsensical=policy))
     if not runs:
-        out = pd.DataFrame(columns=["dimension", "a", "b", "analysis", "aggregate", "nonsensical", "correction",
+        out = pd.DataFrame(columns=["dimension", "a", "b", "analysis", "aggregate", "nonsensical", "estimand", "correction",
                                     "test", "p", "p_adj", "effect", "holds", "holds_by", "holds_under_all",
                                     "holds_under_none", "hinges_on", "conclusion"])
         out.attrs["skipped"] = skipped
@@ -120,8 +128,9 @@ def sensitivity(tidy: pd.DataFrame, alpha: float = 0.05, correction: str = "holm
     long = pd.concat(runs, ignore_index=True)
     long["holds"] = long["holds"].astype(bool)
     long["correction"] = np.where(long["claim"] == "conjunction", long["correction"], correction)
-    long = long[["dimension", "a", "b", "analysis", "aggregate", "nonsensical", "correction", "test", "p", "p_adj",
-                 "effect", "holds", "holds_by"]]
+    long["estimand"] = long["nonsensical"].map(ESTIMANDS)
+    long = long[["dimension", "a", "b", "analysis", "aggregate", "nonsensical", "estimand", "correction", "test", "p",
+                 "p_adj", "effect", "holds", "holds_by"]]
     verdicts = pd.DataFrame([{"dimension": d, "a": a, "b": b, **verdict(rows)}
                              for (d, a, b), rows in long.groupby(["dimension", "a", "b"], sort=False)])
     out = long.merge(verdicts, on=["dimension", "a", "b"], how="left")
@@ -167,22 +176,59 @@ def _adjusted_contrasts(table, correction, factor):
                         unit="topic")
 
 
-def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "panel-zero",
+# The primary analysis' two declared questions and the composite beside them (issue 23): how
+# often each style is flagged nonsensical (the flag model), and how the styles are rated among the
+# answers that were not flagged, each rater's own flag removing only that rater's answer.
+PRIMARY_POLICY = "exclude"
+COMPOSITE_POLICY = "lowest"
+PRIMARY = "ordinal, unflagged answers (primary, part b)"
+COMPOSITE = "ordinal, a flag as the lowest category (composite)"
+FLAG_PART = "flag model (primary, part a)"
+FLAG_DIMENSION = "nonsensical flag"
+PUBLISHED_RULE = "panel-zero"
+
+
+def rank_analysis(aggregate: str, nonsensical: str) -> str:
+    """The label of the rank-test rows of radiology.csv, naming the published rule where it is used.
+
+    Examples
+    --------
+    >>> rank_analysis('median', 'panel-zero')
+    "wilcoxon on topic means (median, nonsensical=panel-zero: the published study's rule)"
+    """
+    rule = f"nonsensical={nonsensical}" + (": the published study's rule" if nonsensical == PUBLISHED_RULE else "")
+    return f"wilcoxon on topic means ({aggregate}, {rule})"
+
+
+def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "exclude",
             correction: str = "holm", alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
-            n_perm: int = 0, panel_scores: pd.DataFrame | None = None, study=None) -> dict:
+            n_perm: int = 0, panel_scores: pd.DataFrame | None = None, study=None,
+            plan: dict | None = None) -> dict:
     """The whole analysis of a tidy table, one DataFrame per report table, primary model first.
 
-    Primary analysis (per dimension): the cumulative-logit model of the per-rater ratings on
-    style + detail + preset + rater, clustered by topic (:mod:`ratings.analysis.ordinal`), with every
-    pair of styles as one Holm family, and the radiology claim as an intersection-union test
-    over its pairs. Rank tests on topic means under ``aggregate`` are the published path and
-    the first sensitivity analysis; :func:`sensitivity` runs every path.
+    The primary analysis answers two declared questions. Part (a): how often is each style's
+    panel flagged nonsensical? The Firth logistic flag model (:func:`ratings.analysis.ordinal.flag_model`),
+    radiology vs the other styles as its claim. Part (b), per dimension: how are the styles
+    rated among the answers that were not flagged? The cumulative-logit model of each rater's
+    own unflagged answers (:data:`PRIMARY_POLICY`: a rater's flag removes that rater's answer
+    only) on style + detail + preset + rater, clustered by topic (:mod:`ratings.analysis.ordinal`),
+    every pair of styles one family, the radiology claim an intersection-union test over its
+    pairs. Beside them, the composite estimand: the same model with a flag as the lowest
+    category (:data:`COMPOSITE_POLICY`, table ``composite``). ``nonsensical`` sets the flag rule
+    of the rank tests, descriptives, shares and metrics only (default: the primary's);
+    ``panel-zero`` (a panel flagged by any rater scores 0 for every rater) is the published
+    study's rule, labelled so wherever it is used, and never the primary analysis. Rank tests on
+    topic means under ``aggregate`` are the first sensitivity analysis; :func:`sensitivity` runs
+    every path. ``plan`` (``ratings.plan``) is the locked analysis plan the run follows, with
+    its deviations: methods.md says "analysed as planned" or lists them.
 
     Keys
     ----
-    ordinal: kind "contrast" (every style pair: log_or, odds_ratio, CI, clustered p, p_adj,
-    naive p), "coefficient" (every model term) and "predicted" (per style: category,
-    probability, p_at_least); radiology: the claim from both analyses (column ``analysis``);
+    ordinal: the primary part (b): kind "contrast" (every style pair: log_or, odds_ratio, CI,
+    clustered p, p_adj, naive p), "coefficient" (every model term) and "predicted" (per style:
+    category, probability, p_at_least); composite: the composite model's contrasts (a flag as
+    the lowest category); radiology: the claim from every analysis (column ``analysis``: part
+    (b), the composite, the rank tests, and part (a) as dimension "nonsensical flag");
     flags: the nonsensical flag per style (share flagged, clustered CI, Firth-penalised logistic odds ratios with radiology vs other);
     descriptives (per style, style_group, preset, detail and rater: n, median, iqr, q1, q3,
     mean); at_least (share of values >= each scale point per style, clustered CI); omnibus
@@ -203,7 +249,7 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
     >>> tidy = tidy[tidy['style'].isin(['xray', 'photo', 'poster'])]
     >>> results = analyze(tidy, n_boot=0)
     >>> sorted(results)[:5]
-    ['agreement', 'at_least', 'descriptives', 'detail', 'flags']
+    ['agreement', 'at_least', 'composite', 'descriptives', 'detail']
     >>> print(results['omnibus'][['dimension', 'test', 'p']].round(3).to_string(index=False))
     dimension     test   p
         style friedman 0.0
@@ -213,14 +259,14 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
     check_choice("aggregate", aggregate, AGGREGATES)
     check_choice("nonsensical", nonsensical, POLICIES)
     boot = {"n_boot": n_boot, "seed": seed}
-    names = ("ordinal", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise", "presets", "detail",
-             "agreement")
+    names = ("ordinal", "composite", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise",
+             "presets", "detail", "agreement")
     parts: dict[str, list] = {k: [] for k in names}
     notes = []
     unfitted: dict[str, str] = {}
     for dimension in score_dimensions(tidy):
         data = prepare(tidy, dimension, aggregate, nonsensical)
-        per_rater = data if aggregate == "none" else prepare(tidy, dimension, "none", nonsensical)
+        per_rater = prepare(tidy, dimension, "none", PRIMARY_POLICY)  # part (b): each rater's own unflagged answers
         radiology = radiology_styles(data)
         try:
             model, ordinal_rows = _ordinal_tables(per_rater, correction, n_perm, seed)
@@ -228,16 +274,27 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
             notes.append(f"{dimension}: the ordinal model could not be fitted ({error})")
             unfitted[dimension] = str(error)
             ordinal_rows = _unfitted_contrasts(per_rater, str(error), correction)
-        parts["ordinal"].append(ordinal_rows.assign(dimension=dimension))
-        if radiology:
+        parts["ordinal"].append(ordinal_rows.assign(dimension=dimension, estimand=PRIMARY))
+        composite = prepare(tidy, dimension, "none", COMPOSITE_POLICY)
+        try:
+            composite_rows = ordinal_contrasts(composite, correction)
+        except AnalysisError as error:
+            notes.append(f"{dimension}: the composite model (a flag as the lowest category) could not be fitted "
+                         f"({error})")
+            composite_rows = _unfitted_contrasts(composite, str(error), correction)
+        parts["composite"].append(composite_rows.assign(dimension=dimension, estimand=COMPOSITE))
+        if radiology and radiology_styles(per_rater):
             contrasts = ordinal_rows[ordinal_rows["kind"] == "contrast"]
-            parts["radiology"].append(radiology_contrasts(contrasts, radiology, alpha).assign(
-                dimension=dimension, analysis="ordinal (primary)"))
+            parts["radiology"].append(radiology_contrasts(contrasts, radiology_styles(per_rater), alpha).assign(
+                dimension=dimension, analysis=PRIMARY))
+        if radiology:
+            parts["radiology"].append(radiology_contrasts(composite_rows, radiology_styles(composite), alpha).assign(
+                dimension=dimension, analysis=COMPOSITE))
         ranks = pairwise(data, "style", correction=correction, **boot)
         parts["pairwise"].append(ranks.assign(dimension=dimension))
         if radiology:
             parts["radiology"].append(radiology_contrasts(ranks, radiology, alpha).assign(
-                dimension=dimension, analysis=f"wilcoxon on topic means ({aggregate} path)"))
+                dimension=dimension, analysis=rank_analysis(aggregate, nonsensical)))
         for by, source in [("style", data), ("style_group", data), ("preset", data), ("detail", data),
                            ("rater", per_rater)]:
             table = descriptives(source, by).rename(columns={by: "level"})
@@ -253,6 +310,7 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
         policy = "exclude" if nonsensical == "exclude" else "zero"
         parts["agreement"].append(agreement(tidy, dimension, policy, n_boot=n_boot, seed=seed))
     parts["flags"].append(_flag_table(tidy, notes))
+    parts["radiology"].append(flag_claim(parts["flags"][0], alpha))
     first = {"descriptives": ["dimension", "style", "n", "median", "iqr"], "flags": ["kind"]}
     out = {}
     for name, frames in parts.items():
@@ -261,8 +319,8 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
                  else pd.DataFrame(columns=["dimension", *PAIRWISE_COLUMNS]))
         lead = [c for c in first.get(name, ["dimension"]) if c in frame.columns]
         out[name] = frame[lead + [c for c in frame.columns if c not in lead]]
-    out["radiology"] = out["radiology"].reindex(columns=RADIOLOGY_COLUMNS)
-    for name in ("ordinal", "radiology", "flags"):  # rows of tests that need no marking read as estimable
+    out["radiology"] = out["radiology"].reindex(columns=RADIOLOGY_COLUMNS + ["flagged_a", "n_a", "flagged_b", "n_b"])
+    for name in ("ordinal", "composite", "radiology", "flags"):  # rows of tests that need no marking read as estimable
         frame = out[name]
         if "estimable" in frame:
             frame["note"] = frame["note"].fillna("").astype(str)
@@ -282,8 +340,47 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "p
         out["metrics"] = metrics
     out["notices"] = notices(tidy, out, unfitted)
     out["methods"] = methods_text(tidy, out, aggregate=aggregate, nonsensical=nonsensical, correction=correction,
-                                  alpha=alpha, n_boot=n_boot, n_perm=n_perm, notes=notes)
+                                  alpha=alpha, n_boot=n_boot, n_perm=n_perm, notes=notes, plan=plan)
     return out
+
+
+def flag_claim(flags: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
+    """Part (a)'s radiology claim as a row of radiology.csv: radiology panels are flagged
+    nonsensical more often than the other styles' (the flag model's radiology-vs-other row).
+
+    One comparison, so its p is its own adjusted p; it ``holds`` when p < ``alpha`` with the
+    odds ratio above 1. Empty where the flag table has no radiology-vs-other row.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> flags = pd.DataFrame({'kind': ['odds ratio'], 'level': ['radiology vs other'], 'flagged': [52],
+    ...     'n': [305], 'ref_flagged': [2], 'ref_n': [510], 'log_or': [3.5], 'odds_ratio': [33.1],
+    ...     'or_ci_low': [7.0], 'or_ci_high': [150.0], 'p': [0.0001], 'n_clusters': [17], 'estimable': [True],
+    ...     'note': ['']})
+    >>> row = flag_claim(flags).iloc[0]
+    >>> row['a'], row['b'], bool(row['holds'])
+    ('radiology', 'every other style', True)
+    """
+    if flags is None or flags.empty or "level" not in flags:
+        return pd.DataFrame(columns=RADIOLOGY_COLUMNS)
+    rows = flags[(flags.get("kind") == "odds ratio") & (flags["level"] == "radiology vs other")]
+    if rows.empty:
+        return pd.DataFrame(columns=RADIOLOGY_COLUMNS)
+    row = rows.iloc[0]
+    p = float(row["p"]) if pd.notna(row["p"]) else np.nan
+    holds = bool(np.isfinite(p) and p < alpha and row["log_or"] > 0)
+    return pd.DataFrame([{
+        "dimension": FLAG_DIMENSION, "analysis": FLAG_PART, "claim": "flag", "a": "radiology",
+        "b": "every other style", "test": "Firth logistic regression, topic-clustered",
+        "method": str(row.get("method", "")), "effect": row["log_or"], "effect_name": "log odds ratio of a flag",
+        "odds_ratio": row["odds_ratio"], "or_ci_low": row["or_ci_low"], "or_ci_high": row["or_ci_high"],
+        "n_clusters": row.get("n_clusters"), "n_a_higher": row.get("flagged"), "n_pairs": row.get("n"),
+        "p": p, "p_adj": p, "correction": "none", "family": "one comparison", "holds": holds,
+        "holds_by": f"p < {alpha} (one comparison), radiology flagged more often",
+        "estimable": bool(row.get("estimable", True)), "note": str(row.get("note", "") or ""),
+        "flagged_a": row.get("flagged"), "n_a": row.get("n"), "flagged_b": row.get("ref_flagged"),
+        "n_b": row.get("ref_n")}])
 
 
 def notices(tidy: pd.DataFrame, results: dict, unfitted: dict | None = None) -> list[str]:
@@ -388,7 +485,7 @@ def _separated_names(terms) -> list[str]:
 
 
 def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical: str, correction: str,
-                 alpha: float, n_boot: int, n_perm: int, notes=()) -> str:
+                 alpha: float, n_boot: int, n_perm: int, notes=(), plan: dict | None = None) -> str:
     """The statistical methods in words a reviewer can paste (Markdown), from what was run.
 
     Parameters
@@ -401,6 +498,9 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
         The settings :func:`analyze` ran with.
     notes : sequence of str
         Further sentences (what was skipped and why).
+    plan : dict, optional
+        The locked analysis plan the run followed (sha256, date, amendments, deviations):
+        :func:`plan_sentence` says "analysed as planned" or lists the deviations.
 
     Returns
     -------
@@ -434,12 +534,15 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
               "discovery rate)", "bonferroni": "Bonferroni's correction", "none": "no multiplicity adjustment"}[correction]
     policy = {"zero": "a rating flagged as nonsensical counted as 0",
               "panel-zero": "a panel flagged as nonsensical by any rater scored 0 for every rater (the published "
-                            "study's rule)",
-              "exclude": "ratings flagged as nonsensical were excluded",
+                            "study's rule, used here for the rank tests only)",
+              "exclude": "each rater's ratings flagged as nonsensical were left out (that rater's only)",
               "lowest": "a rating flagged as nonsensical was its own category below 0"}[nonsensical]
-    covariates = ["prompt detail (short/detailed)" if details > 1 else None,
-                  "generator preset" if presets > 1 else None, "rater (fixed effect)" if raters > 1 else None]
-    covariates = ", ".join(c for c in covariates if c) or "no further covariates"
+    fitted = fitted_covariates(results.get("ordinal"))
+    names = {"detail": "prompt detail (short/detailed)", "preset": "generator preset", "rater": "rater (fixed effect)"}
+    covariates = _and([names.get(c, c) for c in fitted]) or "no further covariates"
+    one_preset = (f" All panels came from one generator preset ({first['preset'].iloc[0]}), so preset is not a "
+                  "covariate." if presets == 1 else "")
+    n_obs, n_terms = _model_size(results.get("ordinal"))
     ranks = results.get("pairwise", pd.DataFrame())
     exact = int((ranks.get("method", pd.Series(dtype=str)) == "exact").sum())
     asymptotic = int((ranks.get("method", pd.Series(dtype=str)) == "asymptotic").sum())
@@ -450,19 +553,36 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
         "## Statistical methods",
         "",
         f"Each of {raters} rater{'s' if raters != 1 else ''} scored the style and the content of four-image panels "
-        f"on ordinal scales; {policy}. The design has {k} prompt styles, {topics} topics"
-        f"{f', {details} prompt detail levels' if details > 1 else ''}"
-        f"{f' and {presets} generator presets' if presets > 1 else ''}.",
+        "on ordinal scales. The design has "
+        + _and([f"{k} prompt styles", f"{topics} topics"] + ([f"{details} prompt detail levels"] if details > 1 else [])
+               + ([f"{presets} generator presets"] if presets > 1 else [])) + "." + one_preset,
         "",
-        "**Primary analysis.** For each rating dimension, a cumulative-logit (proportional-odds) model of the "
-        f"per-rater ratings on prompt style, adjusted for {covariates}, was fitted by maximum likelihood "
+        "**Primary analysis: two declared questions.** A rater could flag a panel as nonsensical instead of "
+        "scoring it, and flags were far more frequent for some styles than others, so the primary analysis "
+        "answers two questions separately. (a) How often is each style's panel flagged nonsensical? The flag "
+        "model below, with the claim that radiology panels are flagged more often than those of every other "
+        "style. (b) How are the styles rated among the answers that were not flagged? The ordinal model below, "
+        "fitted to each rater's own unflagged answers: a rater's flag removes only that rater's answer and never "
+        "changes another rater's. Beside them, the composite estimand \"a flag is the lowest category\" (each "
+        "rater's own flag as a category below 0, the same model) answers both at once. The published study's "
+        "rule (a panel flagged by any rater scores 0 for every rater) is reported as that, in the sensitivity "
+        f"analysis, and is not the primary analysis. For the rank tests, shares and descriptives, {policy}.",
+        "",
+        "**Primary analysis, part (b).** For each rating dimension, a cumulative-logit (proportional-odds) model "
+        f"of each rater's own unflagged ratings on prompt style, adjusted for {covariates}, was fitted by maximum "
+        "likelihood (BFGS with the analytic gradient and Hessian of statsmodels' OrderedModel likelihood, gradient "
+        "tolerance 1e-5, at most 2000 iterations) "
         "(statsmodels OrderedModel). Because a topic's prompts, styles and raters' answers are correlated, "
         f"standard errors were clustered by topic ({topics} clusters; sandwich estimator with the small-sample "
-        f"factor G/(G-1)·(N-1)/(N-K)) and tests and 95% confidence intervals used the t distribution with "
+        f"factor G/(G-1)·(N-1)/(N-K), here G = {topics}, N = {n_obs} ratings and K = {n_terms} model parameters) "
+        "and tests and 95% confidence intervals used the t distribution with "
         f"{topics - 1} degree{'s' if topics != 2 else ''} of freedom"
         f"{' (not reported here: see Estimability)' if topics < MIN_CLUSTERS else ''}. Style differences are "
         "reported as cumulative odds ratios (odds of a "
-        "higher rating) with 95% CIs, and as model-predicted probabilities of each score per style"
+        "higher rating) with 95% CIs, and as model-predicted probabilities of each score per style. The raters "
+        "enter as fixed effects, so inference is conditional on these raters (it generalises over topics, not "
+        "over raters). Proportional odds (one odds ratio across all cut points of the scale) is an assumption of "
+        "the model; it was checked as described under Model checks"
         + (f"; topic-respecting permutation p-values ({n_perm} permutations of style labels of whole panels "
            "within topic x detail x preset) are reported beside them" if n_perm else "") + ".",
         "",
@@ -539,9 +659,80 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
             "a metric's scale.",
             "",
         ]
+    sentence = plan_sentence(plan)
+    if sentence:
+        lines[2:2] = [sentence, ""]
     if notes:
         lines += ["", "**Notes.**", ""] + [f"- {n}" for n in notes]
     return "\n".join(lines) + "\n"
+
+
+def plan_sentence(plan: dict | None) -> str:
+    """Whether the analysis followed its locked plan: "Analysed as planned (plan <sha256>,
+    registered <date>)." or the deviations, one by one; "" without a plan.
+
+    ``plan`` holds ``sha256``, ``date``, ``amendments`` (each with sha256, date, reason) and
+    ``deviations`` (sentences), as ``python -m ratings analyze`` passes it; its ``statement``,
+    where given (``ratings.plan.plan_statement``), is the sentence.
+
+    Examples
+    --------
+    >>> plan_sentence({'sha256': 'ab' * 32, 'date': '2026-12-02 07:00 UTC', 'amendments': [], 'deviations': []})
+    'Analysed as planned (plan ababababababababab..., registered 2026-12-02 07:00 UTC).'
+    >>> print(plan_sentence({'sha256': 'ab' * 32, 'date': '2026-12-02 07:00 UTC',
+    ...                      'deviations': ['--alpha 0.01 instead of 0.05']}))
+    Deviations from the analysis plan (plan ababababababababab..., registered 2026-12-02 07:00 UTC): --alpha 0.01 instead of 0.05.
+    """
+    if not plan or not plan.get("sha256"):
+        return ""
+    if plan.get("statement"):  # written by ``python -m ratings analyze`` from the plan in the study
+        return str(plan["statement"])
+    name = f"plan {str(plan['sha256'])[:18]}..., registered {plan.get('date', 'on an unknown date')}"
+    amendments = [a for a in plan.get("amendments") or [] if a]
+    if amendments:
+        name += "; amended " + "; ".join(f"{a.get('date', '?')} ({a.get('reason', 'no reason given')}, "
+                                        f"{str(a.get('sha256', ''))[:12]}...)" for a in amendments)
+    deviations = [str(d).rstrip(".") for d in plan.get("deviations") or [] if str(d).strip()]
+    if not deviations:
+        return f"Analysed as planned ({name})."
+    return f"Deviations from the analysis plan ({name}): " + "; ".join(deviations) + "."
+
+
+def fitted_covariates(ordinal: pd.DataFrame | None) -> list[str]:
+    """The covariates the primary ordinal model was fitted with, read from its coefficient rows
+    (a covariate with one level in the data is not fitted, and not named).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> rows = pd.DataFrame({'kind': ['coefficient'] * 3, 'term': ['style[xray]', 'detail[short]', 'rater[sim-B]']})
+    >>> fitted_covariates(rows)
+    ['detail', 'rater']
+    """
+    if ordinal is None or not len(ordinal) or "term" not in ordinal:
+        return []
+    terms = ordinal.loc[ordinal.get("kind") == "coefficient", "term"].dropna().astype(str)
+    found = [t.split("[", 1)[0] for t in terms if "[" in t]
+    return [c for c in ("detail", "preset", "rater") if c in found] + sorted(
+        set(found) - {"style", "detail", "preset", "rater"})
+
+
+def _model_size(ordinal):
+    """N (ratings) and K (parameters: terms and cut points) of the primary model, for the CR1 factor."""
+    if ordinal is None or not len(ordinal) or "kind" not in ordinal:
+        return "?", "?"
+    terms = ordinal[ordinal["kind"] == "coefficient"]
+    if not {"n_obs", "n_params"} <= set(terms.columns) or terms["n_obs"].isna().all():
+        return "?", "?"
+    sizes = terms.dropna(subset=["n_obs"]).drop_duplicates("dimension")
+    n = sorted({int(v) for v in sizes["n_obs"]})
+    k = sorted({int(v) for v in sizes["n_params"]})
+    return " or ".join(map(str, n)), " or ".join(map(str, k))
+
+
+def _and(items) -> str:
+    items = [str(i) for i in items if i]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
 
 
 def _estimability_text(results: dict, topics: int) -> str:
@@ -607,7 +798,8 @@ def _ordinal_tables(per_rater, correction, n_perm, seed):
     if n_perm:
         perm = permutation_pvalue(per_rater, "style", n_perm=n_perm, seed=seed, progress=False)
         contrasts = contrasts.merge(perm[["a", "b", "p_perm", "n_perm"]], on=["a", "b"], how="left")
-    coefficients = fit.coefficients.assign(factor=fit.factor, reference=fit.reference)
+    coefficients = fit.coefficients.assign(factor=fit.factor, reference=fit.reference, n_obs=int(fit.result.nobs),
+                                           n_params=len(fit.result.params))
     predicted = fit.predicted.rename(columns={fit.factor: "level"}).assign(factor=fit.factor)
     table = pd.concat([contrasts.assign(kind="contrast"), coefficients.assign(kind="coefficient"),
                        predicted.assign(kind="predicted")], ignore_index=True)
@@ -742,4 +934,4 @@ def _levels(column, levels) -> str:
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
 
-__all__ = ["analyze", "methods_text", "notices", "ordinal_contrasts", "sensitivity", "verdict"]
+__all__ = ["analyze", "flag_claim", "methods_text", "plan_sentence", "rank_analysis", "notices", "ordinal_contrasts", "sensitivity", "verdict"]

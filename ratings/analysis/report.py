@@ -32,8 +32,8 @@ from probes.tables import spreadsheet_safe_table, undo_spreadsheet_safe_table, w
 from ..errors import AnalysisError
 from .simulate import SIM_PREFIX
 
-TABLES = ("ordinal", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise", "presets", "detail",
-          "agreement", "sensitivity")
+TABLES = ("ordinal", "composite", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise", "presets",
+          "detail", "agreement", "sensitivity")
 # analyze(...)["metrics"] (only where automated scores exist) -> report file names
 METRIC_TABLES = {"overall": "metric_vs_experts", "by_group": "metric_vs_experts_by_group",
                  "rankings": "metric_rankings"}
@@ -150,10 +150,10 @@ def _group_scores(study) -> pd.DataFrame | None:
     return table if len(table) else None
 
 
-def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median", nonsensical: str = "panel-zero",
+def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median", nonsensical: str = "exclude",
                  correction: str = "holm", alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
                  n_perm: int = 0, panel_scores: pd.DataFrame | None = None, study: str | Path | None = None,
-                 reproduce: bool = False) -> dict:
+                 reproduce: bool = False, plan: dict | None = None) -> dict:
     """Run the analysis and write every table (CSV + LaTeX), ``methods.md`` and every figure
     (SVG + PNG) into ``out``.
 
@@ -164,6 +164,7 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
     ``distances.csv`` (per preset and style, against the real reference images). ``reproduce``
     also writes ``reproduction.csv``, the published study's analysis exactly
     (:func:`ratings.analysis.reproduce.published_analysis`), as ``tables["reproduction"]``.
+    ``plan``: the locked analysis plan the run follows (see :func:`ratings.analysis.protocol.analyze`).
 
     Returns ``{"tables": {name: DataFrame}, "figures": {name: Figure paths}, "methods": str}``.
     """
@@ -174,7 +175,7 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
     (out / "figures").mkdir(parents=True, exist_ok=True)
     results = protocol.analyze(tidy, aggregate=aggregate, nonsensical=nonsensical, correction=correction,
                                alpha=alpha, n_boot=n_boot, seed=seed, n_perm=n_perm, panel_scores=panel_scores,
-                               study=study)
+                               study=study, plan=plan)
     methods = results.pop("methods")
     note = tidy.attrs.get("simulated") if isinstance(tidy.attrs.get("simulated"), str) else simulated_note(tidy)
     (out / "methods.md").write_text(markdown_safe((f"> {note}\n\n" if note else "") + methods), encoding="utf-8")
@@ -269,6 +270,8 @@ def radiology_html(radiology: pd.DataFrame, alpha: float) -> str:
         return "<p>No radiology claim to test: the study has no radiology styles and other styles.</p>"
     lines = []
     for (dimension, analysis), rows in radiology.groupby(["dimension", "analysis"], sort=False):
+        if not (rows["claim"] == "conjunction").any():  # part (a), the flags: its own sentence in the conclusions
+            continue
         pairs, claim = rows[rows["claim"] == "pair"], rows[rows["claim"] == "conjunction"].iloc[0]
         lower = int(((pairs["p"] < alpha) & (pairs["effect"] < 0)).sum())
         adjusted = int(((pairs["p_adj"] < alpha) & (pairs["effect"] < 0)).sum())
@@ -449,6 +452,8 @@ def _sensitivity_sentence(rows: pd.DataFrame) -> str:
     """What the radiology claim's verdict hinges on across the sensitivity paths, as one sentence (HTML).
 
     ``rows`` are the claim's rows of :func:`ratings.analysis.protocol.sensitivity` (one per path).
+    Where the nonsensical policy decides it, the sentence says the verdict rests on the rule for
+    nonsensical flags, and names panel-zero as the published study's rule.
 
     Examples
     --------
@@ -456,13 +461,18 @@ def _sensitivity_sentence(rows: pd.DataFrame) -> str:
     >>> rows = pd.DataFrame({'hinges_on': ['the nonsensical policy (holds only under panel-zero)'] * 12,
     ...     'conclusion': ['depends on the nonsensical policy: holds only under panel-zero (3 of 12 paths), '
     ...                    'fails under zero, exclude and lowest'] * 12})
-    >>> _sensitivity_sentence(rows)
-    'Across the 12 analysis paths of the sensitivity analysis, the verdict depends on the nonsensical policy: holds only under panel-zero (3 of 12 paths), fails under zero, exclude and lowest'
+    >>> print(_sensitivity_sentence(rows))  # HTML: the apostrophe is escaped
+    Across the 12 analysis paths of the sensitivity analysis, the verdict rests on the rule for nonsensical flags: it holds only under panel-zero, the published study&#x27;s rule (3 of 12 paths), and fails under zero, exclude and lowest
     """
     conclusion = str(rows["conclusion"].iloc[0])
     hinges = str(rows["hinges_on"].iloc[0]) if "hinges_on" in rows else ""
     if hinges == "no single choice":
         said = conclusion
+    elif conclusion.startswith("depends on the nonsensical policy: "):
+        rest = conclusion[len("depends on the nonsensical policy: "):]
+        rest = rest.replace("panel-zero (", "panel-zero, the published study's rule (", 1).replace(
+            "), fails under", "), and fails under", 1)
+        said = f"the verdict rests on the rule for nonsensical flags: it {rest}"
     elif conclusion.startswith("depends on"):
         said = f"the verdict {conclusion}"
     else:
@@ -470,41 +480,73 @@ def _sensitivity_sentence(rows: pd.DataFrame) -> str:
     return escape(f"Across the {len(rows)} analysis paths of the sensitivity analysis, {said}")
 
 
+def _claim_verdict(claim, pairs, alpha, what) -> str:
+    """One analysis' verdict on the radiology claim, in words (HTML)."""
+    lower = int(((pairs["p_adj"] < alpha) & (pairs["effect"] < 0)).sum())
+    if pd.isna(claim["p"]):
+        return f"<b>cannot be tested</b> {what}: its odds ratios have no p-value in this design (see the notices above)"
+    if claim["holds"]:
+        return (f"<b>holds</b> {what}: radiology is lower in every one of the {len(pairs)} radiology-versus-other "
+                f"pairs (intersection-union test, each pair at unadjusted two-sided p &lt; {escape(str(alpha))}; "
+                f"largest {_p_phrase(claim['p'])}); on their own, {lower} of the {len(pairs)} pairs are significant "
+                "after adjustment over all style pairs")
+    return (f"<b>does not hold</b> {what}: radiology is significantly lower in {lower} of {len(pairs)} "
+            "radiology-versus-other pairs after adjustment over all style pairs")
+
+
+def _flag_conclusion(radiology: pd.DataFrame, alpha: float) -> str:
+    """Part (a)'s sentence: are radiology panels flagged nonsensical more often? (HTML list item)"""
+    from .protocol import FLAG_DIMENSION
+
+    rows = radiology[radiology["dimension"] == FLAG_DIMENSION] if "dimension" in radiology else radiology.iloc[:0]
+    if rows.empty:
+        return ""
+    row = rows.iloc[0]
+    counts = ""
+    if pd.notna(row.get("n_a")) and pd.notna(row.get("n_b")):
+        counts = (f": {int(row['flagged_a'])} of {int(row['n_a'])} radiology answers flagged, "
+                  f"{int(row['flagged_b'])} of {int(row['n_b'])} of the other styles")
+    if pd.isna(row["p"]):
+        said = f"<b>cannot be tested</b>{counts} ({escape(str(row.get('note') or 'too few topics'))})"
+    else:
+        ci = (f", 95% CI {row['or_ci_low']:.2g} to {row['or_ci_high']:.2g}" if pd.notna(row["or_ci_low"]) else "")
+        said = (f"<b>{'holds' if row['holds'] else 'does not hold'}</b>{counts} (odds ratio "
+                f"{row['odds_ratio']:.3g}{ci}, {_p_phrase(row['p'])}; Firth logistic model, topic-clustered)")
+    return (f"<li><b>Nonsensical flags</b> (primary analysis, part a): &ldquo;radiology panels are flagged "
+            f"nonsensical more often than those of the other styles&rdquo; {said}.</li>")
+
+
 def conclusions_html(tables: dict, tidy: pd.DataFrame, alpha: float) -> str:
-    """The report's opening: what holds, and what a verdict depends on, in a clinician's words."""
+    """The report's opening: what holds, and what a verdict depends on, in a clinician's words.
+
+    Per dimension the primary analysis' part (b) (the styles among the answers not flagged
+    nonsensical), with the composite and the rank tests beside it and what the sensitivity
+    analysis says the verdict rests on; then part (a), the flags themselves.
+    """
+    from .protocol import COMPOSITE, FLAG_DIMENSION, PRIMARY
+
     radiology = tables.get("radiology")
     sensitivity = tables.get("sensitivity")
     lines = []
-    if radiology is not None and len(radiology) and "claim" in radiology and (radiology["claim"] == "conjunction").any():
-        for dimension, rows in radiology.groupby("dimension", sort=False):
+    scored = (radiology[radiology["dimension"] != FLAG_DIMENSION] if radiology is not None and len(radiology)
+              and "dimension" in radiology else None)
+    if scored is not None and len(scored) and "claim" in scored and (scored["claim"] == "conjunction").any():
+        for dimension, rows in scored.groupby("dimension", sort=False):
             claims = rows[rows["claim"] == "conjunction"]
-            primary = claims[claims["analysis"].astype(str).str.contains("primary")]
+            primary = claims[claims["analysis"] == PRIMARY]
             claim = primary.iloc[0] if len(primary) else claims.iloc[0]
             pairs = rows[(rows["claim"] == "pair") & (rows["analysis"] == claim["analysis"])]
-            lower = int(((pairs["p_adj"] < alpha) & (pairs["effect"] < 0)).sum())
-            others = claims[claims["analysis"] != claim["analysis"]]
-            if pd.isna(claim["p"]):
-                verdict = ("<b>cannot be tested</b> in the primary analysis (ordinal model): its odds ratios have no "
-                           "p-value in this design (see the notices above)")
-            elif claim["holds"]:
-                verdict = (f"<b>holds</b>: in the primary analysis (ordinal model) radiology is lower in every one "
-                           f"of the {len(pairs)} radiology-versus-other pairs (intersection-union test, each pair at "
-                           f"unadjusted two-sided p &lt; {escape(str(alpha))}; largest {_p_phrase(claim['p'])}); "
-                           f"on their own, {lower} of the {len(pairs)} pairs are significant after adjustment over "
-                           "all style pairs")
-            else:
-                verdict = (f"<b>does not hold</b>: in the primary analysis (ordinal model) radiology is significantly "
-                           f"lower in {lower} of {len(pairs)} radiology-versus-other pairs after adjustment")
+            what = ("among the answers not flagged nonsensical (primary analysis, part b: ordinal model of each "
+                    "rater's own unflagged answers)" if claim["analysis"] == PRIMARY else f"({escape(str(claim['analysis']))})")
+            verdict = _claim_verdict(claim, pairs, alpha, what)
             agree = []
-            for _, other in others.iterrows():
-                name = ("the published study's rank tests" if "wilcoxon" in str(other["analysis"])
+            for _, other in claims[claims["analysis"] != claim["analysis"]].iterrows():
+                name = ("the rank tests on topic means" if "wilcoxon" in str(other["analysis"])
+                        else "the composite (a flag counted as the lowest score)" if other["analysis"] == COMPOSITE
                         else escape(str(other["analysis"])))
-                if pd.isna(claim["p"]) or pd.isna(other["p"]):  # nothing to agree with: say each verdict
-                    said = ("cannot test it" if pd.isna(other["p"]) else "find it holds" if other["holds"]
-                            else "find it does not hold")
-                    agree.append(f"{name} {said}")
-                else:
-                    agree.append(f"{name} {'agree' if other['holds'] == claim['holds'] else 'disagree'}")
+                said = ("cannot test it" if pd.isna(other["p"]) else "find it holds" if other["holds"]
+                        else "find it does not hold")
+                agree.append(f"{name} {said}")
             robust = ""
             if sensitivity is not None and len(sensitivity) and "conclusion" in sensitivity:
                 row = sensitivity[(sensitivity["dimension"] == dimension) & (sensitivity["a"] == "radiology")]
@@ -516,6 +558,8 @@ def conclusions_html(tables: dict, tidy: pd.DataFrame, alpha: float) -> str:
     else:
         lines.append("<li>There is no radiology claim to test: the study does not have radiology and other "
                      "styles side by side.</li>")
+    if radiology is not None and len(radiology):
+        lines.append(_flag_conclusion(radiology, alpha))
     descriptives = tables.get("descriptives")
     if descriptives is not None and len(descriptives) and {"style", "mean"} <= set(descriptives.columns):
         styles = descriptives[descriptives["style"].notna()]
@@ -533,7 +577,7 @@ def conclusions_html(tables: dict, tidy: pd.DataFrame, alpha: float) -> str:
                f"{len(first)} ratings" + (" &mdash; with this few, p-values are rough and wide" if topics < 10
                                            else "") + ".",
                f"{raters} rater{'s' if raters != 1 else ''} answered; a verdict is about these raters' judgement "
-               "of these prompts."]
+               "of these prompts (raters are fixed effects: inference is conditional on them)."]
     agreement = tables.get("agreement")
     if agreement is not None and len(agreement) and "measure" in agreement:
         alphas = agreement[agreement["measure"].astype(str).str.startswith("krippendorff")]

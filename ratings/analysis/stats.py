@@ -562,7 +562,7 @@ def radiology_contrasts(pairwise_table: pd.DataFrame, radiology, alpha: float = 
     rows = rows.reset_index(drop=True)
     keep = ~rows["b"].isin(radiology)  # rows already radiology first
     new = {"a": rows["a"].where(keep, rows["b"]), "b": rows["b"].where(keep, rows["a"])}
-    for signed in [c for c in dict.fromkeys((effect, "effect", "effect_ties", "log_or", "t")) if c in rows]:
+    for signed in [c for c in dict.fromkeys((effect, "effect", "effect_ties", "log_or", "t", "z")) if c in rows]:
         new[signed] = rows[signed].where(keep, -rows[signed])
     swaps = [("n_a_higher", "n_b_higher"), ("mean_a", "mean_b"), ("median_a", "median_b"), ("n_a", "n_b")]
     for left, right in [pair for pair in swaps if set(pair) <= set(rows.columns)]:

@@ -15,8 +15,9 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-MODULES = ["agreement", "metrics", "ordinal", "plots", "protocol", "report", "reproduce", "simulate", "stats"]
-WITH_EXAMPLES = ["agreement", "ordinal", "reproduce", "simulate", "stats"]
+MODULES = ["agreement", "effects", "flow", "metrics", "mixed", "ordinal", "plots", "protocol", "report", "reproduce", "simulate",
+           "stats"]
+WITH_EXAMPLES = ["agreement", "effects", "flow", "mixed", "ordinal", "reproduce", "simulate", "stats"]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

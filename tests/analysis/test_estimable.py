@@ -75,7 +75,7 @@ def test_the_demo_study_says_not_estimable_with_a_reason_instead_of_absurd_odds_
 def test_the_demo_radiology_claim_is_not_tested_and_says_why(demo):
     claims = demo["radiology"][(demo["radiology"]["claim"] == "conjunction")
                                & demo["radiology"]["analysis"].str.startswith("ordinal")]
-    assert len(claims) == 2
+    assert len(claims) == 4  # part (b) and the composite, per dimension
     assert not claims["holds"].any() and claims["p"].isna().all()
     assert claims["note"].str.contains("cannot be tested").all()
     assert not absurd(demo["radiology"]["odds_ratio"])

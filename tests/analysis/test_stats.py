@@ -492,7 +492,7 @@ def test_analyze_returns_every_table_with_its_columns():
     table.loc[table.index[::23], "nonsensical"] = True
     repeats = table[table["rater"] == "R1"].head(20).assign(repeat=1)
     out = analysis.analyze(pd.concat([table, repeats], ignore_index=True), n_boot=100)
-    assert set(out) == {"ordinal", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise", "presets",
+    assert set(out) == {"ordinal", "composite", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise", "presets",
                         "detail", "agreement", "sensitivity", "methods", "notices"}
     assert out["notices"] == []  # 17 topics, 3 raters: a well-posed study has nothing to warn about
     ordinal = out["ordinal"]
@@ -527,12 +527,12 @@ def test_a_contrast_has_one_adjusted_p_value_in_every_table(planted):
     model = out["ordinal"][out["ordinal"]["kind"] == "contrast"].set_index(["dimension", "a", "b"])["p_adj"]
     sens = out["sensitivity"]
     primary_rank = sens[(sens["analysis"] == "wilcoxon") & (sens["aggregate"] == "median")
-                        & (sens["nonsensical"] == "panel-zero")]
-    primary_model = sens[(sens["analysis"] == "ordinal") & (sens["nonsensical"] == "panel-zero")]
+                        & (sens["nonsensical"] == "exclude")]  # analyze's default rule for the rank tests
+    primary_model = sens[(sens["analysis"] == "ordinal") & (sens["nonsensical"] == "exclude")]  # part (b)
     for table, rows, source in ((out["radiology"], None, None), (primary_rank, rank, "wilcoxon"),
                                 (primary_model, model, "ordinal")):
         if rows is None:
-            for kind, reference in (("ordinal", model), ("wilcoxon", rank)):
+            for kind, reference in (("ordinal, unflagged", model), ("wilcoxon", rank)):
                 part = table[table["analysis"].str.startswith(kind) & (table["claim"] == "pair")]
                 assert len(part) == 30
                 for row in part.itertuples():
