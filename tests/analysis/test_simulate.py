@@ -264,23 +264,27 @@ def test_a_null_study_has_no_style_detail_or_preset_effect_but_keeps_its_structu
         null_study(style_means={"xray": 1.0})
 
 
-# --- power ----------------------------------------------------------------------------------
+# --- power: the former fast path (method="wilcoxon", the former model: topic_style_sd=0) ----------
 
-def test_power_defaults_to_the_declared_family_of_28_style_pairs():
-    default = power(effect=0.5, n_sim=300)
+FAST = {"method": "wilcoxon", "topic_style_sd": 0}
+
+
+def test_the_fast_path_defaults_to_the_declared_family_of_28_style_pairs():
+    default = power(effect=0.5, n_sim=300, **FAST)
     assert default.attrs["power"]["correction_family"] == 28
-    pd.testing.assert_frame_equal(default, power(effect=0.5, n_sim=300, correction_family=28))
-    alone = power(effect=0.5, n_sim=300, correction_family=1)["power"].iloc[0]
+    pd.testing.assert_frame_equal(default, power(effect=0.5, n_sim=300, correction_family=28, **FAST))
+    alone = power(effect=0.5, n_sim=300, correction_family=1, **FAST)["power"].iloc[0]
     assert default["power"].iloc[0] < alone - 0.3  # ~0.25 vs ~0.8
-
+    assert default["power_unadjusted"].iloc[0] == alone  # the same draws, the test alone
 
 
 def test_power_has_one_row_with_a_wilson_interval():
-    row = power(n_sim=100)
+    row = power(n_sim=100, **FAST)
     assert list(row.columns) == ["contrast", "dimension", "n_topics", "n_raters", "effect", "alpha", "n_sim",
-                                 "power", "power_ci_low", "power_ci_high"]
+                                 "power", "power_ci_low", "power_ci_high", "power_unadjusted", "power_wilcoxon",
+                                 "power_wilcoxon_unadjusted", "n_not_tested", "method"]
     r = row.iloc[0]
-    assert r["contrast"] == "xray vs photo" and r["n_sim"] == 100
+    assert r["contrast"] == "xray vs photo" and r["n_sim"] == 100 and r["method"] == "wilcoxon"
     assert r["power_ci_low"] <= r["power"] <= r["power_ci_high"]
     low, high = wilson_interval(8, 10)
     assert low == pytest.approx(0.4902, abs=1e-3) and high == pytest.approx(0.9433, abs=1e-3)
@@ -288,30 +292,140 @@ def test_power_has_one_row_with_a_wilson_interval():
 
 def test_power_grows_with_the_effect_and_with_the_number_of_topics():
     # one test alone (correction_family=1): under the 28-family small studies sit at 0 and cannot grow
-    by_effect = [power(effect=e, n_topics=10, n_sim=300, correction_family=1)["power"].iloc[0]
+    by_effect = [power(effect=e, n_topics=10, n_sim=300, correction_family=1, **FAST)["power"].iloc[0]
                  for e in (0.25, 0.5, 1.0)]
     assert by_effect[0] < by_effect[1] < by_effect[2]
-    by_topics = [power(effect=0.5, n_topics=t, n_sim=300, correction_family=1)["power"].iloc[0]
+    by_topics = [power(effect=0.5, n_topics=t, n_sim=300, correction_family=1, **FAST)["power"].iloc[0]
                  for t in (5, 10, 34)]
     assert by_topics[0] < by_topics[1] < by_topics[2]
     content = power(effect=0.5, n_topics=10, n_sim=300, dimension="content",
-                    correction_family=1)["power"].iloc[0]
+                    correction_family=1, **FAST)["power"].iloc[0]
     assert content < by_effect[1] + 0.1  # noisier dimension: no more power
 
 
 def test_power_is_near_alpha_without_an_effect_and_near_one_for_a_big_one():
-    null = power(effect=0.0, n_sim=1000, seed=1).iloc[0]
+    null = power(effect=0.0, n_sim=1000, seed=1, **FAST).iloc[0]
     assert null["power"] <= 0.08 and null["power_ci_low"] <= 0.05
-    assert power(effect=2.0, n_sim=200).iloc[0]["power"] >= 0.99
-    family = power(effect=0.5, n_sim=300, correction_family=28)["power"].iloc[0]
-    assert family < power(effect=0.5, n_sim=300, correction_family=1)["power"].iloc[0]
+    assert power(effect=2.0, n_sim=200, **FAST).iloc[0]["power"] >= 0.99
+    family = power(effect=0.5, n_sim=300, correction_family=28, **FAST)["power"].iloc[0]
+    assert family < power(effect=0.5, n_sim=300, correction_family=1, **FAST)["power"].iloc[0]
 
 
-def test_power_curve_covers_the_grid():
-    curve = power_curve(n_sim=200, effect=0.5, correction_family=1)
+def test_a_topic_by_style_effect_costs_the_fast_path_power():
+    without = power(effect=0.5, n_sim=1000, correction_family=1, **FAST)["power"].iloc[0]
+    crossed = power(effect=0.5, n_sim=1000, correction_family=1, method="wilcoxon")["power"].iloc[0]
+    assert crossed < without - 0.1  # ~0.53 vs ~0.73 at 17 topics, 3 raters
+
+
+def test_power_curve_covers_the_grid_and_says_what_reaches_the_target():
+    curve = power_curve(n_sim=200, effect=0.5, correction_family=1, **FAST)
     assert len(curve) == 12 and set(curve["n_topics"]) == {5, 10, 17, 34} and set(curve["n_raters"]) == {1, 3, 5}
     one_rater = curve[curve["n_raters"] == 1].sort_values("n_topics")["power"].to_numpy()
     assert one_rater[-1] > one_rater[0]
+    assert (curve["reaches_target"] == (curve["power"] >= 0.8)).all()
+    needed = curve.attrs["needed"]
+    assert set(needed) == {1, 3, 5}
+    for raters, topics in needed.items():
+        mine = curve[curve["n_raters"] == raters].set_index("n_topics")["power"]
+        if topics is None:
+            assert mine.iloc[-1] < 0.8
+        else:
+            assert (mine.loc[topics:] >= 0.8).all() and (mine.loc[:topics].iloc[:-1] < 0.8).any() | (topics == 5)
+            assert f"{raters} raters need {topics} topics" in curve.attrs["summary"] or \
+                f"{raters} rater needs {topics} topics" in curve.attrs["summary"]
+    assert curve.attrs["summary"].startswith("For 80% power (xray vs photo, style, latent effect 0.5")
+
+
+# --- power: the primary analysis -------------------------------------------------------------
+
+def test_the_primary_power_runs_the_declared_analysis_on_realistic_studies():
+    from ratings.analysis import protocol, stats
+    from ratings.analysis.simulate import design_prompts
+
+    result = power(n_topics=8, effect=1.0, n_sim=6)
+    r, settings = result.iloc[0], result.attrs["power"]
+    assert r["method"] == "primary" and r["n_sim"] == 6 and r["n_topics"] == 8
+    assert settings["family"] == "28 style pairs" and settings["correction"] == "holm"
+    assert settings["topic_style_sd"] == 0.4 and settings["nonsensical"] == "exclude"
+    rates = settings["flag_rates"]
+    assert {rates[s] for s in ("xray", "mri", "ct")} == {0.17} and set(rates.values()) == {0.17, 0.004}
+    means = settings["style_means"]
+    assert means["xray"] == 1.5 and means["photo"] == 2.5 and means["poster"] == 3.0  # others: the published pattern
+    # study 0 by hand, as the analysis runs it: the same p_adj for x-ray vs photo
+    studies = pd.DataFrame(settings["studies"])
+    study = studies.iloc[0]
+    tidy = simulate_ratings(design_prompts(8), presets=("glide-cfg",), raters=("R1", "R2", "R3"), seed=int(study["seed"]),
+                            style_means=means, flag_rates={"radiology": 0.17}, nonsensical_rate=0.004,
+                            topic_style_sd=0.4)
+    assert len(tidy) == 8 * 2 * 8 * 3 and tidy["nonsensical"].sum() > 0
+    table = protocol.ordinal_contrasts(stats.prepare(tidy, "style", "none", "exclude"), "holm")
+    pair = table[table["a"].isin(["xray", "photo"]) & table["b"].isin(["xray", "photo"])].iloc[0]
+    assert study["p_adj"] == pytest.approx(pair["p_adj"]) and study["p"] == pytest.approx(pair["p"])
+    assert len(table) == 28
+    # the declared family never has more power than the contrast alone, on either path
+    assert r["power"] <= r["power_unadjusted"] and r["power_wilcoxon"] <= r["power_wilcoxon_unadjusted"]
+    assert len(studies) == 6 and (studies["p_adj"] >= studies["p"]).all()
+    assert settings["seconds"] > 0
+
+
+def test_the_primary_power_rises_with_the_effect_and_is_alpha_without_one():
+    from scipy.stats import binom
+
+    n = 24  # the published design, 17 topics: about 0.5 s a study
+    null = power(effect=0.0, n_sim=n, seed=2).iloc[0]
+    # two-sided level of the pair alone: Binomial(24, 0.05) stays at or below 5 with 99.9%
+    assert null["power_unadjusted"] <= binom.ppf(0.999, n, 0.05) / n
+    assert null["power"] <= null["power_unadjusted"]
+    strong = power(effect=1.5, n_sim=n, seed=2).iloc[0]  # the same studies' seeds
+    assert strong["power_unadjusted"] > null["power_unadjusted"] + 0.5
+    assert strong["power"] > null["power"] + 0.3
+    assert strong["n_not_tested"] == 0
+
+
+def test_the_primary_power_curve_names_the_topics_needed():
+    curve = power_curve(n_topics=(6, 12), n_raters=(2,), effect=2.5, n_sim=4)
+    assert list(curve["method"]) == ["primary", "primary"] and list(curve["n_topics"]) == [6, 12]
+    reach = dict(zip(curve["n_topics"], curve["reaches_target"], strict=True))
+    expected = 6 if reach[6] and reach[12] else 12 if reach[12] else None
+    assert curve.attrs["needed"] == {2: expected}
+    assert "primary analysis, holm over 28 style pairs" in curve.attrs["summary"]
+
+
+def test_n_jobs_gives_the_same_power():
+    one = power(n_topics=6, effect=1.0, n_sim=4)
+    two = power(n_topics=6, effect=1.0, n_sim=4, n_jobs=2)
+    pd.testing.assert_frame_equal(one, two)
+
+
+def test_flag_rates_take_style_groups_and_null_studies_take_flags_by_style():
+    table = null_study(seed=11, flag_rates={"radiology": 0.17, "other": 0.004}, nonsensical_rate=0.05)
+    rates = table.attrs["simulation"]["flag_rates"]
+    assert {rates[s] for s in ("xray", "mri", "ct")} == {0.17}
+    assert {rates[s] for s in ("photo", "poster", "illustration")} == {0.004}
+    assert rates["microscopy"] == rates["histopathology"] == 0.05  # group microscopy: not named
+    share = table.groupby("style_group")["nonsensical"].mean()
+    assert 0.13 < share["radiology"] < 0.21 and share["other"] < 0.02
+    assert table.attrs["simulation"]["null"] and set(table.attrs["simulation"]["style_means"].values()) == {2.0}
+    # a style's own key wins over its group's; 'microscopy' (a style and a group) is the style
+    own = simulate_ratings(flag_rates={"radiology": 0.2, "xray": 0.0, "microscopy": 0.1}, nonsensical_rate=0.01,
+                           seed=0).attrs["simulation"]["flag_rates"]
+    assert (own["xray"], own["ct"], own["microscopy"], own["histopathology"]) == (0.0, 0.2, 0.1, 0.01)
+    with pytest.raises(RatingError, match="neither a style nor a style group"):
+        simulate_ratings(flag_rates={"radiography": 0.1})
+    with pytest.raises(RatingError, match=r"flag_rates\['radiology'\]"):
+        null_study(flag_rates={"radiology": 1.7})
+
+
+def test_realistic_is_what_such_studies_show():
+    from ratings.analysis.simulate import REALISTIC
+
+    table = simulate_ratings(seed=12, presets=("glide-cfg",), **REALISTIC)
+    params = table.attrs["simulation"]
+    assert params["topic_style_sd"] == 0.4
+    share = table.groupby(table["style_group"] == "radiology")["nonsensical"].mean()
+    assert 0.12 < share[True] < 0.22 and share[False] < 0.015  # 52/305 and 2/510 in the published study
+    with pytest.raises(TypeError):
+        REALISTIC["topic_style_sd"] = 1.0  # read-only: a constant
 
 
 @pytest.mark.parametrize("n, rows", [(6, 40), (17, 40), (90, 20)])
@@ -336,3 +450,17 @@ def test_power_refuses_bad_settings():
         power(n_topics=0)
     with pytest.raises(RatingError, match="dimension"):
         power(dimension="colour")
+    with pytest.raises(RatingError, match="method 'bayes'"):
+        power(method="bayes")
+    with pytest.raises(RatingError, match="'radiograph' is not in the catalog"):
+        power(contrast=("radiograph", "photo"), n_sim=1)
+    with pytest.raises(RatingError, match="a style of the contrast"):
+        power(style_means={"xray": 1.0}, n_sim=1)
+    with pytest.raises(RatingError, match="correction_family=5"):
+        power(correction_family=5, n_sim=1)
+    with pytest.raises(RatingError, match="without flags"):
+        power(method="wilcoxon", flag_rates={"radiology": 0.17})
+    with pytest.raises(RatingError, match="neither a style nor a style group"):
+        power(flag_rates={"radiography": 0.1}, n_sim=1)
+    with pytest.raises(RatingError, match="target"):
+        power_curve(target=80)
