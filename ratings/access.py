@@ -11,9 +11,9 @@ Once a study has invitations, the rating app admits a rater only by a valid key:
 list of raters, no typed id and no ``?rater=``. ``ratings revoke`` stops a key at once (an
 open page of that rater goes blank at its next click), ``ratings invite --rotate`` revokes and
 issues a new one. Everything that decides who rated what goes to the append-only ``audit``
-table: invitations, rotations, revocations, logins, refused keys, rate limits, exports; each
-answer row carries the app session it was given in (:func:`audit_table`,
-``python -m ratings audit``).
+table: invitations, rotations, revocations, logins, refused keys, rate limits, exports, analyses,
+analysis plans and their amendments; each answer row carries the app session it was given in
+(:func:`audit_table`, ``python -m ratings audit``).
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "dklen": 32}
 MAX_FAILURES = 10  # failed keys from one app session (or one client address) ...
 FAILURE_WINDOW_S = 15 * 60  # ... within this window: further keys are not checked until it passes
 EVENTS = ("invite", "rotate", "revoke", "login", "login_refused", "rate_limited", "revoked_session",
-          "export", "analysis")
+          "export", "analysis", "plan", "plan_amendment")  # plan events: ratings.plan, in its own transaction
 _DUMMY_SALT = bytes(16)
 
 

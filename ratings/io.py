@@ -522,6 +522,24 @@ def tidy_table(study: str | Path, include_repeats: bool = False) -> pd.DataFrame
     return table
 
 
+def flow_tables(study: str | Path) -> dict[str, pd.DataFrame]:
+    """What the analysis' data flow needs beyond the answers: every panel built (panel, prompt_id,
+    style, preset) and every assignment (rater, panel, repeat), for
+    :func:`ratings.analysis.flow.data_flow`. Reads only.
+    """
+    conn = open_db(study, readonly=True)
+    try:
+        conn.execute("BEGIN")
+        panels = pd.read_sql_query(
+            "SELECT p.panel, p.prompt_id, pr.style, p.preset FROM panels p "
+            "LEFT JOIN prompts pr ON pr.prompt_id = p.prompt_id", conn)
+        assignments = pd.read_sql_query("SELECT rater, panel, repeat FROM assignments", conn)
+        conn.execute("COMMIT")
+    finally:
+        conn.close()
+    return {"panels": panels, "assignments": assignments}
+
+
 def wide_table(study: str | Path) -> pd.DataFrame:
     """The import format: Prompt, Preset (if more than one), then <Dimension>_<Rater> cells.
 

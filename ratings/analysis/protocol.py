@@ -184,6 +184,7 @@ COMPOSITE_POLICY = "lowest"
 PRIMARY = "ordinal, unflagged answers (primary, part b)"
 COMPOSITE = "ordinal, a flag as the lowest category (composite)"
 FLAG_PART = "flag model (primary, part a)"
+MIXED = "mixed model, unflagged answers (sensitivity: topic and topic x style random intercepts)"
 FLAG_DIMENSION = "nonsensical flag"
 PUBLISHED_RULE = "panel-zero"
 
@@ -203,7 +204,7 @@ def rank_analysis(aggregate: str, nonsensical: str) -> str:
 def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "exclude",
             correction: str = "holm", alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
             n_perm: int = 0, panel_scores: pd.DataFrame | None = None, study=None,
-            plan: dict | None = None) -> dict:
+            plan: dict | None = None, flow_inputs: dict | None = None) -> dict:
     """The whole analysis of a tidy table, one DataFrame per report table, primary model first.
 
     The primary analysis answers two declared questions. Part (a): how often is each style's
@@ -220,7 +221,17 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "e
     study's rule, labelled so wherever it is used, and never the primary analysis. Rank tests on
     topic means under ``aggregate`` are the first sensitivity analysis; :func:`sensitivity` runs
     every path. ``plan`` (``ratings.plan``) is the locked analysis plan the run follows, with
-    its deviations: methods.md says "analysed as planned" or lists them.
+    its deviations: methods.md says "analysed as planned" or lists them. ``flow_inputs``
+    (``panels`` and ``assignments`` tables, :func:`ratings.io.flow_tables`) lets the data flow
+    count panels built and assigned, not only answered.
+
+    Beside the primary model: the cumulative link mixed model (random intercepts for topic and
+    topic x style, :mod:`ratings.analysis.mixed`) as the referee's sensitivity analysis, its
+    radiology claim in radiology.csv; the model checks (per cut-point estimates of the radiology
+    contrasts with equal-slopes tests, rows of ``ordinal``; each rater's own estimates and the
+    rater x style test, ``raters``; :mod:`ratings.analysis.checks`); effect sizes in the scale's
+    units (``effects``: predicted probabilities with CIs, and the probability that a radiology
+    panel is rated above another style's); and the data's flow (``flow``).
 
     Keys
     ----
@@ -259,8 +270,8 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "e
     check_choice("aggregate", aggregate, AGGREGATES)
     check_choice("nonsensical", nonsensical, POLICIES)
     boot = {"n_boot": n_boot, "seed": seed}
-    names = ("ordinal", "composite", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise",
-             "presets", "detail", "agreement")
+    names = ("ordinal", "composite", "mixed", "radiology", "raters", "effects", "flow", "flags", "descriptives",
+             "at_least", "omnibus", "pairwise", "presets", "detail", "agreement")
     parts: dict[str, list] = {k: [] for k in names}
     notes = []
     unfitted: dict[str, str] = {}
@@ -275,6 +286,13 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "e
             unfitted[dimension] = str(error)
             ordinal_rows = _unfitted_contrasts(per_rater, str(error), correction)
         parts["ordinal"].append(ordinal_rows.assign(dimension=dimension, estimand=PRIMARY))
+        if dimension not in unfitted:
+            parts["ordinal"].append(_model_checks(per_rater, notes, dimension))
+            parts["effects"].append(_effects(model, per_rater, tidy, dimension, n_boot, seed, notes))
+        parts["raters"].append(_rater_tables(per_rater, correction, notes, dimension))
+        parts["flow"].append(_flow(tidy, flow_inputs, dimension, notes))
+        mixed_rows = _mixed(per_rater, correction, notes, dimension)
+        parts["mixed"].append(mixed_rows)
         composite = prepare(tidy, dimension, "none", COMPOSITE_POLICY)
         try:
             composite_rows = ordinal_contrasts(composite, correction)
@@ -290,6 +308,10 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "e
         if radiology:
             parts["radiology"].append(radiology_contrasts(composite_rows, radiology_styles(composite), alpha).assign(
                 dimension=dimension, analysis=COMPOSITE))
+        if radiology and radiology_styles(per_rater) and len(mixed_rows):
+            parts["radiology"].append(radiology_contrasts(mixed_rows.drop(columns="dimension"),
+                                                          radiology_styles(per_rater), alpha).assign(
+                dimension=dimension, analysis=MIXED))
         ranks = pairwise(data, "style", correction=correction, **boot)
         parts["pairwise"].append(ranks.assign(dimension=dimension))
         if radiology:
@@ -320,7 +342,7 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "e
         lead = [c for c in first.get(name, ["dimension"]) if c in frame.columns]
         out[name] = frame[lead + [c for c in frame.columns if c not in lead]]
     out["radiology"] = out["radiology"].reindex(columns=RADIOLOGY_COLUMNS + ["flagged_a", "n_a", "flagged_b", "n_b"])
-    for name in ("ordinal", "composite", "radiology", "flags"):  # rows of tests that need no marking read as estimable
+    for name in ("ordinal", "composite", "mixed", "radiology", "flags"):  # rows of tests that need no marking read as estimable
         frame = out[name]
         if "estimable" in frame:
             frame["note"] = frame["note"].fillna("").astype(str)
@@ -342,6 +364,85 @@ def analyze(tidy: pd.DataFrame, aggregate: str = "median", nonsensical: str = "e
     out["methods"] = methods_text(tidy, out, aggregate=aggregate, nonsensical=nonsensical, correction=correction,
                                   alpha=alpha, n_boot=n_boot, n_perm=n_perm, notes=notes, plan=plan)
     return out
+
+
+# What a check beside the primary model may raise on a design too small for it (few topics: a
+# singular sandwich): the check is then left out with a note, and the primary analysis stands.
+UNFITTED = (AnalysisError, np.linalg.LinAlgError)
+
+
+def _model_checks(per_rater, notes, dimension):
+    """Rows of ordinal.csv that check proportional odds: the radiology contrasts at each cut point."""
+    from .checks import cutpoint_estimates
+
+    try:
+        rows = cutpoint_estimates(per_rater)
+    except UNFITTED as error:
+        notes.append(f"{dimension}: proportional odds not checked ({error})")
+        return pd.DataFrame()
+    kinds = {"cut": "cut point", "equal slopes": "equal slopes", "equal slopes (global)": "equal slopes (global)"}
+    return rows.assign(dimension=dimension, estimand=PRIMARY, kind=rows["kind"].map(kinds).fillna(rows["kind"]))
+
+
+def _rater_tables(per_rater, correction, notes, dimension):
+    """Each rater's own radiology contrasts, and the rater x style test, for raters.csv."""
+    from .checks import rater_by_style_test, rater_estimates
+
+    if per_rater["rater"].nunique() < 2:
+        return pd.DataFrame()
+    frames = []
+    try:
+        frames.append(rater_estimates(per_rater, correction=correction).assign(kind="rater"))
+    except UNFITTED as error:
+        notes.append(f"{dimension}: no per-rater estimates ({error})")
+    try:
+        frames.append(rater_by_style_test(per_rater).assign(kind="rater x style test"))
+    except UNFITTED as error:
+        notes.append(f"{dimension}: no rater x style test ({error})")
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True).assign(dimension=dimension) if frames else pd.DataFrame()
+
+
+def _effects(fit, per_rater, tidy, dimension, n_boot, seed, notes):
+    """Effect sizes in the scale's units: predicted probabilities (CIs) and P(radiology rated above)."""
+    from .effects import predicted_probabilities, superiority
+
+    frames = []
+    try:
+        frames.append(predicted_probabilities(fit, dimension=dimension).assign(kind="predicted probability"))
+    except UNFITTED as error:
+        notes.append(f"{dimension}: no predicted probabilities with intervals ({error})")
+    medians = prepare(tidy, dimension, "median", PRIMARY_POLICY)
+    if radiology_styles(medians):
+        try:
+            frames.append(superiority(medians, n_boot=n_boot, seed=seed).assign(
+                dimension=dimension, kind="P(radiology rated above)"))
+        except UNFITTED as error:
+            notes.append(f"{dimension}: no probability of superiority ({error})")
+    frames = [f for f in frames if len(f)]
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
+def _flow(tidy, flow_inputs, dimension, notes):
+    from .flow import data_flow
+
+    try:
+        return data_flow(tidy, dimension=dimension, **(flow_inputs or {}))
+    except UNFITTED as error:
+        notes.append(f"{dimension}: no data flow ({error})")
+        return pd.DataFrame()
+
+
+def _mixed(per_rater, correction, notes, dimension):
+    """Every style pair of the cumulative link mixed model; empty (with a note) where it cannot be fitted."""
+    from .mixed import mixed_contrasts
+
+    try:
+        return mixed_contrasts(per_rater, correction).assign(dimension=dimension)
+    except UNFITTED as error:
+        notes.append(f"{dimension}: the mixed model (topic and topic x style random intercepts) was not fitted "
+                     f"({error})")
+        return pd.DataFrame()
 
 
 def flag_claim(flags: pd.DataFrame, alpha: float = 0.05) -> pd.DataFrame:
@@ -571,8 +672,7 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
         "**Primary analysis, part (b).** For each rating dimension, a cumulative-logit (proportional-odds) model "
         f"of each rater's own unflagged ratings on prompt style, adjusted for {covariates}, was fitted by maximum "
         "likelihood (BFGS with the analytic gradient and Hessian of statsmodels' OrderedModel likelihood, gradient "
-        "tolerance 1e-5, at most 2000 iterations) "
-        "(statsmodels OrderedModel). Because a topic's prompts, styles and raters' answers are correlated, "
+        "tolerance 1e-5, at most 2000 iterations). Because a topic's prompts, styles and raters' answers are correlated, "
         f"standard errors were clustered by topic ({topics} clusters; sandwich estimator with the small-sample "
         f"factor G/(G-1)·(N-1)/(N-K), here G = {topics}, N = {n_obs} ratings and K = {n_terms} model parameters) "
         "and tests and 95% confidence intervals used the t distribution with "
@@ -611,8 +711,8 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
         "pairwise table). Effect sizes: the matched-pairs rank-biserial correlation with a percentile bootstrap "
         f"CI over topics ({n_boot} resamples), the tie-inclusive sign effect (n+ - n-)/n, and the share of "
         "non-tied topics favouring a style with its exact Clopper-Pearson CI. Medians and interquartile ranges "
-        "are descriptive; shares of scores at or above each scale point are given with topic-clustered CIs "
-        "(Wilson intervals where a share is 0 or 1).",
+        f"are descriptive; shares of {'panel medians' if aggregate == 'median' else 'per-rater scores'} at or above each "
+        "scale point are given with topic-clustered CIs (Wilson intervals where a share is 0 or 1).",
         "",
         "**Nonsensical flag.** The flag was analysed as its own outcome: the share of ratings flagged per style "
         "with topic-clustered CIs, and a logistic model of the flag on style (and rater) fitted by Firth's "
@@ -632,17 +732,50 @@ def methods_text(tidy: pd.DataFrame, results: dict, aggregate: str, nonsensical:
         "verdict on all its paths, the verdicts differing between levels, with the levels under which it "
         "holds; where no single choice does, it says so and counts the paths.",
         "",
-        "**Agreement.** Krippendorff's alpha (ordinal) over all raters and quadratic-weighted Cohen's kappa per "
-        "rater pair (intra-rater kappa where panels were shown twice), with bootstrap CIs over panels.",
+        _mixed_text(results),
         "",
-        f"Software: scipy {scipy.__version__}, statsmodels {statsmodels.__version__}, krippendorff "
-        f"{_version('krippendorff')}, medprobe ratings.analysis.stats.",
+        "**Model checks.** Proportional odds was checked per dimension by refitting each radiology-versus-other "
+        "contrast as a binary logistic regression at each cut point of the scale (score at least 1, 2, 3, 4; the "
+        "same design, every coefficient cut-specific), the fits stacked into one topic-clustered covariance, with "
+        "a Wald test per contrast that its log odds ratios are equal across cut points and Brant's global test "
+        "over all style terms (few-cluster F reference; model-based covariance where the restrictions outnumber "
+        "the topics). Rater heterogeneity: each rater's own ordinal model gave that rater's estimate of every "
+        "radiology contrast (forest plot), and a topic-clustered Wald test of the rater x style interaction, each "
+        "rater keeping their own cut points, asked whether the raters' style effects differ (likelihood-ratio "
+        "test beside it) (Brant 1990; Peterson & Harrell 1990).",
+        "",
+        "**Effect sizes in the scale's units.** The model-predicted probability of each score per style (rows "
+        "set to that style, covariates as observed) with delta-method 95% intervals on the logit scale from the "
+        "topic-clustered covariance, and the probability that a random radiology panel is rated above a random "
+        "panel of another style (ties counted one half; Vargha & Delaney's A, on panel medians of the unflagged "
+        f"answers) with a percentile bootstrap interval over topics ({n_boot} resamples).",
+        "",
+        _agreement_text(results, n_boot, raters),
+        "",
+        _software_text(scipy, statsmodels),
         "",
         "References: McCullagh P (1980) J R Stat Soc B 42:109-142; Liddell TM, Kruschke JK (2018) J Exp Soc "
         "Psychol 79:328-348; Cameron AC, Miller DL (2015) J Hum Resour 50:317-372; Holm S (1979) Scand J Stat "
         "6:65-70; Berger RL (1982) Technometrics 24:295-300; Wilcoxon F (1945) Biometrics Bull 1:80-83; "
-        "Friedman M (1937) JASA 32:675-701; Krippendorff K (2011) Computing Krippendorff's alpha-reliability.",
+        "Pratt JW (1959) JASA 54:655-667; Friedman M (1937) JASA 32:675-701; Kerby DS (2014) Compr Psychol "
+        "3:11.IT.3.1; Clopper CJ, Pearson ES (1934) Biometrika 26:404-413; Wilson EB (1927) JASA 22:209-212; "
+        "Firth D (1993) Biometrika 80:27-38; Heinze G, Schemper M (2002) Stat Med 21:2409-2419; Brant R (1990) "
+        "Biometrics 46:1171-1178; Peterson B, Harrell FE (1990) Appl Stat 39:205-217; Hedeker D, Gibbons RD "
+        "(1994) Biometrics 50:933-944; Christensen RHB (2019) ordinal: regression models for ordinal data; "
+        "Krippendorff K (2011) Computing Krippendorff's alpha-reliability; Cohen J (1968) Psychol Bull "
+        "70:213-220; Gwet KL (2014) Handbook of Inter-Rater Reliability, 4th ed; McGraw KO, Wong SP (1996) "
+        "Psychol Methods 1:30-46; Shrout PE, Fleiss JL (1979) Psychol Bull 86:420-428; Kottner J et al. (2011) "
+        "J Clin Epidemiol 64:96-106 (GRRAS); Vargha A, Delaney HD (2000) J Educ Behav Stat 25:101-132; "
+        "Schulz KF, Altman DG, Moher D (2010) BMJ 340:c332 (CONSORT).",
     ]
+    flow = results.get("flow")
+    if flow is not None and len(flow):
+        from .flow import flow_text
+
+        try:
+            lines[4:4] = ["**Data.** " + flow_text(flow[flow["dimension"] == flow["dimension"].iloc[0]]), ""]
+        except AnalysisError:
+            pass
     metrics = results.get("metrics")
     if isinstance(metrics, dict) and len(metrics.get("overall", ())):
         names = ", ".join(dict.fromkeys(metrics["overall"]["metric"].astype(str)))
@@ -696,6 +829,61 @@ def plan_sentence(plan: dict | None) -> str:
     if not deviations:
         return f"Analysed as planned ({name})."
     return f"Deviations from the analysis plan ({name}): " + "; ".join(deviations) + "."
+
+
+def _mixed_text(results: dict) -> str:
+    """The mixed model's paragraph, with the fitted random-intercept SDs where it was fitted."""
+    mixed = results.get("mixed")
+    sds = ""
+    if mixed is not None and len(mixed) and {"sd_topic", "sd_topic_style"} <= set(mixed.columns):
+        sds = " Fitted SDs (log-odds scale): " + "; ".join(
+            f"{r.dimension}: topic {r.sd_topic:.2f}, topic x style {r.sd_topic_style:.2f}"
+            for r in mixed.drop_duplicates("dimension").itertuples()) + "."
+    return ("**Mixed model (sensitivity).** The ordinal model of the unflagged answers was refitted as a cumulative "
+            "link mixed model with random intercepts for topic and for topic x style (nested), raters and the other "
+            "covariates fixed (with three raters a rater variance cannot be estimated; with five or more a random "
+            "rater intercept is the usual choice), by maximum likelihood with the random effects integrated out by "
+            "adaptive Gauss-Hermite quadrature (10 nodes per level; BFGS with the analytic gradient, standard errors "
+            "from the Hessian, Wald z tests), the same family and adjustment (medprobe ratings.analysis.mixed, "
+            "checked against R's ordinal::clmm2 on its wine data). Its odds ratios are conditional on a topic and a "
+            "topic x style cell and so larger than the primary model's marginal ones by design; its radiology "
+            "claim is reported beside the primary one." + sds)
+
+
+def _agreement_text(results: dict, n_boot: int, raters: int) -> str:
+    """Agreement as the GRRAS items ask: measures, the flag rule, resampling, and what was rated."""
+    agreement = results.get("agreement")
+    rule = ""
+    if agreement is not None and len(agreement) and "nonsensical" in agreement:
+        rules = sorted(set(agreement["nonsensical"].dropna().astype(str)))
+        rule = f" Flagged answers entered agreement under the rule: {', '.join(rules)}."
+    return ("**Agreement.** Reported as the Guidelines for Reporting Reliability and Agreement Studies (GRRAS) ask: "
+            f"{raters} raters, each rating the first showings of blinded panels independently; the subjects were "
+            "the panels. Krippendorff's alpha (ordinal) over all raters; ICC(A,1) (two-way "
+            "random effects, absolute agreement, single rater; McGraw & Wong) over the panels every rater scored; "
+            "Gwet's AC1 and AC2 with ordinal and quadratic weights; quadratic-weighted Cohen's kappa per rater pair; "
+            "and intra-rater kappa where panels were shown twice. Each has two percentile bootstrap 95% intervals "
+            f"({n_boot} resamples): resampling panels, and resampling topics with all their panels (panels of a "
+            "topic are not independent)." + rule)
+
+
+def _software_text(scipy, statsmodels) -> str:
+    """The versions a reader needs to rerun the analysis: medprobe (and its commit) and the numerics."""
+    import subprocess
+    from pathlib import Path
+
+    commit = ""
+    root = Path(__file__).resolve().parents[2]
+    if (root / ".git").exists():
+        try:
+            done = subprocess.run(["git", "-C", str(root), "rev-parse", "--short=12", "HEAD"], capture_output=True,
+                                  text=True, timeout=10, check=False)
+            commit = f" (commit {done.stdout.strip()})" if done.returncode == 0 and done.stdout.strip() else ""
+        except (OSError, subprocess.SubprocessError):
+            commit = ""
+    return (f"Software: medprobe {_version('medprobe')}{commit}, numpy {np.__version__}, pandas {pd.__version__}, "
+            f"scipy {scipy.__version__}, statsmodels {statsmodels.__version__}, krippendorff "
+            f"{_version('krippendorff')}, pingouin {_version('pingouin')}.")
 
 
 def fitted_covariates(ordinal: pd.DataFrame | None) -> list[str]:

@@ -32,8 +32,8 @@ from probes.tables import spreadsheet_safe_table, undo_spreadsheet_safe_table, w
 from ..errors import AnalysisError
 from .simulate import SIM_PREFIX
 
-TABLES = ("ordinal", "composite", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise", "presets",
-          "detail", "agreement", "sensitivity")
+TABLES = ("ordinal", "composite", "mixed", "radiology", "raters", "effects", "flow", "flags", "descriptives",
+          "at_least", "omnibus", "pairwise", "presets", "detail", "agreement", "sensitivity")
 # analyze(...)["metrics"] (only where automated scores exist) -> report file names
 METRIC_TABLES = {"overall": "metric_vs_experts", "by_group": "metric_vs_experts_by_group",
                  "rankings": "metric_rankings"}
@@ -153,7 +153,7 @@ def _group_scores(study) -> pd.DataFrame | None:
 def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median", nonsensical: str = "exclude",
                  correction: str = "holm", alpha: float = 0.05, n_boot: int = 2000, seed: int = 0,
                  n_perm: int = 0, panel_scores: pd.DataFrame | None = None, study: str | Path | None = None,
-                 reproduce: bool = False, plan: dict | None = None) -> dict:
+                 reproduce: bool = False, plan: dict | None = None, flow_inputs: dict | None = None) -> dict:
     """Run the analysis and write every table (CSV + LaTeX), ``methods.md`` and every figure
     (SVG + PNG) into ``out``.
 
@@ -175,7 +175,7 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
     (out / "figures").mkdir(parents=True, exist_ok=True)
     results = protocol.analyze(tidy, aggregate=aggregate, nonsensical=nonsensical, correction=correction,
                                alpha=alpha, n_boot=n_boot, seed=seed, n_perm=n_perm, panel_scores=panel_scores,
-                               study=study, plan=plan)
+                               study=study, plan=plan, flow_inputs=flow_inputs)
     methods = results.pop("methods")
     note = tidy.attrs.get("simulated") if isinstance(tidy.attrs.get("simulated"), str) else simulated_note(tidy)
     (out / "methods.md").write_text(markdown_safe((f"> {note}\n\n" if note else "") + methods), encoding="utf-8")
@@ -235,6 +235,20 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
         if {"short", "detailed"} <= set(per_rater["detail"]):
             save(f"detail-{dimension}", plots.paired_slopes(per_rater, "detail", "short", "detailed",
                                                             ["style", "topic", "preset", "rater"], dimension=dimension))
+        raters = results.get("raters")
+        if raters is not None and len(raters) and "kind" in raters:
+            own = raters[(raters["kind"] == "rater") & (raters["dimension"] == dimension)]
+            if len(own) and own["odds_ratio"].notna().any():
+                own.attrs["simulated"] = note
+                save(f"raters-{dimension}", plots.rater_forest(own, pooled=contrasts[contrasts["dimension"] == dimension],
+                                                               dimension=dimension, alpha=alpha))
+    flow = results.get("flow")
+    if flow is not None and len(flow):
+        from .flow import flow_figure
+
+        first = flow[flow["dimension"] == flow["dimension"].iloc[0]].copy()
+        first.attrs["simulated"] = note
+        save("flow", flow_figure(first))
     if results.get("agreement") is not None and len(results["agreement"]):
         save("agreement", plots.agreement_heatmap(results["agreement"]))
     if metrics and len(metrics["panels"]):
@@ -253,15 +267,21 @@ def markdown_safe(text: str) -> str:
     return _TAG_START.sub("&lt;", text)
 
 
-def summary_html(tidy: pd.DataFrame, aggregate: str, nonsensical: str, correction: str, alpha: float) -> str:
-    """The report's opening sentence: panels, raters, ratings, presets and the analysis path."""
+def summary_html(tidy: pd.DataFrame, aggregate: str, nonsensical: str, correction: str, alpha: float,
+                 plan: dict | None = None) -> str:
+    """The report's opening sentence: panels, raters, ratings, presets and the analysis path, and
+    whether the analysis followed its locked plan (``plan``, see :func:`ratings.analysis.protocol.analyze`)."""
+    from .protocol import plan_sentence
+
+    said = plan_sentence(plan) or ("No analysis plan was registered for this study (python -m ratings plan)."
+                                   if plan is None else "")
     first = tidy[tidy["repeat"] == 0]
     presets = ", ".join(escape(str(p)) for p in sorted(first["preset"].astype(str).unique()))
     path = ", ".join(f"{name} = <code>{escape(str(value))}</code>" for name, value in
                      (("aggregate", aggregate), ("nonsensical", nonsensical), ("correction", correction)))
     return (f"<p><b>{first['panel'].nunique()} panels</b>, <b>{first['rater'].nunique()} raters</b>, "
             f"{first['topic'].nunique()} topics (the clusters), {len(first)} ratings; presets: {presets}. "
-            f"Analysis path: {path}, alpha = {escape(str(alpha))}.</p>")
+            f"Analysis path: {path}, alpha = {escape(str(alpha))}. {escape(said)}</p>")
 
 
 def radiology_html(radiology: pd.DataFrame, alpha: float) -> str:
@@ -467,7 +487,10 @@ def _sensitivity_sentence(rows: pd.DataFrame) -> str:
     conclusion = str(rows["conclusion"].iloc[0])
     hinges = str(rows["hinges_on"].iloc[0]) if "hinges_on" in rows else ""
     if hinges == "no single choice":
-        said = conclusion
+        said = conclusion.replace(
+            "within the ordinal model, the nonsensical policy decides it (holds only under panel-zero)",
+            "within the ordinal model the verdict rests on the rule for nonsensical flags: it holds only under "
+            "panel-zero, the published study's rule")
     elif conclusion.startswith("depends on the nonsensical policy: "):
         rest = conclusion[len("depends on the nonsensical policy: "):]
         rest = rest.replace("panel-zero (", "panel-zero, the published study's rule (", 1).replace(

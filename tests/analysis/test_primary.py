@@ -151,3 +151,23 @@ def test_methods_declare_both_questions(flag_only):
     assert ("(a) How often is each style's panel flagged nonsensical?" in methods
             and "(b) How are the styles rated among the answers that were not flagged?" in methods)
     assert "is reported as that, in the sensitivity analysis, and is not the primary analysis" in methods
+
+
+def test_a_published_shape_study_says_its_verdict_rests_on_the_rule_for_flags():
+    # the published study's shape: 272 prompts of 17 topics, one preset, 3 raters; radiology flagged
+    # 17% of the time, the others 0.4%, and no style differing in its scores. Under panel-zero every
+    # radiology panel any rater flagged scores 0 for all three, and "radiology is lower" holds on
+    # that rule's paths only (seed 26 is such a study)
+    tidy = simulate_ratings("oncology", presets=("glide-cfg",), style_means={}, flag_rates=RADIOLOGY_FLAGS,
+                            nonsensical_rate=OTHER_FLAG_RATE, seed=26)
+    assert tidy["prompt_id"].nunique() == 272 and tidy["topic"].nunique() == 17 and tidy["rater"].nunique() == 3
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        results = analyze(tidy, n_boot=0)
+    text = visible_text(conclusions_html(results, tidy, 0.05))
+    style = text.split("Style: ")[1].split("Content: ")[0]
+    assert "does not hold among the answers not flagged nonsensical (primary analysis, part b" in style
+    assert ("the verdict rests on the rule for nonsensical flags: it holds only under panel-zero, the published "
+            "study's rule") in style
+    assert "Nonsensical flags (primary analysis, part a): “radiology panels are flagged nonsensical more often" in text
+    assert "flagged nonsensical more often than those of the other styles” holds" in text
