@@ -441,9 +441,9 @@ def power(contrast=("xray", "photo"), dimension: str = "style", n_topics: int = 
     study whose pair gets no p-value (no fit, or fewer than ``stats.MIN_CLUSTERS`` topics) is
     counted as no detection (``n_not_tested``).
 
-    Time: about 0.5 s per study with 17 topics and 3 raters on one core (the ordinal fit is
-    most of it), so the default 100 studies take about a minute; ``n_jobs`` runs them in that
-    many processes (same result).
+    Time: 0.25 s (an idle core) to 0.5 s per study with 17 topics and 3 raters (the ordinal
+    fit is most of it), so the default 100 studies take half a minute to a minute; ``n_jobs``
+    runs them in that many processes (same result).
 
     ``method="wilcoxon"`` is the former fast path, vectorised: only the two styles, no flags,
     the Wilcoxon signed-rank test on topic means of panel medians (``aggregate``), held to
@@ -758,8 +758,8 @@ def power_curve(n_topics=(5, 10, 17, 34), n_raters=(1, 3, 5), target: float = 0.
 
     The planning question: how many topics, with how many raters, give the declared analysis
     ``target`` power? Each grid cell is one :func:`power` call (same keywords ``kw``; the
-    primary analysis by default, so a cell of 100 studies takes about a minute, the default
-    grid of 12 cells about 10 to 15 minutes on one core: pass ``n_jobs``).
+    primary analysis by default, so a cell of 100 studies takes half a minute to a minute, the
+    default grid of 12 cells 5 to 15 minutes on one core: pass ``n_jobs``).
 
     Returns
     -------
