@@ -855,8 +855,11 @@ def _agreement_text(results: dict, n_boot: int, raters: int) -> str:
     agreement = results.get("agreement")
     rule = ""
     if agreement is not None and len(agreement) and "nonsensical" in agreement:
+        words = {"exclude": "each rater's flagged answers were left out", "zero": "a flagged answer counted as 0",
+                 "lowest": "a flagged answer was a category below 0",
+                 "panel-zero": "a panel any rater flagged scored 0 for all"}
         rules = sorted(set(agreement["nonsensical"].dropna().astype(str)))
-        rule = f" Flagged answers entered agreement under the rule: {', '.join(rules)}."
+        rule = " Flags: " + "; ".join(words.get(r, r) for r in rules) + "." if rules else ""
     return ("**Agreement.** Reported as the Guidelines for Reporting Reliability and Agreement Studies (GRRAS) ask: "
             f"{raters} raters, each rating the first showings of blinded panels independently; the subjects were "
             "the panels. Krippendorff's alpha (ordinal) over all raters; ICC(A,1) (two-way "

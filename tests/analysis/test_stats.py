@@ -492,11 +492,13 @@ def test_analyze_returns_every_table_with_its_columns():
     table.loc[table.index[::23], "nonsensical"] = True
     repeats = table[table["rater"] == "R1"].head(20).assign(repeat=1)
     out = analysis.analyze(pd.concat([table, repeats], ignore_index=True), n_boot=100)
-    assert set(out) == {"ordinal", "composite", "radiology", "flags", "descriptives", "at_least", "omnibus", "pairwise", "presets",
-                        "detail", "agreement", "sensitivity", "methods", "notices"}
+    assert set(out) == {"ordinal", "composite", "mixed", "raters", "effects", "flow", "radiology", "flags",
+                        "descriptives", "at_least", "omnibus", "pairwise", "presets", "detail", "agreement",
+                        "sensitivity", "methods", "notices"}
     assert out["notices"] == []  # 17 topics, 3 raters: a well-posed study has nothing to warn about
     ordinal = out["ordinal"]
-    assert set(ordinal["kind"]) == {"contrast", "coefficient", "predicted"}
+    assert set(ordinal["kind"]) == {"contrast", "coefficient", "predicted", "cut point", "equal slopes",
+                                    "equal slopes (global)"}
     contrasts = ordinal[ordinal["kind"] == "contrast"]
     assert len(contrasts) == 56 and {"odds_ratio", "or_ci_low", "or_ci_high", "p", "p_adj"} <= set(contrasts.columns)
     assert (contrasts["family"] == "28 style pairs").all()
@@ -507,11 +509,14 @@ def test_analyze_returns_every_table_with_its_columns():
     assert set(d["factor"]) == {"style", "style_group", "preset", "detail", "rater"}
     assert len(out["pairwise"]) == 56 and len(out["omnibus"]) == 2 and (out["omnibus"]["test"] == "friedman").all()
     claims = out["radiology"][out["radiology"]["claim"] == "conjunction"]
-    assert len(out["radiology"]) == 64 and len(claims) == 4 and claims["holds"].all()
+    # per dimension: primary part (b), the composite, the mixed model and the rank tests, 15 pairs and the
+    # claim each; and part (a), the flags' one row
+    assert len(out["radiology"]) == 2 * 4 * 16 + 1 and len(claims) == 8 and claims["holds"].all()
     assert len(out["presets"]) == 2 and len(out["detail"]) == 2
     assert {"share flagged", "odds ratio"} == set(out["flags"]["kind"])
     measures = set(out["agreement"]["measure"])
-    assert measures == {"krippendorff alpha (ordinal)", "quadratic-weighted kappa", "intra-rater kappa"}
+    assert measures == {"krippendorff alpha (ordinal)", "ICC(A,1)", "Gwet AC1", "Gwet AC2 (ordinal weights)",
+                        "Gwet AC2 (quadratic weights)", "quadratic-weighted kappa", "intra-rater kappa"}
     assert {"conclusion", "hinges_on", "holds_under_all"} <= set(out["sensitivity"].columns)
     for name, frame in out.items():
         assert name in ("sensitivity", "methods", "flags", "notices") or frame.columns[0] == "dimension"
