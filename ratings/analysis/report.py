@@ -219,7 +219,11 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
             save(f"odds-ratios-{dimension}", plots.ordinal_forest(contrasts, dimension, alpha))
             if contrasts.loc[contrasts["dimension"] == dimension, "p"].notna().any():  # else an empty grid
                 save(f"pvalues-ordinal-{dimension}", plots.pvalue_heatmap(contrasts, dimension, alpha))
-        save(f"shares-{dimension}", plots.share_at_least(results["at_least"], dimension,
+        shares = results["at_least"]
+        points = pd.to_numeric(shares.loc[shares["dimension"] == dimension, "threshold"], errors="coerce")
+        # the middle of the scale where the answers reach it; a pilot whose answers never do shows every point
+        threshold = 2 if np.isclose(points, 2).any() else None
+        save(f"shares-{dimension}", plots.share_at_least(shares, dimension, threshold=threshold,
                                                           unit="rating" if aggregate == "none" else "panel"))
         save(f"scores-{dimension}", plots.score_boxstrip(prepared, dimension))
         save(f"pvalues-{dimension}", plots.pvalue_heatmap(results["pairwise"], dimension, alpha))

@@ -47,11 +47,11 @@ def test_the_cli_writes_every_table_with_its_contract_columns(simulated_report):
 def test_the_planted_radiology_deficit_is_reported(simulated_report):
     radiology = pd.read_csv(simulated_report / "radiology.csv")
     pairs = radiology[radiology["claim"] == "pair"]
-    assert len(pairs) == 2 * 3 * 15  # dimensions x (primary part b, composite, rank tests) x pairs
+    assert len(pairs) == 2 * 4 * 15  # dimensions x (primary part b, composite, mixed model, rank tests) x pairs
     assert pairs["a"].isin(["xray", "mri", "ct"]).all()
     assert (pairs["p_adj"] < 0.05).all() and (pairs["effect"] < 0).all()
     claims = radiology[radiology["claim"] == "conjunction"]
-    assert len(claims) == 6 and claims["holds"].all() and (claims["test"] == "intersection-union").all()
+    assert len(claims) == 8 and claims["holds"].all() and (claims["test"] == "intersection-union").all()
     primary = pairs[pairs["analysis"] == "ordinal, unflagged answers (primary, part b)"]
     assert len(primary) == 2 * 15
     assert (primary["odds_ratio"] < 1).all() and (primary["or_ci_high"] < 1).all()

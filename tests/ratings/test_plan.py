@@ -276,3 +276,25 @@ def test_every_docstring_example_of_the_plan_module_runs():
         runner.run(test)
     result = runner.summarize(verbose=False)
     assert result.attempted >= 10 and result.failed == 0
+
+
+def test_the_report_says_it_followed_the_plan(study, tmp_path, capsys):
+    """Through the real notebook: the plan's hash and date in methods.md and in the report a reader sees."""
+    from html.parser import HTMLParser
+
+    assert main(["plan", "--study", str(study), "--n-boot", "0"]) == 0  # a quick analysis, planned so
+    planned = plan.current_plan(study).latest
+    out = tmp_path / "report"
+    assert main(["analyze", "--study", str(study), "--out", str(out), "--quiet"]) == 0
+    sentence = f"Analysed as planned (plan {planned.sha256[:12]}"
+    assert sentence in (out / "methods.md").read_text()
+
+    class Text(HTMLParser):
+        parts: list = []
+
+        def handle_data(self, data):
+            self.parts.append(data)
+
+    reader = Text()
+    reader.feed((out / "report.html").read_text())
+    assert sentence in " ".join(" ".join(reader.parts).split())
