@@ -258,8 +258,12 @@ def _invite(args) -> int:
 
     from .access import invite
 
-    host = urlsplit(args.base_url).hostname or ""
     invitations = invite(args.study, args.raters, rotate=args.rotate, base_url=args.base_url)
+    base_url = invitations[0].link.split("?", 1)[0]
+    host = urlsplit(base_url).hostname or ""
+    if not args.base_url:
+        print(f"links on {base_url}: the address `ratings serve` recorded in the study (give --base-url to "
+              "choose another)", file=sys.stderr)
     if args.output:
         out = Path(args.output).expanduser()
         try:  # the links are secrets: only this account may read the file, and none is overwritten
@@ -273,11 +277,11 @@ def _invite(args) -> int:
         print(f"wrote {len(invitations)} links to {out} (readable by this account only)")
     else:
         _print_links(invitations)
-    print("Each link lets its holder rate as that rater: send it to that rater only, and the server's token "
-          "separately. They are not shown again (the study keeps only their hashes); a lost link is replaced "
+    print("Each link lets its holder rate as that rater, with no other login: send it to that rater only. "
+          "They are not shown again (the study keeps only their hashes); a lost link is replaced "
           "with `invite --rotate`.", file=sys.stderr)
-    if urlsplit(args.base_url).scheme == "http" and host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: {args.base_url} is plain http: anyone on the network path can read a link and use it. "
+    if urlsplit(base_url).scheme == "http" and host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: {base_url} is plain http: anyone on the network path can read a link and use it. "
               "Serve the app behind a TLS proxy and give its https address (README: Rating with clinicians).",
               file=sys.stderr)
     return 0
@@ -342,7 +346,8 @@ def _serve(args) -> int:
     from .serve import serve
 
     return serve(args.study, port=args.port, host=args.host, token=not args.no_token, cull_idle=args.cull_idle,
-                 base_path=args.base_path, trusted_proxies=args.trusted_proxy, max_kernels=args.max_kernels)
+                 base_path=args.base_path, trusted_proxies=args.trusted_proxy, max_kernels=args.max_kernels,
+                 public_url=args.public_url)
 
 
 def _panel_scores_file(source: str, out: Path) -> str:
@@ -554,8 +559,9 @@ def _add_invite(sub) -> None:
     p = sub.add_parser("invite", help="personal rater links: one secret link per rater, printed once")
     p.add_argument("--study", required=True)
     p.add_argument("--raters", required=True, help="comma-separated rater ids (built with `ratings build`)")
-    p.add_argument("--base-url", default="http://127.0.0.1:8866/",
-                   help="the address raters open, e.g. https://rating.hospital.org/medprobe/")
+    p.add_argument("--base-url", default=None,
+                   help="the address raters open, e.g. https://rating.hospital.org/medprobe/ (default: the one "
+                        "`ratings serve` recorded in the study when it started)")
     p.add_argument("--rotate", action="store_true", help="replace a rater's working link (the old one stops)")
     p.add_argument("-o", "--output", help="write the links to this new CSV file (mode 600) instead of printing")
     p.set_defaults(func=_invite)
@@ -592,7 +598,7 @@ def _add_progress(sub) -> None:
 
 def _add_serve(sub) -> None:
     """``serve``: the rating app behind Voilà."""
-    p = sub.add_parser("serve", help="serve the rating app with Voilà: token login, idle culling, no tracebacks")
+    p = sub.add_parser("serve", help="serve the rating app with Voilà: personal links log raters in, the team's token, idle culling")
     p.add_argument("--study", required=True)
     p.add_argument("--port", type=int, default=8866)
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (keep 127.0.0.1 behind a TLS proxy)")
@@ -603,6 +609,9 @@ def _add_serve(sub) -> None:
                    help="address (or network) of the reverse proxy whose X-Forwarded-For / X-Real-IP is believed "
                         "(repeatable); without it the client address is the connection's own")
     p.add_argument("--max-kernels", type=int, default=40, help="open pages (kernels, ~180 MB each) the server holds")
+    p.add_argument("--public-url", default="", metavar="URL",
+                   help="the address raters open through a reverse proxy, e.g. https://rating.hospital.org/medprobe/ "
+                        "(recorded for `ratings invite`; default http://HOST:PORT/BASE_PATH)")
     p.set_defaults(func=_serve)
 
 

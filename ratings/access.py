@@ -1,7 +1,10 @@
 """Who may rate: personal rater links, revocation, and the study's audit trail.
 
 A study coordinator runs ``python -m ratings invite --study DIR --raters A,B,C``: each rater
-gets a link ``<base-url>?key=<key>``, printed once. The key is ``<key_id>.<secret>``: the
+gets a link ``<base-url>?key=<key>``, printed once. The base URL is the ``--base-url`` given,
+else the address ``ratings serve`` recorded in the study when it started (:func:`record_address`:
+its host, port and base path, or its ``--public-url``); the link is the rater's only login
+(:mod:`ratings.gate` lets a working key through Voilà's token login). The key is ``<key_id>.<secret>``: the
 key_id (public, 40 bits) finds the rater's row, the secret (192 bits from :mod:`secrets`) is
 stored only as its scrypt hash with a random salt, and compared with
 :func:`hmac.compare_digest` (constant time). Nobody, not even someone holding a copy of the
@@ -33,12 +36,12 @@ import pandas as pd
 
 from probes.store import now, transaction
 
-from .db import open_db, raters
+from .db import get_config, open_db, raters, set_config
 from .errors import RatingError
 from .session import rater_id
 
 KEY_PARAM = "key"
-DEFAULT_BASE_URL = "http://127.0.0.1:8866/"  # `make rate` on the study team's own machine
+ADDRESS_CONFIG = "served_address"  # rating_config: where `ratings serve` last served the study
 # scrypt at n=2**14, r=8: 16 MiB and ~50 ms a check, once per login; the 192-bit secret is what
 # makes guessing hopeless, the slow hash is for a database copy that leaves the hospital
 SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "dklen": 32}
@@ -110,12 +113,41 @@ def link(base_url: str, key: str) -> str:
     return urlunsplit(parts._replace(query=urlencode([*query, (KEY_PARAM, key)])))
 
 
-def check_base_url(base_url: str) -> str:
-    parts = urlsplit(base_url)
+def check_base_url(base_url: str, flag: str = "--base-url") -> str:
+    """``base_url`` as links use it (its path ends with /: the app is served at its base path
+    itself), or a :class:`RatingError` naming ``flag`` when it is not an http(s) address."""
+    parts = urlsplit(str(base_url).strip())
     if parts.scheme not in ("http", "https") or not parts.netloc:
-        raise RatingError(f"--base-url {base_url!r}: give the address raters open, e.g. "
+        raise RatingError(f"{flag} {base_url!r}: give the address raters open, e.g. "
                           "https://rating.hospital.org/medprobe/ (http://127.0.0.1:8866/ for a local test)")
-    return base_url
+    if not parts.path.endswith("/"):
+        parts = parts._replace(path=parts.path + "/")
+    return urlunsplit(parts)
+
+
+def record_address(conn, url: str, host: str, port: int, base_path: str) -> None:
+    """Record in the study the address raters open (``ratings serve`` calls it once listening)."""
+    set_config(conn, ADDRESS_CONFIG, {"url": check_base_url(url), "host": host, "port": int(port),
+                                      "base_path": base_path, "recorded_at": now()})
+
+
+def recorded_address(conn) -> dict | None:
+    """What :func:`record_address` last wrote: url, host, port, base_path, recorded_at; or None."""
+    return get_config(conn, ADDRESS_CONFIG)
+
+
+def links_base(conn, base_url: str | None) -> str:
+    """The address links are built on: ``base_url`` when given, else the one ``ratings serve``
+    recorded; with neither, a :class:`RatingError` saying what to give."""
+    if base_url:
+        return check_base_url(base_url)
+    recorded = recorded_address(conn)
+    if recorded and recorded.get("url"):
+        return recorded["url"]
+    raise RatingError("the address raters open is not known yet: start the server first (python -m ratings "
+                      "serve --study DIR, which records its address in the study), or give it, e.g. --base-url "
+                      "https://rating.hospital.org/medprobe/ (http://127.0.0.1:8866/ for a local test); no link "
+                      "was issued")
 
 
 def invited(conn) -> bool:
@@ -190,18 +222,22 @@ def _split_raters(rater_ids) -> list[str]:
     return names
 
 
-def invite(study: str | Path, rater_ids, *, rotate: bool = False, base_url: str = DEFAULT_BASE_URL,
+def invite(study: str | Path, rater_ids, *, rotate: bool = False, base_url: str | None = None,
            by: str | None = None) -> list[Invitation]:
     """Issue a key (and its link) to each rater; with ``rotate`` their working key is revoked first.
 
-    A rater who already holds a working key is refused without ``rotate``, so a second link
-    never appears by accident. All raters are checked before anything is written.
+    Links are built on ``base_url``, else on the address ``ratings serve`` recorded
+    (:func:`links_base`). A rater who already holds a working key is refused without ``rotate``,
+    so a second link never appears by accident. All raters, and the address, are checked before
+    anything is written.
     """
-    check_base_url(base_url)
+    if base_url:
+        base_url = check_base_url(base_url)
     names = _split_raters(rater_ids)
     by = by or actor()
     conn = open_db(study)
     try:
+        base_url = links_base(conn, base_url)
         wanted = _check_raters(conn, names)
         invitations = []
         with transaction(conn):

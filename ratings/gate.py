@@ -4,6 +4,16 @@
 :func:`ratings.serve.voila_args`) and serves the same app, with what a hospital's network needs
 from a server that several clinicians share:
 
+- **The link is the rater's login.** A request that carries a working rater key is let through
+  to Voilà without Voilà's token: the gate logs that browser in as the key's holder (a session
+  cookie, signed like Voilà's own, naming the key_id only), so the rater never meets a Jupyter
+  page. Without a working key, in a study with personal links, a request gets the one sentence
+  and the key box, token or not; the study team's own door (Voilà's token login) stays for
+  studies without personal links, and for every address but the rating page; its login page
+  is served under the base path (``/medprobe/login``), where Voilà's redirect sends the team.
+- **The server records its address.** Once it listens, it writes the address raters open
+  (``public_url``, else ``http://HOST:PORT/BASE_PATH``) into the study
+  (:func:`ratings.access.record_address`), for ``ratings invite``, and prints it.
 - **A kernel only for a working link.** In a study with personal links, a page is rendered
   (and its ~180 MB kernel started) only for a request whose ``?key=`` is a working rater key;
   anything else gets one sentence and a box for the key, from the server itself, with no kernel.
@@ -32,11 +42,16 @@ import html
 import ipaddress
 import logging
 import os
+import socket
+import sys
 import time
 from dataclasses import dataclass, field
 from urllib.parse import parse_qs
 
-from tornado.ioloop import PeriodicCallback
+from jupyter_server.auth import User
+from jupyter_server.auth.decorator import allow_unauthenticated
+from jupyter_server.utils import url_path_join
+from tornado.ioloop import IOLoop, PeriodicCallback
 from traitlets import Float, Int, List, Unicode
 from voila.app import Voila
 from voila.tornado.handler import TornadoVoilaHandler
@@ -51,6 +66,7 @@ MAX_MESSAGE_BYTES = 1024 * 1024  # a widget update is a few KB; a comment at its
 CLIENT_HEADER = "X-Medprobe-Client"  # the one client address the kernel is given
 PROXY_HEADERS = ("X-Forwarded-For", "X-Real-IP")
 SLOW_DOWN_S = 1.0  # each key from an address past the limit waits this long
+RATER_USER_PREFIX = "medprobe-rater-"  # the user a rater's key logs in (ratings.gate alone makes it)
 PAGE: contextvars.ContextVar = contextvars.ContextVar("medprobe_page", default=None)
 
 FULL_TEXT = ("The rating server has as many pages open as it can hold just now: please try again in a few "
@@ -206,8 +222,9 @@ class GatedVoilaHandler(TornadoVoilaHandler):
 
     async def prepare(self):
         await super().prepare()
-        if self._finished or not self.current_user:
-            return  # not logged in: Voilà's own login redirect (@authenticated) answers
+        if self._finished:
+            return
+        logged_in = bool(self.current_user)  # Voilà's token (the study team), or a rater's earlier link
         server: RatingServer = self.settings["medprobe_server"]
         client = access.Client(
             (self.request.headers.get("User-Agent") or "")[:300] or None,
@@ -218,6 +235,8 @@ class GatedVoilaHandler(TornadoVoilaHandler):
             self.request.headers[CLIENT_HEADER] = client.address
         key = (parse_qs(self.request.query).get(access.KEY_PARAM) or [None])[0]
         verdict = await server.check(key, client)
+        if verdict is None and not logged_in:
+            return  # a study without personal links: Voilà's token login (@authenticated) answers
         if verdict is not None and verdict.admitted is None:
             limited = verdict.reason == "rate limited"
             return self._refuse(429 if limited else 403, access_text(limited), with_key_box=True)
@@ -227,7 +246,27 @@ class GatedVoilaHandler(TornadoVoilaHandler):
             logger.warning("refused a page for %s: %s", client.address, refusal)
             return self._refuse(503 if refusal == FULL_TEXT else 429, refusal, with_key_box=False)
         self.key_id = key_id
+        if not logged_in:
+            self._log_in_rater(key_id)
         PAGE.set(self)
+
+    def _log_in_rater(self, key_id: str) -> None:
+        """Let this request, and this browser's next ones (the kernel's WebSocket), through
+        Voilà's login as the holder of ``key_id``: a session cookie under Voilà's own name, signed
+        with its secret. It names the key_id only; the page itself checks the key each time."""
+        provider = self.identity_provider
+        user = User(username=f"{RATER_USER_PREFIX}{key_id}", name="rater", display_name="rater")
+        self.current_user = self._jupyter_current_user = user
+        secure = provider.secure_cookie
+        if secure is None:
+            secure = self.request.protocol == "https"
+        options = {"httponly": True, "path": self.base_url, "samesite": "Strict", **({"secure": True} if secure else {})}
+        self.set_secure_cookie(provider.get_cookie_name(self), provider.user_to_cookie(user), expires_days=None,
+                               **options)
+
+    @allow_unauthenticated  # past Voilà's login to prepare(), which lets a working key through
+    async def get(self, path=None):
+        return await super().get(path)  # @authenticated: the token login, where prepare let no key in
 
     def _refuse(self, status: int, text: str, with_key_box: bool) -> None:
         self.set_status(status)
@@ -312,6 +351,8 @@ class RatingServer(Voila):
     kernels_per_key = Int(3, help="Kernels one rater's link holds at most").tag(config=True)
     unconnected_grace = Float(60.0, help="Seconds after its page was sent that a kernel whose page never "
                               "connected is shut down").tag(config=True)
+    public_url = Unicode("", help="The address raters open (a reverse proxy's), recorded in the study for "
+                         "`ratings invite`; default http://HOST:PORT/BASE_URL").tag(config=True)
 
     def initialize(self, argv=None):
         super().initialize(argv)
@@ -329,14 +370,44 @@ class RatingServer(Voila):
         swap = {TornadoVoilaHandler: GatedVoilaHandler, VoilaKernelWebsocketHandler: V1KernelWebsocketHandler}
         handlers = []
         for spec in super().init_handlers():
-            handlers.append((spec[0], swap.get(spec[1], spec[1]), *spec[2:]))
+            pattern = spec[0]
+            if pattern in ("/login", "/logout"):  # Voilà 0.5.13 leaves the base path off its login page
+                pattern = url_path_join(self.server_url, pattern)
+            handlers.append((pattern, swap.get(spec[1], spec[1]), *spec[2:]))
         return handlers
 
     def listen(self):
         interval = max(1.0, min(10.0, self.unconnected_grace / 4))
         PeriodicCallback(lambda: asyncio.ensure_future(self.kernels.cull(self.unconnected_grace)),
                          interval * 1000).start()
+        IOLoop.current().add_callback(self.record_address)  # runs once listening (on the port it got)
         super().listen()
+
+    def raters_url(self) -> str:
+        """The address raters open: ``public_url``, else this server's own."""
+        if self.public_url:
+            return self.public_url
+        host = self.ip if self.ip not in ("", "0.0.0.0", "::") else socket.getfqdn()
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.port}{self.base_url}"
+
+    def record_address(self) -> None:
+        """Write the address raters open into the study, and say it."""
+        url = self.raters_url()
+        conn = self._open()
+        recorded = False
+        if conn is not None:
+            try:
+                access.record_address(conn, url, host=self.ip, port=self.port, base_path=self.base_url)
+                recorded = True
+            except Exception as exc:  # a read-only study: say so, serve anyway
+                self.log.error("could not record the server's address in %s: %s", self.study, exc)
+            finally:
+                conn.close()
+        where = "recorded in the study for `ratings invite`" if recorded else "NOT recorded in the study"
+        print(f"Raters open {url} with their personal link ({where}; they need no token): "
+              f"python -m ratings invite --study {self.study} --raters A,B,C", file=sys.stderr, flush=True)
 
     async def check(self, key: str | None, client: access.Client):
         """None in a study without personal links (every page may start); else the key's

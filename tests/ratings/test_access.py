@@ -24,6 +24,7 @@ from ratings.errors import RatingError
 from ratings.session import add_reference, build_sessions
 
 ALPHA, BRAVO, CHARLIE = "rater-alpha-3141", "rater-bravo-2718", "rater-charlie-1618"
+URL = "http://127.0.0.1:8866/"  # the address links are built on (ratings serve records one; here given)
 BRAVO_NOTE = "bravo-private-note-5521"
 XSS = "<img src=x onerror=alert(1)>"
 
@@ -35,7 +36,7 @@ def invited(study):
     with closing(db.open_db(study)) as conn:
         for seq in (0, 1):
             db.save_answer(conn, BRAVO, seq, {"style": 1, "content": 4}, comment=BRAVO_NOTE)
-    keys = {i.rater: i.key for i in access.invite(study, [ALPHA, BRAVO, CHARLIE])}
+    keys = {i.rater: i.key for i in access.invite(study, [ALPHA, BRAVO, CHARLIE], base_url=URL)}
     return study, keys
 
 
@@ -153,10 +154,10 @@ def test_revoke_and_rotate(invited):
     with closing(db.open_db(study)) as conn:
         assert access.check_key(conn, keys[ALPHA]).admitted
     with pytest.raises(RatingError, match="already has a working link.*--rotate"):
-        access.invite(study, [CHARLIE, ALPHA])
+        access.invite(study, [CHARLIE, ALPHA], base_url=URL)
     with closing(db.open_db(study)) as conn:  # refused as a whole: charlie got no second key either
         assert conn.execute("SELECT COUNT(*) FROM rater_keys").fetchone()[0] == 3
-    new = access.invite(study, [ALPHA], rotate=True)[0]
+    new = access.invite(study, [ALPHA], rotate=True, base_url=URL)[0]
     assert new.key != keys[ALPHA] and new.link.endswith("?key=" + new.key)
     assert access.revoke(study, BRAVO) == {BRAVO: 1}
     with closing(db.open_db(study)) as conn:
@@ -170,7 +171,7 @@ def test_revoke_and_rotate(invited):
     with pytest.raises(RatingError, match="no working link"):
         access.revoke(study, BRAVO)
     with pytest.raises(RatingError, match="no rater 'nobody'.*ratings build"):
-        access.invite(study, ["nobody"])
+        access.invite(study, ["nobody"], base_url=URL)
     events = audit_rows(study).event.tolist()
     assert events == ["invite", "invite", "invite", "rotate", "revoke"]
 
@@ -264,7 +265,7 @@ def test_a_prompt_with_markup_is_shown_as_text(study, tmp_path):
         files.append(tmp_path / f"{i}.png")
     add_reference(study, XSS, files)
     build_sessions(study, "A", seed=1)
-    key = access.invite(study, ["A"])[0].key
+    key = access.invite(study, ["A"], base_url=URL)[0].key
     app = RatingApp(study, key=key)
     seq = next(i for i, a in enumerate(app.assignments) if "onerror" in db.prompt_text(app.conn, a.panel))
     app.go_to(seq)
@@ -282,19 +283,41 @@ def test_cli_invite_revoke_audit(invited, tmp_path):
     with closing(db.open_db(study)) as conn:
         assert access.check_key(conn, key).admitted.rater == ALPHA
     out = tmp_path / "links.csv"
-    result = ratings_cli("invite", "--study", str(study), "--raters", BRAVO, "--rotate", "-o", str(out))
+    result = ratings_cli("invite", "--study", str(study), "--raters", BRAVO, "--rotate", "-o", str(out),
+                         "--base-url", URL)
     assert result.returncode == 0, result.stderr
     assert stat.S_IMODE(os.stat(out).st_mode) == 0o600 and "key=" in out.read_text()
     plain = ratings_cli("invite", "--study", str(study), "--raters", CHARLIE, "--rotate",
                         "--base-url", "http://rating.example.org/")
     assert plain.returncode == 0 and "plain http" in plain.stderr
-    bad = ratings_cli("invite", "--study", str(study), "--raters", "nobody")
+    bad = ratings_cli("invite", "--study", str(study), "--raters", "nobody", "--base-url", URL)
     assert bad.returncode != 0 and "no rater 'nobody'" in bad.stderr and "Traceback" not in bad.stderr
     assert ratings_cli("revoke", "--study", str(study), "--rater", ALPHA).returncode == 0
     audit = ratings_cli("audit", "--study", str(study))
     assert audit.returncode == 0 and audit.stdout.count("rotate") == 3 and "revoke" in audit.stdout
     keys = ratings_cli("audit", "--study", str(study), "--keys")
     assert keys.returncode == 0 and key.split(".")[0] in keys.stdout and key.split(".")[1] not in keys.stdout
+
+
+def test_invite_builds_links_on_the_address_given_else_the_one_serve_recorded_else_says_what_to_give(study):
+    build_sessions(study, [ALPHA, BRAVO], seed=2)
+    unknown = ratings_cli("invite", "--study", str(study), "--raters", ALPHA)
+    assert unknown.returncode != 0 and "Traceback" not in unknown.stderr
+    assert "not known yet" in unknown.stderr and "python -m ratings serve" in unknown.stderr
+    assert "--base-url" in unknown.stderr and "no link was issued" in unknown.stderr
+    with closing(db.open_db(study)) as conn:  # nothing was written
+        assert conn.execute("SELECT COUNT(*) FROM rater_keys").fetchone()[0] == 0
+        assert access.recorded_address(conn) is None
+        access.record_address(conn, "http://rating-host:8870/medprobe/", host="0.0.0.0", port=8870,
+                              base_path="/medprobe/")
+    served = ratings_cli("invite", "--study", str(study), "--raters", ALPHA)
+    assert served.returncode == 0, served.stderr
+    assert served.stdout.split()[1].startswith("http://rating-host:8870/medprobe/?key=")
+    assert "recorded" in served.stderr and "plain http" in served.stderr  # not 127.0.0.1: the warning stays
+    given = access.invite(study, [BRAVO], base_url="https://rating.example.org/medprobe")[0]
+    assert given.link.startswith("https://rating.example.org/medprobe/?key=")  # the base path's slash added
+    with pytest.raises(RatingError, match="--base-url 'rating.example.org'"):
+        access.invite(study, [BRAVO], rotate=True, base_url="rating.example.org")
 
 
 def test_exports_are_audited_and_the_audit_file_is_spreadsheet_safe(invited, tmp_path):

@@ -20,6 +20,10 @@ def test_voila_serves_with_its_token_culling_and_no_tracebacks():
     assert [a.split("=")[1] for a in args if a.startswith("--VoilaConfiguration.http_header_envs")] == AUDIT_HEADERS
     assert not any("JUPYTER_TOKEN" in a or a.startswith("--token=") for a in args)  # never in `ps`
     assert "--token" not in voila_args(token=False)
+    assert "--Voila.port_retries=0" in args  # --port or a clear failure, never a silent other port
+    assert not any(a.startswith("--RatingServer.public_url") for a in args)
+    public = voila_args(public_url="https://rating.example.org/medprobe/")
+    assert "--RatingServer.public_url=https://rating.example.org/medprobe/" in public
 
 
 def test_make_rate_runs_the_serve_command():
@@ -41,6 +45,9 @@ def test_serve_refuses_what_would_open_the_page_to_the_network(tmp_path):
     (tmp_path / "study.sqlite").write_bytes(b"")
     open_page = ratings_cli("serve", "--study", str(tmp_path), "--no-token", "--host", "0.0.0.0")
     assert open_page.returncode != 0 and "without the token anyone" in open_page.stderr
+    bad_url = ratings_cli("serve", "--study", str(tmp_path), "--public-url", "rating.example.org")
+    assert bad_url.returncode != 0 and "--public-url 'rating.example.org'" in bad_url.stderr
+    assert "Traceback" not in bad_url.stderr
 
 
 def test_serve_runs_voila_behind_the_gate_with_the_proxy_it_trusts(tmp_path, monkeypatch):

@@ -117,7 +117,8 @@ def served(generated, tmp_path_factory):
     study = base / "study"
     shutil.copytree(generated, study)
     build_sessions(study, [ALPHA, BRAVO, CHARLIE], seed=5)
-    keys = {i.rater: i.key for i in access.invite(study, [ALPHA, BRAVO, CHARLIE])}
+    keys = {i.rater: i.key for i in access.invite(study, [ALPHA, BRAVO, CHARLIE],
+                                                          base_url="http://127.0.0.1:8866/")}
     port = free_port()
     args = [*voila_args(port=port, tracebacks=True, trusted_proxies=["127.0.0.1"]),
             f"--RatingServer.unconnected_grace={GRACE_S}", f"--RatingServer.kernels_per_key={PER_KEY}"]
@@ -278,11 +279,6 @@ def test_kernels_do_not_pile_up_per_link_and_unconnected_ones_are_culled(served)
 
 # --- in Chromium ------------------------------------------------------------------------------
 
-def log_in(page, server, url: str) -> None:
-    page.goto(url)
-    expect(page).to_have_url(re.compile(r"/login\?next="))
-    page.get_by_label("Password or token:").fill(server.token)
-    page.get_by_role("button", name="Log in", exact=True).click()
 
 
 @pytest.fixture(scope="module")
@@ -297,7 +293,7 @@ def test_in_chromium_a_working_link_rates_over_v1_and_a_wrong_one_gets_the_serve
     sockets = []
     page.on("websocket", lambda ws: sockets.append(ws.url))
     wrong = keys[BRAVO].partition(".")[0] + ".not-the-secret"
-    log_in(page, server, server.url + "?key=" + wrong)
+    page.goto(server.url + "?key=" + wrong)  # no token: the link is the login, and this one fails
     expect(page.locator(".mp-error")).to_have_text(REFUSED_TEXT)
     expect(page.get_by_label("Key")).to_be_visible()
     page.set_viewport_size({"width": 1366, "height": 768})
