@@ -31,7 +31,12 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
 	@echo "make: $(VENV) is ready"
 	touch $@
 
-venv: $(VENV)/.installed
+# Jupyter in .venv saves the project's notebooks without outputs or widget state (probes/notebooks.py)
+$(VENV)/.strip-outputs: $(VENV)/.installed probes/notebooks.py
+	$(BIN)/python -m probes.notebooks --install $(VENV)
+	touch $@
+
+venv: $(VENV)/.installed $(VENV)/.strip-outputs
 
 demo: venv
 	$(BIN)/python -m probes catalog show prompts/oncology.yaml

@@ -9,7 +9,7 @@ from probes.store import Study
 
 
 def test_generate_then_keep_stores_what_was_shown(tmp_path, presets_file):
-    ex = Explorer(study=str(tmp_path / "s"), presets=["tiny-fast"], presets_file=str(presets_file))
+    ex = Explorer(study=str(tmp_path / "s"), presets=["tiny-fast"], presets_file=str(presets_file), create=True)
     assert len(ex.pick.options) == 273  # blank + the 272 oncology prompts
     ex.generate()
     assert "Type a prompt" in ex.status.value and not ex.results  # nothing to do yet
@@ -19,8 +19,10 @@ def test_generate_then_keep_stores_what_was_shown(tmp_path, presets_file):
     ex.count.value = 2
     ex.generate_button.click()
     assert len(ex.results) == 2 and "2 images" in ex.status.value
-    assert len(ex.grid.children[0].children[1].children) == 2  # two tiles shown
-    assert "random weights" in ex.grid.children[0].children[0].value
+    caption, row = ex.grid.children
+    assert "An x-ray image of the brain" in caption.value  # the caption names the prompt shown
+    assert len(row.children[2].children) == 2  # two tiles shown
+    assert "random weights" in row.children[0].children[0].value
 
     assert ex.keep() == 2
     with Study(tmp_path / "s", create=False) as st:
@@ -32,7 +34,7 @@ def test_generate_then_keep_stores_what_was_shown(tmp_path, presets_file):
 
 
 def test_free_text_prompt_and_bad_catalog(tmp_path, presets_file):
-    ex = Explorer(study=str(tmp_path / "s"), presets=["tiny-fast"], presets_file=str(presets_file))
+    ex = Explorer(study=str(tmp_path / "s"), presets=["tiny-fast"], presets_file=str(presets_file), create=True)
     ex.prompt.value = "A watercolour of a kidney stone"
     ex.count.value = 1
     ex.generate()
