@@ -1,8 +1,11 @@
 """The blinded rating app (ipywidgets), served to clinicians with Voilà (notebooks/20_rate.ipynb).
 
-Pages: who are you -> instructions with the scale anchors -> one panel at a time (the prompt,
-four images in a 2x2 grid with click-to-enlarge, both scales, the nonsensical flag, a comment,
-Previous / Next / First unrated, progress, a visible saved state) -> a finish page.
+Pages: who are you -> instructions with the scale anchors and the keys -> one panel at a time
+(the prompt, four images in a 2x2 grid sized to the window, both scales beside them, the
+nonsensical flag, a comment, Previous / Next / First unrated, progress, a visible saved state;
+on a phone one column) -> a finish page. *Enlarge* opens the viewer: one image at its full
+resolution, fit to the space, with the panel's other three a step away. The keyboard
+(:func:`ratings.widgets.keyboard`) clicks these same widgets, so every answer takes one path.
 
 Every answer is committed to the study database the moment it is given. A widget event writes
 only when the rater changed a value of the panel on show, and each save names the answer it
@@ -77,24 +80,87 @@ TOO_LONG_TEXT = ("⚠ Not saved: your comment is {length:,} characters long, and
                  f"{COMMENT_CHARS:,}. Please shorten it.")
 CONNECTION_LOST_TEXT = pw.CONNECTION_LOST_TEXT
 
-TILE_PX = 256
-ENLARGED_PX = 640
+KEYS_HINT = ("<b>Keys</b>: <kbd>0</kbd>–<kbd>4</kbd> answer the highlighted question, then the next "
+             "(<kbd>↑</kbd> <kbd>↓</kbd> choose the question) · <kbd>N</kbd> nonsensical · "
+             "<kbd>Enter</kbd> or <kbd>→</kbd> next (once the panel is answered) · <kbd>←</kbd> previous · "
+             "<kbd>E</kbd> then <kbd>1</kbd>–<kbd>4</kbd> enlarge an image · <kbd>Esc</kbd> close it. "
+             "Keys do nothing while you type a comment.")
+VIEWER_HINT = ("<kbd>←</kbd> <kbd>→</kbd> the other images · <kbd>+</kbd> <kbd>−</kbd> or the mouse wheel zoom · "
+               "drag to move · <kbd>Esc</kbd> close")
+ZOOM_BUTTONS = ("<span class='mp-zoom-bar'>"
+                "<button type='button' class='mp-zoom' data-zoom='out' title='Zoom out (−)'>−</button>"
+                "<button type='button' class='mp-zoom' data-zoom='in' title='Zoom in (+)'>+</button>"
+                "<button type='button' class='mp-zoom' data-zoom='fit' title='Fit to the screen (F)'>Fit</button>"
+                "<button type='button' class='mp-zoom' data-zoom='actual' "
+                "title='One image pixel to one screen pixel'>1:1</button></span>")
 CSS = """
 <style>
-.mp-app { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; font-size: 15px; max-width: 980px; }
+.mp-app { font-family: system-ui, -apple-system, 'Segoe UI', sans-serif; font-size: 15px; max-width: 1600px;
+          box-sizing: border-box; }
 .mp-app h2 { margin: 6px 0 10px 0; font-weight: 600; }
-.mp-prompt { font-size: 19px; padding: 10px 14px; background: #f2f5fa; border-left: 4px solid #3a6ea5; margin: 6px 0 12px 0; }
-.mp-question { font-weight: 600; margin-top: 10px; }
-.mp-anchors { color: #555; font-size: 13px; margin: 2px 0 6px 0; }
+.mp-prompt { font-size: 19px; padding: 8px 14px; background: #f2f5fa; border-left: 4px solid #3a6ea5; margin: 4px 0 8px 0; }
+.mp-question { font-weight: 600; margin-top: 4px; }
+.mp-anchors { color: #555; font-size: 13px; margin: 2px 0 4px 0; line-height: 1.35; }
 .mp-saved { font-size: 14px; color: #1b7f3b; }
 .mp-unsaved { font-size: 14px; color: #8a6d00; }
 .mp-error { font-size: 14px; color: #b00020; font-weight: 600; }
-.mp-tile img { border: 1px solid #ccc; image-rendering: auto; }
+.mp-tile img { border: 1px solid #ccc; image-rendering: auto; box-sizing: border-box; }
 /* a tile or the enlarged view shows the stored file scaled by the browser, whatever its shape
    (SDXL's 1024 px, FLUX's 1024 x 768): letterboxed, never cropped or stretched, never re-encoded */
 .mp-app img { object-fit: contain; background: #f2f2f2; }
-.mp-app .widget-toggle-buttons .widget-toggle-button { width: 64px; font-size: 15px; }
+.mp-app .widget-toggle-buttons .widget-toggle-button { width: 56px; font-size: 15px; }
 .mp-app .widget-toggle-button.mod-active { background: #3a6ea5; color: #fff; font-weight: 600; }
+.mp-app .jupyter-button { width: auto; max-width: 100%; padding: 0 12px; }
+.mp-app kbd { font-family: inherit; font-size: 12px; border: 1px solid #bbb; border-bottom-width: 2px;
+              border-radius: 3px; padding: 0 4px; background: #fafafa; }
+.mp-keys { color: #444; font-size: 13px; line-height: 1.6; }
+.mp-app .mp-text { max-width: 60em; }
+.mp-app .mp-start, .mp-app .mp-finish-buttons .jupyter-button { align-self: flex-start; }
+/* the page fills the window: the prompt on top, the four images in the space left, the
+   questions in a column beside them; the tile size comes from the image area's own size
+   (container units), so a long prompt makes the images smaller, never pushes Next away */
+.mp-app .mp-panel { display: grid; height: calc(100vh - 56px); min-height: 500px; column-gap: 16px;
+                    grid-template-columns: minmax(0, 1fr) 380px; grid-template-rows: auto auto; grid-auto-rows: auto;
+                    align-content: start; }
+.mp-app .mp-panel > * { grid-column: 2; min-width: 0; }
+.mp-app .mp-panel > .mp-head, .mp-app .mp-panel > .mp-prompt-slot { grid-column: 1 / -1; }
+.mp-app .mp-panel > .mp-viewer { grid-column: 1; grid-row: 3 / -1; min-height: 0; container-type: size; }
+.mp-app .mp-progress { white-space: nowrap; }
+.mp-app .mp-grid { --mp-tile: min(calc((100cqh - 84px) / 2), calc((100cqw - 10px) / 2));
+                   display: grid; grid-template-columns: repeat(2, var(--mp-tile)); gap: 6px 8px;
+                   justify-content: center; align-content: start; }
+.mp-app .mp-tile { min-width: 0; }
+.mp-app .mp-tile img { width: var(--mp-tile); height: var(--mp-tile); margin: 0; }
+.mp-app .mp-tile .jupyter-button { width: 100%; margin: 2px 0 0 0; }
+.mp-app .mp-scale { padding: 2px 8px 2px 8px; border-left: 4px solid transparent; border-radius: 2px; }
+.mp-app .mp-scale.mp-scale-active { border-left-color: #3a6ea5; background: #f2f5fa; }
+.mp-app .mp-comment textarea { width: 100%; }
+.mp-app .mp-comment { max-width: calc(100% - 6px); box-sizing: border-box; }
+.mp-app .mp-nav { flex-wrap: wrap; }
+/* the viewer: one image at its full resolution, fit to the space, then zoomed and moved (JS) */
+.mp-app .mp-viewer-bar { flex: 0 0 auto; flex-wrap: wrap; align-items: center; gap: 4px; }
+.mp-app .mp-viewer-bar .widget-html { margin: 0 6px; }
+.mp-zoom-bar { display: inline-flex; gap: 4px; }
+.mp-zoom { font: inherit; font-size: 14px; min-width: 34px; height: 28px; border: 1px solid #bbb; border-radius: 2px;
+           background: #eee; cursor: pointer; padding: 0 8px; }
+.mp-app .mp-stage { flex: 1 1 0; min-height: 0; position: relative; overflow: hidden; background: #222;
+                    cursor: grab; touch-action: none; }
+.mp-app .mp-stage.mp-dragging { cursor: grabbing; }
+.mp-app .mp-stage img { position: absolute; left: 0; top: 0; max-width: none; max-height: none;
+                        transform-origin: 0 0; background: transparent; user-select: none; -webkit-user-drag: none; }
+.mp-app .mp-stage .widget-image { margin: 0; }
+/* a phone: one column, the four images two by two across the width, the page scrolls */
+@media (max-width: 760px) {
+  .mp-app .mp-panel { height: auto; min-height: 0; grid-template-columns: minmax(0, 1fr); }
+  .mp-app .mp-panel > * { grid-column: 1; }
+  .mp-app .mp-panel > .mp-viewer { grid-row: auto; container-type: inline-size; }
+  .mp-app .mp-head .widget-progress { width: auto !important; flex: 1 1 60px; min-width: 40px; }
+  .mp-app .mp-grid { --mp-tile: calc((100cqw - 10px) / 2); }
+  .mp-app .mp-stage { flex: 0 0 auto; height: 70vh; }
+  .mp-app .widget-toggle-buttons .widget-toggle-button { width: 52px; }
+  .mp-prompt { font-size: 17px; }
+  .mp-app .mp-viewer-bar .mp-keys { display: none; }  /* keys a phone does not have */
+}
 /* the kernel is gone (ratings.widgets.connection_watch): no saved state is shown, one sentence is */
 .mp-app.mp-lost .mp-saved, .mp-app.mp-lost .mp-unsaved { display: none; }
 .mp-lost-banner { position: fixed; top: 0; left: 0; right: 0; z-index: 1000; background: #fff4f4; border: 2px solid #b00020;
@@ -236,7 +302,7 @@ class RatingApp:
         self._reported: set[str] = set()  # panels already in the study team's log this session
         self._shown_at = time.monotonic()
         self._build_widgets()
-        self.widget = pw.VBox([pw.HTML(CSS), self.page], layout=pw.Layout(padding="8px"))
+        self.widget = pw.VBox([pw.HTML(CSS + self._rows_css()), self.page], layout=pw.Layout(padding="8px"))
         self.widget.add_class("mp-app")
         if self.invited:
             if rater is not None:
@@ -291,29 +357,51 @@ class RatingApp:
             self.login_button = pw.Button(description="Continue", button_style="primary")
             self.login_button.on_click(lambda _: self.login(self.rater_text.value.strip() or self.rater_pick.value))
         self.welcome_html = pw.HTML()
+        self.welcome_html.add_class("mp-text")
         # instructions
         self.start_button = pw.Button(description="Start rating", button_style="primary", icon="play")
         self.start_button.on_click(lambda _: self.go_to(self.first_unrated()))
         # panel
+        self.start_button.add_class("mp-start")
         self.progress_label = pw.HTML()
-        self.progress_bar = pw.IntProgress(min=0, max=1, layout=pw.Layout(width="240px"))
+        self.progress_label.add_class("mp-progress")
+        self.progress_bar = pw.IntProgress(min=0, max=1, layout=pw.Layout(width="200px"))
         self.prompt_html = pw.HTML()
-        self.images = [pw.Image(format="png", width=TILE_PX, height=TILE_PX) for _ in range(4)]
-        self.enlarge_buttons = [pw.Button(description=f"Enlarge {i + 1}", icon="search-plus",
-                                         layout=pw.Layout(width=f"{TILE_PX}px")) for i in range(4)]
-        for i, button in enumerate(self.enlarge_buttons):
-            button.on_click(lambda _, i=i: self.enlarge(i))
+        self.prompt_html.add_class("mp-prompt-slot")
+        # no fixed size: the page's CSS sizes the tiles to the window (see CSS)
+        self.images = [pw.Image(format="png") for _ in range(4)]
+        self.enlarge_buttons = [pw.Button(description=f"Enlarge {i + 1}", icon="search-plus") for i in range(4)]
         tiles = []
-        for image, button in zip(self.images, self.enlarge_buttons, strict=True):
+        for i, (image, button) in enumerate(zip(self.images, self.enlarge_buttons, strict=True)):
+            button.on_click(lambda _, i=i: self.enlarge(i))
+            button.add_class("mp-enlarge")
             tile = pw.VBox([image, button])
             tile.add_class("mp-tile")
             tiles.append(tile)
-        self.grid = pw.GridBox(tiles, layout=pw.Layout(grid_template_columns=f"repeat(2, {TILE_PX + 8}px)",
-                                                     grid_gap="8px"))
-        self.big_image = pw.Image(format="png", width=ENLARGED_PX, height=ENLARGED_PX)
-        self.back_button = pw.Button(description="Back to the four images", icon="th-large")
+        self.grid = pw.Box(tiles)
+        self.grid.add_class("mp-grid")
+        # the viewer: the same bytes as the tile (the stored file's pixels, at full resolution)
+        self.enlarged: int | None = None  # the image the viewer shows; None while it is closed
+        self.big_image = pw.Image(format="png")
+        self.big_image.add_class("mp-big")
+        self.stage = pw.Box([self.big_image])
+        self.stage.add_class("mp-stage")
+        self.viewer_title = pw.HTML()
+        self.image_prev_button = pw.Button(description="Previous image", icon="chevron-left")
+        self.image_next_button = pw.Button(description="Next image", icon="chevron-right")
+        self.back_button = pw.Button(description="Close (Esc)", icon="th-large")
+        self.image_prev_button.on_click(lambda _: self.step_enlarged(-1))
+        self.image_next_button.on_click(lambda _: self.step_enlarged(+1))
         self.back_button.on_click(lambda _: self.close_enlarged())
+        for button, css in ((self.image_prev_button, "mp-image-prev"), (self.image_next_button, "mp-image-next"),
+                            (self.back_button, "mp-viewer-close")):
+            button.add_class(css)
+        self.viewer_bar = pw.HBox([self.viewer_title, self.image_prev_button, self.image_next_button,
+                                   pw.HTML(ZOOM_BUTTONS), self.back_button,
+                                   pw.HTML(f"<span class='mp-keys'>{VIEWER_HINT}</span>")])
+        self.viewer_bar.add_class("mp-viewer-bar")
         self.viewer = pw.VBox([self.grid])
+        self.viewer.add_class("mp-viewer")
 
         self.scores: dict[str, w.ToggleButtons] = {}
         scale_rows = []
@@ -323,13 +411,17 @@ class RatingApp:
             buttons.observe(self._on_change, names="value")
             self.scores[dim["id"]] = buttons
             anchors = " &nbsp;·&nbsp; ".join(f"<b>{v}</b> {html.escape(label)}" for v, label in dim["anchors"])
-            scale_rows += [pw.HTML(f"<div class='mp-question'>{html.escape(dim['question'])}</div>"),
-                           buttons, pw.HTML(f"<div class='mp-anchors'>{anchors}</div>")]
+            row = pw.VBox([pw.HTML(f"<div class='mp-question'>{html.escape(dim['question'])}</div>"),
+                           buttons, pw.HTML(f"<div class='mp-anchors'>{anchors}</div>")])
+            row.add_class("mp-scale")  # the keyboard's digits go to the highlighted one (ratings.widgets)
+            scale_rows.append(row)
         self.nonsensical = pw.Checkbox(description=self.scale.get("nonsensical", "The prompt is nonsensical"),
                                       indent=False)
+        self.nonsensical.add_class("mp-flag")
         self.nonsensical.observe(self._on_change, names="value")
         self.comment = pw.Textarea(placeholder=self.scale.get("comment", "Comment (optional)"),
-                                  continuous_update=False, layout=pw.Layout(width="520px", height="3.5em"))
+                                  continuous_update=False, layout=pw.Layout(width="520px", height="3.2em"))
+        self.comment.add_class("mp-comment")
         self.comment.observe(self._on_change, names="value")
         self.comment_note = pw.HTML(f"<div class='mp-anchors'>{html.escape(COMMENT_NOTE)}</div>")
         self.saved = pw.HTML()
@@ -340,11 +432,22 @@ class RatingApp:
         self.prev_button.on_click(lambda _: self.go_to(self.index - 1))
         self.next_button.on_click(lambda _: self.go_to(self.index + 1))
         self.unrated_button.on_click(lambda _: self.go_to(self.first_unrated()))
+        for button, css in ((self.prev_button, "mp-prev"), (self.next_button, "mp-next"),
+                            (self.unrated_button, "mp-first-unrated")):
+            button.add_class(css)
+            button.add_class("mp-go")  # the keyboard waits for the panel a click on these brings
         progress = pw.HBox([self.progress_label, self.progress_bar], layout=pw.Layout(align_items="center",
                                                                                     grid_gap="12px"))
+        progress.add_class("mp-head")
         navigation = pw.HBox([self.prev_button, self.next_button, self.unrated_button])
-        self.panel_page = pw.VBox([progress, self.prompt_html, self.viewer, *scale_rows, self.nonsensical,
-                                  self.comment, self.comment_note, self.saved, navigation])
+        navigation.add_class("mp-nav")
+        self.keys_hint = pw.HTML(f"<div class='mp-keys'>{KEYS_HINT}</div>")
+        side = [*scale_rows, self.nonsensical, self.comment, self.comment_note, self.saved, navigation,
+                self.keys_hint]
+        for widget in side:
+            widget.add_class("mp-side")  # the column beside the images (the page's CSS grid)
+        self.panel_page = pw.VBox([progress, self.prompt_html, self.viewer, *side])
+        self.panel_page.add_class("mp-panel")
         # a panel that cannot be shown: no scores to give, but the way on
         self.unavailable_html = pw.HTML()
         self.unavailable_page = pw.VBox([progress, self.unavailable_html, navigation])
@@ -354,6 +457,13 @@ class RatingApp:
         self.review_button.on_click(lambda _: self.go_to(len(self.assignments) - 1))
         self.finish_unrated_button = pw.Button(description="Go to first unrated", button_style="warning")
         self.finish_unrated_button.on_click(lambda _: self.go_to(self.first_unrated()))
+
+    def _rows_css(self) -> str:
+        """The panel's grid rows beside the images: one per question and control, and the last
+        takes the height left, so the images fill the window's height (a scale's questions vary)."""
+        rows = " ".join(["auto"] * (len(self.scale["dimensions"]) + 5))
+        return ("<style>@media (min-width: 761px) { .mp-app .mp-panel { grid-template-rows: auto auto "
+                f"{rows} minmax(0, 1fr); }} }}</style>")
 
     # --- pages ------------------------------------------------------------------------
 
@@ -462,8 +572,10 @@ class RatingApp:
             f"<ul>{questions}</ul><p>Judge the <b>best</b> of the four images for each question, on this scale:</p>"
             f"<table>{anchors}</table>"
             "<p>Tick <i>The prompt is nonsensical</i> if the prompt itself makes no sense medically. "
-            "Click <i>Enlarge</i> under an image to see it larger. Every answer is saved the moment you give "
+            "Click <i>Enlarge</i> under an image to see it at full resolution, zoom and move it, and step "
+            "through the four. Every answer is saved the moment you give "
             "it: you can close the window at any time and continue later where you stopped.</p>"
+            f"<p class='mp-keys'>{KEYS_HINT}</p>"
             f"<p>Progress so far: {done} of {len(self.assignments)} rated.</p>")
         self.page.children = [self.welcome_html, self.start_button]
 
@@ -575,12 +687,28 @@ class RatingApp:
         self.next_button.description = "Finish" if self.index == len(self.assignments) - 1 else "Next"
 
     def enlarge(self, position: int) -> None:
-        if not self._still_admitted():
+        """Show image ``position`` (0-3) of the panel on show in the viewer, at its full resolution
+        (the page fits it to the screen first; zoom and pan are the page's own, see ratings.widgets)."""
+        if not self._still_admitted() or self._shown is None:
             return
+        shown = [i for i, image in enumerate(self.images) if image.value]
+        if position not in shown:
+            return
+        self.enlarged = position
         self.big_image.value = self.images[position].value
-        self.viewer.children = [pw.HTML(f"<b>Image {position + 1} of 4</b>"), self.big_image, self.back_button]
+        self.viewer_title.value = f"<b>Image {position + 1} of {len(shown)}</b>"
+        self.viewer.children = [self.viewer_bar, self.stage]
+
+    def step_enlarged(self, step: int) -> None:
+        """The viewer moves to the panel's next (``+1``) or previous (``-1``) image, round the four."""
+        if self.enlarged is None:
+            return
+        shown = [i for i, image in enumerate(self.images) if image.value] or [0]
+        here = shown.index(self.enlarged) if self.enlarged in shown else 0
+        self.enlarge(shown[(here + step) % len(shown)])
 
     def close_enlarged(self) -> None:
+        self.enlarged = None
         self.viewer.children = [self.grid]
 
     def _image(self, image_token: str) -> bytes:

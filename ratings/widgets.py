@@ -8,8 +8,8 @@ is dropped, logged for the study team, and the page is sent the kernel's own sta
 that goes wrong while handling a message leaves the kernel as a traceback: it goes to the
 server's log (``_log_to_server_console`` in :mod:`ratings.app`), never to the page.
 
-:data:`CONNECTION_WATCH` is the page's own check that the kernel is still there (see
-:func:`connection_watch`).
+:func:`connection_watch` is the page's own check that the kernel is still there;
+:func:`keyboard` the rater's keys and the image viewer's zoom and pan, in the page.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import ipywidgets as w
 from ipywidgets.widgets.trait_types import InstanceDict
 from ipywidgets.widgets.widget import widget_serialization
 
-__all__ = ["Button", "Checkbox", "Dropdown", "GridBox", "HBox", "HTML", "Image", "IntProgress", "Layout", "Password",
-           "Text", "Textarea", "ToggleButtons", "VBox", "CONNECTION_LOST_TEXT", "connection_watch",
+__all__ = ["Box", "Button", "Checkbox", "Dropdown", "GridBox", "HBox", "HTML", "Image", "IntProgress", "Layout", "Password",
+           "Text", "Textarea", "ToggleButtons", "VBox", "CONNECTION_LOST_TEXT", "connection_watch", "keyboard",
            "quiet_comm_errors"]
 
 logger = logging.getLogger("ratings.app")
@@ -158,6 +158,7 @@ Image = _from_page(w.Image)
 IntProgress = _from_page(w.IntProgress)
 VBox = _from_page(w.VBox)
 HBox = _from_page(w.HBox)
+Box = _from_page(w.Box)
 GridBox = _from_page(w.GridBox)
 
 
@@ -239,3 +240,203 @@ def connection_watch():
     from IPython.display import Javascript
 
     return Javascript(_WATCH_JS % json.dumps(CONNECTION_LOST_TEXT))
+
+
+# The rater's keyboard and the image viewer's zoom and pan: plain DOM, in the page. A key does
+# exactly what a click on the same widget does (it clicks it, so the same message reaches the
+# kernel and the same save runs); nothing here talks to the kernel itself, and nothing reaches
+# the page from here that the widgets did not already show. Keys act on the panel on show only:
+# none while a comment, a text box or a list has the focus, none held down (auto-repeat), none
+# with Ctrl, Alt or Cmd, and none between a click on Previous / Next / First unrated and the
+# next panel on the page (so a digit typed ahead never lands on the panel that comes next).
+_KEYS_JS = """
+(function () {
+  if (window.medprobeKeys) { return; }
+  window.medprobeKeys = true;
+  var WAIT_MS = 4000;  // the longest a move to another panel holds the keys back
+  var here = null, active = 0, movingSince = 0, enlargeArmed = 0;
+  var view = {src: null, zoom: 1, fit: 1, x: 0, y: 0, drag: null};
+  function q(sel, root) { return (root || document).querySelector(sel); }
+  function qa(sel, root) { return Array.prototype.slice.call((root || document).querySelectorAll(sel)); }
+  // a page the app does not show is not in the document at all (ipywidgets removes its views), so
+  // being there is being shown: no layout is forced by asking (this runs every 200 ms)
+  function shown(el) { return !!(el && el.isConnected); }
+  function panel() { var p = q(".mp-app .mp-panel"); return shown(p) ? p : null; }
+  function scales() { return qa(".mp-app .mp-panel .mp-scale"); }
+  function answered(scale) { return !!q(".widget-toggle-button.mod-active", scale); }
+  function where() {  // which panel is on show: "Panel N of M" (its rated count changes with each answer)
+    var label = q(".mp-app .mp-progress"), m = shown(label) && /Panel \\d+ of \\d+/.exec(label.textContent);
+    return m ? m[0] : (panel() ? "panel" : "");
+  }
+  function highlight() {
+    scales().forEach(function (s, i) { s.classList.toggle("mp-scale-active", i === active); });
+  }
+  function tick() {
+    var now = where();
+    if (now !== here) {  // another panel (or page): the keys start again at its first open question
+      here = now; movingSince = 0; enlargeArmed = 0;
+      var all = scales(), open = all.findIndex(function (s) { return !answered(s); });
+      active = open >= 0 ? open : Math.max(all.length - 1, 0);
+    }
+    highlight();
+    var img = q(".mp-app .mp-stage img");
+    if (img && img.naturalWidth && img.src !== view.src) { fit(img); }
+  }
+  function click(el) { if (el && !el.disabled) { el.click(); return true; } return false; }
+  function go(button) {
+    if (click(button)) { movingSince = Date.now(); }
+  }
+  function complete() {
+    var flag = q(".mp-app .mp-panel .mp-flag input");
+    return (flag && flag.checked) || scales().every(answered);
+  }
+  function say(text) {
+    var hint = q(".mp-app .mp-panel .mp-keys-said");
+    if (!hint) {
+      var keys = q(".mp-app .mp-panel .mp-side .mp-keys");
+      if (!keys) { return; }
+      hint = document.createElement("div");
+      hint.className = "mp-keys-said mp-unsaved";
+      hint.setAttribute("role", "status");
+      keys.parentNode.insertBefore(hint, keys);
+    }
+    hint.textContent = text;
+    clearTimeout(hint.medprobeTimer);
+    hint.medprobeTimer = setTimeout(function () { hint.textContent = ""; }, 3000);
+  }
+  // --- the viewer ---
+  function stage() { var s = q(".mp-app .mp-stage"); return shown(s) ? s : null; }
+  function place(img) {
+    var s = stage(); if (!s || !img.naturalWidth) { return; }
+    var W = s.clientWidth, H = s.clientHeight, w = img.naturalWidth * view.zoom, h = img.naturalHeight * view.zoom;
+    view.x = w <= W ? (W - w) / 2 : Math.min(0, Math.max(W - w, view.x));
+    view.y = h <= H ? (H - h) / 2 : Math.min(0, Math.max(H - h, view.y));
+    img.style.width = w + "px"; img.style.height = h + "px";
+    img.style.transform = "translate(" + view.x + "px," + view.y + "px)";
+    img.style.imageRendering = view.zoom >= 3 ? "pixelated" : "auto";
+    s.dataset.zoom = view.zoom.toFixed(4);
+  }
+  function fit(img) {
+    var s = stage(); if (!s || !img.naturalWidth) { return; }
+    view.src = img.src;
+    view.fit = Math.min(s.clientWidth / img.naturalWidth, s.clientHeight / img.naturalHeight);
+    view.zoom = view.fit; place(img);
+  }
+  function zoomTo(z, cx, cy) {
+    var s = stage(), img = s && q("img", s); if (!img || !img.naturalWidth) { return; }
+    if (cx === undefined) { cx = s.clientWidth / 2; cy = s.clientHeight / 2; }
+    z = Math.max(Math.min(view.fit, 1) / 2, Math.min(32, z));
+    view.x = cx - (cx - view.x) * z / view.zoom; view.y = cy - (cy - view.y) * z / view.zoom;
+    view.zoom = z; place(img);
+  }
+  function zoomBy(f) { zoomTo(view.zoom * f); }
+  function zoomCommand(what) {
+    var img = q(".mp-app .mp-stage img");
+    if (what === "in") { zoomBy(1.25); } else if (what === "out") { zoomBy(0.8); }
+    else if (what === "fit" && img) { fit(img); } else if (what === "actual") { zoomTo(1); }
+  }
+  document.addEventListener("click", function (e) {
+    var b = e.target.closest && e.target.closest(".mp-zoom");
+    if (b) { zoomCommand(b.dataset.zoom); return; }
+    var move = e.target.closest && e.target.closest(".mp-go");
+    if (move && e.isTrusted) { movingSince = Date.now(); }  // a mouse click moves to another panel too
+  }, true);
+  document.addEventListener("load", function (e) {
+    if (e.target.closest && e.target.closest(".mp-stage")) { fit(e.target); }
+  }, true);
+  window.addEventListener("resize", function () {
+    var img = q(".mp-app .mp-stage img"); if (img) { fit(img); }
+  });
+  document.addEventListener("wheel", function (e) {
+    var s = e.target.closest && e.target.closest(".mp-stage"); if (!s) { return; }
+    e.preventDefault();
+    var r = s.getBoundingClientRect();
+    zoomTo(view.zoom * Math.pow(1.0015, -e.deltaY), e.clientX - r.left, e.clientY - r.top);
+  }, {passive: false});
+  document.addEventListener("pointerdown", function (e) {
+    var s = e.target.closest && e.target.closest(".mp-stage"); if (!s || e.button !== 0) { return; }
+    e.preventDefault();
+    view.drag = {x: e.clientX - view.x, y: e.clientY - view.y}; s.classList.add("mp-dragging");
+  });
+  document.addEventListener("pointermove", function (e) {
+    if (!view.drag) { return; }
+    var img = q(".mp-app .mp-stage img"); if (!img) { view.drag = null; return; }
+    view.x = e.clientX - view.drag.x; view.y = e.clientY - view.drag.y; place(img);
+  });
+  document.addEventListener("pointerup", function () {
+    view.drag = null; qa(".mp-stage.mp-dragging").forEach(function (s) { s.classList.remove("mp-dragging"); });
+  });
+  // --- the keys ---
+  document.addEventListener("keydown", function (e) {
+    if (e.ctrlKey || e.metaKey || e.altKey) { return; }
+    var t = e.target, tag = t && t.tagName;
+    if (tag === "TEXTAREA" || tag === "INPUT" && t.type !== "checkbox" || tag === "SELECT" ||
+        (t && t.isContentEditable)) {
+      if (e.key === "Escape" && tag === "TEXTAREA") { t.blur(); e.preventDefault(); }  // and the comment is sent
+      return;
+    }
+    var start = q(".mp-app .mp-start");
+    if (!panel()) {
+      if (e.key === "Enter" && !e.repeat && shown(start) && t === document.body) { e.preventDefault(); click(start); }
+      return;
+    }
+    tick();
+    var key = e.key, viewing = !!stage(), done = true;
+    if (e.repeat) {  // held down: only zooming repeats; nothing that answers or moves on
+      if (viewing && (key === "+" || key === "=" || key === "-" || key === "_")) { zoomBy(key === "+" || key === "=" ? 1.1 : 0.9); }
+      e.preventDefault();
+      return;
+    }
+    if (movingSince && Date.now() - movingSince < WAIT_MS) { e.preventDefault(); return; }  // the next panel is coming
+    if (enlargeArmed && Date.now() - enlargeArmed < 3000 && /^[1-4]$/.test(key)) {
+      enlargeArmed = 0;
+      say("");
+      var tiles = qa(".mp-app .mp-panel .mp-enlarge"), target = tiles[Number(key) - 1];
+      if (viewing) {  // the viewer is open: step until image k is on show
+        var want = Number(key), title = q(".mp-app .mp-viewer-bar .widget-html-content");
+        var m = title && /Image (\\d+)/.exec(title.textContent), now = m ? Number(m[1]) : want;
+        for (var n = (want - now + 4) % 4; n > 0; n--) { click(q(".mp-app .mp-image-next")); }
+      } else if (!click(target)) { say("There is no image " + key + " in this panel."); }
+      e.preventDefault();
+      return;
+    }
+    enlargeArmed = 0;
+    var all = scales();
+    if (/^[0-9]$/.test(key) && all.length) {
+      var row = all[Math.min(active, all.length - 1)];
+      var button = qa(".widget-toggle-button", row).find(function (b) { return b.textContent.trim() === key; });
+      if (!button) { say(key + " is not on this scale."); }
+      else {
+        if (!button.classList.contains("mod-active")) { button.click(); }  // a second press keeps it (no toggle off)
+        if (active < all.length - 1) { active += 1; }
+        highlight();
+      }
+    } else if (key === "ArrowDown" && all.length) { active = Math.min(active + 1, all.length - 1); highlight(); }
+    else if (key === "ArrowUp" && all.length) { active = Math.max(active - 1, 0); highlight(); }
+    else if (key === "n" || key === "N") { click(q(".mp-app .mp-panel .mp-flag input")); }
+    else if (key === "e" || key === "E") { enlargeArmed = Date.now(); say("Enlarge which image? Press 1, 2, 3 or 4."); }
+    else if (key === "Escape" && viewing) { click(q(".mp-app .mp-viewer-close")); }
+    else if (viewing && key === "ArrowRight") { click(q(".mp-app .mp-image-next")); }
+    else if (viewing && key === "ArrowLeft") { click(q(".mp-app .mp-image-prev")); }
+    else if (viewing && (key === "+" || key === "=")) { zoomBy(1.25); }
+    else if (viewing && (key === "-" || key === "_")) { zoomBy(0.8); }
+    else if (viewing && (key === "f" || key === "F")) { zoomCommand("fit"); }
+    else if (key === "Enter" || key === "ArrowRight") {
+      if (complete()) { go(q(".mp-app .mp-panel .mp-next")); }
+      else { say("Please answer both questions (or tick nonsensical) before the next panel."); }
+    }
+    else if (key === "ArrowLeft") { go(q(".mp-app .mp-panel .mp-prev")); }
+    else { done = false; }
+    if (done) { e.preventDefault(); }
+  }, true);  // before the widgets: ipywidgets' text boxes keep their keys from the page
+  setInterval(tick, 200);
+})();
+"""
+
+
+def keyboard():
+    """The rater's keyboard shortcuts and the viewer's zoom and pan, to display once in the
+    notebook (an IPython Javascript output, as :func:`connection_watch`)."""
+    from IPython.display import Javascript
+
+    return Javascript(_KEYS_JS)
