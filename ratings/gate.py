@@ -11,6 +11,10 @@ from a server that several clinicians share:
   and the key box, token or not; the study team's own door (Voilà's token login) stays for
   studies without personal links, and for every address but the rating page; its login page
   is served under the base path (``/medprobe/login``), where Voilà's redirect sends the team.
+  A rater's login opens their page, its own kernel (state, WebSocket, shutdown) and the static
+  files only: other kernels and the rest stay the team's (:func:`own_kernel_only`,
+  :func:`team_only`). (Voilà serves ``voila/files/`` images beside the notebook to anyone, token
+  or not: keep studies out of ``notebooks/``.)
 - **The server records its address.** Once it listens, it writes the address raters open
   (``public_url``, else ``http://HOST:PORT/BASE_PATH``) into the study
   (:func:`ratings.access.record_address`), for ``ratings invite``, and prints it.
@@ -39,6 +43,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import html
+import inspect
 import ipaddress
 import logging
 import os
@@ -52,6 +57,7 @@ from jupyter_server.auth import User
 from jupyter_server.auth.decorator import allow_unauthenticated
 from jupyter_server.utils import url_path_join
 from tornado.ioloop import IOLoop, PeriodicCallback
+from tornado.web import HTTPError
 from traitlets import Float, Int, List, Unicode
 from voila.app import Voila
 from voila.tornado.handler import TornadoVoilaHandler
@@ -319,6 +325,13 @@ class V1KernelWebsocketHandler(VoilaKernelWebsocketHandler):
             self.set_status(400)
             self.finish(LEGACY_TEXT)
             return
+        if is_rater(self.current_user) and not rater_owns(self.settings["medprobe_server"], self.current_user,
+                                                          kernel_id):
+            self.log.warning("Refused a kernel WebSocket to a kernel not of this rater's page from %s",
+                             self.request.remote_ip)
+            self.set_status(403)
+            self.finish("not this rater's kernel")
+            return
         await super().get(kernel_id)
 
     def select_subprotocol(self, subprotocols):
@@ -340,6 +353,59 @@ class V1KernelWebsocketHandler(VoilaKernelWebsocketHandler):
         if kernel is not None:
             kernel.connected = True
         await super().open(kernel_id)
+
+
+# what a rater's page needs besides the page and its kernel's WebSocket (by class name): its static
+# files, and the shutdown of its kernel when it closes; a rater's login opens nothing else
+RATER_HANDLERS = {"TemplateStaticFileHandler", "MultiStaticFileHandler", "ThemesHandler", "FileFindHandler",
+                  "VoilaLoginHandler", "LoginFormHandler", "LogoutHandler"}
+# ... and, for the kernel of their own page only, these (its state, its shutdown when the page closes)
+OWN_KERNEL_HANDLERS = {"KernelHandler", "VoilaShutdownKernelHandler"}
+
+
+def is_rater(user) -> bool:
+    """Whether a request's user is a rater logged in by their link (not the study team)."""
+    return str(getattr(user, "username", "") or "").startswith(RATER_USER_PREFIX)
+
+
+def rater_owns(server, user, kernel_id) -> bool:
+    """Whether ``kernel_id`` was started for the page of the rater key ``user`` logged in with."""
+    kernel = server.kernels.by_id.get(kernel_id)
+    return kernel is not None and kernel.key_id is not None and user.username == RATER_USER_PREFIX + kernel.key_id
+
+
+def own_kernel_only(handler):
+    """``handler`` (of ``/api/kernels/<id>``-like paths) refusing a rater's login any kernel but
+    their own page's; the study team's token reaches every kernel."""
+    class OwnKernelOnly(handler):
+        async def prepare(self, *args, **kwargs):
+            result = super().prepare(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            user = self.current_user
+            kernel_id = self.path_kwargs.get("kernel_id") or (self.path_args[0] if self.path_args else None)
+            if is_rater(user) and not rater_owns(self.settings["medprobe_server"], user, kernel_id):
+                raise HTTPError(403, "not this rater's kernel")
+            return result
+
+    OwnKernelOnly.__name__ = OwnKernelOnly.__qualname__ = f"OwnKernelOnly{handler.__name__}"
+    return OwnKernelOnly
+
+
+def team_only(handler):
+    """``handler`` refusing (403) a browser that a rater's link logged in: the kernel API, the
+    files under the notebook's folder, the tree stay the study team's (the token's)."""
+    class TeamOnly(handler):
+        async def prepare(self, *args, **kwargs):
+            result = super().prepare(*args, **kwargs)
+            if inspect.isawaitable(result):
+                result = await result
+            if is_rater(self.current_user):
+                raise HTTPError(403, "for the study team only")
+            return result
+
+    TeamOnly.__name__ = TeamOnly.__qualname__ = f"TeamOnly{handler.__name__}"
+    return TeamOnly
 
 
 class RatingServer(Voila):
@@ -373,7 +439,12 @@ class RatingServer(Voila):
             pattern = spec[0]
             if pattern in ("/login", "/logout"):  # Voilà 0.5.13 leaves the base path off its login page
                 pattern = url_path_join(self.server_url, pattern)
-            handlers.append((pattern, swap.get(spec[1], spec[1]), *spec[2:]))
+            handler = swap.get(spec[1], spec[1])
+            if handler.__name__ in OWN_KERNEL_HANDLERS:
+                handler = own_kernel_only(handler)
+            elif handler.__name__ not in RATER_HANDLERS and handler not in swap.values():
+                handler = team_only(handler)
+            handlers.append((pattern, handler, *spec[2:]))
         return handlers
 
     def listen(self):

@@ -196,6 +196,13 @@ def test_a_personal_link_lands_on_the_welcome_page_with_no_jupyter_page_on_the_w
     assert any("/channels" in url and urlsplit(url).path.startswith(BASE_PATH) for url in sockets), sockets
     page.get_by_role("button", name="Start rating").click()
     expect(page.locator(".mp-tile img").first).to_be_visible()
+    # the rater's login opens their page and its own kernel, not other kernels
+    kernel = re.search(r"/api/kernels/([0-9a-f-]{36})/channels", next(u for u in sockets if "/channels" in u))[1]
+    assert page.request.get(address + f"api/kernels/{kernel}").status == 200
+    other = "00000000-0000-0000-0000-000000000000"
+    for target in (f"api/kernels/{other}", "voila/tree"):
+        assert page.request.get(address + target).status == 403, target
+    assert server.get(f"{BASE_PATH}api/kernels/{other}", Authorization=f"token {server.token}")[0] == 404
     with closing(db.open_db(study, readonly=True)) as conn:  # the audit trail: A's login, from the app
         logins = conn.execute("SELECT rater, user_agent FROM audit WHERE event = 'login'").fetchall()
     assert {r["rater"] for r in logins} == {"A"} and all("Chrome" in (r["user_agent"] or "") for r in logins)
