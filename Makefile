@@ -52,15 +52,16 @@ demo: venv
 	$(BIN)/python -m ratings simulate -o $(SIMULATED)/catalog-ratings.csv
 	$(BIN)/python -m ratings analyze --table $(SIMULATED)/catalog-ratings.csv --out $(SIMULATED)/reports/catalog-analysis
 
-# The rating app for clinicians: Voila serves notebooks/20_rate.ipynb with the code hidden, its token
-# login on (JUPYTER_TOKEN, else Voila prints one), idle kernels culled, tracebacks hidden
-# (ratings/serve.py). Raters come in by their personal links: python -m ratings invite.
+# The rating app for clinicians: Voila serves notebooks/20_rate.ipynb with the code hidden, idle
+# kernels culled, tracebacks hidden (ratings/serve.py). Raters come in by their personal links alone
+# (python -m ratings invite, built on the address serve records; PUBLIC_URL: the address behind a
+# proxy); the team's token (JUPYTER_TOKEN, else Voila prints one) guards everything else.
 PORT   ?= 8866
 HOST   ?= 127.0.0.1
 BASE_PATH ?= /
 rate: venv
 	$(BIN)/python -m ratings serve --study "$(STUDY)" --port=$(PORT) --host=$(HOST) --base-path=$(BASE_PATH) \
-		$(if $(TRUSTED_PROXY),--trusted-proxy=$(TRUSTED_PROXY))
+		$(if $(TRUSTED_PROXY),--trusted-proxy=$(TRUSTED_PROXY)) $(if $(PUBLIC_URL),--public-url=$(PUBLIC_URL))
 
 # CPU benchmark table (issue 6); the GPU figures are `python -m benchmarks.gpu --full-size` on a GPU
 # (docs/benchmarks.md), run from the repository root: benchmarks/ is not an installed package.

@@ -166,6 +166,9 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
     (:func:`ratings.analysis.reproduce.published_analysis`), as ``tables["reproduction"]``.
     ``plan``: the locked analysis plan the run follows (see :func:`ratings.analysis.protocol.analyze`).
 
+    A table with no rows (nothing to compare, or a model the design could not fit: methods.md's
+    notes say why) gets no file.
+
     Returns ``{"tables": {name: DataFrame}, "figures": {name: Figure paths}, "methods": str}``.
     """
     from . import plots, protocol, stats
@@ -185,8 +188,8 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
     if distances is not None:  # FID / KID per preset and style against real images: no panel to correlate
         written = {**written, "distances": distances}
     for name, frame in written.items():
-        if frame is None or not isinstance(frame, pd.DataFrame):
-            continue
+        if frame is None or not isinstance(frame, pd.DataFrame) or frame.empty:
+            continue  # nothing to compare or a model that could not be fitted (the notes say why): no file
         frame.attrs["simulated"] = note
         # a copy of a CSV says SIMULATED on every row, not only in a caption it may lose
         # opened in spreadsheets like the exports: a label "=1+2" is text there, not a formula

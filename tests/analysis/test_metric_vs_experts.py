@@ -330,7 +330,7 @@ def test_simulated_raters_rate_a_copy_and_the_served_study_stays_clean(study, tm
     from ratings.session import build_sessions
 
     build_sessions(study, "A,B")
-    links = access.invite(study, "A")
+    links = access.invite(study, "A", base_url="http://127.0.0.1:8866/")
     copy = tmp_path / "sim-copy"
     for attempt in range(2):  # the demo runs again and again: an older simulated copy is replaced
         done = cli("simulate", "--study", study, "--into", copy, "--seed", str(attempt))

@@ -31,7 +31,7 @@ def midway(generated, tmp_path_factory):
     study = tmp_path_factory.mktemp("midway") / "study"
     shutil.copytree(generated, study)
     assert ratings_cli("build", "--study", study, "--raters", ",".join(RATERS), "--repeats", "0.5").returncode == 0
-    invited = ratings_cli("invite", "--study", study, "--raters", "A,B,C")
+    invited = ratings_cli("invite", "--study", study, "--raters", "A,B,C", "--base-url", "http://127.0.0.1:8866/")
     assert invited.returncode == 0, invited.stderr
     keys = {line.split()[0]: parse_qs(urlsplit(line.split()[1]).query)["key"][0]
             for line in invited.stdout.splitlines()}
