@@ -67,12 +67,54 @@ def _build(args) -> int:
                              repeats=args.repeats, seed=args.seed, images_per_panel=args.images_per_panel,
                              shuffle_images=not args.keep_image_order, scale=scale, sample=args.sample,
                              stratify=[e for e in (args.stratify or "").split(",") if e.strip()],
-                             sample_seed=args.sample_seed)
+                             sample_seed=args.sample_seed, practice=args.practice,
+                             practice_file=args.practice_panels)
     print(f"{summary['panels']} panels in {args.study}"
           + (f" ({summary['skipped_incomplete']} skipped: fewer than {args.images_per_panel} images)"
              if summary["skipped_incomplete"] else ""))
     for rater, n in summary["assigned"].items():
         print(f"  {rater}: {n} new assignments")
+    if summary["practice"]:
+        print(f"{summary['practice']} practice panels, shown to every rater first and never analysed"
+              + (f" ({summary['practice_new']} chosen now)" if summary["practice_new"] else ""))
+        if summary["practice_new"] and not args.practice_panels:
+            print("  give the team's reference ratings: python -m ratings practice --study "
+                  f"{args.study} --template practice.csv, fill in the scores, then --reference practice.csv")
+    return 0
+
+
+@_study_errors(writes=True)
+def _practice(args) -> int:
+    from probes.tables import write_table
+
+    from .practice import practice_overview, set_references
+
+    if args.reference:
+        n = set_references(args.study, args.reference)
+        print(f"reference ratings of {n} practice panels set from {args.reference}")
+    table = practice_overview(args.study)
+    if table.empty:
+        print(f"{args.study}: no practice panels; choose them with `python -m ratings build --practice N` "
+              "(or --practice-panels FILE with the team's reference ratings)")
+        return 0
+    if args.template:
+        path = Path(args.template)
+        if path.exists():
+            raise RatingError(f"{path}: exists already; give a new file name (nothing was written)")
+        write_table(table.drop(columns=["practice", "prompt_id", "study_seed", "answered_by"]), path)
+        print(f"wrote {path}: fill in the team's scores (and nonsensical yes/no, a note), then "
+              f"python -m ratings practice --study {args.study} --reference {path}")
+        return 0
+    print(table.to_string(index=False))
+    return 0
+
+
+@_study_errors(writes=True)
+def _scale_example(args) -> int:
+    from .practice import add_scale_example
+
+    relative = add_scale_example(args.study, args.dimension, args.value, args.image, caption=args.caption or "")
+    print(f"the welcome page shows {relative} as an example of {args.dimension} {args.value}")
     return 0
 
 
@@ -100,8 +142,9 @@ def _import_wide(args) -> int:
 def _export(args) -> int:
     from .io import export
 
-    path = export(args.study, args.output, format=args.format, include_repeats=args.include_repeats)
-    print(f"wrote {path}")
+    path = export(args.study, args.output, format=args.format, include_repeats=args.include_repeats,
+                  practice=args.practice)
+    print(f"wrote {path}" + (" (practice answers only: not the study's)" if args.practice else ""))
     return 0
 
 
@@ -440,7 +483,33 @@ def _add_build(sub) -> None:
     p.add_argument("--sample", type=int, help="rate only this many panels, stratified (see --stratify)")
     p.add_argument("--stratify", help="strata of the sample: columns and metric quartiles, e.g. style,metric:clip")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the sample's draw")
+    p.add_argument("--practice", type=int, metavar="N",
+                   help="show every rater N practice panels first (taken out of the study, never analysed)")
+    p.add_argument("--practice-panels", metavar="FILE",
+                   help="or the practice panels the team names, with its reference ratings (CSV/XLSX: prompt, "
+                        "preset, one column per question, nonsensical, note)")
     p.set_defaults(func=_build)
+
+
+def _add_practice(sub) -> None:
+    """``practice``: the practice panels and the team's reference ratings."""
+    p = sub.add_parser("practice", help="list the practice panels; write a template for, or set, the team's "
+                                        "reference ratings")
+    p.add_argument("--study", required=True)
+    p.add_argument("--template", metavar="FILE", help="write the practice panels as a CSV/XLSX to fill in")
+    p.add_argument("--reference", metavar="FILE", help="set the reference ratings from a filled-in file")
+    p.set_defaults(func=_practice)
+
+
+def _add_scale_example(sub) -> None:
+    """``scale-example``: the team's image of one scale point, for the welcome page."""
+    p = sub.add_parser("scale-example", help="an example image of one scale point, shown on the welcome page")
+    p.add_argument("--study", required=True)
+    p.add_argument("--dimension", required=True, help="the question, e.g. style or content")
+    p.add_argument("--value", type=int, required=True, help="the scale point, e.g. 4")
+    p.add_argument("--caption", help="a line under the image, e.g. 'H&E, well-formed glands'")
+    p.add_argument("image", help="a PNG, JPEG or TIFF file")
+    p.set_defaults(func=_scale_example)
 
 
 def _add_rank(sub) -> None:
@@ -485,6 +554,8 @@ def _add_export(sub) -> None:
     p.add_argument("-o", "--output", required=True)
     p.add_argument("--format", choices=["csv", "parquet", "wide"], default="csv")
     p.add_argument("--include-repeats", action="store_true", help="also the repeated showings (repeat=1)")
+    p.add_argument("--practice", action="store_true",
+                   help="the practice answers instead, beside the team's reference (never part of the study's)")
     p.set_defaults(func=_export)
 
 
@@ -643,7 +714,7 @@ def _add_simulate(sub) -> None:
 
 # one function per subcommand, each adding its parser and arguments; this order is --help's
 SUBCOMMANDS = (
-    _add_build, _add_rank, _add_add_reference, _add_import_wide, _add_plan, _add_export, _add_analyze,
+    _add_build, _add_practice, _add_scale_example, _add_rank, _add_add_reference, _add_import_wide, _add_plan, _add_export, _add_analyze,
     _add_invite, _add_revoke, _add_audit, _add_progress, _add_serve, _add_simulate,
 )
 

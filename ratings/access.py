@@ -48,7 +48,7 @@ SCRYPT = {"n": 2 ** 14, "r": 8, "p": 1, "dklen": 32}
 MAX_FAILURES = 10  # failed keys from one app session (or one client address) ...
 FAILURE_WINDOW_S = 15 * 60  # ... within this window: further keys are not checked until it passes
 EVENTS = ("invite", "rotate", "revoke", "login", "login_refused", "rate_limited", "revoked_session",
-          "export", "analysis", "plan", "plan_amendment")  # plan events: ratings.plan, in its own transaction
+          "export", "practice_export", "analysis", "plan", "plan_amendment")  # plan events: ratings.plan, in its own transaction
 _DUMMY_SALT = bytes(16)
 
 

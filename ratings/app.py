@@ -3,7 +3,11 @@
 Pages: who are you -> instructions with the scale anchors and the keys -> one panel at a time
 (the prompt, four images in a 2x2 grid sized to the window, both scales beside them, the
 nonsensical flag, a comment, Previous / Next / First unrated, progress, a visible saved state;
-on a phone one column) -> a finish page. *Enlarge* opens the viewer: one image at its full
+on a phone one column) -> a finish page. Where the study has practice panels
+(:mod:`ratings.practice`) they come first, marked *Practice*, on the same page: each answer is
+saved apart from the study's, and once a practice panel is answered the study team's reference
+rating is shown beside the rater's; the welcome page shows the team's example image of each
+scale point where it gave them. *Enlarge* opens the viewer: one image at its full
 resolution, fit to the space, with the panel's other three a step away. The keyboard
 (:func:`ratings.widgets.keyboard`) clicks these same widgets, so every answer takes one path.
 
@@ -50,7 +54,7 @@ from PIL import Image
 from probes.errors import ProbeError
 from probes.store import now
 
-from . import access, db
+from . import access, db, practice
 from . import widgets as pw
 from .errors import PanelUnavailable, RatingError
 from .session import too_many_pixels
@@ -166,6 +170,14 @@ CSS = """
 .mp-lost-banner { position: fixed; top: 0; left: 0; right: 0; z-index: 1000; background: #fff4f4; border: 2px solid #b00020;
                   border-radius: 4px; padding: 10px 14px; margin: 0 0 10px 0; }
 .mp-lost-here { margin-top: 4px; }
+/* practice: a badge in the head, and the team's reference beside the rater's answer */
+.mp-practice-badge { background: #8a6d00; color: #fff; border-radius: 3px; padding: 1px 8px; font-weight: 600; }
+.mp-feedback { border: 1px solid #c9b458; background: #fffbea; border-radius: 3px; padding: 6px 10px; font-size: 14px;
+               line-height: 1.4; }
+.mp-app .mp-scale > * { flex-shrink: 0; }  /* a full column never squeezes the score buttons */
+.mp-examples .mp-example-row { display: flex; flex-wrap: wrap; gap: 10px; margin: 4px 0 10px 0; }
+.mp-example { margin: 0; width: 150px; font-size: 13px; }
+.mp-example img { width: 150px; height: 150px; border: 1px solid #ccc; display: block; }
 </style>
 """
 
@@ -293,6 +305,10 @@ class RatingApp:
         self.rater: str | None = None
         self.assignments: list[db.Assignment] = []
         self.answers: dict[int, db.Answer] = {}
+        # practice panels (ratings.practice): shown first, answered apart, never part of the study
+        self.practice: list[practice.PracticePanel] = []
+        self.practice_answers: dict[str, db.Answer] = {}
+        self.in_practice = False  # the panels on show are the practice panels
         self.index = 0
         # index of the assignment whose answer the widgets hold; None while they hold none
         # (before the first panel, while loading one, on a page without them): then no
@@ -360,7 +376,7 @@ class RatingApp:
         self.welcome_html.add_class("mp-text")
         # instructions
         self.start_button = pw.Button(description="Start rating", button_style="primary", icon="play")
-        self.start_button.on_click(lambda _: self.go_to(self.first_unrated()))
+        self.start_button.on_click(lambda _: self.start())
         # panel
         self.start_button.add_class("mp-start")
         self.progress_label = pw.HTML()
@@ -426,6 +442,8 @@ class RatingApp:
         self.comment_note = pw.HTML(f"<div class='mp-anchors'>{html.escape(COMMENT_NOTE)}</div>")
         self.saved = pw.HTML()
         self.saved.add_class("mp-saved-slot")  # where the page says so if its kernel is gone
+        self.feedback = pw.HTML()  # a practice panel's reference rating, once the rater has answered
+        self.feedback.add_class("mp-feedback-slot")
         self.prev_button = pw.Button(description="Previous", icon="arrow-left")
         self.next_button = pw.Button(description="Next", icon="arrow-right", button_style="primary")
         self.unrated_button = pw.Button(description="First unrated", icon="fast-forward")
@@ -442,8 +460,8 @@ class RatingApp:
         navigation = pw.HBox([self.prev_button, self.next_button, self.unrated_button])
         navigation.add_class("mp-nav")
         self.keys_hint = pw.HTML(f"<div class='mp-keys'>{KEYS_HINT}</div>")
-        side = [*scale_rows, self.nonsensical, self.comment, self.comment_note, self.saved, navigation,
-                self.keys_hint]
+        side = [*scale_rows, self.nonsensical, self.comment, self.comment_note, self.saved, self.feedback,
+                navigation, self.keys_hint]
         for widget in side:
             widget.add_class("mp-side")  # the column beside the images (the page's CSS grid)
         self.panel_page = pw.VBox([progress, self.prompt_html, self.viewer, *side])
@@ -454,14 +472,21 @@ class RatingApp:
         # finish
         self.finish_html = pw.HTML()
         self.review_button = pw.Button(description="Back to the panels", icon="arrow-left")
-        self.review_button.on_click(lambda _: self.go_to(len(self.assignments) - 1))
+        self.review_button.on_click(lambda _: self._to_study(len(self.assignments) - 1))
         self.finish_unrated_button = pw.Button(description="Go to first unrated", button_style="warning")
-        self.finish_unrated_button.on_click(lambda _: self.go_to(self.first_unrated()))
+        self.finish_unrated_button.on_click(lambda _: self._to_study(None))
+        # the end of the practice: the study comes next
+        self.practice_done_html = pw.HTML()
+        self.study_button = pw.Button(description="Start the study", button_style="primary", icon="play")
+        self.study_button.add_class("mp-start")
+        self.study_button.on_click(lambda _: self._to_study(None))
+        self.practice_back_button = pw.Button(description="Back to the practice", icon="arrow-left")
+        self.practice_back_button.on_click(lambda _: self.go_to(len(self.practice) - 1))
 
     def _rows_css(self) -> str:
         """The panel's grid rows beside the images: one per question and control, and the last
         takes the height left, so the images fill the window's height (a scale's questions vary)."""
-        rows = " ".join(["auto"] * (len(self.scale["dimensions"]) + 5))
+        rows = " ".join(["auto"] * (len(self.scale["dimensions"]) + 6))
         return ("<style>@media (min-width: 761px) { .mp-app .mp-panel { grid-template-rows: auto auto "
                 f"{rows} minmax(0, 1fr); }} }}</style>")
 
@@ -528,6 +553,9 @@ class RatingApp:
         self.assignments = [a for a in db.assignments(self.conn, rater) if a.image_tokens]
         self.rater = rater
         self.answers = db.latest_answers(self.conn, rater)
+        self.practice = practice.practice_for(self.conn, rater)
+        self.practice_answers = practice.latest_practice_answers(self.conn, rater)
+        self.in_practice = False
         self._shown, self._unavailable, self._reported = None, set(), set()
         self._show_instructions()
 
@@ -546,9 +574,10 @@ class RatingApp:
         self._audit("revoked_session", self.rater, key_id=self._key_id)
         self._shown = None  # the value changes below are not the rater's
         self.rater, self._key_id, self.assignments, self.answers, self.index = None, None, [], {}, 0
+        self.practice, self.practice_answers, self.in_practice = [], {}, False
         self._images.clear()
         for widget in (self.welcome_html, self.prompt_html, self.progress_label, self.saved, self.finish_html,
-                       self.unavailable_html):
+                       self.unavailable_html, self.feedback, self.practice_done_html):
             widget.value = ""
         for image in (*self.images, self.big_image):
             image.value = b""
@@ -564,13 +593,27 @@ class RatingApp:
         anchors = "".join(f"<tr><td style='padding:2px 12px'><b>{v}</b></td><td>{html.escape(label)}</td></tr>"
                           for v, label in self.scale["dimensions"][0]["anchors"])
         questions = "".join(f"<li>{html.escape(d['question'])}</li>" for d in self.scale["dimensions"])
-        self.start_button.description = "Continue where you left off" if done else "Start rating"
+        practice_left = self.practice_left()
+        if practice_left:
+            n = len(self.practice)
+            self.start_button.description = (f"Start the practice ({n} panel{'s' if n > 1 else ''})"
+                                              if practice_left == len(self.practice) else "Continue the practice")
+        else:
+            self.start_button.description = "Continue where you left off" if done else "Start rating"
+        practice_text = ""
+        if self.practice:
+            practice_text = (
+                f"<p class='mp-practice-intro'><b>Practice first.</b> You begin with {len(self.practice)} practice "
+                f"panel{'s' if len(self.practice) > 1 else ''}, marked <i>Practice</i>, to get used to the scale. When you have answered one, the study "
+                "team's own rating of it is shown beside yours. Practice answers are not part of the study."
+                + ("" if practice_left else " You have done the practice.") + "</p>")
         self.welcome_html.value = (
             f"<h2>Welcome, {html.escape(self.rater)}</h2>"
             f"<p>You will see {len(self.assignments)} panels. Each shows a text prompt and four images a "
             "computer model made for it. For each panel:</p>"
             f"<ul>{questions}</ul><p>Judge the <b>best</b> of the four images for each question, on this scale:</p>"
             f"<table>{anchors}</table>"
+            f"{self._examples_html()}{practice_text}"
             "<p>Tick <i>The prompt is nonsensical</i> if the prompt itself makes no sense medically. "
             "Click <i>Enlarge</i> under an image to see it at full resolution, zoom and move it, and step "
             "through the four. Every answer is saved the moment you give "
@@ -578,6 +621,58 @@ class RatingApp:
             f"<p class='mp-keys'>{KEYS_HINT}</p>"
             f"<p>Progress so far: {done} of {len(self.assignments)} rated.</p>")
         self.page.children = [self.welcome_html, self.start_button]
+
+    def _examples_html(self) -> str:
+        """One example image per scale point, where the study team gave them (ratings scale-example)."""
+        import base64
+
+        examples = practice.scale_examples(self.conn)
+        if not examples:
+            return ""
+        parts = ["<div class='mp-examples'><p><b>Examples</b> the study team chose for the scale points:</p>"]
+        for dim in self.scale["dimensions"]:
+            shown = examples.get(dim["id"])
+            if not shown:
+                continue
+            labels = dict(dim["anchors"])
+            figures = "".join(
+                f"<figure class='mp-example'><img alt='{html.escape(dim['id'])} {v}: {html.escape(labels.get(v, ''))}' "
+                f"src='data:image/png;base64,{base64.b64encode(png).decode('ascii')}'>"
+                f"<figcaption><b>{v}</b> {html.escape(labels.get(v, ''))}"
+                + (f"<br><span class='mp-anchors'>{html.escape(caption)}</span>" if caption else "")
+                + "</figcaption></figure>" for v, (png, caption) in sorted(shown.items()))
+            parts.append(f"<div class='mp-question'>{html.escape(dim['question'])}</div>"
+                         f"<div class='mp-example-row'>{figures}</div>")
+        return "".join(parts) + "</div>"
+
+    def start(self) -> None:
+        """The welcome page's button: the practice panels while any is unanswered, then the study."""
+        if self.practice_left():
+            self.in_practice = True
+            return self.go_to(self.first_unrated())
+        self._to_study(None)
+
+    def _to_study(self, index: int | None) -> None:
+        """Leave the practice (if on it) for the study's panel ``index`` (None: the first unrated)."""
+        if self.in_practice and not self._commit_comment():
+            return
+        self._shown = None
+        self.in_practice = False
+        self.go_to(self.first_unrated() if index is None else index)
+
+    def practice_left(self) -> int:
+        return sum(not db.is_complete(self.practice_answers.get(p.panel), self.scale) for p in self.practice)
+
+    def _show_practice_done(self) -> None:
+        left = self.practice_left()
+        text = ("<h2>Practice done</h2><p>Thank you. The study's panels come next: "
+                f"{len(self.assignments)} panels, rated as in the practice, but without the study team's ratings "
+                "shown. Your practice answers are not part of the study.</p>")
+        if left:
+            text = (f"<h2>End of the practice</h2><p>{left} practice panel{'s are' if left > 1 else ' is'} not "
+                    f"answered yet; you can go back to {'them' if left > 1 else 'it'} or start the study.</p>")
+        self.practice_done_html.value = text
+        self.page.children = [self.practice_done_html, pw.HBox([self.study_button, self.practice_back_button])]
 
     def _show_finish(self) -> None:
         self.answers = db.latest_answers(self.conn, self.rater)  # another window may have answered too
@@ -603,15 +698,26 @@ class RatingApp:
 
     # --- navigation -------------------------------------------------------------------
 
+    # The panels on show are the study's assignments, or the practice panels while the rater
+    # practises: the same page and widgets, each answered in its own table.
+
+    def _items(self) -> list:
+        return self.practice if self.in_practice else self.assignments
+
+    def _answer_of(self, item) -> db.Answer | None:
+        if self.in_practice:
+            return self.practice_answers.get(item.panel)
+        return self.answers.get(item.seq)
+
     def n_rated(self) -> int:
-        return sum(db.is_complete(self.answers.get(a.seq), self.scale) for a in self.assignments)
+        return sum(db.is_complete(self._answer_of(a), self.scale) for a in self._items())
 
     def first_unrated(self) -> int:
         """The first panel not rated yet, passing over those that could not be shown."""
-        for i, a in enumerate(self.assignments):
-            if a.panel not in self._unavailable and not db.is_complete(self.answers.get(a.seq), self.scale):
+        for i, a in enumerate(self._items()):
+            if a.panel not in self._unavailable and not db.is_complete(self._answer_of(a), self.scale):
                 return i
-        return len(self.assignments)
+        return len(self._items())
 
     def go_to(self, index: int) -> None:
         if self.rater is None or not self._still_admitted():
@@ -619,23 +725,27 @@ class RatingApp:
         if not self._commit_comment():
             return  # the comment was refused: stay, with the reason on the page
         self._shown = None
-        if index >= len(self.assignments):
-            self.index = len(self.assignments)
-            return self._show_finish()
+        items = self._items()
+        if index >= len(items):
+            self.index = len(items)
+            return self._show_practice_done() if self.in_practice else self._show_finish()
         self.index = max(0, index)
         self._show_panel()
 
     def _show_panel(self) -> None:
         """Show the panel at ``self.index`` whole; if one of its images cannot be shown, say so."""
-        assignment = self.assignments[self.index]
+        assignment = self._items()[self.index]
         try:  # everything that can fail comes before the first widget changes
             pixels = [self._image(token) for token in assignment.image_tokens]
         except PanelUnavailable as exc:
             return self._show_unavailable(assignment, exc)
-        text = db.prompt_text(self.conn, assignment.panel)
-        answer = db.latest_answer(self.conn, self.rater, assignment.seq)  # another window may have answered
-        if answer is not None:
-            self.answers[assignment.seq] = answer
+        if self.in_practice:
+            text, answer = assignment.text, self.practice_answers.get(assignment.panel)
+        else:
+            text = db.prompt_text(self.conn, assignment.panel)
+            answer = db.latest_answer(self.conn, self.rater, assignment.seq)  # another window may have answered
+            if answer is not None:
+                self.answers[assignment.seq] = answer
         self._shown = None  # the value changes below are not the rater's
         self.close_enlarged()
         self.prompt_html.value = f"<div class='mp-prompt'>{html.escape(text)}</div>"
@@ -647,9 +757,13 @@ class RatingApp:
             buttons.value = answer.scores.get(dim) if answer else None
         self.nonsensical.value = bool(answer and answer.nonsensical)
         self.comment.value = answer.comment if answer else ""
+        # practice answers have no comment: the box is the study's
+        for widget in (self.comment, self.comment_note):
+            widget.layout.display = "none" if self.in_practice else None
         self._shown = self.index
         self._unavailable.discard(assignment.panel)  # its images are back
         self._show_saved_state(answer)
+        self._show_feedback(answer)
         self._update_progress()
         self._update_navigation()
         self.page.children = [self.panel_page]
@@ -658,7 +772,7 @@ class RatingApp:
     def _show_unavailable(self, assignment: db.Assignment, problem: PanelUnavailable) -> None:
         self._unavailable.add(assignment.panel)
         self._report_unavailable(assignment, problem)
-        text = UNAVAILABLE_TEXT.format(number=self.index + 1)
+        text = UNAVAILABLE_TEXT.format(number=f"{'Practice ' if self.in_practice else ''}{self.index + 1}")
         self.unavailable_html.value = f"<div class='mp-error'>{html.escape(text)}</div>"
         self._update_progress()
         self._update_navigation()
@@ -667,7 +781,8 @@ class RatingApp:
     def _report_unavailable(self, assignment: db.Assignment, problem: PanelUnavailable) -> None:
         """Tell the study team which panel and image, and why (file paths are fine here, not on the page)."""
         error = " ".join(f"{type(problem.cause).__name__}: {problem.cause}".split())
-        line = "\t".join([now(), "panel not shown", f"rater={self.rater}", f"seq={assignment.seq}",
+        seq = f"practice {assignment.position + 1}" if self.in_practice else assignment.seq
+        line = "\t".join([now(), "panel not shown", f"rater={self.rater}", f"seq={seq}",
                           f"panel={assignment.panel}", f"image={problem.image_token}",
                           f"file={db.recorded_file(self.conn, problem.image_token)}", f"error={error}"])
         logger.error("%s", line)
@@ -684,7 +799,9 @@ class RatingApp:
 
     def _update_navigation(self) -> None:
         self.prev_button.disabled = self.index == 0
-        self.next_button.description = "Finish" if self.index == len(self.assignments) - 1 else "Next"
+        last = self.index == len(self._items()) - 1
+        self.next_button.description = ("End the practice" if self.in_practice else "Finish") if last else "Next"
+        self.unrated_button.layout.display = "none" if self.in_practice else None
 
     def enlarge(self, position: int) -> None:
         """Show image ``position`` (0-3) of the panel on show in the viewer, at its full resolution
@@ -731,7 +848,7 @@ class RatingApp:
     def _commit_comment(self) -> bool:
         """A comment typed but not yet sent (the box sends it when it loses focus) still counts
         when the rater moves on. False when it could not be saved."""
-        if self._shown is None or self.comment.value == self._stored()[2]:
+        if self._shown is None or self.in_practice or self.comment.value == self._stored()[2]:
             return True
         return self.save()
 
@@ -742,7 +859,7 @@ class RatingApp:
 
     def _stored(self) -> tuple[dict, bool, str]:
         """The saved answer of the panel on show, in the widgets' terms."""
-        answer = self.answers.get(self.assignments[self._shown].seq)
+        answer = self._answer_of(self._items()[self._shown])
         if answer is None:
             return {dim: None for dim in self.scores}, False, ""
         return {dim: answer.scores.get(dim) for dim in self.scores}, answer.nonsensical, answer.comment
@@ -751,6 +868,8 @@ class RatingApp:
         """Commit the answer of the panel on show (a new row; the latest counts); False if refused."""
         if self._shown is None or not self._still_admitted():
             return False
+        if self.in_practice:
+            return self._save_practice()
         assignment = self.assignments[self._shown]
         previous = self.answers.get(assignment.seq)
         scores, nonsensical, comment = self._given()
@@ -783,9 +902,56 @@ class RatingApp:
         self._update_progress()
         return True
 
+    def _save_practice(self) -> bool:
+        """A practice answer: its own table, never a rating; then the team's reference is shown."""
+        item = self.practice[self._shown]
+        scores, nonsensical, _ = self._given()
+        seconds = round(time.monotonic() - self._shown_at, 3)
+        try:
+            answer = practice.save_practice_answer(self.conn, self.rater, item.panel, scores, nonsensical, seconds,
+                                                   self.scale, session=self.session)
+        except Exception:
+            logger.error("practice answer not saved: rater %s, practice %s", self.rater, item.position + 1,
+                         exc_info=True)
+            self.saved.value = "<span class='mp-error'>⚠ Not saved. Please tell the study team.</span>"
+            return False
+        self.practice_answers[item.panel] = answer
+        self._show_saved_state(answer)
+        self._show_feedback(answer)
+        self._update_progress()
+        return True
+
+    def _show_feedback(self, answer: db.Answer | None) -> None:
+        """On a practice panel the rater has answered: the study team's rating beside theirs."""
+        if not self.in_practice or self._shown is None or not db.is_complete(answer, self.scale):
+            self.feedback.value = ""
+            return
+        item = self.practice[self._shown]
+        if item.reference is None:
+            self.feedback.value = ("<div class='mp-feedback'>The study team gave no reference rating for this "
+                                   "practice panel.</div>")
+            return
+        team, yours = [], []
+        for dim in self.scale["dimensions"]:
+            labels = dict(dim["anchors"])
+            theirs, mine = item.reference["scores"].get(dim["id"]), answer.scores.get(dim["id"])
+            name = html.escape(dim["id"].capitalize())
+            team.append(f"{name} <b>{'—' if theirs is None else theirs}</b>"
+                        + ("" if theirs is None else f" ({html.escape(labels.get(theirs, ''))})"))
+            yours.append(f"{name} <b>{'—' if mine is None else mine}</b>")
+        team.append("nonsensical" if item.reference.get("nonsensical") else "not nonsensical")
+        yours.append("nonsensical" if answer.nonsensical else "not nonsensical")
+        note = f"<div class='mp-anchors'>{html.escape(item.note)}</div>" if item.note else ""
+        self.feedback.value = ("<div class='mp-feedback'><div><b>The study team's rating:</b> "
+                               f"{' · '.join(team)}</div><div>Yours: {' · '.join(yours)}</div>{note}</div>")
+
     def _update_progress(self) -> None:
-        rated, total = self.n_rated(), len(self.assignments)
-        self.progress_label.value = f"<b>Panel {self.index + 1} of {total}</b> &nbsp; {rated} / {total} rated"
+        rated, total = self.n_rated(), len(self._items())
+        if self.in_practice:
+            self.progress_label.value = (f"<span class='mp-practice-badge'>Practice</span> <b>Practice panel "
+                                         f"{self.index + 1} of {total}</b> &nbsp; not part of the study")
+        else:
+            self.progress_label.value = f"<b>Panel {self.index + 1} of {total}</b> &nbsp; {rated} / {total} rated"
         self.progress_bar.max, self.progress_bar.value = max(total, 1), rated
 
     def _show_saved_state(self, answer: db.Answer | None) -> None:

@@ -151,6 +151,39 @@ RATINGS_MIGRATIONS = [
     CREATE TRIGGER analysis_plans_append_only_delete BEFORE DELETE ON analysis_plans
         BEGIN SELECT RAISE(ABORT, 'analysis plans are append-only: every plan and amendment is kept'); END
     """,
+    # 4: practice panels (ratings.practice), kept apart from the study: their own panels, image
+    # tokens and answers, so no export, analysis or progress count of the study can take them in.
+    # Practice answers are append-only like ratings; the team's reference rating of a practice
+    # panel is its own row. Scale examples are the team's images of each scale point.
+    """
+    CREATE TABLE practice_panels (
+        panel TEXT PRIMARY KEY, position INTEGER NOT NULL UNIQUE,
+        prompt_id TEXT NOT NULL, text TEXT NOT NULL, preset TEXT NOT NULL, study_seed INTEGER,
+        reference TEXT, note TEXT NOT NULL DEFAULT '', chosen_by TEXT NOT NULL, created_at TEXT NOT NULL,
+        UNIQUE (prompt_id, preset, study_seed));
+    CREATE TABLE practice_images (
+        panel TEXT NOT NULL REFERENCES practice_panels(panel), position INTEGER NOT NULL,
+        image_token TEXT NOT NULL UNIQUE, file TEXT NOT NULL,
+        PRIMARY KEY (panel, position));
+    CREATE TABLE practice_answers (
+        answer_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        rater TEXT NOT NULL REFERENCES raters(rater),
+        panel TEXT NOT NULL REFERENCES practice_panels(panel),
+        scores TEXT NOT NULL, nonsensical INTEGER NOT NULL DEFAULT 0,
+        seconds REAL, answered_at TEXT NOT NULL, session TEXT);
+    CREATE INDEX practice_answers_latest ON practice_answers (rater, panel, answer_id);
+    CREATE TRIGGER practice_answers_append_only_update BEFORE UPDATE ON practice_answers
+        BEGIN SELECT RAISE(ABORT, 'practice answers are append-only: add a new row to revise'); END;
+    CREATE TRIGGER practice_answers_append_only_delete BEFORE DELETE ON practice_answers
+        BEGIN SELECT RAISE(ABORT, 'practice answers are append-only: history is kept'); END;
+    CREATE TRIGGER practice_panels_answered_delete BEFORE DELETE ON practice_panels
+        WHEN EXISTS (SELECT 1 FROM practice_answers WHERE panel = OLD.panel)
+        BEGIN SELECT RAISE(ABORT, 'this practice panel has answers: it is kept'); END;
+    CREATE TABLE scale_examples (
+        dimension TEXT NOT NULL, value INTEGER NOT NULL, file TEXT NOT NULL,
+        caption TEXT NOT NULL DEFAULT '', added_at TEXT NOT NULL,
+        PRIMARY KEY (dimension, value))
+    """,
 ]
 register_migrations("ratings", RATINGS_MIGRATIONS)
 
@@ -261,15 +294,20 @@ def prompt_text(conn: sqlite3.Connection, panel: str) -> str:
     return conn.execute("SELECT text FROM panels WHERE panel = ?", (panel,)).fetchone()["text"]
 
 
+# an image token is a study panel's or a practice panel's (both random, never the same)
+_TOKEN_FILE = ("SELECT file FROM panel_images WHERE image_token = ? "
+               "UNION ALL SELECT file FROM practice_images WHERE image_token = ? LIMIT 1")
+
+
 def recorded_file(conn: sqlite3.Connection, image_token: str) -> str | None:
     """The file behind an image token as the database records it (for the study team's log)."""
-    row = conn.execute("SELECT file FROM panel_images WHERE image_token = ?", (image_token,)).fetchone()
+    row = conn.execute(_TOKEN_FILE, (image_token, image_token)).fetchone()
     return row["file"] if row else None
 
 
 def image_file(conn: sqlite3.Connection, image_token: str) -> Path:
     """The file behind an opaque image token, refused if it points outside the study."""
-    row = conn.execute("SELECT file FROM panel_images WHERE image_token = ?", (image_token,)).fetchone()
+    row = conn.execute(_TOKEN_FILE, (image_token, image_token)).fetchone()
     if row is None:
         raise RatingError(f"no image with token {image_token!r}")
     root = study_root(conn).resolve()

@@ -571,12 +571,15 @@ def wide_table(study: str | Path) -> pd.DataFrame:
     return pd.concat([out, pd.DataFrame(columns, index=out.index)], axis=1)
 
 
-def export(study: str | Path, output: str | Path, format: str = "csv", include_repeats: bool = False) -> Path:
+def export(study: str | Path, output: str | Path, format: str = "csv", include_repeats: bool = False,
+           practice: bool = False) -> Path:
     """Write the tidy table (csv, parquet) or the wide table (wide: .csv or .xlsx); returns the path.
 
     The file is written next to its destination and renamed into place, so a failed export
     never leaves a partial file. In CSV and XLSX, column names and text cells are
     :func:`spreadsheet_safe` ("=1+1" is written "'=1+1"); parquet keeps the exact texts.
+    ``practice``: the practice answers beside the team's reference instead
+    (:func:`ratings.practice.practice_table`); the study's table never holds them.
     """
     path = Path(output).expanduser().resolve()
     if format not in ("csv", "parquet", "wide"):
@@ -585,13 +588,22 @@ def export(study: str | Path, output: str | Path, format: str = "csv", include_r
         raise RatingError(f"{path}: a wide export is written as .csv or .xlsx; end the output name with one")
     if not path.parent.is_dir():
         raise RatingError(f"{path}: the folder {path.parent} does not exist; create it or choose another -o")
-    table = wide_table(study) if format == "wide" else tidy_table(study, include_repeats)
+    if practice and format == "wide":
+        raise RatingError("--practice exports the practice answers as a tidy table; use --format csv or parquet")
+    if practice:
+        from .practice import practice_table
+
+        table = practice_table(study)
+    else:
+        table = wide_table(study) if format == "wide" else tidy_table(study, include_repeats)
     try:
         write_table(table, path, parquet=format == "parquet")
     except TableError as exc:  # an export is the rating side's, so its failure is a RatingError
         raise RatingError(str(exc)) from None
-    if not record_in_study(study, "export", {"file": str(path), "format": format, "rows": len(table),
-                                             "include_repeats": bool(include_repeats)}):
+    # practice answers show no rating of the study: their export is not one that unblinds (ratings.plan)
+    event = "practice_export" if practice else "export"
+    if not record_in_study(study, event, {"file": str(path), "format": format, "rows": len(table),
+                                          "include_repeats": bool(include_repeats)}):
         warnings.warn(f"{study}: this export is not in the study's audit trail (the study cannot be written "
                       "here)", stacklevel=2)
     return path

@@ -29,6 +29,7 @@ from probes.store import Study, now, transaction
 from .db import get_config, open_db, raters, set_config
 from .errors import RatingError
 from .panels import stratified_sample
+from .practice import plan_practice, practice_files, write_practice
 from .scale import DEFAULT_SCALE, check_scale
 
 REFERENCE_PRESET = "reference"
@@ -78,7 +79,8 @@ def check_rater_ids(raw_ids, existing=()) -> list[str]:
 def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[str] | None = None,
                    repeats: float = 0.0, seed: int = 0, images_per_panel: int = 4,
                    shuffle_images: bool = True, scale: dict | None = None, sample: int | None = None,
-                   stratify=(), sample_seed: int = 0) -> dict:
+                   stratify=(), sample_seed: int = 0, practice: int | None = None,
+                   practice_file: str | Path | None = None) -> dict:
     """Create panels from the study's images and assign them to raters.
 
     Re-running with new raters or new images adds them: raters who already have a session
@@ -89,7 +91,10 @@ def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[
     ``sample``: rate only this many panels, drawn by :func:`ratings.panels.stratified_sample`
     across ``stratify`` (e.g. ``["style", "metric:clip"]``) with ``sample_seed``, on the study's
     first build. The sample is recorded; later builds (new raters) keep to it.
-    Returns a summary: panels, assignments per rater, panels skipped as incomplete.
+    ``practice``: show every rater this many practice panels first (spread over the styles,
+    taken out of the study: never rated in it, never analysed); ``practice_file``: the practice
+    panels the study team names, with their reference ratings (:mod:`ratings.practice`).
+    Returns a summary: panels, assignments per rater, panels skipped as incomplete, practice panels.
     """
     raw_ids = [r.strip() for r in rater_ids.split(",")] if isinstance(rater_ids, str) else list(rater_ids)
     raw_ids = [r for r in raw_ids if r]
@@ -117,21 +122,33 @@ def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[
         if new_scale is not None and old_scale is not None and json.loads(json.dumps(new_scale)) != old_scale:
             _refuse_scale_change(conn, root, old_scale)
         plan, skipped = _plan_panels(conn, manifest, images_per_panel)
+        recorded_sample = get_config(conn, "sample")
+        sample_keys = {tuple(k) for k in recorded_sample["panels"]} if recorded_sample else None
+        practice_keys, new_practice = plan_practice(
+            conn, plan, practice, practice_file, new_scale or old_scale or check_scale(DEFAULT_SCALE), seed,
+            sample_keys)
+        plan = [entry for entry in plan if _key(entry[0]) not in practice_keys]  # never a study panel
         plan = _sampled(conn, study, plan, sample, list(stratify), sample_seed)
-        _verify_images(root, _panel_files(conn, plan, manifest, images_per_panel))
+        digests = dict(zip(manifest.file, manifest.sha256, strict=True))
+        _verify_images(root, {**_panel_files(conn, plan, manifest, images_per_panel),
+                              **practice_files(conn, new_practice, images_per_panel, digests)})
         if new_scale is not None or old_scale is None:
             set_config(conn, "scale", new_scale or check_scale(DEFAULT_SCALE))
         set_config(conn, "images_per_panel", images_per_panel)
         if sample and get_config(conn, "sample") is None:
             set_config(conn, "sample", {"n": sample, "stratify": list(stratify), "seed": sample_seed,
                                         "panels": [list(_key(key)) for key, _, _ in plan]})
+        write_practice(conn, new_practice, images_per_panel,
+                       how=f"--practice-panels {practice_file}" if practice_file else f"--practice {practice}",
+                       chosen_by="study team" if practice_file else "medprobe")
         panel_ids = _ensure_panels(conn, plan, images_per_panel)
         added = {}
         for rater in rater_ids:
             added[rater] = assign_panels(conn, rater, panel_ids, repeats, seed, shuffle_images)
     finally:
         conn.close()
-    return {"panels": len(panel_ids), "skipped_incomplete": skipped, "assigned": added}
+    return {"panels": len(panel_ids), "skipped_incomplete": skipped, "assigned": added,
+            "practice": len(practice_keys), "practice_new": len(new_practice)}
 
 
 def _sampled(conn, study, plan, sample: int | None, stratify: list[str], seed: int):
