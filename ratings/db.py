@@ -17,6 +17,7 @@ import hashlib
 import json
 import math
 import os
+import secrets
 import sqlite3
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -205,6 +206,11 @@ class Answer:
     rated_at: str
     seconds: float | None
     rating_id: int  # the row it was read from: a save says which answer it revises (based_on)
+
+
+def token() -> str:
+    """An opaque random token (panels, images): 72 bits, URL-safe."""
+    return secrets.token_urlsafe(9)
 
 
 def open_db(study: str | Path, must_exist: bool = True, readonly: bool = False) -> sqlite3.Connection:

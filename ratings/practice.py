@@ -21,6 +21,8 @@ from __future__ import annotations
 import io
 import json
 import random
+import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -29,7 +31,7 @@ from PIL import Image
 
 from probes.store import Study, now, transaction
 
-from .db import Answer, get_config, open_db, set_config
+from .db import Answer, get_config, open_db, set_config, token
 from .errors import RatingError
 from .scale import DEFAULT_SCALE
 
@@ -185,20 +187,26 @@ def _named_panels(path: Path, plan: list, candidates: list, scale: dict) -> list
 def read_practice_table(path: Path) -> tuple[list[str], list[tuple[int, list]]]:
     """Header and (spreadsheet row number, cells) of a practice file (CSV or XLSX), read only if
     it is a regular file of modest size."""
-    from .io import CSV_SUFFIXES, XLSX_SUFFIXES, _read_csv, _read_xlsx
-
     if path.is_symlink() or not path.is_file():
         raise RatingError(f"{path}: no such file (or not a regular file); check the path")
     if path.stat().st_size > TABLE_MAX_BYTES:
         raise RatingError(f"{path}: {path.stat().st_size:,} bytes; a practice file names a few panels "
                           f"(at most {TABLE_MAX_BYTES:,} bytes): check that this is the right file")
     suffix = path.suffix.lower()
-    if suffix in CSV_SUFFIXES:
-        table = _read_csv(path)
-    elif suffix in XLSX_SUFFIXES:
-        table = _read_xlsx(path, None)
-    else:
-        raise RatingError(f"{path}: unknown file type {suffix or '(no suffix)'!r}; give a .csv or .xlsx file")
+    try:
+        if suffix in (".csv", ".tsv", ".txt"):
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, header=None, sep=None, engine="python",
+                                encoding="utf-8-sig")
+        elif suffix in (".xlsx", ".xlsm"):
+            frame = pd.read_excel(path, dtype=str, header=None, keep_default_na=False)
+        else:
+            raise RatingError(f"{path}: unknown file type {suffix or '(no suffix)'!r}; give a .csv or .xlsx file")
+    except RatingError:
+        raise
+    except Exception as exc:  # pandas and openpyxl raise many types for a file that is not a table
+        raise RatingError(f"{path}: not readable as a table ({type(exc).__name__}); save it as CSV UTF-8 "
+                          "or .xlsx and try again") from None
+    table = frame.values.tolist()
     table = [r for r in table if any(_text(v) for v in r)]
     if len(table) < 2:
         raise RatingError(f"{path}: no rows; give a header (prompt, preset, "
@@ -243,8 +251,6 @@ def reference_from_cells(cell: dict, scale: dict) -> dict | None:
 
 def write_practice(conn, chosen: list, images_per_panel: int, how: str, chosen_by: str) -> None:
     """Write the practice panels :func:`plan_practice` chose (one transaction)."""
-    from .session import token
-
     if not chosen:
         return
     with transaction(conn):
@@ -263,6 +269,26 @@ def practice_files(conn, chosen: list, images_per_panel: int, digests: dict) -> 
     """file -> SHA-256 for every image of the practice panels to write (checked with the study's)."""
     return {file: digests.get(file) or Path(file).stem
             for (_, _, images), _, _ in chosen for file in images.file.iloc[:images_per_panel]}
+
+
+def open_image_file(file: str | Path) -> Image.Image:
+    """The image's pixels as RGB, or RatingError: unreadable, not an image, or so large that
+    decoding it could exhaust memory (PIL's decompression-bomb limit)."""
+    limit = Image.MAX_IMAGE_PIXELS
+    try:
+        with warnings.catch_warnings():
+            # PIL only warns between the limit and twice it; such an image is refused just the same
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(file) as image:
+                return image.convert("RGB")
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        found = re.search(r"\((\d+) pixels\)", str(exc))
+        size = f" ({int(found.group(1)) / 1e6:,.0f} megapixels)" if found else ""
+        raise RatingError(f"{file}: the image is larger than {limit / 1e6:.0f} megapixels{size}, more than "
+                          "a rating panel can show and enough to exhaust memory; downscale it (e.g. to 2048 "
+                          "pixels on the long side) and add it again") from None
+    except OSError as exc:
+        raise RatingError(f"{file}: not a readable image ({exc}); give a PNG, JPEG or TIFF file") from None
 
 
 # --- the team's reference ratings (ratings practice) -------------------------------------------
@@ -431,8 +457,6 @@ def practice_table(study: str | Path) -> pd.DataFrame:
 def add_scale_example(study: str | Path, dimension: str, value: int, file: str | Path, caption: str = "") -> str:
     """Store the team's example image of one scale point (replacing an earlier one for that
     point); returns its file in the study. The image is checked before anything is written."""
-    from .session import _open_reference
-
     conn = open_db(study)
     try:
         scale = get_config(conn, "scale") or DEFAULT_SCALE
@@ -444,7 +468,7 @@ def add_scale_example(study: str | Path, dimension: str, value: int, file: str |
             raise RatingError(f"--value {value}: the {dimension} scale runs {dim['min']}-{dim['max']}")
         if Path(file).is_symlink() or not Path(file).is_file():
             raise RatingError(f"{file}: no such file (or not a regular file); give a PNG, JPEG or TIFF file")
-        image = _open_reference(file)
+        image = open_image_file(file)
         with Study(study, create=False) as st:
             _, relative = st.write_image(image)
         with transaction(conn):
@@ -479,4 +503,4 @@ def scale_examples(conn) -> dict[str, dict[int, tuple[bytes, str]]]:
 
 
 __all__ = ["PracticePanel", "add_scale_example", "latest_practice_answers", "practice_for",
-           "practice_overview", "practice_table", "save_practice_answer", "scale_examples", "set_references"]
+           "open_image_file", "practice_overview", "practice_table", "save_practice_answer", "scale_examples", "set_references"]

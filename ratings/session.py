@@ -14,7 +14,6 @@ import io
 import json
 import random
 import re
-import secrets
 import unicodedata
 import warnings
 from pathlib import Path
@@ -26,18 +25,14 @@ from tqdm.auto import tqdm
 from probes import catalog as cat
 from probes.store import Study, now, transaction
 
-from .db import get_config, open_db, raters, set_config
+from .db import get_config, open_db, raters, set_config, token
 from .errors import RatingError
 from .panels import stratified_sample
-from .practice import plan_practice, practice_files, write_practice
+from .practice import open_image_file, plan_practice, practice_files, write_practice
 from .scale import DEFAULT_SCALE, check_scale
 
 REFERENCE_PRESET = "reference"
 SHOWN = 20  # problems listed in a message before "and N more"
-
-
-def token() -> str:
-    return secrets.token_urlsafe(9)
 
 
 # ASCII only: Greek "Α" and Cyrillic "А" look like Latin "A" and would make a second rater
@@ -341,7 +336,7 @@ def add_reference(study: str | Path, text: str, files: list[str | Path], catalog
 
     Every file is opened and checked first, so a bad one adds nothing.
     """
-    images = [_open_reference(file) for file in files]
+    images = [open_image_file(file) for file in files]
     with Study(study, create=False) as st:
         row = {"prompt_id": cat.prompt_id(text), "text": text, "style": "custom", "style_group": "other",
                "topic": "custom", "topic_group": "custom", "detail": "custom", "catalog": "reference"}
@@ -362,26 +357,6 @@ def add_reference(study: str | Path, text: str, files: list[str | Path], catalog
                           "meta_json": _json({"source": Path(file).name}), "run_id": "reference",
                           "created_at": now()})
     return row["prompt_id"]
-
-
-def _open_reference(file: str | Path) -> Image.Image:
-    """The image's pixels as RGB, or RatingError: unreadable, not an image, or so large that
-    decoding it could exhaust memory (PIL's decompression-bomb limit)."""
-    limit = Image.MAX_IMAGE_PIXELS
-    try:
-        with warnings.catch_warnings():
-            # PIL only warns between the limit and twice it; such an image is refused just the same
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(file) as image:
-                return image.convert("RGB")
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        found = re.search(r"\((\d+) pixels\)", str(exc))
-        size = f" ({int(found.group(1)) / 1e6:,.0f} megapixels)" if found else ""
-        raise RatingError(f"{file}: the image is larger than {limit / 1e6:.0f} megapixels{size}, more than "
-                          "a rating panel can show and enough to exhaust memory; downscale it (e.g. to 2048 "
-                          "pixels on the long side) and add it again") from None
-    except OSError as exc:
-        raise RatingError(f"{file}: not a readable image ({exc}); give a PNG, JPEG or TIFF file") from None
 
 
 def session_summary(study: str | Path) -> pd.DataFrame:
