@@ -22,6 +22,7 @@ the private folder instead of the terminal: a cell's output is in the executed n
 from __future__ import annotations
 
 import json
+import logging
 import os
 import tempfile
 import threading
@@ -124,6 +125,30 @@ class _SideBar:
         self.bar.close()
 
 
+class _QuietTeardown(logging.Filter):
+    """Drops asyncio's log of a DeadKernelError left in a task nobody awaits any more.
+
+    On Ctrl-C the event loop stops under nbclient's cell task; the kernel's shutdown runs the
+    loop again, the cancelled reply makes that task raise DeadKernelError, and asyncio logs it
+    with a traceback ("Task exception was never retrieved"), possibly only when the task is
+    garbage-collected, while the command has already said "interrupted". A kernel that dies
+    during a run is reported by execute_notebook itself (KernelDiedError); any other record passes.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        return not (error is not None and _is_dead_kernel(error))
+
+
+_QUIET = _QuietTeardown()
+
+
+def quiet_dead_kernel_logs() -> None:
+    """Keep asyncio from printing the traceback of a dead kernel's abandoned task (see
+    :class:`_QuietTeardown`); installed once, for the rest of the process."""
+    logging.getLogger("asyncio").addFilter(_QUIET)  # addFilter ignores a filter already there
+
+
 def _kernel_manager_class(folder: str, busy=lambda: False):
     """A kernel manager that talks IPC in ``folder`` and shuts an idle kernel down without an interrupt.
 
@@ -206,6 +231,7 @@ def execute_notebook(name: str, output: str | Path, parameters: dict, progress: 
         if side:
             parameters = {**parameters, "progress_file": os.path.join(private, "progress.json")}
             bar = _SideBar(Path(parameters["progress_file"]))
+        quiet_dead_kernel_logs()  # for good: the record may come when the task is collected, at exit
         try:
             pm.execute_notebook(str(source), str(output), parameters=parameters, kernel_name="python3",
                                 progress_bar=progress and not side, cwd=empty,
