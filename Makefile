@@ -43,10 +43,12 @@ venv: $(VENV)/.installed $(VENV)/.strip-outputs
 
 demo: venv
 	$(BIN)/python -m probes catalog show prompts/oncology.yaml
-	$(BIN)/python -m probes run --study $(STUDY) --catalog oncology --presets tiny \
+	$(BIN)/python -m probes run --study $(STUDY) --catalog oncology --presets tiny,tiny-strong \
 		--topics brain,lung_cancer --detail short --images-per-prompt 4
 	$(BIN)/python -m probes score --study $(STUDY) --metrics diversity
 	$(BIN)/python -m ratings build --study $(STUDY) --raters A,B,C --repeats 0.1
+	# and a side-by-side block: each prompt's two presets, left and right drawn per rater, blinded
+	$(BIN)/python -m ratings build --study $(STUDY) --raters A,B,C --compare tiny,tiny-strong
 	# SIMULATED raters (sim-1..3) rate a copy of it, following its diversity score: the study that
 	# `make rate` serves to clinicians never holds a simulated answer
 	$(BIN)/python -m ratings simulate --study $(STUDY) --into $(SIMULATED) --follow diversity

@@ -59,6 +59,12 @@ def _build(args) -> int:
     from .scale import check_scale
     from .session import build_sessions
 
+    if args.compare:
+        return _build_comparisons(args)
+    for flag, given in (("--pairs-per-prompt", args.pairs_per_prompt is not None), ("--blocks", args.blocks)):
+        if given:
+            raise RatingError(f"{flag} belongs to the comparison block: give it with --compare PRESETS "
+                              "(nothing was changed)")
     scale = None
     if args.scale:
         scale = check_scale(load_yaml(args.scale, what="rating scale", max_bytes=SCALE_MAX_BYTES),
@@ -81,6 +87,49 @@ def _build(args) -> int:
             print("  give the team's reference ratings: python -m ratings practice --study "
                   f"{args.study} --template practice.csv, fill in the scores, then --reference practice.csv")
     return 0
+
+
+def _build_comparisons(args) -> int:
+    from probes.safeyaml import load_yaml
+
+    from .compare import build_comparisons, design_lines
+    from .scale import check_scale
+
+    absolute_only = [flag for flag, given in (("--presets", args.presets), ("--sample", args.sample),
+                                              ("--stratify", args.stratify), ("--practice", args.practice),
+                                              ("--practice-panels", args.practice_panels)) if given]
+    if absolute_only:
+        raise RatingError(f"{', '.join(absolute_only)} belong{'s' if len(absolute_only) == 1 else ''} to the "
+                          "absolute block; --compare builds the comparison block only. Build the absolute block "
+                          "with its own `ratings build` (without --compare), before or after; nothing was changed")
+    scale = None
+    if args.scale:
+        scale = check_scale(load_yaml(args.scale, what="rating scale", max_bytes=SCALE_MAX_BYTES),
+                            source=str(args.scale))
+    summary = build_comparisons(args.study, args.raters, args.compare.split(","), repeats=args.repeats,
+                                seed=args.seed, images_per_panel=args.images_per_panel,
+                                shuffle_images=not args.keep_image_order, pairs_per_prompt=args.pairs_per_prompt,
+                                blocks=args.blocks, scale=scale)
+    print(f"{summary['pairs']} side-by-side comparisons of {summary['prompts']} prompts in {args.study}"
+          + (f" ({summary['skipped_prompts']} prompts skipped: not every preset has {args.images_per_panel} images)"
+             if summary["skipped_prompts"] else ""))
+    for line in design_lines(summary["design"]):
+        print(line)
+    for rater, n in summary["assigned"].items():
+        print(f"  {rater}: {n} new comparisons")
+    print("  raters see the blocks in this order: " + " then ".join(summary["blocks"] or _blocks(args.study)))
+    return 0
+
+
+def _blocks(study) -> list[str]:
+    from .compare import block_order
+    from .db import open_db
+
+    conn = open_db(study, readonly=True)
+    try:
+        return block_order(conn)
+    finally:
+        conn.close()
 
 
 @_study_errors(writes=True)
@@ -143,8 +192,9 @@ def _export(args) -> int:
     from .io import export
 
     path = export(args.study, args.output, format=args.format, include_repeats=args.include_repeats,
-                  practice=args.practice)
-    print(f"wrote {path}" + (" (practice answers only: not the study's)" if args.practice else ""))
+                  practice=args.practice, comparisons=args.comparisons)
+    print(f"wrote {path}" + (" (practice answers only: not the study's)" if args.practice else "")
+          + (" (the side-by-side comparisons)" if args.comparisons else ""))
     return 0
 
 
@@ -212,6 +262,11 @@ def _analyze(args) -> int:
     options, plan = _follow_plan(args)  # the options not given come from the study's plan
     if args.table and not Path(args.table).exists():
         raise RatingError(f"{args.table}: file not found; export one with `python -m ratings export`")
+    if args.comparisons and args.study:
+        raise RatingError("--comparisons goes with --table: with --study the study's own comparisons are analysed")
+    if args.comparisons and not Path(args.comparisons).is_file():
+        raise RatingError(f"{args.comparisons}: file not found; export one with `python -m ratings export --study "
+                          "DIR --comparisons -o FILE`")
     # refuses simulated answers beside people's unless chosen, before the notebook's kernel starts
     load_ratings(study=args.study, table=args.table, raters=args.raters, include_simulated=args.include_simulated,
                  read_study=tidy_table)
@@ -234,6 +289,8 @@ def _analyze(args) -> int:
             parameters["reproduce"] = True
         if args.scores:
             parameters["scores"] = _panel_scores_file(args.scores, work)
+        if args.comparisons:  # an exported comparisons table (ratings export --comparisons)
+            parameters["comparisons"] = str(Path(args.comparisons).resolve())
         notebook = execute_notebook("30_analyze.ipynb", work / "30_analyze.ipynb", parameters,
                                     progress=not args.quiet)
         notebook_to_html(notebook, work / "report.html")
@@ -382,6 +439,12 @@ def _progress(args) -> int:
         print(f"wrote progress of {len(table)} raters to {path}")
         return 0
     print(format_progress(table))
+    from .progress import comparison_progress
+
+    compared = comparison_progress(args.study)
+    if len(compared):
+        print("\nside-by-side comparisons (answered: both questions):")
+        print(compared.to_string(index=False))
     return 0
 
 
@@ -464,8 +527,9 @@ def _simulate_study(args) -> int:
                if summary["follow"] else "")
     copied = f" (a copy of {args.study}, which holds no simulated answer)" if args.into else ""
     print(f"SIMULATED: wrote {summary['ratings']} SIMULATED ratings of {summary['panels']} panels by simulated "
-          f"raters {', '.join(summary['raters'])} into {where}{copied}{follows}. They are not clinicians' "
-          "ratings; every report made from them says SIMULATED.")
+          f"raters {', '.join(summary['raters'])} into {where}{copied}{follows}"
+          + (f", and {summary['comparisons']} SIMULATED side-by-side answers" if summary.get("comparisons") else "")
+          + ". They are not clinicians' ratings; every report made from them says SIMULATED.")
     return 0
 
 
@@ -483,6 +547,12 @@ def _add_build(sub) -> None:
     p.add_argument("--sample", type=int, help="rate only this many panels, stratified (see --stratify)")
     p.add_argument("--stratify", help="strata of the sample: columns and metric quartiles, e.g. style,metric:clip")
     p.add_argument("--sample-seed", type=int, default=0, help="seed of the sample's draw")
+    p.add_argument("--compare", metavar="PRESETS",
+                   help="the comparison block: two or more presets side by side per prompt, e.g. glide-clip,glide-cfg")
+    p.add_argument("--pairs-per-prompt", type=int, metavar="N",
+                   help="with --compare and 3+ presets: preset pairs per prompt, balanced (default: every pair)")
+    p.add_argument("--blocks", metavar="ORDER",
+                   help="the order raters see the blocks in: absolute,compare (default) or compare,absolute")
     p.add_argument("--practice", type=int, metavar="N",
                    help="show every rater N practice panels first (taken out of the study, never analysed)")
     p.add_argument("--practice-panels", metavar="FILE",
@@ -556,6 +626,8 @@ def _add_export(sub) -> None:
     p.add_argument("--include-repeats", action="store_true", help="also the repeated showings (repeat=1)")
     p.add_argument("--practice", action="store_true",
                    help="the practice answers instead, beside the team's reference (never part of the study's)")
+    p.add_argument("--comparisons", action="store_true",
+                   help="the side-by-side comparisons instead: rater, prompt, both presets, each one's side, the choice")
     p.set_defaults(func=_export)
 
 
@@ -618,6 +690,9 @@ def _add_analyze(sub) -> None:
                         "the plan)")
     p.add_argument("--scores", help="with --table: automated scores, as the scored study folder or a CSV/parquet "
                                     "of panel scores (with --study they are read from the study)")
+    p.add_argument("--comparisons", metavar="FILE",
+                   help="with --table: the side-by-side comparisons, as exported by `ratings export --comparisons` "
+                        "(a study folder's own are read with --study)")
     p.add_argument("--reproduce", action="store_true",
                    help="also the published study's analysis, exactly (Kruskal-Wallis on prompt medians, every "
                         "style pair, uncorrected): reproduction.csv and a report section beside the primary analysis")

@@ -54,7 +54,7 @@ from PIL import Image
 from probes.errors import ProbeError
 from probes.store import now
 
-from . import access, db, practice
+from . import access, compare, db, practice
 from . import widgets as pw
 from .errors import PanelUnavailable, RatingError
 from .session import too_many_pixels
@@ -89,6 +89,11 @@ KEYS_HINT = ("<b>Keys</b>: <kbd>0</kbd>–<kbd>4</kbd> answer the highlighted qu
              "<kbd>Enter</kbd> or <kbd>→</kbd> next (once the panel is answered) · <kbd>←</kbd> previous · "
              "<kbd>E</kbd> then <kbd>1</kbd>–<kbd>4</kbd> enlarge an image · <kbd>Esc</kbd> close it. "
              "Keys do nothing while you type a comment.")
+COMPARE_KEYS_HINT = ("<b>Keys</b>: <kbd>1</kbd> left better · <kbd>2</kbd> right better · <kbd>3</kbd> both good · "
+                     "<kbd>4</kbd> both poor, for the highlighted question, then the next (<kbd>↑</kbd> <kbd>↓</kbd> "
+                     "choose the question) · <kbd>N</kbd> / <kbd>M</kbd> left / right images nonsensical · "
+                     "<kbd>Enter</kbd> or <kbd>→</kbd> next · <kbd>←</kbd> previous · <kbd>E</kbd> then "
+                     "<kbd>1</kbd>–<kbd>8</kbd> enlarge an image (1–4 left, 5–8 right) · <kbd>Esc</kbd> close it.")
 VIEWER_HINT = ("<kbd>←</kbd> <kbd>→</kbd> the other images · <kbd>+</kbd> <kbd>−</kbd> or the mouse wheel zoom · "
                "drag to move · <kbd>Esc</kbd> close")
 ZOOM_BUTTONS = ("<span class='mp-zoom-bar'>"
@@ -175,6 +180,26 @@ CSS = """
 .mp-feedback { border: 1px solid #c9b458; background: #fffbea; border-radius: 3px; padding: 6px 10px; font-size: 14px;
                line-height: 1.4; }
 .mp-app .mp-scale > * { flex-shrink: 0; }  /* a full column never squeezes the score buttons */
+/* side by side: the two sets of four images of one prompt, the questions beside them */
+.mp-app .mp-cmp-sides { flex: 1 1 0; min-height: 0; display: flex; gap: 14px; }
+.mp-app .mp-cmp-side { flex: 1 1 0; min-width: 0; min-height: 0; container-type: size; }
+.mp-app .mp-cmp-side .mp-side-name { font-weight: 600; text-align: center; height: 22px; line-height: 22px; }
+.mp-app .mp-cmp-side .mp-grid { --mp-tile: min(calc((100cqh - 22px - 84px) / 2), calc((100cqw - 10px) / 2)); }
+.mp-app .mp-compare .mp-choices .widget-toggle-buttons { width: 100%; }
+.mp-app .mp-compare .mp-choices .widget-toggle-buttons > div { display: grid; grid-template-columns: 1fr 1fr; gap: 4px;
+                                                               width: 100%; }
+.mp-app .mp-compare .mp-choices .widget-toggle-buttons .widget-toggle-button { width: auto; margin: 0; font-size: 14px; }
+.mp-app .mp-panel.mp-compare { grid-template-columns: minmax(0, 1fr) 330px; }
+@media (max-width: 1100px) { .mp-app .mp-panel.mp-compare { grid-template-columns: minmax(0, 1fr) 290px; } }
+.mp-app .mp-flags { flex-wrap: wrap; column-gap: 12px; }
+.mp-app .mp-flags .widget-checkbox { width: auto; }
+.mp-block-badge { background: #3a6ea5; color: #fff; border-radius: 3px; padding: 1px 8px; font-weight: 600; }
+@media (max-width: 760px) {
+  .mp-app .mp-panel.mp-compare { grid-template-columns: minmax(0, 1fr); }
+  .mp-app .mp-cmp-sides { flex-direction: column; flex: 0 0 auto; }
+  .mp-app .mp-cmp-side { flex: 0 0 auto; container-type: inline-size; }
+  .mp-app .mp-cmp-side .mp-grid { --mp-tile: calc((100cqw - 10px) / 2); }
+}
 .mp-examples .mp-example-row { display: flex; flex-wrap: wrap; gap: 10px; margin: 4px 0 10px 0; }
 .mp-example { margin: 0; width: 150px; font-size: 13px; }
 .mp-example img { width: 150px; height: 150px; border: 1px solid #ccc; display: block; }
@@ -309,6 +334,11 @@ class RatingApp:
         self.practice: list[practice.PracticePanel] = []
         self.practice_answers: dict[str, db.Answer] = {}
         self.in_practice = False  # the panels on show are the practice panels
+        # side-by-side comparisons (ratings.compare): a block of their own, in the study team's order
+        self.comparisons: list[compare.Comparison] = []
+        self.compare_answers: dict[int, compare.ComparisonAnswer] = {}
+        self.blocks: list[str] = []  # the rater's blocks with something in them, in order
+        self.block = "absolute"  # the study block on show (while not in the practice)
         self.index = 0
         # index of the assignment whose answer the widgets hold; None while they hold none
         # (before the first panel, while loading one, on a page without them): then no
@@ -472,7 +502,8 @@ class RatingApp:
         # finish
         self.finish_html = pw.HTML()
         self.review_button = pw.Button(description="Back to the panels", icon="arrow-left")
-        self.review_button.on_click(lambda _: self._to_study(len(self.assignments) - 1))
+        self.review_button.on_click(lambda _: self._to_study(
+            len(self._block_items(self.blocks[-1])) - 1 if self.blocks else 0, self.blocks[-1] if self.blocks else None))
         self.finish_unrated_button = pw.Button(description="Go to first unrated", button_style="warning")
         self.finish_unrated_button.on_click(lambda _: self._to_study(None))
         # the end of the practice: the study comes next
@@ -482,13 +513,81 @@ class RatingApp:
         self.study_button.on_click(lambda _: self._to_study(None))
         self.practice_back_button = pw.Button(description="Back to the practice", icon="arrow-left")
         self.practice_back_button.on_click(lambda _: self.go_to(len(self.practice) - 1))
+        # the end of one study block when another follows
+        self.block_done_html = pw.HTML()
+        self.next_block_button = pw.Button(description="Continue", button_style="primary", icon="play")
+        self.next_block_button.add_class("mp-start")
+        self.next_block_button.on_click(lambda _: self._next_block())
+        self.block_back_button = pw.Button(description="Back", icon="arrow-left")
+        self.block_back_button.on_click(lambda _: self.go_to(len(self._items()) - 1))
+        self._build_compare_widgets(progress, navigation)
+
+    def _build_compare_widgets(self, progress, navigation) -> None:
+        """The side-by-side page: the prompt, the left and right sets of images, a choice per question."""
+        self.cmp_images, self.cmp_enlarge, sides = [], [], []
+        for side, name in ((0, "Left"), (1, "Right")):
+            tiles = []
+            for i in range(4):
+                image = pw.Image(format="png")
+                button = pw.Button(description=f"Enlarge {name[0]}{i + 1}", icon="search-plus")
+                position = side * 4 + i
+                button.on_click(lambda _, position=position: self.enlarge(position))
+                button.add_class("mp-enlarge")
+                tile = pw.VBox([image, button])
+                tile.add_class("mp-tile")
+                tiles.append(tile)
+                self.cmp_images.append(image)
+                self.cmp_enlarge.append(button)
+            grid = pw.Box(tiles)
+            grid.add_class("mp-grid")
+            group = pw.VBox([pw.HTML(f"<div class='mp-side-name'>{name}</div>"), grid])
+            group.add_class("mp-cmp-side")
+            sides.append(group)
+        self.cmp_sides = pw.HBox(sides)
+        self.cmp_sides.add_class("mp-cmp-sides")
+        self.cmp_viewer = pw.VBox([self.cmp_sides])
+        self.cmp_viewer.add_class("mp-viewer")
+        self.choices: dict[str, w.ToggleButtons] = {}
+        rows = []
+        for dim in self.scale["dimensions"]:
+            buttons = pw.ToggleButtons(options=[(f"{n} {compare.CHOICE_LABELS[c]}", c)
+                                                for n, c in enumerate(compare.CHOICES, start=1)], value=None)
+            buttons.observe(self._on_compare_change, names="value")
+            self.choices[dim["id"]] = buttons
+            question = f"{dim['id'].capitalize()}: which set is better?"
+            row = pw.VBox([pw.HTML(f"<div class='mp-question'>{html.escape(question)}</div>"), buttons])
+            row.add_class("mp-scale")
+            row.add_class("mp-choices")
+            rows.append(row)
+        self.flag_left = pw.Checkbox(description="Left images nonsensical", indent=False)
+        self.flag_left.add_class("mp-flag")
+        self.flag_right = pw.Checkbox(description="Right images nonsensical", indent=False)
+        self.flag_right.add_class("mp-flag-right")
+        for flag in (self.flag_left, self.flag_right):
+            flag.observe(self._on_compare_change, names="value")
+        flags = pw.HBox([self.flag_left, self.flag_right])
+        flags.add_class("mp-flags")
+        self.cmp_comment = pw.Textarea(placeholder=self.scale.get("comment", "Comment (optional)"),
+                                       continuous_update=False, layout=pw.Layout(width="520px", height="3.2em"))
+        self.cmp_comment.add_class("mp-comment")
+        self.cmp_comment.observe(self._on_compare_change, names="value")
+        keys = pw.HTML(f"<div class='mp-keys'>{COMPARE_KEYS_HINT}</div>")
+        side = [*rows, flags, self.cmp_comment, pw.HTML(f"<div class='mp-anchors'>{html.escape(COMMENT_NOTE)}</div>"),
+                self.saved, navigation, keys]
+        for widget in side:
+            widget.add_class("mp-side")
+        self.compare_page = pw.VBox([progress, self.prompt_html, self.cmp_viewer, *side])
+        self.compare_page.add_class("mp-panel")
+        self.compare_page.add_class("mp-compare")
 
     def _rows_css(self) -> str:
         """The panel's grid rows beside the images: one per question and control, and the last
         takes the height left, so the images fill the window's height (a scale's questions vary)."""
         rows = " ".join(["auto"] * (len(self.scale["dimensions"]) + 6))
+        compared = " ".join(["auto"] * (len(self.scale["dimensions"]) + 5))
         return ("<style>@media (min-width: 761px) { .mp-app .mp-panel { grid-template-rows: auto auto "
-                f"{rows} minmax(0, 1fr); }} }}</style>")
+                f"{rows} minmax(0, 1fr); }} .mp-app .mp-panel.mp-compare {{ grid-template-rows: auto auto "
+                f"{compared} minmax(0, 1fr); }} }}</style>")
 
     # --- pages ------------------------------------------------------------------------
 
@@ -555,6 +654,11 @@ class RatingApp:
         self.answers = db.latest_answers(self.conn, rater)
         self.practice = practice.practice_for(self.conn, rater)
         self.practice_answers = practice.latest_practice_answers(self.conn, rater)
+        self.comparisons = compare.comparisons_for(self.conn, rater)
+        self.compare_answers = compare.latest_comparison_answers(self.conn, rater)
+        self.blocks = [b for b in compare.block_order(self.conn)
+                       if (self.comparisons if b == "compare" else self.assignments)]
+        self.block = self.blocks[0] if self.blocks else "absolute"
         self.in_practice = False
         self._shown, self._unavailable, self._reported = None, set(), set()
         self._show_instructions()
@@ -575,21 +679,23 @@ class RatingApp:
         self._shown = None  # the value changes below are not the rater's
         self.rater, self._key_id, self.assignments, self.answers, self.index = None, None, [], {}, 0
         self.practice, self.practice_answers, self.in_practice = [], {}, False
+        self.comparisons, self.compare_answers, self.blocks = [], {}, []
         self._images.clear()
         for widget in (self.welcome_html, self.prompt_html, self.progress_label, self.saved, self.finish_html,
-                       self.unavailable_html, self.feedback, self.practice_done_html):
+                       self.unavailable_html, self.feedback, self.practice_done_html, self.block_done_html):
             widget.value = ""
-        for image in (*self.images, self.big_image):
+        for image in (*self.images, *self.cmp_images, self.big_image):
             image.value = b""
-        for buttons in self.scores.values():
+        for buttons in (*self.scores.values(), *self.choices.values()):
             buttons.value = None
         self.nonsensical.value, self.comment.value = False, ""
+        self.flag_left.value, self.flag_right.value, self.cmp_comment.value = False, False, ""
         self.progress_bar.value = 0
         self.close_enlarged()
         self._show_refused(REFUSED_TEXT)
 
     def _show_instructions(self) -> None:
-        done = self.n_rated()
+        done = self.n_study_rated()
         anchors = "".join(f"<tr><td style='padding:2px 12px'><b>{v}</b></td><td>{html.escape(label)}</td></tr>"
                           for v, label in self.scale["dimensions"][0]["anchors"])
         questions = "".join(f"<li>{html.escape(d['question'])}</li>" for d in self.scale["dimensions"])
@@ -600,6 +706,17 @@ class RatingApp:
                                               if practice_left == len(self.practice) else "Continue the practice")
         else:
             self.start_button.description = "Continue where you left off" if done else "Start rating"
+        total = len(self.assignments) + len(self.comparisons)
+        compare_text = ""
+        if self.comparisons:
+            n = len(self.comparisons)
+            where = ("first" if self.blocks[0] == "compare" else "after the panels") if self.assignments else ""
+            compare_text = (
+                f"<p class='mp-compare-intro'><b>Side by side.</b> {'You will also see' if self.assignments else 'You will see'} "
+                f"{n} comparison{'s' if n > 1 else ''}{' ' + where if where else ''}: two sets of four images made "
+                "for the same prompt, <i>Left</i> and <i>Right</i>. For each question say which set is better, or "
+                "that both are good or both poor; tick <i>Left images nonsensical</i> (or Right) where a set makes "
+                "no sense. Left and right are assigned at random.</p>")
         practice_text = ""
         if self.practice:
             practice_text = (
@@ -607,19 +724,23 @@ class RatingApp:
                 f"panel{'s' if len(self.practice) > 1 else ''}, marked <i>Practice</i>, to get used to the scale. When you have answered one, the study "
                 "team's own rating of it is shown beside yours. Practice answers are not part of the study."
                 + ("" if practice_left else " You have done the practice.") + "</p>")
+        panels_text = (f"<p>You will see {len(self.assignments)} panels. Each shows a text prompt and four images a "
+                       "computer model made for it. For each panel:</p>") if self.assignments else (
+                       "<p>Each comparison shows a text prompt and images computer models made for it. The questions:</p>")
         self.welcome_html.value = (
             f"<h2>Welcome, {html.escape(self.rater)}</h2>"
-            f"<p>You will see {len(self.assignments)} panels. Each shows a text prompt and four images a "
-            "computer model made for it. For each panel:</p>"
-            f"<ul>{questions}</ul><p>Judge the <b>best</b> of the four images for each question, on this scale:</p>"
-            f"<table>{anchors}</table>"
-            f"{self._examples_html()}{practice_text}"
-            "<p>Tick <i>The prompt is nonsensical</i> if the prompt itself makes no sense medically. "
+            f"{panels_text}"
+            f"<ul>{questions}</ul>"
+            + (f"<p>Judge the <b>best</b> of the four images for each question, on this scale:</p><table>{anchors}</table>"
+               f"{self._examples_html()}" if self.assignments or self.practice else "")
+            + f"{compare_text}{practice_text}"
+            + ("<p>Tick <i>The prompt is nonsensical</i> if the prompt itself makes no sense medically. "
+               if self.assignments else "<p>") +
             "Click <i>Enlarge</i> under an image to see it at full resolution, zoom and move it, and step "
             "through the four. Every answer is saved the moment you give "
             "it: you can close the window at any time and continue later where you stopped.</p>"
-            f"<p class='mp-keys'>{KEYS_HINT}</p>"
-            f"<p>Progress so far: {done} of {len(self.assignments)} rated.</p>")
+            f"<p class='mp-keys'>{KEYS_HINT if self.assignments else COMPARE_KEYS_HINT}</p>"
+            f"<p>Progress so far: {done} of {total} {'rated' if self.assignments else 'answered'}.</p>")
         self.page.children = [self.welcome_html, self.start_button]
 
     def _examples_html(self) -> str:
@@ -652,13 +773,60 @@ class RatingApp:
             return self.go_to(self.first_unrated())
         self._to_study(None)
 
-    def _to_study(self, index: int | None) -> None:
-        """Leave the practice (if on it) for the study's panel ``index`` (None: the first unrated)."""
+    def _to_study(self, index: int | None, block: str | None = None) -> None:
+        """Leave the practice (if on it) for the study's panel ``index`` of ``block`` (None: the
+        first unrated one, in the first block that has one)."""
         if self.in_practice and not self._commit_comment():
             return
         self._shown = None
         self.in_practice = False
+        if block is None and index is None:
+            block = next((b for b in self.blocks if self._first_unrated_in(b) < len(self._block_items(b))),
+                         self.blocks[-1] if self.blocks else "absolute")
+        self.block = block or self.block
         self.go_to(self.first_unrated() if index is None else index)
+
+    def _next_block(self) -> None:
+        """From the end of one block to the next block's first unanswered item."""
+        later = self.blocks[self.blocks.index(self.block) + 1:] if self.block in self.blocks else []
+        if not later:
+            return self._show_finish()
+        self._shown = None
+        self.block = later[0]
+        self.go_to(self.first_unrated())
+
+    def _block_items(self, block: str) -> list:
+        return self.comparisons if block == "compare" else self.assignments
+
+    def _first_unrated_in(self, block: str) -> int:
+        items = self._block_items(block)
+        for i, item in enumerate(items):
+            answer = (self.compare_answers if block == "compare" else self.answers).get(item.seq)
+            done = compare.is_complete(answer, self.scale) if block == "compare" else db.is_complete(answer, self.scale)
+            if item.panel not in self._unavailable and not done:
+                return i
+        return len(items)
+
+    def n_study_rated(self) -> int:
+        """Answered items of every study block (not the practice)."""
+        return (sum(db.is_complete(self.answers.get(a.seq), self.scale) for a in self.assignments)
+                + sum(compare.is_complete(self.compare_answers.get(c.seq), self.scale) for c in self.comparisons))
+
+    def _show_block_done(self) -> None:
+        """The end of one study block with another to come: what comes next."""
+        items = self._items()
+        left = len(items) - self.n_rated()
+        following = self.blocks[self.blocks.index(self.block) + 1]
+        what = ("side-by-side comparisons" if following == "compare" else "panels")
+        n = len(self._block_items(following))
+        text = (f"<h2>Part {self.blocks.index(self.block) + 1} of {len(self.blocks)} done</h2>"
+                f"<p>Next: {n} {what}"
+                + (" (two sets of images of one prompt: say which is better)" if following == "compare" else "")
+                + ".</p>")
+        if left:
+            text += f"<p>{left} of this part's {len(items)} are not answered yet; you can go back to them later.</p>"
+        self.block_done_html.value = text
+        self.page.children = [self.block_done_html, pw.HBox([self.next_block_button, self.block_back_button])]
 
     def practice_left(self) -> int:
         return sum(not db.is_complete(self.practice_answers.get(p.panel), self.scale) for p in self.practice)
@@ -676,21 +844,26 @@ class RatingApp:
 
     def _show_finish(self) -> None:
         self.answers = db.latest_answers(self.conn, self.rater)  # another window may have answered too
-        total = len(self.assignments)
-        unrated = [i for i, a in enumerate(self.assignments)
-                   if not db.is_complete(self.answers.get(a.seq), self.scale)]
-        broken = sum(self.assignments[i].panel in self._unavailable for i in unrated)
+        self.compare_answers = compare.latest_comparison_answers(self.conn, self.rater)
+        total = len(self.assignments) + len(self.comparisons)
+        unrated = [a for a in self.assignments if not db.is_complete(self.answers.get(a.seq), self.scale)]
+        unrated += [c for c in self.comparisons if not compare.is_complete(self.compare_answers.get(c.seq), self.scale)]
+        broken = sum(item.panel in self._unavailable for item in unrated)
         left = len(unrated) - broken
         note = (f"<p>{broken} panel{'s' if broken > 1 else ''} could not be shown because of a problem with "
                 f"{'their' if broken > 1 else 'its'} images; the study team has been told.</p>") if broken else ""
         if left:
-            text = f"<h2>Almost there</h2><p>{left} of {total} panels are not rated yet.</p>{note}"
+            what = ("panels are not rated" if not self.comparisons else "comparisons are not answered"
+                    if not self.assignments else "panels and comparisons are not answered")
+            text = f"<h2>Almost there</h2><p>{left} of {total} {what} yet.</p>{note}"
             buttons = [self.finish_unrated_button, self.review_button]
         elif broken:
             text = f"<h2>Thank you!</h2><p>Every panel that could be shown is rated and saved.</p>{note}"
             buttons = [self.review_button]
         else:
-            text = (f"<h2>Thank you!</h2><p>All {total} panels are rated and saved. "
+            what = "panels are rated" if not self.comparisons else (
+                "comparisons are answered" if not self.assignments else "panels and comparisons are answered")
+            text = (f"<h2>Thank you!</h2><p>All {total} {what} and saved. "
                     "You can close this window.</p>")
             buttons = [self.review_button]
         self.finish_html.value = text
@@ -701,21 +874,29 @@ class RatingApp:
     # The panels on show are the study's assignments, or the practice panels while the rater
     # practises: the same page and widgets, each answered in its own table.
 
-    def _items(self) -> list:
-        return self.practice if self.in_practice else self.assignments
+    @property
+    def in_compare(self) -> bool:
+        """The items on show are side-by-side comparisons."""
+        return not self.in_practice and self.block == "compare"
 
-    def _answer_of(self, item) -> db.Answer | None:
+    def _items(self) -> list:
+        return self.practice if self.in_practice else self._block_items(self.block)
+
+    def _answer_of(self, item):
         if self.in_practice:
             return self.practice_answers.get(item.panel)
-        return self.answers.get(item.seq)
+        return (self.compare_answers if self.in_compare else self.answers).get(item.seq)
+
+    def _complete(self, answer) -> bool:
+        return compare.is_complete(answer, self.scale) if self.in_compare else db.is_complete(answer, self.scale)
 
     def n_rated(self) -> int:
-        return sum(db.is_complete(self._answer_of(a), self.scale) for a in self._items())
+        return sum(self._complete(self._answer_of(a)) for a in self._items())
 
     def first_unrated(self) -> int:
         """The first panel not rated yet, passing over those that could not be shown."""
         for i, a in enumerate(self._items()):
-            if a.panel not in self._unavailable and not db.is_complete(self._answer_of(a), self.scale):
+            if a.panel not in self._unavailable and not self._complete(self._answer_of(a)):
                 return i
         return len(self._items())
 
@@ -728,8 +909,14 @@ class RatingApp:
         items = self._items()
         if index >= len(items):
             self.index = len(items)
-            return self._show_practice_done() if self.in_practice else self._show_finish()
+            if self.in_practice:
+                return self._show_practice_done()
+            if self.block in self.blocks and self.blocks.index(self.block) < len(self.blocks) - 1:
+                return self._show_block_done()
+            return self._show_finish()
         self.index = max(0, index)
+        if self.in_compare:
+            return self._show_comparison()
         self._show_panel()
 
     def _show_panel(self) -> None:
@@ -769,10 +956,45 @@ class RatingApp:
         self.page.children = [self.panel_page]
         self._shown_at = time.monotonic()
 
+    def _show_comparison(self) -> None:
+        """Show the comparison at ``self.index`` whole: both sides' images, or the reason it cannot be."""
+        item = self.comparisons[self.index]
+        try:  # everything that can fail comes before the first widget changes
+            pixels = [self._image(t) for t in item.left_tokens[:4]], [self._image(t) for t in item.right_tokens[:4]]
+        except PanelUnavailable as exc:
+            return self._show_unavailable(item, exc)
+        text = compare.pair_text(self.conn, item.pair)
+        answer = compare.latest_comparison_answer(self.conn, self.rater, item.seq)  # another window may have answered
+        if answer is not None:
+            self.compare_answers[item.seq] = answer
+        self._shown = None  # the value changes below are not the rater's
+        self.close_enlarged()
+        self.prompt_html.value = f"<div class='mp-prompt'>{html.escape(text)}</div>"
+        for side, images in enumerate(pixels):
+            for i in range(4):
+                widget, button = self.cmp_images[side * 4 + i], self.cmp_enlarge[side * 4 + i]
+                widget.value = images[i] if i < len(images) else b""
+                widget.layout.visibility = button.layout.visibility = "visible" if i < len(images) else "hidden"
+        for dim, buttons in self.choices.items():
+            buttons.value = answer.choices.get(dim) if answer else None
+        self.flag_left.value = bool(answer and answer.left_nonsensical)
+        self.flag_right.value = bool(answer and answer.right_nonsensical)
+        self.cmp_comment.value = answer.comment if answer else ""
+        self._shown = self.index
+        self._unavailable.discard(item.pair)
+        self.feedback.value = ""
+        self._show_saved_state(answer)
+        self._update_progress()
+        self._update_navigation()
+        self.page.children = [self.compare_page]
+        self._shown_at = time.monotonic()
+
     def _show_unavailable(self, assignment: db.Assignment, problem: PanelUnavailable) -> None:
         self._unavailable.add(assignment.panel)
         self._report_unavailable(assignment, problem)
         text = UNAVAILABLE_TEXT.format(number=f"{'Practice ' if self.in_practice else ''}{self.index + 1}")
+        if self.in_compare:
+            text = text.replace("Panel ", "Comparison ", 1)
         self.unavailable_html.value = f"<div class='mp-error'>{html.escape(text)}</div>"
         self._update_progress()
         self._update_navigation()
@@ -781,7 +1003,8 @@ class RatingApp:
     def _report_unavailable(self, assignment: db.Assignment, problem: PanelUnavailable) -> None:
         """Tell the study team which panel and image, and why (file paths are fine here, not on the page)."""
         error = " ".join(f"{type(problem.cause).__name__}: {problem.cause}".split())
-        seq = f"practice {assignment.position + 1}" if self.in_practice else assignment.seq
+        seq = (f"practice {assignment.position + 1}" if self.in_practice
+               else f"comparison {assignment.seq}" if self.in_compare else assignment.seq)
         line = "\t".join([now(), "panel not shown", f"rater={self.rater}", f"seq={seq}",
                           f"panel={assignment.panel}", f"image={problem.image_token}",
                           f"file={db.recorded_file(self.conn, problem.image_token)}", f"error={error}"])
@@ -800,7 +1023,9 @@ class RatingApp:
     def _update_navigation(self) -> None:
         self.prev_button.disabled = self.index == 0
         last = self.index == len(self._items()) - 1
-        self.next_button.description = ("End the practice" if self.in_practice else "Finish") if last else "Next"
+        final = not self.in_practice and self.block in self.blocks and self.block != self.blocks[-1]
+        self.next_button.description = (("End the practice" if self.in_practice else "End of this part" if final
+                                         else "Finish") if last else "Next")
         self.unrated_button.layout.display = "none" if self.in_practice else None
 
     def enlarge(self, position: int) -> None:
@@ -808,25 +1033,36 @@ class RatingApp:
         (the page fits it to the screen first; zoom and pan are the page's own, see ratings.widgets)."""
         if not self._still_admitted() or self._shown is None:
             return
-        shown = [i for i, image in enumerate(self.images) if image.value]
+        tiles = self._tile_images()
+        shown = [i for i, image in enumerate(tiles) if image.value]
         if position not in shown:
             return
         self.enlarged = position
-        self.big_image.value = self.images[position].value
-        self.viewer_title.value = f"<b>Image {position + 1} of {len(shown)}</b>"
-        self.viewer.children = [self.viewer_bar, self.stage]
+        self.big_image.value = tiles[position].value
+        title = f"<b>Image {position + 1} of {len(shown)}</b>"
+        if self.in_compare:
+            title += f" ({'left' if position < 4 else 'right'} {position % 4 + 1})"
+        self.viewer_title.value = title
+        self._viewer_box().children = [self.viewer_bar, self.stage]
+
+    def _tile_images(self) -> list:
+        return self.cmp_images if self.in_compare else self.images
+
+    def _viewer_box(self):
+        return self.cmp_viewer if self.in_compare else self.viewer
 
     def step_enlarged(self, step: int) -> None:
         """The viewer moves to the panel's next (``+1``) or previous (``-1``) image, round the four."""
         if self.enlarged is None:
             return
-        shown = [i for i, image in enumerate(self.images) if image.value] or [0]
+        shown = [i for i, image in enumerate(self._tile_images()) if image.value] or [0]
         here = shown.index(self.enlarged) if self.enlarged in shown else 0
         self.enlarge(shown[(here + step) % len(shown)])
 
     def close_enlarged(self) -> None:
         self.enlarged = None
         self.viewer.children = [self.grid]
+        self.cmp_viewer.children = [self.cmp_sides]
 
     def _image(self, image_token: str) -> bytes:
         if image_token not in self._images:
@@ -848,9 +1084,55 @@ class RatingApp:
     def _commit_comment(self) -> bool:
         """A comment typed but not yet sent (the box sends it when it loses focus) still counts
         when the rater moves on. False when it could not be saved."""
-        if self._shown is None or self.in_practice or self.comment.value == self._stored()[2]:
+        if self._shown is None or self.in_practice:
+            return True
+        if self.in_compare:
+            return self.cmp_comment.value == self._stored_comparison()[3] or self.save()
+        if self.comment.value == self._stored()[2]:
             return True
         return self.save()
+
+    def _on_compare_change(self, change) -> None:
+        if self._shown is not None and self.in_compare and self._given_comparison() != self._stored_comparison():
+            self.save()
+
+    def _given_comparison(self) -> tuple:
+        return ({dim: buttons.value for dim, buttons in self.choices.items()}, bool(self.flag_left.value),
+                bool(self.flag_right.value), self.cmp_comment.value)
+
+    def _stored_comparison(self) -> tuple:
+        answer = self.compare_answers.get(self.comparisons[self._shown].seq)
+        if answer is None:
+            return {dim: None for dim in self.choices}, False, False, ""
+        return ({dim: answer.choices.get(dim) for dim in self.choices}, answer.left_nonsensical,
+                answer.right_nonsensical, answer.comment)
+
+    def _save_comparison(self) -> bool:
+        """Commit the comparison on show (a new row; the latest counts); False if refused."""
+        item = self.comparisons[self._shown]
+        previous = self.compare_answers.get(item.seq)
+        choices, left, right, comment = self._given_comparison()
+        if len(comment) > COMMENT_CHARS:
+            self.saved.value = f"<span class='mp-error'>{html.escape(TOO_LONG_TEXT.format(length=len(comment)))}</span>"
+            return False
+        seconds = round(time.monotonic() - self._shown_at, 3)
+        try:
+            answer = compare.save_comparison(self.conn, self.rater, item.seq, choices, left, right, comment, seconds,
+                                             self.scale, based_on=previous.answer_id if previous else 0,
+                                             session=self.session)
+        except db.StaleAnswerError as exc:
+            logger.warning("%s", exc)
+            self.saved.value = f"<span class='mp-error'>{html.escape(STALE_TEXT)}</span>"
+            return False
+        except Exception:
+            logger.error("comparison not saved: rater %s, comparison %s", self.rater, item.seq, exc_info=True)
+            self.saved.value = ("<span class='mp-error'>⚠ Not saved. Please tell the study team; your earlier "
+                                "answers are saved.</span>")
+            return False
+        self.compare_answers[item.seq] = answer
+        self._show_saved_state(answer)
+        self._update_progress()
+        return True
 
     def _given(self) -> tuple[dict, bool, str]:
         """The answer the widgets hold."""
@@ -870,6 +1152,8 @@ class RatingApp:
             return False
         if self.in_practice:
             return self._save_practice()
+        if self.in_compare:
+            return self._save_comparison()
         assignment = self.assignments[self._shown]
         previous = self.answers.get(assignment.seq)
         scores, nonsensical, comment = self._given()
@@ -950,6 +1234,10 @@ class RatingApp:
         if self.in_practice:
             self.progress_label.value = (f"<span class='mp-practice-badge'>Practice</span> <b>Practice panel "
                                          f"{self.index + 1} of {total}</b> &nbsp; not part of the study")
+        elif self.in_compare:
+            part = ("<span class='mp-block-badge'>Side by side</span> " if len(self.blocks) > 1 else "")
+            self.progress_label.value = (f"{part}<b>Comparison {self.index + 1} of {total}</b> &nbsp; "
+                                         f"{rated} / {total} answered")
         else:
             self.progress_label.value = f"<b>Panel {self.index + 1} of {total}</b> &nbsp; {rated} / {total} rated"
         self.progress_bar.max, self.progress_bar.value = max(total, 1), rated
@@ -960,7 +1248,7 @@ class RatingApp:
             return
         # the server's local time: on a hospital server that is the raters' wall clock
         stamp = datetime.fromisoformat(answer.rated_at.replace("Z", "+00:00")).astimezone().strftime("%H:%M:%S")
-        if db.is_complete(answer, self.scale):
+        if self._complete(answer):
             self.saved.value = f"<span class='mp-saved'>✓ Saved at {stamp}</span>"
         else:
             self.saved.value = (f"<span class='mp-unsaved'>✓ Saved at {stamp}, "

@@ -185,6 +185,50 @@ RATINGS_MIGRATIONS = [
         caption TEXT NOT NULL DEFAULT '', added_at TEXT NOT NULL,
         PRIMARY KEY (dimension, value))
     """,
+    # 5: side-by-side comparisons (ratings.compare). A pair is the study panels of two presets of
+    # one prompt; each rater's showing records which panel was on the left. Answers are append-only
+    # with their own hash chain per rater (the same chain_hash as ratings); a pair or an assignment
+    # with answers is fixed.
+    """
+    CREATE TABLE compare_pairs (
+        pair TEXT PRIMARY KEY, prompt_id TEXT NOT NULL,
+        panel_a TEXT NOT NULL REFERENCES panels(panel), panel_b TEXT NOT NULL REFERENCES panels(panel),
+        created_at TEXT NOT NULL,
+        UNIQUE (panel_a, panel_b), CHECK (panel_a != panel_b));
+    CREATE TABLE compare_assignments (
+        rater TEXT NOT NULL REFERENCES raters(rater), seq INTEGER NOT NULL,
+        pair TEXT NOT NULL REFERENCES compare_pairs(pair), repeat INTEGER NOT NULL DEFAULT 0,
+        left_panel TEXT NOT NULL REFERENCES panels(panel), right_panel TEXT NOT NULL REFERENCES panels(panel),
+        left_order TEXT NOT NULL, right_order TEXT NOT NULL,
+        PRIMARY KEY (rater, seq), UNIQUE (rater, pair, repeat));
+    CREATE TABLE compare_answers (
+        answer_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        rater TEXT NOT NULL, seq INTEGER NOT NULL, pair TEXT NOT NULL,
+        choices TEXT NOT NULL, flags INTEGER NOT NULL DEFAULT 0, comment TEXT NOT NULL DEFAULT '',
+        seconds REAL, answered_at TEXT NOT NULL, session TEXT, chain TEXT NOT NULL,
+        FOREIGN KEY (rater, seq) REFERENCES compare_assignments(rater, seq));
+    CREATE INDEX compare_answers_latest ON compare_answers (rater, seq, answer_id);
+    CREATE TRIGGER compare_answers_append_only_insert BEFORE INSERT ON compare_answers
+        WHEN EXISTS (SELECT 1 FROM compare_answers WHERE answer_id = NEW.answer_id)
+        BEGIN SELECT RAISE(ABORT, 'comparison answers are append-only: an answer_id is never written twice'); END;
+    CREATE TRIGGER compare_answers_append_only_update BEFORE UPDATE ON compare_answers
+        BEGIN SELECT RAISE(ABORT, 'comparison answers are append-only: add a new row to revise'); END;
+    CREATE TRIGGER compare_answers_append_only_delete BEFORE DELETE ON compare_answers
+        BEGIN SELECT RAISE(ABORT, 'comparison answers are append-only: history is kept'); END;
+    CREATE TRIGGER compare_assignments_answered_update
+        BEFORE UPDATE OF rater, seq, pair, repeat, left_panel, right_panel ON compare_assignments
+        WHEN EXISTS (SELECT 1 FROM compare_answers WHERE rater = OLD.rater AND seq = OLD.seq)
+        BEGIN SELECT RAISE(ABORT, 'this comparison has answers: what it showed on each side is fixed'); END;
+    CREATE TRIGGER compare_assignments_answered_delete BEFORE DELETE ON compare_assignments
+        WHEN EXISTS (SELECT 1 FROM compare_answers WHERE rater = OLD.rater AND seq = OLD.seq)
+        BEGIN SELECT RAISE(ABORT, 'this comparison has answers: it is kept'); END;
+    CREATE TRIGGER compare_pairs_answered_update BEFORE UPDATE ON compare_pairs
+        WHEN EXISTS (SELECT 1 FROM compare_answers WHERE pair = OLD.pair)
+        BEGIN SELECT RAISE(ABORT, 'this comparison has answers: its panels are fixed'); END;
+    CREATE TRIGGER compare_pairs_answered_delete BEFORE DELETE ON compare_pairs
+        WHEN EXISTS (SELECT 1 FROM compare_answers WHERE pair = OLD.pair)
+        BEGIN SELECT RAISE(ABORT, 'this comparison has answers: it is kept'); END
+    """,
 ]
 register_migrations("ratings", RATINGS_MIGRATIONS)
 
@@ -488,19 +532,30 @@ def _seal_pending_chains(conn: sqlite3.Connection) -> None:
         conn.execute("DELETE FROM rating_config WHERE key = ?", (CHAIN_PENDING,))
 
 
-def verify_chain(conn: sqlite3.Connection, rater: str | None = None) -> int:
-    """Check every rater's hash chain (or one rater's); returns the number of rows checked.
+# the rows a hash chain covers, in chain_hash's order: ratings, and side-by-side comparison answers
+CHAINS = {
+    "ratings": ("SELECT rating_id, rater, seq, panel, scores, nonsensical, comment, seconds, rated_at, session, "
+                "chain FROM ratings", "ratings", "rating_id"),
+    "compare_answers": ("SELECT answer_id, rater, seq, pair, choices, flags, comment, seconds, answered_at, "
+                        "session, chain FROM compare_answers", "comparison answers", "answer_id"),
+}
 
-    Raises :class:`TamperError` naming, for each rater whose chain breaks, the rating_id of the
-    first row that fails: an edited, inserted or removed row. Removing a rater's last rows
-    leaves no broken link and cannot be seen here.
+
+def verify_chain(conn: sqlite3.Connection, rater: str | None = None, table: str = "ratings") -> int:
+    """Check every rater's hash chain (or one rater's) in ``table`` (ratings, or the comparison
+    answers: see :data:`CHAINS`); returns the number of rows checked.
+
+    Raises :class:`TamperError` naming, for each rater whose chain breaks, the id of the first
+    row that fails: an edited, inserted or removed row. Removing a rater's last rows leaves no
+    broken link and cannot be seen here.
     """
-    pending = get_config(conn, CHAIN_PENDING) or 0  # rows not sealed yet (a read-only open after migration)
+    select, what, id_column = CHAINS[table]
+    # rows not sealed yet (a read-only open after migration); comparison answers never are
+    pending = (get_config(conn, CHAIN_PENDING) or 0) if table == "ratings" else 0
     cursor = conn.cursor()
     cursor.row_factory = None
     where, args = ("WHERE rater = ? ", (rater,)) if rater is not None else ("", ())
-    rows = cursor.execute("SELECT rating_id, rater, seq, panel, scores, nonsensical, comment, seconds, rated_at, "
-                          f"session, chain FROM ratings {where}ORDER BY rating_id", args)
+    rows = cursor.execute(f"{select} {where}ORDER BY {id_column}", args)
     heads: dict[str, str] = {}
     broken: dict[str, int] = {}
     checked = 0
@@ -515,7 +570,7 @@ def verify_chain(conn: sqlite3.Connection, rater: str | None = None) -> int:
             continue
         heads[who] = expected
     if broken:
-        raise TamperError(database_file(conn), broken)
+        raise TamperError(database_file(conn), broken, what=what, row=id_column)
     return checked
 
 

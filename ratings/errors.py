@@ -42,11 +42,11 @@ class StaleAnswerError(RatingError):
 class TamperError(RatingError):
     """Rating rows changed outside medprobe: a rater's hash chain is broken."""
 
-    def __init__(self, database: str, broken: dict[str, int]):
-        self.broken = dict(broken)  # rater -> rating_id of the first row that fails
-        where = "; ".join(f"rater {rater!r} from rating_id {rating_id}" for rater, rating_id in broken.items())
+    def __init__(self, database: str, broken: dict[str, int], what: str = "ratings", row: str = "rating_id"):
+        self.broken = dict(broken)  # rater -> rating_id (answer_id) of the first row that fails
+        where = "; ".join(f"rater {rater!r} from {row} {rating_id}" for rater, rating_id in broken.items())
         super().__init__(
-            f"{database}: the ratings fail the tamper check ({where}): that row, or one before it, was changed, "
+            f"{database}: the {what} fail the tamper check ({where}): that row, or one before it, was changed, "
             "added or removed outside medprobe, so these ratings from that row on cannot be trusted. Restore the "
             "study folder from its backup (keep the damaged copy for the study's records) and try again.")
 

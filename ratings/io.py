@@ -45,6 +45,7 @@ from probes.tables import (  # noqa: F401  (part of this module's API: exports a
 )
 
 from .access import record_in_study
+from .compare import comparison_table  # noqa: F401  (the analysis reads comparisons as ratings.io.comparison_table)
 from .db import get_config, insert_ratings, open_db, verify_chain
 from .errors import ImportFormatError, RatingError
 from .scale import DEFAULT_SCALE
@@ -532,7 +533,10 @@ def flow_tables(study: str | Path) -> dict[str, pd.DataFrame]:
         conn.execute("BEGIN")
         panels = pd.read_sql_query(
             "SELECT p.panel, p.prompt_id, pr.style, p.preset FROM panels p "
-            "LEFT JOIN prompts pr ON pr.prompt_id = p.prompt_id", conn)
+            "LEFT JOIN prompts pr ON pr.prompt_id = p.prompt_id "
+            # a panel built for side-by-side comparisons only is not one of the absolute block's
+            "WHERE EXISTS (SELECT 1 FROM assignments a WHERE a.panel = p.panel) OR NOT EXISTS "
+            "(SELECT 1 FROM compare_pairs c WHERE p.panel IN (c.panel_a, c.panel_b))", conn)
         assignments = pd.read_sql_query("SELECT rater, panel, repeat FROM assignments", conn)
         conn.execute("COMMIT")
     finally:
@@ -572,7 +576,7 @@ def wide_table(study: str | Path) -> pd.DataFrame:
 
 
 def export(study: str | Path, output: str | Path, format: str = "csv", include_repeats: bool = False,
-           practice: bool = False) -> Path:
+           practice: bool = False, comparisons: bool = False) -> Path:
     """Write the tidy table (csv, parquet) or the wide table (wide: .csv or .xlsx); returns the path.
 
     The file is written next to its destination and renamed into place, so a failed export
@@ -580,6 +584,8 @@ def export(study: str | Path, output: str | Path, format: str = "csv", include_r
     :func:`spreadsheet_safe` ("=1+1" is written "'=1+1"); parquet keeps the exact texts.
     ``practice``: the practice answers beside the team's reference instead
     (:func:`ratings.practice.practice_table`); the study's table never holds them.
+    ``comparisons``: the side-by-side comparisons instead (:func:`ratings.compare.comparison_table`:
+    one row per rater, showing and question); the absolute table never holds them.
     """
     path = Path(output).expanduser().resolve()
     if format not in ("csv", "parquet", "wide"):
@@ -588,9 +594,14 @@ def export(study: str | Path, output: str | Path, format: str = "csv", include_r
         raise RatingError(f"{path}: a wide export is written as .csv or .xlsx; end the output name with one")
     if not path.parent.is_dir():
         raise RatingError(f"{path}: the folder {path.parent} does not exist; create it or choose another -o")
-    if practice and format == "wide":
-        raise RatingError("--practice exports the practice answers as a tidy table; use --format csv or parquet")
-    if practice:
+    if (practice or comparisons) and format == "wide":
+        raise RatingError(f"--{'practice' if practice else 'comparisons'} exports a tidy table; use --format csv "
+                          "or parquet")
+    if practice and comparisons:
+        raise RatingError("--practice and --comparisons are two different tables: export them one at a time")
+    if comparisons:
+        table = comparison_table(study, include_repeats)
+    elif practice:
         from .practice import practice_table
 
         table = practice_table(study)
@@ -602,8 +613,10 @@ def export(study: str | Path, output: str | Path, format: str = "csv", include_r
         raise RatingError(str(exc)) from None
     # practice answers show no rating of the study: their export is not one that unblinds (ratings.plan)
     event = "practice_export" if practice else "export"
-    if not record_in_study(study, event, {"file": str(path), "format": format, "rows": len(table),
-                                          "include_repeats": bool(include_repeats)}):
+    detail = {"file": str(path), "format": format, "rows": len(table), "include_repeats": bool(include_repeats)}
+    if comparisons:
+        detail["table"] = "comparisons"
+    if not record_in_study(study, event, detail):
         warnings.warn(f"{study}: this export is not in the study's audit trail (the study cannot be written "
                       "here)", stacklevel=2)
     return path

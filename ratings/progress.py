@@ -25,11 +25,13 @@ import pandas as pd
 from probes.errors import StoreError
 from probes.store import DB_NAME, StudyConnection, connect, migrate
 
+from .compare import is_complete as comparison_complete
+from .compare import latest_comparison_answers
 from .db import RATINGS_MIGRATIONS, get_config, open_db
 from .errors import RatingError
 from .scale import DEFAULT_SCALE
 
-__all__ = ["PROGRESS_COLUMNS", "answers_over_time", "format_progress", "progress_figure", "progress_summary",
+__all__ = ["PROGRESS_COLUMNS", "answers_over_time", "comparison_progress", "format_progress", "progress_figure", "progress_summary",
            "progress_table", "readable_progress"]
 
 PROGRESS_COLUMNS = ["rater", "simulated", "assigned", "answered", "left", "incomplete", "repeats",
@@ -111,6 +113,26 @@ def progress_table(study: str | Path) -> pd.DataFrame:
     for column in ("first_answer", "last_answer", "link_issued", "last_login"):
         table[column] = _utc(table[column])
     return table[PROGRESS_COLUMNS].reset_index(drop=True)
+
+
+def comparison_progress(study: str | Path) -> pd.DataFrame:
+    """Per rater with side-by-side comparisons (:mod:`ratings.compare`): ``comparisons``
+    (showings), ``answered`` (every question chosen) and ``left``; empty where the study has none.
+    Read-only like :func:`progress_table`: nothing is written, not even a -wal file."""
+    def read(conn):
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'compare_assignments'").fetchone():
+            return pd.DataFrame(columns=["rater", "comparisons", "answered", "left"])
+        scale = get_config(conn, "scale") or DEFAULT_SCALE
+        shown = pd.read_sql_query("SELECT s.rater, s.seq FROM compare_assignments s JOIN raters r USING (rater) "
+                                  "ORDER BY r.created_at, r.rowid, s.seq", conn)
+        done = {(rater, seq) for rater in dict.fromkeys(shown.rater)
+                for seq, answer in latest_comparison_answers(conn, rater).items() if comparison_complete(answer, scale)}
+        shown["answered"] = [(r, q) in done for r, q in zip(shown.rater, shown.seq, strict=True)]
+        table = shown.groupby("rater", sort=False).agg(comparisons=("seq", "size"), answered=("answered", "sum"))
+        table["left"] = table["comparisons"] - table["answered"]
+        return table.reset_index()
+
+    return _snapshot(study, read)
 
 
 def answers_over_time(study: str | Path) -> pd.DataFrame:

@@ -116,7 +116,7 @@ def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[
         old_scale = get_config(conn, "scale")
         if new_scale is not None and old_scale is not None and json.loads(json.dumps(new_scale)) != old_scale:
             _refuse_scale_change(conn, root, old_scale)
-        plan, skipped = _plan_panels(conn, manifest, images_per_panel)
+        plan, skipped = plan_panels(conn, manifest, images_per_panel)
         recorded_sample = get_config(conn, "sample")
         sample_keys = {tuple(k) for k in recorded_sample["panels"]} if recorded_sample else None
         practice_keys, new_practice = plan_practice(
@@ -125,7 +125,7 @@ def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[
         plan = [entry for entry in plan if _key(entry[0]) not in practice_keys]  # never a study panel
         plan = _sampled(conn, study, plan, sample, list(stratify), sample_seed)
         digests = dict(zip(manifest.file, manifest.sha256, strict=True))
-        _verify_images(root, {**_panel_files(conn, plan, manifest, images_per_panel),
+        verify_images(root, {**panel_files(conn, plan, manifest, images_per_panel),
                               **practice_files(conn, new_practice, images_per_panel, digests)})
         if new_scale is not None or old_scale is None:
             set_config(conn, "scale", new_scale or check_scale(DEFAULT_SCALE))
@@ -136,7 +136,7 @@ def build_sessions(study: str | Path, rater_ids: list[str] | str, presets: list[
         write_practice(conn, new_practice, images_per_panel,
                        how=f"--practice-panels {practice_file}" if practice_file else f"--practice {practice}",
                        chosen_by="study team" if practice_file else "medprobe")
-        panel_ids = _ensure_panels(conn, plan, images_per_panel)
+        panel_ids = ensure_panels(conn, plan, images_per_panel)
         added = {}
         for rater in rater_ids:
             added[rater] = assign_panels(conn, rater, panel_ids, repeats, seed, shuffle_images)
@@ -193,8 +193,9 @@ def _refuse_scale_change(conn, root: Path, old_scale: dict) -> None:
         "(python -m probes run --study NEW ...) and build it with the new scale.")
 
 
-def _plan_panels(conn, manifest: pd.DataFrame, images_per_panel: int):
-    """([(key, existing panel or None, images)], panels skipped as incomplete); writes nothing."""
+def plan_panels(conn, manifest: pd.DataFrame, images_per_panel: int):
+    """The panels ``manifest``'s images make: ``([(key, existing panel or None, images)], panels
+    skipped as incomplete)``, key = (prompt_id, preset, study_seed); writes nothing."""
     plan, skipped = [], 0
     groups = manifest.sort_values("image_index").groupby(["prompt_id", "preset", "study_seed"], sort=False)
     for key, images in groups:
@@ -207,7 +208,7 @@ def _plan_panels(conn, manifest: pd.DataFrame, images_per_panel: int):
     return plan, skipped
 
 
-def _panel_files(conn, plan, manifest: pd.DataFrame, images_per_panel: int) -> dict[str, str]:
+def panel_files(conn, plan, manifest: pd.DataFrame, images_per_panel: int) -> dict[str, str]:
     """file -> the SHA-256 the manifest recorded for it, for every image the planned panels show."""
     digests = dict(zip(manifest.file, manifest.sha256, strict=True))
     files = {}
@@ -221,7 +222,9 @@ def _panel_files(conn, plan, manifest: pd.DataFrame, images_per_panel: int) -> d
     return files
 
 
-def _ensure_panels(conn, plan, images_per_panel: int) -> list[str]:
+def ensure_panels(conn, plan, images_per_panel: int) -> list[str]:
+    """The panel id of each entry of a :func:`plan_panels` plan, in its order: an existing panel
+    as it is, a new one written with its first ``images_per_panel`` images and fresh tokens."""
     panel_ids = []
     with transaction(conn):
         for (prompt_id, preset, study_seed), existing, images in plan:
@@ -278,7 +281,8 @@ def too_many_pixels(width: int, height: int) -> str | None:
             "is not changed by medprobe) or leave its preset out of the build")
 
 
-def _verify_images(root: Path, files: dict[str, str]) -> None:
+def verify_images(root: Path, files: dict[str, str]) -> None:
+    """RatingError listing every image of ``files`` (path -> SHA-256) that cannot be shown as made."""
     broken = []
     for relative, sha in tqdm(files.items(), desc="checking images", unit="image", leave=False,
                               disable=len(files) < 2000 or None):
@@ -305,7 +309,7 @@ def assign_panels(conn, rater: str, panel_ids: list[str], repeats: float, seed: 
     number of showings added (0 when the rater has every panel already).
     """
     row = conn.execute("SELECT order_seed FROM raters WHERE rater = ?", (rater,)).fetchone()
-    order_seed = row["order_seed"] if row else random.Random(f"{seed}:{rater}").getrandbits(62)
+    order_seed = rater_order_seed(conn, rater, seed)
     have = {r["panel"] for r in conn.execute("SELECT panel FROM assignments WHERE rater = ?", (rater,))}
     new = [p for p in panel_ids if p not in have]
     if not new:
@@ -329,6 +333,20 @@ def assign_panels(conn, rater: str, panel_ids: list[str], repeats: float, seed: 
             conn.execute("INSERT INTO assignments VALUES (?, ?, ?, ?, ?)",
                          (rater, start + offset, panel, repeat, _json(tokens)))
     return len(order)
+
+
+def rater_order_seed(conn, rater: str, seed: int) -> int:
+    """The rater's order seed: the one the study keeps, or for a new rater the one
+    :func:`ensure_rater` will write (drawn from the build's ``seed`` and the rater id)."""
+    row = conn.execute("SELECT order_seed FROM raters WHERE rater = ?", (rater,)).fetchone()
+    return row["order_seed"] if row else random.Random(f"{seed}:{rater}").getrandbits(62)
+
+
+def ensure_rater(conn, rater: str, seed: int) -> int:
+    """Add ``rater`` to the study's raters if new (inside the caller's transaction); their order seed."""
+    order_seed = rater_order_seed(conn, rater, seed)
+    conn.execute("INSERT OR IGNORE INTO raters VALUES (?, ?, ?)", (rater, now(), order_seed))
+    return order_seed
 
 
 def add_reference(study: str | Path, text: str, files: list[str | Path], catalog: str | Path | None = None) -> str:

@@ -22,7 +22,7 @@ import pandas as pd
 
 from probes.store import connect, now, transaction
 
-from . import db
+from . import compare, db
 from .analysis.metrics import panel_level_scores, read_panel_scores
 from .analysis.simulate import (
     CONTENT_NOISE,
@@ -92,7 +92,8 @@ def rate_study(study: str | Path, raters=STUDY_RATERS, follow: str | None = None
         if panels.empty:
             raise RatingError(f"{study}: no panels to rate yet; build them first (python -m ratings build --study "
                               f"{study} --raters A,B,C), then simulate")
-        answered = [r["rater"] for r in conn.execute("SELECT DISTINCT rater FROM ratings ORDER BY rater")]
+        answered = [r["rater"] for r in conn.execute("SELECT DISTINCT rater FROM ratings UNION "
+                                                     "SELECT DISTINCT rater FROM compare_answers ORDER BY rater")]
         people = [r for r in answered if not r.startswith(SIM_PREFIX)]
         if people:
             raise RatingError(f"{study}: raters who are not simulated ({', '.join(people)}) have answered here; "
@@ -111,8 +112,13 @@ def rate_study(study: str | Path, raters=STUDY_RATERS, follow: str | None = None
         prompt_codes = pd.factorize(panels["prompt_id"])[0]
         prompt_effect = rng.normal(0.0, prompt_sd, prompt_codes.max() + 1)[prompt_codes] if prompt_sd else 0.0
         latent = (panels["style"].replace("", "unknown").map(means).to_numpy(float) + prompt_effect + slope * z)
+        # the absolute block: every panel but those built only for side-by-side comparisons
+        absolute = set(pd.read_sql_query(
+            "SELECT panel FROM panels p WHERE EXISTS (SELECT 1 FROM assignments a WHERE a.panel = p.panel) OR "
+            "NOT EXISTS (SELECT 1 FROM compare_pairs c WHERE p.panel IN (c.panel_a, c.panel_b))", conn)["panel"])
         for rater in rater_ids:
-            assign_panels(conn, rater, list(panels["panel"]), repeats=0.0, seed=seed, shuffle_images=True)
+            assign_panels(conn, rater, [p for p in panels["panel"] if p in absolute], repeats=0.0, seed=seed,
+                          shuffle_images=True)
         row_of = {p: i for i, p in enumerate(panels["panel"])}
         cuts = rater_cutpoints(rng, [0.0] * len(rater_ids), rater_threshold_sd)
         rows, flagged = [], 0
@@ -136,10 +142,44 @@ def rate_study(study: str | Path, raters=STUDY_RATERS, follow: str | None = None
             flagged += int(flags.sum())
         with transaction(conn):
             written = db.insert_ratings(conn, rows)
+        compared = _compare(conn, rater_ids, dict(zip(panels["panel"], latent, strict=True)), rater_sd, rng, scale,
+                            seed)
     finally:
         conn.close()
-    return {"raters": rater_ids, "panels": len(panels), "ratings": written, "flagged": flagged, "follow": follow,
-            "unscored": unscored}
+    return {"raters": rater_ids, "panels": len(absolute), "ratings": written, "flagged": flagged, "follow": follow,
+            "unscored": unscored, "comparisons": compared}
+
+
+TIE_MARGIN = 0.35  # latent scale points: two sets closer than this look alike to a simulated rater
+
+
+def _compare(conn, rater_ids: list[str], latent: dict, rater_sd: float, rng, scale: dict, seed: int) -> int:
+    """SIMULATED answers to the study's side-by-side comparisons, under the same latent quality
+    as the absolute answers: each side's quality plus the rater's noise; sides closer than
+    TIE_MARGIN are both good (at the middle of the scale or above) or both poor; else the
+    better side wins. Returns the answers written."""
+    pairs = [r["pair"] for r in conn.execute("SELECT pair FROM compare_pairs ORDER BY rowid")]
+    if not pairs:
+        return 0
+    middle = (SCORE_MIN + SCORE_MAX) / 2
+    written = 0
+    for rater in rater_ids:
+        compare.assign_comparisons(conn, rater, pairs, repeats=0.0, seed=seed, shuffle_images=True)
+        shown = {r["seq"]: (r["left_panel"], r["right_panel"]) for r in conn.execute(
+            "SELECT seq, left_panel, right_panel FROM compare_assignments WHERE rater = ? AND repeat = 0", (rater,))}
+        for seq, (left, right) in shown.items():
+            choices = {}
+            for dim in scale["dimensions"]:
+                shift = CONTENT_SHIFT if dim["id"] == "content" else 0.0
+                a, b = (latent[left] + shift + rng.normal(0, rater_sd), latent[right] + shift + rng.normal(0, rater_sd))
+                if abs(a - b) < TIE_MARGIN:
+                    choices[dim["id"]] = "both_good" if (a + b) / 2 >= middle else "both_poor"
+                else:
+                    choices[dim["id"]] = "left" if a > b else "right"
+            seconds = float(np.round(rng.lognormal(math.log(SECONDS_MEDIAN * 1.5), SECONDS_LOG_SD), 1))
+            compare.save_comparison(conn, rater, seq, choices, comment=SIM_COMMENT, seconds=seconds, scale=scale)
+            written += 1
+    return written
 
 
 COPY_MARK = "simulated_copy_of"  # rating_config key: this folder is a simulated copy, made from that study

@@ -265,7 +265,7 @@ _KEYS_JS = """
   function scales() { return qa(".mp-app .mp-panel .mp-scale"); }
   function answered(scale) { return !!q(".widget-toggle-button.mod-active", scale); }
   function where() {  // which panel is on show: "Panel N of M" (its rated count changes with each answer)
-    var label = q(".mp-app .mp-progress"), m = shown(label) && /Panel \\d+ of \\d+/.exec(label.textContent);
+    var label = q(".mp-app .mp-progress"), m = shown(label) && /(Panel|Comparison) \\d+ of \\d+/.exec(label.textContent);
     return m ? m[0] : (panel() ? "panel" : "");
   }
   function highlight() {
@@ -286,9 +286,10 @@ _KEYS_JS = """
   function go(button) {
     if (click(button)) { movingSince = Date.now(); }
   }
-  function complete() {
+  function comparing() { return !!q(".mp-app .mp-panel.mp-compare"); }
+  function complete() {  // a side-by-side comparison is answered by its choices; a flag does not stand for them
     var flag = q(".mp-app .mp-panel .mp-flag input");
-    return (flag && flag.checked) || scales().every(answered);
+    return (!comparing() && flag && flag.checked) || scales().every(answered);
   }
   function say(text) {
     var hint = q(".mp-app .mp-panel .mp-keys-said");
@@ -388,15 +389,15 @@ _KEYS_JS = """
       return;
     }
     if (movingSince && Date.now() - movingSince < WAIT_MS) { e.preventDefault(); return; }  // the next panel is coming
-    if (enlargeArmed && Date.now() - enlargeArmed < 3000 && /^[1-4]$/.test(key)) {
+    if (enlargeArmed && Date.now() - enlargeArmed < 3000 && /^[1-8]$/.test(key)) {
       enlargeArmed = 0;
       say("");
-      var tiles = qa(".mp-app .mp-panel .mp-enlarge"), target = tiles[Number(key) - 1];
-      if (viewing) {  // the viewer is open: step until image k is on show
+      var tiles = qa(".mp-app .mp-panel .mp-enlarge"), target = tiles[Number(key) - 1], count = tiles.length || 4;
+      if (viewing && Number(key) <= count) {  // the viewer is open: step until image k is on show
         var want = Number(key), title = q(".mp-app .mp-viewer-bar .widget-html-content");
         var m = title && /Image (\\d+)/.exec(title.textContent), now = m ? Number(m[1]) : want;
-        for (var n = (want - now + 4) % 4; n > 0; n--) { click(q(".mp-app .mp-image-next")); }
-      } else if (!click(target)) { say("There is no image " + key + " in this panel."); }
+        for (var n = (want - now + count) % count; n > 0; n--) { click(q(".mp-app .mp-image-next")); }
+      } else if (viewing || !click(target)) { say("There is no image " + key + " here."); }
       e.preventDefault();
       return;
     }
@@ -404,7 +405,9 @@ _KEYS_JS = """
     var all = scales();
     if (/^[0-9]$/.test(key) && all.length) {
       var row = all[Math.min(active, all.length - 1)];
-      var button = qa(".widget-toggle-button", row).find(function (b) { return b.textContent.trim() === key; });
+      var button = qa(".widget-toggle-button", row).find(function (b) {  // "3", or "3 Both good" side by side
+        var text = b.textContent.trim(); return text === key || text.indexOf(key + " ") === 0;
+      });
       if (!button) { say(key + " is not on this scale."); }
       else {
         if (!button.classList.contains("mod-active")) { button.click(); }  // a second press keeps it (no toggle off)
@@ -414,7 +417,11 @@ _KEYS_JS = """
     } else if (key === "ArrowDown" && all.length) { active = Math.min(active + 1, all.length - 1); highlight(); }
     else if (key === "ArrowUp" && all.length) { active = Math.max(active - 1, 0); highlight(); }
     else if (key === "n" || key === "N") { click(q(".mp-app .mp-panel .mp-flag input")); }
-    else if (key === "e" || key === "E") { enlargeArmed = Date.now(); say("Enlarge which image? Press 1, 2, 3 or 4."); }
+    else if ((key === "m" || key === "M") && comparing()) { click(q(".mp-app .mp-panel .mp-flag-right input")); }
+    else if (key === "e" || key === "E") {
+      enlargeArmed = Date.now();
+      say(comparing() ? "Enlarge which image? Press 1-4 (left) or 5-8 (right)." : "Enlarge which image? Press 1, 2, 3 or 4.");
+    }
     else if (key === "Escape" && viewing) { click(q(".mp-app .mp-viewer-close")); }
     else if (viewing && key === "ArrowRight") { click(q(".mp-app .mp-image-next")); }
     else if (viewing && key === "ArrowLeft") { click(q(".mp-app .mp-image-prev")); }
@@ -423,7 +430,8 @@ _KEYS_JS = """
     else if (viewing && (key === "f" || key === "F")) { zoomCommand("fit"); }
     else if (key === "Enter" || key === "ArrowRight") {
       if (complete()) { go(q(".mp-app .mp-panel .mp-next")); }
-      else { say("Please answer both questions (or tick nonsensical) before the next panel."); }
+      else { say(comparing() ? "Please answer both questions before the next comparison."
+                 : "Please answer both questions (or tick nonsensical) before the next panel."); }
     }
     else if (key === "ArrowLeft") { go(q(".mp-app .mp-panel .mp-prev")); }
     else { done = false; }
