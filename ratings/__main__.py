@@ -247,11 +247,15 @@ def _follow_plan(args) -> tuple[dict, dict | None]:
 def _analyze(args) -> int:
     from probes.execute import execute_notebook
 
-    from .analysis.report import load_ratings, notebook_to_html
-    from .io import tidy_table
+    from .analysis.report import load_comparisons, load_ratings, notebook_to_html
+    from .io import comparison_table, tidy_table
 
-    if (args.study is None) == (args.table is None):
-        raise RatingError("give --study DIR or --table FILE (an exported tidy table)")
+    if args.study is not None and (args.table or args.comparisons):
+        raise RatingError("give --study DIR, or exported tables (--table FILE, --comparisons FILE), not both: a "
+                          "study folder's own ratings and comparisons are analysed with --study")
+    if args.study is None and args.table is None and args.comparisons is None:
+        raise RatingError("give --study DIR, or --table FILE (an exported tidy table) and/or --comparisons FILE "
+                          "(exported side-by-side comparisons)")
     # every check before anything is written: a refused command leaves no folder behind
     if args.study and not Path(args.study).expanduser().is_dir():
         raise RatingError(f"{args.study}: no such study folder; give the folder that holds study.sqlite")
@@ -262,14 +266,18 @@ def _analyze(args) -> int:
     options, plan = _follow_plan(args)  # the options not given come from the study's plan
     if args.table and not Path(args.table).exists():
         raise RatingError(f"{args.table}: file not found; export one with `python -m ratings export`")
-    if args.comparisons and args.study:
-        raise RatingError("--comparisons goes with --table: with --study the study's own comparisons are analysed")
     if args.comparisons and not Path(args.comparisons).is_file():
         raise RatingError(f"{args.comparisons}: file not found; export one with `python -m ratings export --study "
                           "DIR --comparisons -o FILE`")
-    # refuses simulated answers beside people's unless chosen, before the notebook's kernel starts
-    load_ratings(study=args.study, table=args.table, raters=args.raters, include_simulated=args.include_simulated,
-                 read_study=tidy_table)
+    # refuses simulated answers beside people's unless chosen, before the notebook's kernel starts; a
+    # study (or export) with side-by-side comparisons and no absolute ratings gets a comparisons report
+    compared = load_comparisons(study=args.study, table=args.comparisons, read_comparisons=comparison_table,
+                                raters=args.raters, include_simulated=args.include_simulated)
+    if args.study or args.table:
+        load_ratings(study=args.study, table=args.table, raters=args.raters, include_simulated=args.include_simulated,
+                     read_study=tidy_table, allow_empty=len(compared) > 0)
+    elif not len(compared):
+        raise RatingError(f"{args.comparisons}: the file holds no comparisons to analyse")
     out = Path(args.out).expanduser().resolve()
     if out.exists() and not out.is_dir():
         raise RatingError(f"{out}: is a file, not a folder; choose another --out")

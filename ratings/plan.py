@@ -50,7 +50,7 @@ from .errors import RatingError
 from .scale import DEFAULT_SCALE
 
 __all__ = ["FORMAT", "OPTIONS", "FLAGS", "Plan", "PlanEntry", "Written", "canonical_json", "check_options",
-           "current_plan", "default_options", "follow_plan", "notebook_plan", "plan_document", "plan_history",
+           "comparison_plan", "current_plan", "default_options", "follow_plan", "notebook_plan", "plan_document", "plan_history",
            "plan_sha256", "plan_statement", "registry_text", "software_versions", "unblinded", "write_plan"]
 
 FORMAT = "medprobe analysis plan 1"
@@ -242,7 +242,26 @@ def plan_document(options: dict | None = None, design: dict | None = None, softw
         ],
         "options": options,
         "software": software if software is not None else software_versions(),
+        **({"comparisons": comparison_plan(design["compare"]["presets"], len(design["dimensions"]), alpha, correction)}
+           if design.get("compare") else {}),
     }
+
+
+def comparison_plan(presets: list[str], dimensions: int, alpha: float, correction: str) -> dict:
+    """The declared claim of a study's side-by-side comparisons (:mod:`ratings.analysis.compare`)."""
+    pairs = len(presets) * (len(presets) - 1) // 2
+    return {
+        "question": "Do raters prefer one preset's panels to the other's, shown side by side for the same prompt?",
+        "estimand": "per preset pair and dimension, the share of prompts that go to each preset (a prompt goes to "
+                    "the preset its raters chose more often among their left/right-better answers)",
+        "test": "exact two-sided sign test (binomial, 1/2) with prompts as the unit; prompts drawn drop out",
+        "family": {"size": pairs * dimensions, "correction": correction,
+                   "text": f"Every preset pair x dimension ({pairs} x {dimensions}) is one family, adjusted by "
+                           f"{correction} at alpha {alpha:g}; labels come from the adjusted p only."},
+        "estimates": "Bradley-Terry strengths with Davidson's tie parameter (both good and both poor as ties), "
+                     "95% CIs clustered by prompt (and by topic with 5 or more topics); position bias, agreement "
+                     "on the choices and the per style-group heterogeneity test are secondary, each its own family",
+        "presets": list(presets)}
 
 
 def _analysis_content(document: dict) -> dict:
@@ -266,7 +285,11 @@ def study_design(conn: sqlite3.Connection) -> dict:
         presets = [r[0] for r in conn.execute("SELECT DISTINCT preset FROM panels ORDER BY preset")]
     except sqlite3.OperationalError:  # a study without generated prompts (no prompts table)
         pass
-    return {"dimensions": dimensions, "styles": styles, "presets": presets, "raters": raters(conn)}
+    design = {"dimensions": dimensions, "styles": styles, "presets": presets, "raters": raters(conn)}
+    compared = get_config(conn, "compare")
+    if compared:  # side-by-side comparisons (ratings.compare): their own declared family
+        design["compare"] = {"presets": list(compared["presets"]), "pairs_per_prompt": compared.get("pairs_per_prompt")}
+    return design
 
 
 # --- stored plans ------------------------------------------------------------------------------
@@ -572,6 +595,10 @@ def registry_text(plan: Plan) -> str:
               + f", Python {software.get('python') or 'unknown'}"
               + (f"; medprobe commit {commit}" + (" (with local changes)" if software.get("modified") else "")
                  if commit else "; medprobe commit unknown (not a git checkout)") + "."]
+    if d.get("comparisons"):
+        c = d["comparisons"]
+        lines += ["", f"10. Side-by-side comparisons ({', '.join(c['presets'])}). {c['question']} Estimand: "
+                      f"{c['estimand']}. Test: {c['test']}. {c['family']['text']} Estimates: {c['estimates']}."]
     if plan.amendments:
         lines += ["", "Amendments:"] + [f"   {i}. {a.date} by {a.written_by}: {a.reason} (sha256 {a.sha256})"
                                         for i, a in enumerate(plan.amendments, 1)]

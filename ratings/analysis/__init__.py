@@ -14,6 +14,8 @@ Modules, each with one job:
 * :mod:`~ratings.analysis.ordinal`: the primary analysis, a cumulative-logit model clustered by
   topic, its estimability checks, permutation p-values and the nonsensical flag model.
 * :mod:`~ratings.analysis.agreement`: agreement between and within raters (kappa, alpha).
+* :mod:`~ratings.analysis.compare`: side-by-side comparisons: prompt-level sign tests in one family,
+  Bradley-Terry (Davidson ties) strengths clustered by prompt, position bias, agreement on choices.
 * :mod:`~ratings.analysis.metrics`: automated metrics (CLIP and the like) against the experts.
 * :mod:`~ratings.analysis.plots`: one matplotlib figure per function, and :func:`~ratings.analysis.plots.save`.
 * :mod:`~ratings.analysis.simulate`: synthetic tidy tables with a known truth, and power by

@@ -23,6 +23,7 @@ them neither needs a display nor keeps them alive after :func:`save`.
 from __future__ import annotations
 
 import functools
+import itertools
 from pathlib import Path
 
 import matplotlib as mpl
@@ -788,6 +789,99 @@ def _rho_text(row, n: int) -> str:
     return text + f"n = {int(row.n_panels)} panels" + (f" of {int(clusters)} {unit}" if clusters and unit else "")
 
 
+def comparison_wins(preset_shares: pd.DataFrame, by: str = "style", dimensions=None) -> Figure:
+    """Which preset do raters prefer? Each preset's share of the decisive side-by-side answers it
+    won, per style (or style group), with its prompt-clustered 95% CI.
+
+    ``preset_shares``: :func:`ratings.analysis.compare.preset_shares` or
+    ``analyze_comparisons(...)["preset_shares"]``. One panel per dimension; a row per level of
+    ``by`` under an "All prompts" row, styles in catalog order with radiology shaded; a dot per
+    preset at its share of the decisive answers (left or right better) it won, the line its
+    95% interval (percentile bootstrap over prompts; a dagger where the table notes a Wilson
+    interval). The dashed line at 50% is no preference. Ties are not in the share: their share
+    of all answers stands at the right of each row ("ties 28%").
+    """
+    _need(preset_shares, ["dimension", "by", "level", "preset", "share_won_decisive", "share_won_decisive_low",
+                          "share_won_decisive_high", "share_tied"],
+          "preset_shares (ratings.analysis.compare.preset_shares)")
+    rows = preset_shares[preset_shares["by"].isin(["all", by])]
+    if not (rows["by"] == by).any() and by != "all":
+        raise AnalysisError(f"the preset_shares table has no rows by {by!r} (it has: "
+                            f"{', '.join(map(str, pd.unique(preset_shares['by'])))}); pass by='style' or 'style_group'")
+    dimensions = list(dict.fromkeys(rows["dimension"])) if dimensions is None else list(dimensions)
+    presets = sorted(pd.unique(rows["preset"].astype(str)))
+    levels = [lv for lv in pd.unique(rows.loc[rows["by"] == by, "level"].astype(str))]
+    if by == "style":
+        levels = order_styles(levels)
+    labels = ["All prompts"] + [style_label(lv) if by == "style" else str(lv).replace("_", " ").capitalize()
+                                for lv in levels]
+    keys = ["all"] + levels
+    colors = {p: PALETTE[[0, 3, 2, 4, 1, 5, 6, 8, 9][i % 9]] for i, p in enumerate(presets)}
+    markers = dict(zip(presets, itertools.cycle("os^DvP")))
+    with mpl.rc_context(THEME):
+        height = 1.7 + 0.36 * len(keys)
+        fig = Figure(figsize=(max(8.0, 4.1 * len(dimensions) + 1.6), height), layout="constrained")
+        axes = np.atleast_1d(fig.subplots(1, len(dimensions), sharey=True))
+        offsets = (np.arange(len(presets)) - (len(presets) - 1) / 2) * (0.5 / max(len(presets), 2))
+        daggers = False
+        for ax, dimension in zip(axes, dimensions, strict=True):
+            mine = rows[rows["dimension"] == dimension]
+            labelled = False
+            for y, key in enumerate(keys):
+                level_rows = mine[(mine["by"] == "all") if key == "all" else
+                                  ((mine["by"] == by) & (mine["level"].astype(str) == key))]
+                group = "all" if key == "all" else (_style_group(key) if by == "style" else key)
+                if group == "radiology":
+                    ax.axhspan(y - 0.5, y + 0.5, color=RADIOLOGY_SHADE, zorder=0, linewidth=0)
+                    if not labelled and by == "style":  # a style group's row names itself
+                        ax.text(0.01, y - 0.46, "radiology", transform=ax.get_yaxis_transform(), ha="left",
+                                va="top", fontsize=7.5, color=GROUP_COLORS["radiology"], fontweight="bold")
+                        labelled = True
+                for offset, preset in zip(offsets, presets, strict=True):
+                    row = level_rows[level_rows["preset"].astype(str) == preset]
+                    if row.empty or pd.isna(row["share_won_decisive"].iloc[0]):
+                        continue
+                    row = row.iloc[0]
+                    share = 100 * row["share_won_decisive"]
+                    low, high = 100 * row["share_won_decisive_low"], 100 * row["share_won_decisive_high"]
+                    ax.plot([low, high], [y + offset] * 2, color=colors[preset], linewidth=2.0, zorder=3,
+                            solid_capstyle="butt")
+                    ax.plot([share], [y + offset], marker=markers[preset], color=colors[preset], markersize=6.5,
+                            markeredgecolor="white", markeredgewidth=0.6, linestyle="none", zorder=4)
+                    if "Wilson" in str(row.get("note") or ""):
+                        daggers = True
+                        ax.text(high + 1.2, y + offset, "†", ha="left", va="center", fontsize=8, color="0.3")
+                tied = level_rows["share_tied"].dropna()
+                if len(tied):
+                    ax.text(1.0, y, f"ties {tied.iloc[0]:.0%}", transform=ax.get_yaxis_transform(), ha="right",
+                            va="center", fontsize=7.5, color="0.35")
+            ax.axvline(50, color="0.25", linestyle=(0, (4, 3)), linewidth=1.0, zorder=2)
+            ax.axhline(0.5, color="0.6", linewidth=0.8, zorder=1)
+            ax.set_xlim(0, 127)  # room right of 100% for the ties label and a dagger
+            ax.set_xticks([0, 25, 50, 75, 100], ["0%", "25%", "50%\nno preference", "75%", "100%"])
+            ax.grid(axis="x", color="0.92", linewidth=0.8)
+            ax.set_axisbelow(True)
+            ax.set_xlabel("share of decisive answers won")
+            ax.set_title(dimension.capitalize(), loc="left", fontsize=10)
+        axes[0].set_yticks(np.arange(len(keys)), labels)
+        axes[0].set_ylim(len(keys) - 0.5, -0.5)
+        for tick in axes[0].get_yticklabels()[:1]:
+            tick.set_fontweight("bold")
+        handles = [mpl.lines.Line2D([], [], color=colors[p], marker=markers[p], linewidth=2, markersize=6.5,
+                                    markeredgecolor="white") for p in presets]
+        n_prompts = rows.loc[rows["by"] == "all", "n_prompts"]
+        count = f"{int(n_prompts.max())} prompts; " if len(n_prompts) else ""
+        note = "; † Wilson interval, not clustered (a share of 0 or 1, or under 5 prompts)" if daggers else ""
+        fig.legend(handles, presets, loc="outside lower center", ncol=min(len(presets), 4), fontsize=9,
+                   title=f"{count}decisive: left or right better; lines: 95% CI, bootstrap over prompts{note}",
+                   title_fontsize=8)
+        what = "style" if by == "style" else by.replace("_", " ")
+        title = (f"Which preset do raters prefer? Share of the decisive side-by-side answers each preset won, per "
+                 f"{what} (prompt-clustered 95% CI)")
+        _title(fig, _wrap(title, fig), _simulated(preset_shares))
+    return fig
+
+
 def save(fig: Figure, folder: str | Path, name: str) -> list[Path]:
     """Write ``fig`` as ``<folder>/<name>.svg`` and ``.png`` (200 dpi), close it, return both paths."""
     import matplotlib.pyplot as plt
@@ -1197,6 +1291,6 @@ def _need(data: pd.DataFrame, columns, what: str) -> None:
                             f"{', '.join(map(str, data.columns))}); pass {what}")
 
 
-__all__ = ["PALETTE", "THEME", "agreement_heatmap", "distribution_bars", "medians_iqr", "metric_vs_experts", "order_styles",
+__all__ = ["PALETTE", "THEME", "agreement_heatmap", "comparison_wins", "distribution_bars", "medians_iqr", "metric_vs_experts", "order_styles",
            "ordinal_forest", "paired_slopes", "pvalue_heatmap", "rater_forest", "save", "score_boxstrip", "scores_by_style", "share_at_least",
            "style_label"]

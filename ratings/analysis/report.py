@@ -15,6 +15,12 @@ A study that holds answers of simulated raters (``sim-1``, ...) and of people is
 :func:`load_ratings` unless the user chooses raters or ``include_simulated``; any simulated
 answer in an analysis puts :func:`simulated_note` (with the counts) on the report, every
 table (a ``simulated`` column in the CSV, the LaTeX caption) and every figure.
+
+Side-by-side comparisons of presets (:mod:`ratings.analysis.compare`) are read by
+:func:`load_comparisons` and written by :func:`write_comparison_report` (their tables as
+``comparison_*.csv``, their figures, and a section appended to ``methods.md``); a study that has
+comparisons but no absolute ratings yet still gets a report (``load_ratings(...,
+allow_empty=True)``, and :func:`notebook_to_html` leaves out the cells of the absolute analysis).
 """
 
 from __future__ import annotations
@@ -37,10 +43,19 @@ TABLES = ("ordinal", "composite", "mixed", "radiology", "raters", "effects", "fl
 # analyze(...)["metrics"] (only where automated scores exist) -> report file names
 METRIC_TABLES = {"overall": "metric_vs_experts", "by_group": "metric_vs_experts_by_group",
                  "rankings": "metric_rankings"}
+# analyze_comparisons(...) -> report file names
+COMPARISON_TABLES = {"sign_tests": "comparison_sign_tests", "shares": "comparison_shares",
+                     "preset_shares": "comparison_preset_shares", "bradley_terry": "comparison_bradley_terry",
+                     "win_probabilities": "comparison_win_probabilities",
+                     "heterogeneity": "comparison_heterogeneity", "position": "comparison_position",
+                     "agreement": "comparison_agreement"}
+COMPARISONS_HEADING = "Comparisons (side by side)"
+NO_RATINGS_CLASS = "mp-no-ratings"  # the notice of a report without absolute ratings (see notebook_to_html)
+ABSOLUTE_TAG = "absolute"  # notebook cells of the absolute ratings' analysis
 
 
 def load_ratings(study: str | Path | None = None, table: str | Path | None = None, raters=None,
-                 include_simulated: bool = False, read_study=None) -> pd.DataFrame:
+                 include_simulated: bool = False, read_study=None, allow_empty: bool = False) -> pd.DataFrame:
     """The tidy table of a study folder, or of an exported CSV/parquet file.
 
     A study folder is read by ``read_study(study, include_repeats=True)``: the rating side's
@@ -52,6 +67,8 @@ def load_ratings(study: str | Path | None = None, table: str | Path | None = Non
     ``raters`` (a list, or a comma-separated string) keeps only those raters' answers. Answers
     of simulated raters and of people together are refused unless ``include_simulated``
     (see :func:`select_raters`); ``attrs["simulated"]`` holds :func:`simulated_note` ("" if none).
+    A table without ratings is refused unless ``allow_empty`` (a study that has side-by-side
+    comparisons but no absolute ratings yet): then it is returned empty, with its columns.
     """
     if (study is None) == (table is None):
         raise AnalysisError("give either a study folder or an exported table, not both or neither")
@@ -76,6 +93,10 @@ def load_ratings(study: str | Path | None = None, table: str | Path | None = Non
         if "repeat" not in tidy:
             tidy["repeat"] = 0
     if tidy.empty:
+        if allow_empty:
+            tidy = tidy.copy()
+            tidy.attrs["simulated"] = ""
+            return tidy
         raise AnalysisError("there are no ratings to analyse yet")
     tidy = select_raters(tidy, raters, include_simulated, source=study if study is not None else table)
     from .plots import order_styles
@@ -95,10 +116,11 @@ def is_simulated(tidy: pd.DataFrame) -> bool:
     return bool(tidy.attrs.get("simulated")) or bool(len(tidy)) and bool(_simulated_rows(tidy).any())
 
 
-def simulated_note(tidy: pd.DataFrame) -> str:
+def simulated_note(tidy: pd.DataFrame, what: str = "ratings") -> str:
     """"SIMULATED: 48 of 54 ratings from simulated raters", or "" where no answer is simulated.
 
-    Counts first showings, as the report's summary does.
+    Counts first showings, as the report's summary does; ``what`` names the rows counted
+    ("comparison answers" for a comparisons table).
     """
     if not len(tidy):
         return ""
@@ -107,8 +129,8 @@ def simulated_note(tidy: pd.DataFrame) -> str:
     if not simulated:
         return ""
     if simulated == len(first):
-        return f"SIMULATED: all {len(first)} ratings from simulated raters, none from clinicians"
-    return f"SIMULATED: {simulated} of {len(first)} ratings from simulated raters"
+        return f"SIMULATED: all {len(first)} {what} from simulated raters, none from clinicians"
+    return f"SIMULATED: {simulated} of {len(first)} {what} from simulated raters"
 
 
 def select_raters(tidy: pd.DataFrame, raters=None, include_simulated: bool = False, source=None) -> pd.DataFrame:
@@ -187,18 +209,7 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
     distances = _group_scores(study)
     if distances is not None:  # FID / KID per preset and style against real images: no panel to correlate
         written = {**written, "distances": distances}
-    for name, frame in written.items():
-        if frame is None or not isinstance(frame, pd.DataFrame) or frame.empty:
-            continue  # nothing to compare or a model that could not be fitted (the notes say why): no file
-        frame.attrs["simulated"] = note
-        # a copy of a CSV says SIMULATED on every row, not only in a caption it may lose
-        # opened in spreadsheets like the exports: a label "=1+2" is text there, not a formula
-        spreadsheet_safe_table(frame.assign(simulated=note) if note else frame).to_csv(
-            out / f"{name}.csv", index=False, lineterminator="\r\n")
-        # escape: a label such as "glide_cfg" or "\\input{...}" is text in the paper, not LaTeX
-        latex = frame.to_latex(index=False, float_format="%.3g", na_rep="", escape=True,
-                               caption=f"{name}{' (' + note + ')' if note else ''}", label=f"tab:{name}")
-        (out / "tables" / f"{name}.tex").write_text(latex, encoding="utf-8")
+    _write_tables(written, out, note)
 
     if reproduce:  # the published study's own analysis, beside medprobe's (ratings.analysis.reproduce)
         from .reproduce import published_analysis
@@ -262,6 +273,170 @@ def write_report(tidy: pd.DataFrame, out: str | Path, aggregate: str = "median",
         metrics["panels"].attrs["simulated"] = note
         save("metrics-vs-experts", plots.metric_vs_experts(metrics["panels"], metrics["overall"]))
     return {"tables": results, "figures": figures, "methods": methods}
+
+
+def _write_tables(written: dict, out: Path, note: str) -> None:
+    """Each DataFrame of ``written`` as ``out/<name>.csv`` and ``out/tables/<name>.tex``; an empty one gets no file."""
+    for name, frame in written.items():
+        if frame is None or not isinstance(frame, pd.DataFrame) or frame.empty:
+            continue  # nothing to compare or a model that could not be fitted (the notes say why): no file
+        frame.attrs["simulated"] = note
+        # a copy of a CSV says SIMULATED on every row, not only in a caption it may lose
+        # opened in spreadsheets like the exports: a label "=1+2" is text there, not a formula
+        spreadsheet_safe_table(frame.assign(simulated=note) if note else frame).to_csv(
+            out / f"{name}.csv", index=False, lineterminator="\r\n")
+        # escape: a label such as "glide_cfg" or "\\input{...}" is text in the paper, not LaTeX
+        latex = frame.to_latex(index=False, float_format="%.3g", na_rep="", escape=True,
+                               caption=f"{name}{' (' + note + ')' if note else ''}", label=f"tab:{name}")
+        (out / "tables" / f"{name}.tex").write_text(latex, encoding="utf-8")
+
+
+# --- side-by-side comparisons ---------------------------------------------------------------
+
+def load_comparisons(study: str | Path | None = None, table: str | Path | None = None, read_comparisons=None,
+                     raters=None, include_simulated: bool = False) -> pd.DataFrame:
+    """The side-by-side comparisons of a study folder, or of an exported CSV/parquet file.
+
+    A study folder is read by ``read_comparisons(study, include_repeats=True)``: the rating side's
+    :func:`ratings.io.comparison_table`, which the caller passes in (the analysis never opens the
+    study's database itself). A CSV's texts are read as the study holds them (the ``'`` the
+    export puts before a text starting with = + - @ is taken off again). Neither a study nor a
+    table, or a study without comparisons, gives an empty table with the columns
+    :data:`ratings.analysis.compare.COMPARISON_COLUMNS`.
+
+    ``raters`` keeps only those raters' answers (a rater who answered no comparison is no
+    error here: :func:`load_ratings` checks the names); answers of simulated raters beside
+    people's are refused unless ``include_simulated`` (:func:`select_raters`).
+    ``attrs["simulated"]`` holds :func:`simulated_note` ("" if none).
+    """
+    from .compare import COMPARISON_COLUMNS, check_comparisons
+
+    if study is not None and table is not None:
+        raise AnalysisError("give either a study folder or an exported comparisons table, not both")
+    if study is not None:
+        if read_comparisons is None:
+            raise AnalysisError(f"{study}: a study folder is read by the rating side; pass "
+                                "read_comparisons=ratings.io.comparison_table, or an exported table (table=...)")
+        frame = read_comparisons(study, include_repeats=True)  # repeats: intra-rater agreement
+        frame = pd.DataFrame(columns=COMPARISON_COLUMNS) if frame is None else frame
+    elif table is not None:
+        path = Path(table)
+        if not path.exists():
+            raise AnalysisError(f"{path}: file not found; export the comparisons with `python -m ratings export` "
+                                "or give the path of a comparisons CSV")
+        frame = (pd.read_parquet(path) if path.suffix == ".parquet"
+                 else undo_spreadsheet_safe_table(pd.read_csv(path)))
+        for column in ("nonsensical_left", "nonsensical_right"):
+            if column in frame and frame[column].dtype != bool:
+                frame[column] = frame[column].astype(str).str.lower().isin(["true", "1"])
+        if "repeat" in frame:
+            frame["repeat"] = pd.to_numeric(frame["repeat"]).fillna(0).astype(int)
+        if "seconds" in frame:
+            frame["seconds"] = pd.to_numeric(frame["seconds"], errors="coerce").astype(float)
+        for column in ("choice", "winner"):
+            if column in frame:
+                frame[column] = frame[column].astype(object).where(frame[column].notna(), None)
+    else:
+        frame = pd.DataFrame(columns=COMPARISON_COLUMNS)
+    if frame.empty:
+        empty = frame.reindex(columns=list(dict.fromkeys([*COMPARISON_COLUMNS, *frame.columns])))
+        empty.attrs["simulated"] = ""
+        return empty
+    check_comparisons(frame)
+    source = study if study is not None else table
+    if raters is not None:
+        wanted = [r.strip() for r in (raters.split(",") if isinstance(raters, str) else raters) if str(r).strip()]
+        frame = frame[frame["rater"].astype(str).isin(wanted)].copy()
+        if frame.empty:
+            empty = frame.copy()
+            empty.attrs["simulated"] = ""
+            return empty
+    frame = select_raters(frame, None, include_simulated, source=source)
+    frame.attrs["simulated"] = simulated_note(frame, what="comparison answers")
+    return frame
+
+
+def write_comparison_report(comparisons: pd.DataFrame, out: str | Path, alpha: float = 0.05,
+                            correction: str = "holm", n_boot: int = 2000, seed: int = 0) -> dict:
+    """The side-by-side analysis (:func:`ratings.analysis.compare.analyze_comparisons`) written into ``out``.
+
+    Its tables as CSV and LaTeX under the names of :data:`COMPARISON_TABLES`
+    (``comparison_sign_tests.csv``, ...), the figures ``comparison-wins-style`` and
+    ``comparison-wins-style-group`` (each preset's share of decisive answers won, per style and
+    per style group, :func:`ratings.analysis.plots.comparison_wins`), and its methods paragraph
+    appended to ``methods.md`` under the heading :data:`COMPARISONS_HEADING` (the file is
+    made where :func:`write_report` has not made it; a second call replaces the section).
+    Simulated answers are labelled in every table, figure and the methods.
+
+    Returns ``{"tables": {key: DataFrame}, "figures": {name: paths}, "methods": str,
+    "conclusions": [one sentence per dimension]}``.
+    """
+    from . import plots
+    from .compare import analyze_comparisons
+
+    out = Path(out)
+    (out / "tables").mkdir(parents=True, exist_ok=True)
+    (out / "figures").mkdir(parents=True, exist_ok=True)
+    note = (comparisons.attrs.get("simulated") if isinstance(comparisons.attrs.get("simulated"), str)
+            else simulated_note(comparisons, what="comparison answers"))
+    marked = comparisons.copy()
+    marked.attrs["simulated"] = note
+    results = analyze_comparisons(marked, alpha=alpha, correction=correction, n_boot=n_boot, seed=seed)
+    tables = {key: frame for key, frame in results.items() if isinstance(frame, pd.DataFrame)}
+    _write_tables({COMPARISON_TABLES[key]: frame for key, frame in tables.items()}, out, note)
+    figures = {}
+    shares = tables["preset_shares"]
+    shares.attrs["simulated"] = note
+    for by, name in (("style", "comparison-wins-style"), ("style_group", "comparison-wins-style-group")):
+        if (shares["by"] == by).any():
+            figures[name] = plots.save(plots.comparison_wins(shares, by=by), out / "figures", name)
+    methods = results["methods"]
+    path = out / "methods.md"
+    existing = path.read_text(encoding="utf-8") if path.exists() else ""
+    heading = f"## {COMPARISONS_HEADING}"
+    existing = existing.split(f"\n\n{heading}\n", 1)[0].rstrip()
+    if existing:  # after the absolute report's methods: the section says SIMULATED itself
+        text = f"{existing}\n\n{heading}\n\n" + (f"> {note}\n\n" if note else "") + f"{methods}\n"
+    else:  # a report of comparisons alone: the file opens with the label, as write_report's does
+        text = (f"> {note}\n\n" if note else "") + f"{heading}\n\n{methods}\n"
+    path.write_text(markdown_safe(text), encoding="utf-8")
+    return {"tables": tables, "figures": figures, "methods": methods,
+            "conclusions": results["conclusions"].splitlines()}
+
+
+def comparisons_html(report: dict, comparisons: pd.DataFrame) -> str:
+    """The comparisons section's opening: its heading, the SIMULATED banner where it applies, and
+    one sentence per dimension from the sign tests' adjusted p (HTML, every label escaped)."""
+    note = (comparisons.attrs.get("simulated") if isinstance(comparisons.attrs.get("simulated"), str)
+            else simulated_note(comparisons, what="comparison answers"))
+    banner = (f'<div class="mp-banner" role="alert"><p><b>{escape(note)}</b></p><p>Simulated raters are not '
+              "clinicians: these comparisons show how the section reads, not which generator is better.</p></div>"
+              if note else "")
+    sign = report["tables"]["sign_tests"]
+    first = comparisons[pd.to_numeric(comparisons["repeat"]).fillna(0) == 0]
+    items = "".join(f"<li>{escape(line)}</li>" for line in report["conclusions"])
+    return (f'<h2 id="comparisons">{escape(COMPARISONS_HEADING)}</h2>{banner}'
+            f"<p>{first['rater'].nunique()} raters compared the panels of two presets side by side for "
+            f"{first['prompt_id'].nunique()} prompts (left and right randomised per rater; "
+            f"{len(sign)} preset pair x dimension tests in one family). The unit is the prompt: each prompt goes "
+            "to the preset its raters chose more often, and an exact sign test asks whether prompts split "
+            "50:50.</p>"
+            f'<div class="mp-conclusions"><ul>{items}</ul></div>')
+
+
+def comparison_summary_html(report: dict) -> str:
+    """The comparisons' sentences for the report's opening, pointing to their section (HTML)."""
+    items = "".join(f"<li>{escape(line)}</li>" for line in report["conclusions"])
+    return (f'<div class="mp-conclusions"><p><b>Side-by-side comparisons</b> (the section '
+            f'<a href="#comparisons">{escape(COMPARISONS_HEADING)}</a> below)</p><ul>{items}</ul></div>')
+
+
+def no_ratings_html(comparisons: pd.DataFrame) -> str:
+    """The notice of a report on side-by-side comparisons alone (the study has no absolute ratings yet)."""
+    first = comparisons[pd.to_numeric(comparisons["repeat"]).fillna(0) == 0] if "repeat" in comparisons else comparisons
+    return (f'<div class="{NO_RATINGS_CLASS}" role="note"><p><b>This study has no absolute ratings yet</b>: the '
+            f"report holds the side-by-side comparisons only ({len(first)} answers of "
+            f"{first['rater'].nunique()} raters).</p></div>")
 
 
 _TAG_START = re.compile(r"<(?=[A-Za-z/!?])")
@@ -364,7 +539,7 @@ def reproduction_html(tables: dict, tidy: pd.DataFrame, nonsensical: str, correc
 # --- the HTML report's parts: every label escaped here, where it enters HTML ----------------
 
 MISSING = "\u2013"  # what a missing value shows as; its reason is under the table
-P_COLUMNS = {"p", "p_adj", "p_naive", "p_clustered", "p_perm"}
+P_COLUMNS = {"p", "p_adj", "p_naive", "p_clustered", "p_perm", "p_topic", "p_wald", "p_wald_topic"}
 
 
 def _cell(value, column: str) -> str:
@@ -666,22 +841,33 @@ def notebook_to_html(notebook: str | Path, html_path: str | Path, title: str = "
     through nbconvert's ``sanitize_html``, which in nbconvert 7.17 with bleach 6.4 shows every
     heading and paragraph as literal tags and drops table header rows: the labels in them are
     escaped where they enter HTML (:func:`table_html`, :func:`markdown_html`, the sentences above).
+
+    Where the notebook says the study has no absolute ratings yet (:func:`no_ratings_html`), the
+    cells tagged :data:`ABSOLUTE_TAG` (the absolute analysis' headings and tables) are left out.
     """
     import jinja2
     import nbformat
     from nbconvert import HTMLExporter
 
+    notebook_node = nbformat.read(str(notebook), as_version=4)
+    outputs = (str(output.get("data", {}).get("text/html", "")) for cell in notebook_node.cells
+               if cell.cell_type == "code" for output in cell.get("outputs", []))
+    if any(f'class="{NO_RATINGS_CLASS}"' in text for text in outputs):  # comparisons only: no empty sections
+        notebook_node.cells = [cell for cell in notebook_node.cells
+                               if ABSOLUTE_TAG not in cell.get("metadata", {}).get("tags", [])]
     exporter = HTMLExporter(template_name="lab", template_file="medprobe_report.html.j2",
                             extra_loaders=[jinja2.DictLoader({"medprobe_report.html.j2": REPORT_TEMPLATE})],
                             exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True,
                             exclude_anchor_links=True, embed_images=True, sanitize_html=False)
     resources = {"metadata": {"name": title}, "report_csp": REPORT_CSP, "report_css": REPORT_CSS}
-    body, _ = exporter.from_notebook_node(nbformat.read(str(notebook), as_version=4), resources=resources)
+    body, _ = exporter.from_notebook_node(notebook_node, resources=resources)
     html_path = Path(html_path)
     html_path.write_text(body, encoding="utf-8")
     return html_path
 
 
-__all__ = ["METRIC_TABLES", "TABLES", "banner_html", "conclusions_html", "is_simulated", "load_ratings",
-           "markdown_html", "markdown_safe", "metrics_html", "notebook_to_html", "notices_html", "radiology_html",
-           "reproduction_html", "select_raters", "simulated_note", "summary_html", "table_html", "write_report"]
+__all__ = ["ABSOLUTE_TAG", "COMPARISONS_HEADING", "COMPARISON_TABLES", "METRIC_TABLES", "NO_RATINGS_CLASS", "TABLES",
+           "banner_html", "comparison_summary_html", "comparisons_html", "conclusions_html", "is_simulated", "load_comparisons", "load_ratings",
+           "markdown_html", "markdown_safe", "metrics_html", "no_ratings_html", "notebook_to_html", "notices_html",
+           "radiology_html", "reproduction_html", "select_raters", "simulated_note", "summary_html", "table_html",
+           "write_comparison_report", "write_report"]

@@ -21,6 +21,11 @@ module are written. :func:`power` runs the primary analysis on simulated studies
 settings, and :func:`power_curve` answers the planning question (topics and raters for a
 target power at the declared family).
 
+:func:`simulate_comparisons` is the paired design (:mod:`ratings.analysis.compare`): every
+prompt's presets side by side, sides randomised per rater, each prompt's own preference, topic
+and rater effects, a position bias, ties and a planted preference; :func:`comparison_power`
+runs the declared side-by-side test (the prompt-level sign test) on such studies.
+
 Simulated raters who answer inside a study folder (``python -m ratings simulate --study``) are
 :mod:`ratings.simulated_raters`, on the rating side: this module writes nothing.
 
@@ -34,6 +39,7 @@ and figure runs on them unchanged; repeated showings (``repeat`` = 1) are includ
 from __future__ import annotations
 
 import base64
+import functools
 import itertools
 import math
 from pathlib import Path
@@ -874,6 +880,363 @@ def _test_name() -> str:
             f"{stats.EXACT_MAX} non-zero differences)")
 
 
+# --- side-by-side comparisons ------------------------------------------------------------------
+
+# The paired design (ratings.analysis.compare): no comparison study has been run yet, so these
+# defaults are stated assumptions, chosen to be moderate, not estimates.
+COMPARISON_PROMPT_SD = 1.0  # logit SD of a prompt's own preference between two presets, shared by its raters
+COMPARISON_TOPIC_SD = 0.5  # logit SD of a topic's quality (shared by its prompts): both good vs both poor
+COMPARISON_QUALITY_SD = 0.8  # logit SD of a prompt's own quality (both good vs both poor)
+POSITION_BIAS = 0.55  # share of decisive answers for the left side when both sides are equally good
+TIE_RATE = 0.3  # share of answers that are ties (both good or both poor)
+GOOD_SHARE = 0.5  # share of ties that are "both good" at average quality
+RATER_TIE_SD = 0.4  # logit SD of a rater's own propensity to answer a tie
+RATER_LENIENCY_SD = 0.4  # logit SD of a rater's own leaning to "both good" over "both poor"
+RATER_POSITION_SD = 0.2  # logit SD of a rater's own lean to one side, around the position bias
+COMPARISON_DIMENSIONS = ("style", "content")
+_COMPARISON_STREAMS = ("pairs", "prompts", "topics", "raters", "sides", "ties", "choices", "missing", "nonsensical",
+                       "seconds", "order", "repeats")
+
+
+@functools.lru_cache(maxsize=1)
+def _normal_nodes() -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Hermite nodes and weights (60) for the mean over a standard normal."""
+    nodes, weights = np.polynomial.hermite_e.hermegauss(60)
+    return nodes, weights / weights.sum()
+
+
+def planted_log_odds(preference: float, sd: float, position_log_odds: float = 0.0, position_sd: float = 0.0) -> float:
+    """The log-odds mu at which the first preset wins a share ``preference`` of decisive answers on average.
+
+    Averaged over each prompt's own preference (normal, SD ``sd`` on the logit scale) and over the
+    side it is shown on (half the time on the left, where a rater's lean ``position_log_odds`` +
+    N(0, ``position_sd``) adds to it, half on the right, where it subtracts): the mean of
+    ``expit(mu + Z)`` over those is ``preference`` (Gauss-Hermite quadrature, 60 nodes).
+
+    Examples
+    --------
+    >>> planted_log_odds(0.5, 0.7)
+    0.0
+    >>> round(planted_log_odds(0.65, 0.0), 4), round(float(np.log(0.65 / 0.35)), 4)
+    (0.619, 0.619)
+    >>> round(planted_log_odds(0.65, 1.0), 3)  # prompts that differ need a larger mean for the same share
+    0.746
+    """
+    if not 0 < preference < 1:
+        raise RatingError(f"preference is the share of decisive answers the first preset wins, between 0 and 1 "
+                          f"(0.5: no preference), not {preference}")
+    if preference == 0.5:
+        return 0.0
+    from scipy.optimize import brentq
+
+    nodes, weights = _normal_nodes()
+    spread = math.sqrt(sd ** 2 + position_sd ** 2) * nodes
+
+    def share(mu):
+        return float(np.sum(weights * 0.5 * (_expit(mu + position_log_odds + spread)
+                                             + _expit(mu - position_log_odds + spread)))) - preference
+
+    return round(float(brentq(share, -30, 30, xtol=1e-12)), 12)
+
+
+def simulate_comparisons(catalog: str | Path | pd.DataFrame = "oncology", presets=("glide-clip", "glide-cfg"),
+                         raters=("R1", "R2", "R3"), preference: float | dict = 0.5,
+                         prompt_sd: float = COMPARISON_PROMPT_SD, topic_sd: float = COMPARISON_TOPIC_SD,
+                         quality_sd: float = COMPARISON_QUALITY_SD, topic_preference_sd: float = 0.0,
+                         rater_preference_sd: float = 0.0, position_bias: float = POSITION_BIAS,
+                         rater_position_sd: float = RATER_POSITION_SD, tie_rate: float = TIE_RATE,
+                         good_share: float = GOOD_SHARE, rater_tie_sd: float = RATER_TIE_SD,
+                         rater_leniency_sd: float = RATER_LENIENCY_SD, nonsensical_rate: float = 0.02,
+                         missing_rate: float = 0.0, repeats: float = 0.0, seed: int = 0,
+                         dimensions=COMPARISON_DIMENSIONS) -> pd.DataFrame:
+    """A comparisons table of simulated raters answering side-by-side comparisons of presets.
+
+    Every prompt is compared for every pair of presets (balanced: each preset meets each other
+    on every prompt), and every rater answers every comparison once (a share ``repeats`` twice),
+    in their own random order, with the sides randomised for each showing. Per dimension an
+    answer is first a tie or not: a tie with probability ``tie_rate`` (moved on the logit scale
+    by the rater's own tie propensity, SD ``rater_tie_sd``), "both good" rather than "both poor"
+    with probability ``good_share`` moved by the topic's quality (``topic_sd``), the prompt's own
+    (``quality_sd``) and the rater's leniency (``rater_leniency_sd``). A decisive answer picks the
+    left side with probability expit(eta_left - eta_right + lambda_r) (so ``position_bias`` is the
+    left share where both sides are equally good; over prompts that differ, the observed left share
+    is closer to 1/2): eta is the preset's
+    strength (the first preset ``mu`` above the others, :func:`planted_log_odds`) plus the
+    prompt's own preference (SD ``prompt_sd`` for the difference of two presets, shared by all
+    raters, correlated 0.7 between style and content), plus optional topic-level
+    (``topic_preference_sd``) and rater-level (``rater_preference_sd``) preferences; lambda_r is
+    the position bias (``logit(position_bias)``) plus the rater's own lean (``rater_position_sd``).
+
+    Parameters
+    ----------
+    catalog : str, Path or DataFrame
+        A catalog name or a prompt table, as in :func:`simulate_ratings`.
+    presets : sequence of str
+        Two or more presets; the first is the one ``preference`` favours.
+    raters : sequence of str
+        Rater ids; ``sim-`` is put in front of each.
+    preference : float or dict
+        Share of decisive answers the first preset wins against each other preset, on average
+        over prompts, sides and raters (0.5: no preference); a dict gives it per dimension.
+    prompt_sd, topic_preference_sd, rater_preference_sd : float
+        Logit SDs of a prompt's, a topic's and a rater's own preference between two presets.
+        A topic or rater preference makes prompts of one topic, or all prompts of one rater,
+        lean together: the sign test's null (prompts independent, these raters without a
+        preference) then no longer holds; both default to 0.
+    topic_sd, quality_sd : float
+        Logit SDs of a topic's and a prompt's quality (both good vs both poor).
+    position_bias : float
+        Share of decisive answers for the left side where the two sides are equally good.
+    rater_position_sd, rater_tie_sd, rater_leniency_sd : float
+        Logit SDs of each rater's own lean to one side, propensity to tie and to "both good".
+    tie_rate, good_share : float
+        Share of ties, and share of ties that are both good, at average quality.
+    nonsensical_rate : float
+        Share of panels (each side of a showing) flagged nonsensical.
+    missing_rate : float
+        Share of (showing, dimension) answers left empty (choice NA).
+    repeats : float
+        Share of comparisons each rater is shown a second time (``repeat`` = 1, fresh answers).
+    seed : int
+        Everything, comparison ids included, is a function of the parameters and the seed.
+    dimensions : sequence of str
+        The dimensions answered.
+
+    Returns
+    -------
+    DataFrame
+        The columns of :data:`ratings.analysis.compare.COMPARISON_COLUMNS`, one row per (rater,
+        showing, dimension); raters ``sim-...``, comment "simulated", ``attrs["simulated"]`` True
+        and ``attrs["simulation"]`` the parameters (``log_odds``: the planted mu).
+
+    Examples
+    --------
+    >>> table = simulate_comparisons('oncology', preference=0.65, seed=0)
+    >>> len(table), table['pair'].nunique(), table['rater'].unique().tolist()
+    (1632, 272, ['sim-R1', 'sim-R2', 'sim-R3'])
+    >>> print(table[['rater', 'preset_a', 'preset_b', 'left', 'dimension', 'choice', 'winner']].head(4).to_string(index=False))
+     rater  preset_a   preset_b       left dimension choice     winner
+    sim-R1 glide-cfg glide-clip glide-clip     style   left glide-clip
+    sim-R1 glide-cfg glide-clip glide-clip   content  right  glide-cfg
+    sim-R1 glide-cfg glide-clip  glide-cfg     style  right glide-clip
+    sim-R1 glide-cfg glide-clip  glide-cfg   content   left  glide-cfg
+    >>> table.attrs['simulated'], round(table.attrs['simulation']['log_odds']['style'], 3)
+    (True, 0.755)
+    """
+    from .compare import COMPARISON_COLUMNS
+
+    prompts, catalog_name = _prompt_table(catalog, 1)
+    presets = distinct_names(presets, "presets")
+    if len(presets) < 2:
+        raise RatingError(f"a side-by-side comparison needs two presets or more, not {presets}")
+    rater_ids = [_sim_id(r) for r in distinct_names(raters, "raters")]
+    dimensions = distinct_names(dimensions, "dimensions")
+    for value, name in ((nonsensical_rate, "nonsensical_rate"), (missing_rate, "missing_rate"),
+                        (repeats, "repeats")):
+        check_share(value, name)
+    for value, name in ((position_bias, "position_bias"), (tie_rate, "tie_rate"), (good_share, "good_share")):
+        if not 0 < value < 1:
+            raise RatingError(f"{name} is a share strictly between 0 and 1, not {value}")
+    for value, name in ((prompt_sd, "prompt_sd"), (topic_sd, "topic_sd"), (quality_sd, "quality_sd"),
+                        (topic_preference_sd, "topic_preference_sd"), (rater_preference_sd, "rater_preference_sd"),
+                        (rater_position_sd, "rater_position_sd"), (rater_tie_sd, "rater_tie_sd"),
+                        (rater_leniency_sd, "rater_leniency_sd")):
+        check_sd(value, name)
+    shares = preference if isinstance(preference, dict) else {d: preference for d in dimensions}
+    unknown = sorted(set(shares) - set(dimensions))
+    if unknown or set(dimensions) - set(shares):
+        raise RatingError(f"preference gives dimensions {sorted(shares)}; give one share for each of "
+                          f"{', '.join(dimensions)}")
+    position = float(_logit(np.array(position_bias)))
+    spread = math.sqrt(prompt_sd ** 2 + topic_preference_sd ** 2 + rater_preference_sd ** 2)
+    mu = {d: planted_log_odds(float(shares[d]), spread, position, rater_position_sd) for d in dimensions}
+    rng = dict(zip(_COMPARISON_STREAMS, (np.random.default_rng(s) for s in
+                                         np.random.SeedSequence(seed).spawn(len(_COMPARISON_STREAMS))), strict=True))
+    n_prompts, n_presets, n_raters, n_dims = len(prompts), len(presets), len(rater_ids), len(dimensions)
+    topic_codes, topics = pd.factorize(prompts["topic"])
+
+    # strengths per (prompt, preset, dimension): each preset's own share of the prompt's preference
+    def correlated(rng_, size, sd):
+        if sd == 0 or n_dims == 0:
+            return np.zeros((*size, n_dims))
+        base = rng_.standard_normal((*size, n_dims))
+        shared = rng_.standard_normal((*size, 1))
+        mix = math.sqrt(PROMPT_CORRELATION)
+        return sd / math.sqrt(2) * (mix * shared + math.sqrt(1 - PROMPT_CORRELATION) * base)
+
+    strength = np.zeros((n_prompts, n_presets, n_dims))
+    strength[:, 0, :] = np.array([mu[d] for d in dimensions])
+    strength = strength + correlated(rng["prompts"], (n_prompts, n_presets), prompt_sd)
+    strength = strength + correlated(rng["topics"], (len(topics), n_presets), topic_preference_sd)[topic_codes]
+    rater_strength = correlated(rng["raters"], (n_raters, n_presets), rater_preference_sd)
+    quality = (rng["topics"].normal(0, topic_sd, len(topics))[topic_codes]
+               + rng["prompts"].normal(0, quality_sd, n_prompts))
+    rater_tie = rng["raters"].normal(0, rater_tie_sd, n_raters)
+    rater_leniency = rng["raters"].normal(0, rater_leniency_sd, n_raters)
+    rater_lean = position + rng["raters"].normal(0, rater_position_sd, n_raters)
+
+    # comparisons: prompt-major, then every pair of presets (alphabetical within the pair)
+    pairs = [tuple(sorted((p, q))) for p, q in itertools.combinations(presets, 2)]
+    index = {p: n for n, p in enumerate(presets)}
+    n_pairs = len(pairs)
+    cmp_prompt = np.repeat(np.arange(n_prompts), n_pairs)
+    cmp_a = np.tile([index[a] for a, _ in pairs], n_prompts)
+    cmp_b = np.tile([index[b] for _, b in pairs], n_prompts)
+    shown = _showings(n_raters, len(cmp_prompt), repeats, {"order": rng["order"], "repeats": rng["repeats"]})
+    r, c = shown["rater"], shown["panel"]
+    n_show = len(c)
+    a_left = rng["sides"].random(n_show) < 0.5
+    left = np.where(a_left, cmp_a[c], cmp_b[c])
+    right = np.where(a_left, cmp_b[c], cmp_a[c])
+    p_of = cmp_prompt[c]
+    eta = (strength[p_of, left, :] - strength[p_of, right, :]
+           + rater_strength[r, left, :] - rater_strength[r, right, :] + rater_lean[r][:, None])
+    tie = rng["ties"].random((n_show, n_dims)) < _expit(_logit(np.array(tie_rate)) + rater_tie[r])[:, None]
+    good = rng["ties"].random((n_show, n_dims)) < _expit(_logit(np.array(good_share)) + quality[p_of]
+                                                         + rater_leniency[r])[:, None]
+    left_wins = rng["choices"].random((n_show, n_dims)) < _expit(eta)
+    choice = np.where(tie, np.where(good, "both_good", "both_poor"), np.where(left_wins, "left", "right")).astype(object)
+    choice[rng["missing"].random((n_show, n_dims)) < missing_rate] = None
+    left_name, right_name = np.asarray(presets, object)[left], np.asarray(presets, object)[right]
+    winner = np.where(choice == "left", left_name[:, None], np.where(choice == "right", right_name[:, None], choice))
+    flags = rng["nonsensical"].random((n_show, 2)) < nonsensical_rate
+    seconds = np.round(rng["seconds"].lognormal(math.log(2 * SECONDS_MEDIAN), SECONDS_LOG_SD, n_show), 1)
+    stamps = np.asarray(_timestamps(seconds, r, n_raters), dtype=object)
+    ids = _panel_ids(rng["pairs"], len(cmp_prompt))
+
+    row_show = np.repeat(np.arange(n_show), n_dims)  # one row per (showing, dimension)
+    row_dim = np.tile(np.arange(n_dims), n_show)
+    table = {"rater": _take(rater_ids, r[row_show]), "pair": _take(ids, c[row_show])}
+    for column in PROMPT_TEXT_COLUMNS:
+        table[column] = _take(prompts[column], p_of[row_show])
+    names = np.asarray(presets, object)
+    table.update({
+        "preset_a": _take(names, cmp_a[c][row_show]), "preset_b": _take(names, cmp_b[c][row_show]),
+        "left": _take(names, left[row_show]), "right": _take(names, right[row_show]),
+        "dimension": _take(dimensions, row_dim),
+        "choice": pd.array(choice[row_show, row_dim], dtype="str"),
+        "winner": pd.array(winner[row_show, row_dim], dtype="str"),
+        "nonsensical_left": flags[row_show, 0], "nonsensical_right": flags[row_show, 1],
+        "comment": _take([SIM_COMMENT], np.zeros(len(row_show), dtype=np.int64)),
+        "seconds": seconds[row_show], "rated_at": _take(stamps, row_show), "repeat": shown["repeat"][row_show],
+    })
+    df = pd.DataFrame(table, columns=COMPARISON_COLUMNS)
+    df.attrs["simulated"] = True
+    df.attrs["simulation"] = {
+        "catalog": catalog_name, "prompts": n_prompts, "presets": list(presets), "raters": rater_ids,
+        "preference": {d: float(shares[d]) for d in dimensions}, "log_odds": mu, "prompt_sd": prompt_sd,
+        "topic_sd": topic_sd, "quality_sd": quality_sd, "topic_preference_sd": topic_preference_sd,
+        "rater_preference_sd": rater_preference_sd, "position_bias": position_bias,
+        "rater_position_sd": rater_position_sd, "tie_rate": tie_rate, "good_share": good_share,
+        "rater_tie_sd": rater_tie_sd, "rater_leniency_sd": rater_leniency_sd, "nonsensical_rate": nonsensical_rate,
+        "missing_rate": missing_rate, "repeats": repeats, "seed": seed, "dimensions": list(dimensions)}
+    return df
+
+
+COMPARISON_POWER_COLUMNS = ["n_topics", "n_prompts", "n_raters", "preference", "dimension", "alpha", "n_sim",
+                            "power", "power_ci_low", "power_ci_high", "power_unadjusted", "decisive_prompts",
+                            "test"]
+
+
+def comparison_power(n_topics=17, n_raters=3, preference: float = 0.6, dimension: str = "style",
+                     alpha: float = 0.05, correction: str = "holm", n_sim: int = 200, seed: int = 0,
+                     catalog="oncology", presets=("glide-clip", "glide-cfg"), target: float = 0.8,
+                     **simulation) -> pd.DataFrame:
+    """Power of the declared side-by-side test to find a preference, by simulating studies.
+
+    Each simulated study is :func:`simulate_comparisons` on the catalog's design cut (or
+    repeated) to ``n_topics`` topics (every style and detail of each: 16 prompts a topic for
+    oncology), every comparison answered by ``n_raters`` raters, the first preset winning a
+    share ``preference`` of the decisive answers on average (in every dimension); other
+    keywords (``simulation``) go to :func:`simulate_comparisons`. Each study is analysed by the
+    declared test, :func:`ratings.analysis.compare.sign_tests` (the prompt-level exact sign test,
+    every preset pair x dimension one family adjusted by ``correction``); a detection is the
+    pair's ``p_adj < alpha`` in ``dimension`` with the first preset preferred.
+
+    Parameters
+    ----------
+    n_topics, n_raters : int or sequence of int
+        Topics and raters per study; sequences give a grid, one row per cell.
+    preference : float
+        The planted share (0.6: a 60/40 preference).
+    dimension : str
+        The dimension whose detection is counted.
+    alpha, correction
+        The family's level and adjustment.
+    n_sim : int
+        Simulated studies per cell.
+    seed : int
+        Study ``i`` of a cell has seed ``(seed, n_topics, n_raters, i)``.
+    catalog, presets
+        The design's catalog, and the presets (the first is the preferred one).
+    target : float
+        The power a design should reach: ``attrs["needed"]`` maps each number of raters to the
+        fewest topics of the grid from which every larger number reaches it.
+
+    Returns
+    -------
+    DataFrame
+        :data:`COMPARISON_POWER_COLUMNS`: power with its 95% Wilson interval, the unadjusted
+        power (p < alpha in the planted direction) and the mean number of decisive prompts;
+        ``attrs["needed"]``, ``attrs["seconds"]``.
+
+    Examples
+    --------
+    >>> out = comparison_power(n_topics=4, n_raters=3, preference=0.6, n_sim=20)
+    >>> print(out[['n_prompts', 'n_raters', 'power', 'power_unadjusted']].to_string(index=False))
+     n_prompts  n_raters  power  power_unadjusted
+            64         3    ...               ...
+    """
+    import time
+
+    from .compare import sign_tests
+
+    topics_grid = [n_topics] if isinstance(n_topics, (int, np.integer)) else list(n_topics)
+    raters_grid = [n_raters] if isinstance(n_raters, (int, np.integer)) else list(n_raters)
+    for value, name in [(v, "n_topics") for v in topics_grid] + [(v, "n_raters") for v in raters_grid] + [
+            (n_sim, "n_sim")]:
+        if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+            raise RatingError(f"{name} must be a whole number of at least 1, not {value!r}")
+    if not topics_grid or not raters_grid:
+        raise RatingError("comparison_power needs at least one number of topics and one of raters")
+    presets = distinct_names(presets, "presets")
+    started = time.perf_counter()
+    rows = []
+    for topics, n_r in itertools.product(topics_grid, raters_grid):
+        prompts = design_prompts(int(topics), catalog)
+        raters = [f"R{k + 1}" for k in range(int(n_r))]
+        detected = unadjusted = 0
+        decisive = []
+        for i in range(n_sim):
+            study_seed = int(np.random.SeedSequence([seed, int(topics), int(n_r), i]).generate_state(1)[0])
+            table = simulate_comparisons(prompts, presets=presets, raters=raters, preference=preference,
+                                         seed=study_seed, **simulation)
+            tests = sign_tests(table, alpha=alpha, correction=correction)
+            row = tests[(tests["dimension"] == dimension) & (tests["preset_a"] == min(presets[:2]))
+                        & (tests["preset_b"] == max(presets[:2]))].iloc[0]
+            first_is_a = presets[0] == row["preset_a"]
+            planted = (row["share_a"] > 0.5) == first_is_a
+            detected += bool(row["p_adj"] < alpha and planted)
+            unadjusted += bool(row["p"] < alpha and planted)
+            decisive.append(row["n_decisive_prompts"])
+        low, high = wilson_interval(detected, n_sim)
+        rows.append({"n_topics": int(topics), "n_prompts": len(prompts), "n_raters": int(n_r),
+                     "preference": preference, "dimension": dimension, "alpha": alpha, "n_sim": n_sim,
+                     "power": detected / n_sim, "power_ci_low": low, "power_ci_high": high,
+                     "power_unadjusted": unadjusted / n_sim, "decisive_prompts": float(np.mean(decisive)),
+                     "test": f"prompt-level exact sign test, {correction} over every preset pair x dimension"})
+    out = pd.DataFrame(rows, columns=COMPARISON_POWER_COLUMNS)
+    needed = {}
+    for n_r in raters_grid:
+        mine = out[out["n_raters"] == n_r].sort_values("n_topics")
+        reach = (mine["power"] >= target).to_numpy()
+        first = [t for k, t in enumerate(mine["n_topics"]) if reach[k:].all()]
+        needed[int(n_r)] = int(first[0]) if first else None
+    out.attrs.update(needed=needed, target=target, seconds=round(time.perf_counter() - started, 1),
+                     simulated=True)
+    return out
+
+
 # --- helpers --------------------------------------------------------------------------------
 
 def _prompt_table(catalog, replicate: int) -> tuple[pd.DataFrame, str]:
@@ -1074,9 +1437,13 @@ def _timestamps(seconds: np.ndarray, rater_of: np.ndarray, n_raters: int):
     return pd.array(text, dtype="str") + "Z"
 
 
-__all__ = ["CONTENT_NOISE", "CONTENT_SHIFT", "CUTPOINTS", "DEFAULT_STYLE_MEANS", "FLAG_RATES", "GROUP_MEANS", "METHODS",
+__all__ = ["COMPARISON_DIMENSIONS", "COMPARISON_POWER_COLUMNS", "COMPARISON_PROMPT_SD", "COMPARISON_QUALITY_SD",
+           "COMPARISON_TOPIC_SD", "CONTENT_NOISE", "CONTENT_SHIFT", "CUTPOINTS", "DEFAULT_STYLE_MEANS", "FLAG_RATES",
+           "GOOD_SHARE", "GROUP_MEANS", "METHODS", "POSITION_BIAS", "RATER_LENIENCY_SD", "RATER_POSITION_SD",
+           "RATER_TIE_SD", "TIE_RATE",
            "NOISE_CORRELATION", "N_SIM", "OTHER_FLAG_RATE", "OTHER_MEAN", "RADIOLOGY_FLAG_RATE", "RATER_THRESHOLD_SD",
            "REALISTIC", "SCORE_MAX", "SCORE_MIN", "SECONDS_LOG_SD", "SECONDS_MEDIAN", "SIM_COMMENT", "SIM_PREFIX",
            "STYLE_PAIRS", "TIDY_COLUMNS", "TOPIC_SD", "TOPIC_STYLE_SD", "check_sd", "check_share",
-           "covariance", "design_prompts", "distinct_names", "latent_style_means", "null_study", "power", "power_curve",
-           "rater_cutpoints", "simulate_ratings", "wilson_interval"]
+           "comparison_power", "covariance", "design_prompts", "distinct_names", "latent_style_means", "null_study",
+           "planted_log_odds", "power", "power_curve", "rater_cutpoints", "simulate_comparisons", "simulate_ratings",
+           "wilson_interval"]

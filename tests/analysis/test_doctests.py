@@ -15,9 +15,9 @@ import pytest
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-MODULES = ["agreement", "checks", "effects", "flow", "metrics", "mixed", "ordinal", "plots", "protocol", "report",
+MODULES = ["agreement", "checks", "compare", "effects", "flow", "metrics", "mixed", "ordinal", "plots", "protocol", "report",
            "reproduce", "simulate", "stats"]
-WITH_EXAMPLES = ["agreement", "checks", "effects", "flow", "mixed", "ordinal", "reproduce", "simulate", "stats"]
+WITH_EXAMPLES = ["agreement", "checks", "compare", "effects", "flow", "mixed", "ordinal", "reproduce", "simulate", "stats"]
 FLAGS = doctest.ELLIPSIS | doctest.NORMALIZE_WHITESPACE
 
 

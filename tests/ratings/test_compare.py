@@ -244,3 +244,12 @@ def test_progress_counts_comparisons_and_writes_nothing(study):
     table = [line.split() for line in lines[start + 2:]]
     assert table == [["A", "3", "0", "3"], ["B", "3", "1", "2"]]
     assert sorted(p.name for p in study.iterdir()) == before  # no -wal, no -shm
+
+
+def test_the_analysis_plan_declares_the_comparisons_family(study):
+    compare.build_comparisons(study, "A,B", PRESETS, seed=4)
+    result = ratings_cli("plan", "--study", study)
+    assert result.returncode == 0, result.stderr
+    line = next(x for x in result.stdout.splitlines() if x.startswith("10. Side-by-side comparisons"))
+    assert "(tiny-fast, tiny-fast-b)" in line and "prompts as the unit" in line
+    assert "Every preset pair x dimension (1 x 2) is one family, adjusted by Holm at alpha 0.05" in line
