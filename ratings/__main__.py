@@ -254,8 +254,8 @@ def _analyze(args) -> int:
         raise RatingError("give --study DIR, or exported tables (--table FILE, --comparisons FILE), not both: a "
                           "study folder's own ratings and comparisons are analysed with --study")
     if args.study is None and args.table is None and args.comparisons is None:
-        raise RatingError("give --study DIR, or --table FILE (an exported tidy table) and/or --comparisons FILE "
-                          "(exported side-by-side comparisons)")
+        raise RatingError("give --study DIR or --table FILE (an exported tidy table); exported side-by-side "
+                          "comparisons go with --comparisons FILE, alone or beside --table")
     # every check before anything is written: a refused command leaves no folder behind
     if args.study and not Path(args.study).expanduser().is_dir():
         raise RatingError(f"{args.study}: no such study folder; give the folder that holds study.sqlite")
